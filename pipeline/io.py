@@ -1,0 +1,133 @@
+"""Small I/O primitives shared by the stages: atomic writes, the manifest table, failures.csv."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Iterable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds.
+
+    Nothing half-written is ever visible under the final name (a crash leaves a `.tmp` file that
+    the next run ignores and overwrites).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def clean_stale_temporaries(folder: Path) -> int:
+    """Remove `.tmp` leftovers of a killed run; returns how many were removed."""
+    if not folder.exists():
+        return 0
+    stale = list(folder.glob(".*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+@dataclass
+class ManifestRow:
+    """One row of `manifest.csv`: what the adapter listed plus what the probe found."""
+
+    video_id: str
+    path: str
+    label: str
+    subject: str
+    fold: int | None = None
+    split: str | None = None
+    apex_start: int | None = None
+    apex_end: int | None = None
+    n_frames: int = 0
+    """Frames actually decoded (never the header's count)."""
+    header_frames: int = 0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    rotation: int = 0
+    status: str = "ok"
+    """`ok`, or the failure kind (the reason is in failures.csv)."""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+_INT_FIELDS = {"fold", "apex_start", "apex_end", "n_frames", "header_frames", "width", "height", "rotation"}
+
+
+def write_manifest(rows: Iterable[ManifestRow], path: Path) -> None:
+    names = [f.name for f in fields(ManifestRow)]
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=names)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()})
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    rows = []
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        for raw in csv.DictReader(f):
+            kw = {}
+            for k, v in raw.items():
+                if k in _INT_FIELDS:
+                    kw[k] = int(float(v)) if v not in ("", None) else (None if k in ("fold", "apex_start", "apex_end") else 0)
+                elif k == "fps":
+                    kw[k] = float(v or 0)
+                elif k == "split":
+                    kw[k] = v or None
+                else:
+                    kw[k] = v
+            rows.append(ManifestRow(**kw))
+    return rows
+
+
+@dataclass(frozen=True)
+class Failure:
+    video_id: str
+    stage: str
+    kind: str
+    message: str
+
+
+FAILURE_COLUMNS = ["video_id", "stage", "kind", "message"]
+
+
+def read_failures(path: Path) -> list[Failure]:
+    if not Path(path).exists():
+        return []
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return [Failure(**{k: r[k] for k in FAILURE_COLUMNS}) for r in csv.DictReader(f)]
+
+
+def update_failures(path: Path, stage: str, failures: Iterable[Failure], *, replace_ids: Iterable[str] = ()) -> None:
+    """Rewrite `failures.csv`: keep other stages' rows, replace this stage's rows for the videos it
+    (re)processed (`replace_ids`), add the new ones. Atomic, so a crash never truncates it."""
+    replace = set(replace_ids)
+    new = list(failures)
+    replace |= {f.video_id for f in new}
+    kept = [f for f in read_failures(path) if not (f.stage == stage and f.video_id in replace)]
+    with atomic_path(Path(path)) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=FAILURE_COLUMNS)
+        w.writeheader()
+        for fl in kept + new:
+            w.writerow(dataclasses.asdict(fl))
