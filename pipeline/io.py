@@ -62,6 +62,10 @@ class ManifestRow:
     width: int = 0
     height: int = 0
     rotation: int = 0
+    crop: str = ""
+    """`left`/`right` half of each frame (MMI dual view), or '' for the whole frame."""
+    extra: str = ""
+    """Adapter-specific fields as JSON (e.g. MMI `view`)."""
     status: str = "ok"
     """`ok`, or the failure kind (the reason is in failures.csv)."""
     error: str = ""
@@ -69,6 +73,10 @@ class ManifestRow:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def crop_side(self) -> str | None:
+        return self.crop or None
 
 
 _INT_FIELDS = {"fold", "apex_start", "apex_end", "n_frames", "header_frames", "width", "height", "rotation"}

@@ -1,0 +1,44 @@
+"""`oulu`: Oulu-CASIA NIR&VIS facial expression database, one camera/illumination subset.
+
+The paper-standard subset is the visible-light camera under strong illumination
+(`OriginalImg/VL/Strong`): 80 subjects x 6 expressions = 480 sequences of jpeg frames.
+"""
+from __future__ import annotations
+
+import re
+
+from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.errors import DatasetError
+
+_SUBJECT = re.compile(r"^P\d{3}$")
+
+
+class OuluAdapter(Adapter):
+    name = "oulu"
+    description = "Oulu-CASIA NIR&VIS: posed, 80 subjects x 6 expressions per camera/illumination, 25 fps."
+    layout = ("  <root>/OriginalImg/VL/Strong/P001..P080/<Anger|Disgust|Fear|Happiness|Sadness|Surprise>/000.jpeg, ...\n"
+              "  options: images (default OriginalImg), camera (VL|NI, default VL),\n"
+              "           illumination (Strong|Weak|Dark, default Strong)")
+    default_classes = BASIC6
+    protocol = "subject-independent 10-fold by subject P### (train-head --folds 10)"
+
+    def list_videos(self) -> Listing:
+        subset = "/".join((self.options.get("images", "OriginalImg"), self.options.get("camera", "VL"),
+                           self.options.get("illumination", "Strong")))
+        self.require(subset)
+        subjects = sorted(p for p in (self.root / subset).iterdir() if p.is_dir() and _SUBJECT.match(p.name))
+        if not subjects:
+            raise DatasetError(f"oulu: no subject folders (P###) under {self.root / subset}.\n"
+                               f"Expected layout:\n{self.layout}")
+        listing = Listing(entries=[])
+        for subject in subjects:
+            for sequence in sorted(p for p in subject.iterdir() if p.is_dir()):
+                vid = video_id_for(sequence, self.root)
+                try:
+                    label = canonical_label(sequence.name)
+                except KeyError as err:
+                    listing.problems.append((vid, "unknown_label", str(err.args[0])))
+                    continue
+                if self.keep(label, listing):
+                    listing.entries.append(VideoEntry(video_id=vid, path=sequence, label=label, subject=subject.name))
+        return listing

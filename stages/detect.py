@@ -1,0 +1,197 @@
+"""detect: decode every frame, detect faces in batches, keep one subject's track per video.
+
+Reads `manifest.csv`; writes `faces.h5` (one group per video id: boxes, landmarks, scores, flags,
+attribute n_frames), the `detect` rows of `failures.csv`, and `qc/detect_contact_sheet.png`.
+Each finished video is first written to `.detect-parts/` atomically, so a killed run resumes
+where it stopped; `faces.h5` is assembled from the parts under a temporary name, then renamed.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from pipeline.config import Config, DetectConfig
+from pipeline.detector import Detections, build_detector
+from pipeline.errors import TooManyFailures, VideoError
+from pipeline.io import Failure, ManifestRow, atomic_path, clean_stale_temporaries, read_manifest, update_failures
+from pipeline.layout import layout_for
+from pipeline.qc import detect_contact_sheet
+from pipeline.state import is_current, mark_done, signature
+from pipeline.tracking import DETECTED, FILLED, FaceTrack, build_track
+from pipeline.video import iter_frames
+
+log = logging.getLogger(__name__)
+STAGE = "detect"
+_DETECTOR = None  # one per worker process, built on first use
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    track: FaceTrack | None
+    n_frames: int
+    width: int = 0
+    height: int = 0
+    kind: str = ""
+    message: str = ""
+
+
+def part_path(parts: Path, video_id: str) -> Path:
+    return parts / (hashlib.sha1(video_id.encode()).hexdigest()[:20] + ".npz")
+
+
+def _detector(cfg: DetectConfig):
+    global _DETECTOR
+    if _DETECTOR is None or _DETECTOR[0] != cfg:
+        _DETECTOR = (cfg, build_detector(cfg))
+    return _DETECTOR[1]
+
+
+def detect_video(row: ManifestRow, cfg: DetectConfig) -> VideoResult:
+    """Stream the video in batches through the detector (every `stride`-th frame), then track."""
+    detector = _detector(cfg)
+    dets: list[Detections | None] = []  # None: frame skipped by stride
+    batch: list[np.ndarray] = []
+    batch_idx: list[int] = []
+    shape = (0, 0)
+
+    def flush() -> None:
+        for i, d in zip(batch_idx, detector.detect(batch)):
+            dets[i] = d
+        batch.clear()
+        batch_idx.clear()
+
+    try:
+        for i, frame in enumerate(iter_frames(Path(row.path), crop=row.crop_side)):
+            dets.append(None)
+            if i % cfg.stride:
+                continue
+            if batch and batch[0].shape != frame.shape:  # a stream that changes size: never mix sizes
+                flush()
+            shape = frame.shape[:2]
+            batch.append(frame)
+            batch_idx.append(i)
+            if len(batch) == cfg.batch_size:
+                flush()
+        if batch:
+            flush()
+    except VideoError as err:
+        return VideoResult(row.video_id, None, len(dets), kind=err.kind, message=err.message)
+    if not dets:
+        return VideoResult(row.video_id, None, 0, kind="empty", message="no frames decoded")
+    h, w = shape
+    track = build_track(dets, w, h, max_gap=max(cfg.max_gap, cfg.stride - 1), smooth_window=cfg.smooth_window,
+                        max_jump=cfg.max_jump)
+    if not (track.flags == DETECTED).any():
+        return VideoResult(row.video_id, None, len(dets), w, h, "no_face", f"no face found in {len(dets)} frames")
+    return VideoResult(row.video_id, track, len(dets), w, h)
+
+
+def save_part(path: Path, res: VideoResult, sig: str) -> None:
+    buf = io.BytesIO()
+    arrays = {"video_id": np.array(res.video_id), "signature": np.array(sig), "n_frames": np.array(res.n_frames),
+              "size": np.array([res.width, res.height]), "kind": np.array(res.kind), "message": np.array(res.message)}
+    if res.track is not None:
+        arrays.update(boxes=res.track.boxes, landmarks=res.track.landmarks, scores=res.track.scores, flags=res.track.flags)
+    np.savez(buf, **arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def load_part(path: Path, video_id: str, sig: str) -> VideoResult | None:
+    """A verified part, or None when missing, unreadable, from other parameters or inconsistent."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            if str(z["video_id"]) != video_id or str(z["signature"]) != sig:
+                return None
+            n, (w, h) = int(z["n_frames"]), z["size"].tolist()
+            if str(z["kind"]):
+                return VideoResult(video_id, None, n, w, h, str(z["kind"]), str(z["message"]))
+            track = FaceTrack(z["boxes"], z["landmarks"], z["scores"], z["flags"])
+    except (OSError, ValueError, KeyError):
+        return None
+    if not (len(track.boxes) == len(track.flags) == n and np.isfinite(track.landmarks).all()):
+        return None
+    return VideoResult(video_id, track, n, w, h)
+
+
+def write_faces(path: Path, results: list[VideoResult], attrs: dict) -> None:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        for r in results:
+            g = f.create_group(r.video_id)  # ids with `/` become nested groups
+            g.create_dataset("boxes", data=r.track.boxes.astype(np.float32))
+            g.create_dataset("landmarks", data=r.track.landmarks.astype(np.float32))
+            g.create_dataset("scores", data=r.track.scores.astype(np.float32))
+            g.create_dataset("flags", data=r.track.flags.astype(np.uint8))
+            g.attrs["n_frames"] = r.n_frames
+            g.attrs["width"], g.attrs["height"] = r.width, r.height
+
+
+def read_track(f: h5py.File, video_id: str) -> FaceTrack:
+    g = f[video_id]
+    return FaceTrack(g["boxes"][:], g["landmarks"][:], g["scores"][:], g["flags"][:])
+
+
+def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = False) -> dict:
+    dcfg = cfg.detect
+    lay = layout_for(cfg, dataset)
+    sig = signature(cfg, dataset, STAGE)
+    if not force and is_current(cfg, dataset, STAGE, [lay.faces]):
+        return {"stage": STAGE, "dataset": dataset, "skipped": "up to date", "faces": str(lay.faces)}
+    rows = read_manifest(lay.manifest)
+    todo = [r for r in rows if r.ok]
+    clean_stale_temporaries(lay.parts)
+    lay.parts.mkdir(parents=True, exist_ok=True)
+    results: dict[str, VideoResult] = {}
+    for r in todo:
+        done = load_part(part_path(lay.parts, r.video_id), r.video_id, sig)
+        if done is not None:
+            results[r.video_id] = done
+    pending = [r for r in todo if r.video_id not in results]
+    n_workers = max(1, min(workers or dcfg.workers, len(pending) or 1))
+    if dcfg.threads == 0:  # split the cores between worker processes rather than oversubscribing
+        dcfg = DetectConfig(**{**dcfg.__dict__, "threads": max(1, (os.cpu_count() or 1) // n_workers)})
+    describe = build_detector(dcfg).describe() if pending else "(all videos resumed from parts)"
+    log.info("detector: %s; %d videos to detect, %d resumed", describe, len(pending), len(results))
+    jobs = (delayed(detect_video)(r, dcfg) for r in pending)
+    gen = Parallel(n_jobs=n_workers, return_as="generator_unordered")(jobs) if n_workers > 1 else (
+        detect_video(r, dcfg) for r in pending)
+    for res in tqdm(gen, total=len(pending), desc=f"detect {dataset}", unit="video"):
+        save_part(part_path(lay.parts, res.video_id), res, sig)  # durable before counted
+        results[res.video_id] = res
+
+    good = [results[r.video_id] for r in todo if results[r.video_id].track is not None]
+    failures = [Failure(v.video_id, STAGE, v.kind, v.message) for v in results.values() if v.track is None]
+    write_faces(lay.faces, good, {"detector": describe, "signature": sig, "stride": dcfg.stride,
+                                  "det_size": dcfg.det_size})
+    update_failures(lay.failures, STAGE, failures, replace_ids=[r.video_id for r in rows])
+    sheet = detect_contact_sheet(rows, good, lay.qc / "detect_contact_sheet.png", dcfg.qc_samples,
+                                 size=cfg.extract.crop_size, margin=cfg.extract.margin)
+    frames = sum(v.n_frames for v in good)
+    n_det = sum(int((v.track.flags == DETECTED).sum()) for v in good)
+    n_fill = sum(int((v.track.flags == FILLED).sum()) for v in good)
+    n_failed = len(rows) - len(good)
+    summary = {
+        "stage": STAGE, "dataset": dataset, "detector": describe, "videos": len(rows), "tracked": len(good),
+        "frames": frames, "pct_detected": round(100.0 * n_det / max(frames, 1), 2),
+        "pct_filled": round(100.0 * n_fill / max(frames, 1), 2), "failed": n_failed,
+        "faces": str(lay.faces), "contact_sheet": str(sheet) if sheet else None,
+    }
+    if rows and n_failed / len(rows) > dcfg.max_failure_fraction:
+        raise TooManyFailures(f"detect: {n_failed} of {len(rows)} videos failed (> detect.max_failure_fraction="
+                              f"{dcfg.max_failure_fraction}); see {lay.failures}")
+    mark_done(cfg, dataset, STAGE, sig, summary)
+    return summary

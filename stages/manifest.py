@@ -1,0 +1,98 @@
+"""manifest: list a dataset's videos through its adapter and probe each one.
+
+Reads the dataset root (params.yaml `datasets.<D>`, or `--adapter/--root`); writes
+`<data_root>/D/manifest.csv` (one row per listed video, failures included with their status) and
+the `manifest` rows of `failures.csv`. Probing decodes every frame once (grab only) because header
+frame counts lie (REFERENCE §5).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from pipeline.adapters import VideoEntry, make_adapter
+from pipeline.adapters.base import Listing
+from pipeline.config import Config
+from pipeline.errors import VideoError
+from pipeline.io import Failure, ManifestRow, read_failures, update_failures, write_manifest
+from pipeline.layout import layout_for
+from pipeline.state import is_current, mark_done, signature
+from pipeline.video import probe
+
+log = logging.getLogger(__name__)
+STAGE = "manifest"
+
+
+def list_entries(cfg: Config, dataset: str) -> Listing:
+    ds = cfg.dataset_config(dataset)
+    adapter = make_adapter(ds.adapter, cfg.resolve_root(dataset), classes=ds.classes, fps=ds.fps, options=ds.options)
+    return adapter.list_videos()
+
+
+def fingerprint(listing: Listing) -> str:
+    """Changes when a video is added, removed, relabelled or rewritten."""
+    h = hashlib.sha256()
+    for e in listing.entries:
+        try:
+            st = e.path.stat()
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{e.video_id}|{e.path}|{e.label}|{e.subject}|{e.fold}|{e.split}|{stamp}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def probe_entry(entry: VideoEntry, fps_default: float) -> ManifestRow:
+    crop = entry.extra.get("crop") or ""
+    row = ManifestRow(video_id=entry.video_id, path=str(entry.path), label=entry.label, subject=entry.subject,
+                      fold=entry.fold, split=entry.split, apex_start=entry.apex_start, apex_end=entry.apex_end,
+                      crop=crop, extra=json.dumps({k: v for k, v in entry.extra.items() if k != "crop"}) if entry.extra else "")
+    try:
+        info = probe(entry.path, fps_default=fps_default, crop=crop or None)
+    except VideoError as err:
+        row.status, row.error = err.kind, err.message
+        return row
+    row.n_frames, row.header_frames, row.fps = info.n_frames, info.header_frames, info.fps
+    row.width, row.height, row.rotation = info.width, info.height, info.rotation
+    return row
+
+
+def run(cfg: Config, *, dataset: str, force: bool = False) -> dict:
+    lay = layout_for(cfg, dataset)
+    listing = list_entries(cfg, dataset)
+    fp = fingerprint(listing)
+    sig = signature(cfg, dataset, STAGE, fp)
+    if not force and is_current(cfg, dataset, STAGE, [lay.manifest], fp):
+        return {"stage": STAGE, "dataset": dataset, "skipped": "up to date", "manifest": str(lay.manifest)}
+
+    seen: set[str] = set()
+    entries, failures = [], [Failure(vid, STAGE, kind, msg) for vid, kind, msg in listing.problems]
+    for e in listing.entries:
+        if e.video_id in seen:
+            failures.append(Failure(e.video_id, STAGE, "duplicate_id", f"{e.path}: id already used by another video"))
+            continue
+        seen.add(e.video_id)
+        entries.append(e)
+    fps = cfg.dataset_config(dataset).fps
+    jobs = (delayed(probe_entry)(e, fps) for e in entries)
+    rows = list(tqdm(Parallel(n_jobs=cfg.manifest.workers, return_as="generator")(jobs),
+                     total=len(entries), desc=f"probe {dataset}", unit="video", leave=False))
+    failures += [Failure(r.video_id, STAGE, r.status, r.error) for r in rows if not r.ok]
+    write_manifest(rows, lay.manifest)
+    # This stage owns its failure rows: replace all of them (a fixed file no longer fails).
+    old_ids = [f.video_id for f in read_failures(lay.failures) if f.stage == STAGE]
+    update_failures(lay.failures, STAGE, failures, replace_ids=old_ids)
+    summary = {
+        "stage": STAGE, "dataset": dataset, "videos": len(rows), "ok": sum(r.ok for r in rows),
+        "failed": len(failures), "frames": sum(r.n_frames for r in rows),
+        "labels": dict(Counter(r.label for r in rows if r.ok)), "excluded": listing.excluded,
+        "manifest": str(lay.manifest),
+    }
+    mark_done(cfg, dataset, STAGE, sig, summary)
+    return summary

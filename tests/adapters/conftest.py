@@ -1,0 +1,23 @@
+"""Helpers that build tiny replicas of the datasets' original layouts in tmp_path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def touch(path: Path, text: str = "") -> Path:
+    """An existing (empty, or holding `text`) file, parents created: stands in for a video file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def write_frames(folder: Path, names: list[str]) -> Path:
+    """A frame folder of real, tiny images (8x8), written with OpenCV in the given file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        image = np.full((8, 8, 3), 40 * i % 256, np.uint8)
+        assert cv2.imwrite(str(folder / name), image), folder / name
+    return folder
