@@ -24,6 +24,8 @@ def _attr(v):
             return json.loads(v)
         except json.JSONDecodeError:
             return v
+    if isinstance(v, np.generic):
+        return v.item()
     if isinstance(v, np.ndarray):
         return [x.decode() if isinstance(x, bytes) else x for x in v.tolist()]
     return v

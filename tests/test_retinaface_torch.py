@@ -1,6 +1,8 @@
 """The torch port of RetinaFace-MobileNet0.25 and its body features against onnxruntime on real frames."""
 from __future__ import annotations
 
+import copy
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -36,10 +38,26 @@ def port() -> torch.nn.Module:
     return load_retinaface_torch()
 
 
+@pytest.fixture(scope="module")
+def features() -> torch.nn.Module:
+    return build_mnet_features()
+
+
 def _session(model: bytes) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def detector_session() -> ort.InferenceSession:
+    return _session(onnx_bytes())
+
+
+@pytest.fixture(scope="module")
+def body_session() -> ort.InferenceSession:
+    """The detector with its stage2 and stage3 outputs exposed: the reference for the features."""
+    return _session(onnx_with_body_outputs())
 
 
 def _detector_input(frame_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -79,9 +97,9 @@ def face_crops(frame_bgr: np.ndarray, port: torch.nn.Module) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("width, height", [(320, 320), (640, 352)])
-def test_port_matches_onnxruntime(frame_bgr, port, width, height):
+def test_port_matches_onnxruntime(frame_bgr, port, detector_session, width, height):
     x = _detector_input(frame_bgr, width, height)
-    expected = _session(onnx_bytes()).run(None, {"input": x})
+    expected = detector_session.run(None, {"input": x})
     with torch.inference_mode():
         actual = port(torch.from_numpy(x))
     for name, a, e in zip(("loc", "conf", "landmarks"), actual, expected):
@@ -100,43 +118,39 @@ def test_port_is_batched(frame_bgr, port):
         torch.testing.assert_close(t[:1], a, rtol=0, atol=1e-5)
 
 
-def test_body_outputs_added_to_onnx():
-    outputs = {o.name: o for o in _session(onnx_with_body_outputs()).get_outputs()}
+def test_body_outputs_added_to_onnx(body_session):
+    outputs = {o.name: o for o in body_session.get_outputs()}
     assert list(outputs) == ["loc", "conf", "landmarks", "stage2", "stage3"]
     assert outputs["stage2"].shape[1] == 128 and outputs["stage3"].shape[1] == 256
 
 
-def test_mnet_features_match_onnxruntime_body(face_crops):
-    features = build_mnet_features()
+def test_mnet_features_match_onnxruntime_body(face_crops, features, body_session):
     with torch.inference_mode():
         actual = features(face_crops).numpy()
     bgr = (face_crops.flip(1) - torch.from_numpy(MEAN_BGR).view(1, 3, 1, 1)).numpy()
-    stage2, stage3 = _session(onnx_with_body_outputs()).run(["stage2", "stage3"], {"input": bgr})
+    stage2, stage3 = body_session.run(["stage2", "stage3"], {"input": bgr})
     expected = np.concatenate([stage2.mean(axis=(2, 3)), stage3.mean(axis=(2, 3))], axis=1)
     assert actual.shape == (2, FEATURE_DIM) and actual.dtype == np.float32
     assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
-def test_mnet_features_batch_invariant_and_channels_last(face_crops):
-    features = build_mnet_features()
+def test_mnet_features_batch_invariant_and_channels_last(face_crops, features):
+    fast_model = copy.deepcopy(features).to(memory_format=torch.channels_last)  # .to() is in place
     with torch.inference_mode():
         batch = features(face_crops)
         alone = features(face_crops[1:])
-        fast = features.to(memory_format=torch.channels_last)(
-            face_crops.contiguous(memory_format=torch.channels_last))
+        fast = fast_model(face_crops.contiguous(memory_format=torch.channels_last))
     assert batch.shape == (2, FEATURE_DIM) and torch.isfinite(batch).all()
     assert not torch.allclose(batch[0], batch[1])  # different crops give different features
     torch.testing.assert_close(alone[0], batch[1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast, batch, rtol=1e-5, atol=1e-5)
 
 
-def test_mnet_rejects_wrong_shape():
+def test_mnet_rejects_wrong_shape(features):
     with pytest.raises(ValueError, match=r"got shape \(2, 224, 224, 3\)"):
-        build_mnet_features()(torch.zeros(2, 224, 224, 3))
+        features(torch.zeros(2, 224, 224, 3))
 
 
 def test_weights_sha256_is_of_the_onnx_bytes():
-    import hashlib
-
     assert weights_sha256() == hashlib.sha256(onnx_bytes()).hexdigest()
     assert len(weights_sha256()) == 64

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from pipeline.adapters.base import BASIC7, VIDEO_EXTENSIONS, Adapter, Listing, VideoEntry, video_id_for
+from pipeline.errors import DatasetError
 
 LABEL_CODES = {1: "happiness", 2: "sadness", 3: "neutral", 4: "anger", 5: "surprise", 6: "disgust", 7: "fear"}
 N_SETS = 5
@@ -36,10 +37,20 @@ class DFEWAdapter(Adapter):
         self.require(*csvs, media)
         index = _index(self.root / media, dirs=frames)
         listing = Listing(entries=[])
+        fold_of: dict[str, int] = {}
         for k, rel in enumerate(csvs, start=1):
             with (self.root / rel).open(newline="") as f:
-                for row in csv.DictReader(f):
+                reader = csv.DictReader(f)
+                if not {"video_name", "label"} <= set(reader.fieldnames or []):
+                    raise DatasetError(f"dfew: {self.root / rel} has columns {reader.fieldnames}, "
+                                       f"expected video_name,label.\nExpected layout:\n{self.layout}")
+                for row in reader:
                     name = row["video_name"].strip().zfill(5)
+                    if name in fold_of:  # the five test sets partition the clips: a repeat is a bad csv
+                        listing.problems.append(
+                            (name, "duplicate", f"{rel} lists {name}, already in set_{fold_of[name]}"))
+                        continue
+                    fold_of[name] = k
                     path = index.get(name)
                     if path is None:
                         listing.problems.append((name, "missing", f"{rel} lists {name}, not found under {media}"))
@@ -66,14 +77,17 @@ def _index(folder: Path, dirs: bool) -> dict[str, Path]:
 
     def scan(d: Path, depth: int) -> None:
         with os.scandir(d) as it:
-            for e in sorted(it, key=lambda e: e.name):
-                stem = Path(e.name).stem if not dirs else e.name
-                if dirs and e.is_dir() and e.name.isdigit():
-                    found.setdefault(stem.zfill(5), Path(e.path))
-                elif not dirs and e.is_file() and Path(e.name).suffix.lower() in VIDEO_EXTENSIONS:
-                    found.setdefault(stem.zfill(5) if stem.isdigit() else stem, Path(e.path))
-                elif e.is_dir() and depth == 0:
-                    scan(Path(e.path), 1)
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            name = e.name if dirs else Path(e.name).stem
+            if dirs:
+                is_clip = e.is_dir() and e.name.isdigit()
+            else:
+                is_clip = e.is_file() and Path(e.name).suffix.lower() in VIDEO_EXTENSIONS
+            if is_clip:
+                found.setdefault(name.zfill(5) if name.isdigit() else name, Path(e.path))
+            elif e.is_dir() and depth == 0:
+                scan(Path(e.path), 1)
 
     scan(folder, 0)
     return found

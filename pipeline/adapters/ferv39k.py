@@ -34,7 +34,8 @@ class FERV39kAdapter(Adapter):
                 clip = fields[0].strip("/")
                 parts = clip.split("/")
                 if len(parts) != 3:
-                    listing.problems.append((clip, "bad_annotation", f"{name}:{number}: expected 'Scene/Emotion/ID Label', got {line!r}"))
+                    listing.problems.append(
+                        (clip, "bad_annotation", f"{name}:{number}: expected 'Scene/Emotion/ID Label', got {line!r}"))
                     continue
                 path = self.root / clips / clip
                 if not path.is_dir():
@@ -47,7 +48,8 @@ class FERV39kAdapter(Adapter):
                     listing.problems.append((vid, "unknown_label", str(err.args[0])))
                     continue
                 if len(fields) > 1 and fields[1].lower() != parts[1].lower():
-                    listing.problems.append((vid, "label_mismatch", f"{name}:{number}: folder {parts[1]}, label {fields[1]}"))
+                    listing.problems.append(
+                        (vid, "label_mismatch", f"{name}:{number}: folder {parts[1]}, label {fields[1]}"))
                     continue
                 if self.keep(label, listing):
                     # FERV39k has no subject ids: the clip id `Scene/Emotion/ID` stands in.

@@ -35,16 +35,22 @@ class MAFWAdapter(Adapter):
         lists = [f"{split_dir}/single/no_caption/set_{k}/test.txt" for k in range(1, N_SETS + 1)]
         self.require(media, *lists)
         listing = Listing(entries=[])
+        fold_of: dict[str, int] = {}
         for k, rel in enumerate(lists, start=1):
             for number, line in enumerate((self.root / rel).read_text().splitlines(), start=1):
                 fields = line.split()
                 if not fields:
                     continue
                 if len(fields) != 2:
-                    listing.problems.append((fields[0], "bad_annotation", f"{rel}:{number}: expected '<clip>.mp4 <label>', got {line!r}"))
+                    listing.problems.append(
+                        (fields[0], "bad_annotation", f"{rel}:{number}: expected '<clip>.mp4 <label>', got {line!r}"))
                     continue
                 clip = Path(fields[0]).stem.zfill(5)
-                path = self.root / media / clip if frames else self.root / media / f"{clip}{Path(fields[0]).suffix or '.mp4'}"
+                if clip in fold_of:  # the five test sets partition the clips: a repeat is a bad list
+                    listing.problems.append((clip, "duplicate", f"{rel}:{number}: already in set_{fold_of[clip]}"))
+                    continue
+                fold_of[clip] = k
+                path = self.root / media / (clip if frames else f"{clip}{Path(fields[0]).suffix or '.mp4'}")
                 if not path.exists():
                     listing.problems.append((clip, "missing", f"{rel}:{number}: {path} not found"))
                     continue

@@ -16,7 +16,8 @@ _SUBJECT = re.compile(r"^P\d{3}$")
 class OuluAdapter(Adapter):
     name = "oulu"
     description = "Oulu-CASIA NIR&VIS: posed, 80 subjects x 6 expressions per camera/illumination, 25 fps."
-    layout = ("  <root>/OriginalImg/VL/Strong/P001..P080/<Anger|Disgust|Fear|Happiness|Sadness|Surprise>/000.jpeg, ...\n"
+    layout = ("  <root>/OriginalImg/VL/Strong/P001..P080/<Anger|Disgust|Fear|Happiness|Sadness|Surprise>/\n"
+              "      000.jpeg, 001.jpeg, ...   frames of one sequence, neutral → peak\n"
               "  options: images (default OriginalImg), camera (VL|NI, default VL),\n"
               "           illumination (Strong|Weak|Dark, default Strong)")
     default_classes = BASIC6

@@ -81,9 +81,9 @@ _POINTS = (
 EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {
     # AU6 cheek raiser + AU12 lip-corner puller: corners up and out, cheeks up, eyes narrowed
     "happiness": {
-        "mouth_corner": (0.10, -0.13), "upper_lip_side": (0.05, -0.05), "lower_lip_side": (0.05, -0.02),
-        "upper_lip": (0.0, -0.02), "lower_lip": (0.0, 0.01), "cheek": (0.03, -0.08),
-        "nose_wing": (0.02, -0.01), "lid_lower": (0.0, -0.045), "lid_upper": (0.0, 0.02),
+        "mouth_corner": (0.13, -0.19), "upper_lip_side": (0.07, -0.08), "lower_lip_side": (0.07, -0.04),
+        "upper_lip": (0.0, -0.03), "lower_lip": (0.0, 0.02), "cheek": (0.04, -0.11), "jaw": (0.02, -0.02),
+        "nose_wing": (0.03, -0.02), "lid_lower": (0.0, -0.05), "lid_upper": (0.0, 0.025),
         "brow_outer": (0.0, 0.02),
     },
     # AU1 inner-brow raiser + AU4 + AU15 lip-corner depressor (+AU17 chin raiser)
@@ -104,9 +104,9 @@ EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {
     },
     # AU4 brow lowerer (down and together) + AU5/7 glare + AU23/24 lips pressed and narrowed
     "anger": {
-        "brow_inner": (-0.07, 0.13), "brow_mid": (-0.03, 0.08), "brow_outer": (0.0, 0.02),
-        "glabella": (0.0, 0.04), "lid_upper": (0.0, 0.0), "lid_lower": (0.0, -0.04),
-        "mouth_corner": (-0.07, 0.0), "upper_lip": (0.0, 0.04), "lower_lip": (0.0, -0.06),
+        "brow_inner": (-0.08, 0.17), "brow_mid": (-0.04, 0.11), "brow_outer": (0.0, 0.03),
+        "glabella": (0.0, 0.05), "lid_upper": (0.0, 0.01), "lid_lower": (0.0, -0.05),
+        "mouth_corner": (-0.08, 0.04), "upper_lip": (0.0, 0.04), "lower_lip": (0.0, -0.06),
         "upper_lip_side": (-0.04, 0.03), "lower_lip_side": (-0.04, -0.05), "chin": (0.0, -0.03),
         "nose_wing": (0.02, 0.0),
     },
@@ -126,12 +126,30 @@ EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {
     },
 }
 
-# A blink at full intensity: both lids meet slightly below the eye's centre.
-BLINK = {"lid_upper": (0.0, 0.135), "lid_lower": (0.0, -0.05)}
+# A blink at full intensity (units of `d`): the lids meet on a seam just below the eye landmark;
+# above it the image is sampled BLINK_UPPER higher (upper-lid skin), below it BLINK_LOWER lower.
+BLINK_UPPER, BLINK_LOWER, BLINK_SEAM = 0.14, 0.10, 0.01
+BLINK_REACH = (0.34, 0.36)
+"""Half-width and half-height of the region a blink moves (the eye opening plus its lids)."""
 
-# Darker mouth opening (fraction of the gap between the lips that is shaded, darkening at full
-# intensity): the warp alone stretches closed lips, the shading makes the opening read as one.
-MOUTH_OPENING = {"surprise": (0.75, 0.75), "fear": (0.6, 0.55), "disgust": (0.5, 0.35)}
+# Shading that the warp alone cannot produce, drawn on the warped face and darkened with intensity.
+# Mouth opening: (width as a fraction of the moved mouth width, darkness); its height is how far
+# the warp parted the lips, so a stretched closed mouth reads as an open one.
+MOUTH_OPENING = {"surprise": (0.75, 0.8), "fear": (0.8, 0.6), "disgust": (0.7, 0.35)}
+# Creases: segments between two moved control points (name, outward offset, downward offset), drawn
+# on both halves of the face, with a darkness: the glabella furrows of AU4, the nasolabial folds
+# deepened by AU6/10/12, the nose-bridge wrinkles of AU9.
+_NASOLABIAL = (("nose_wing", 0.06, -0.02), ("mouth_corner", 0.09, 0.05))
+_FURROW = (("brow_inner", -0.05, -0.08), ("brow_inner", -0.07, 0.10))
+CREASES: dict[str, list[tuple[tuple, tuple, float]]] = {
+    "happiness": [(*_NASOLABIAL, 0.30)],
+    "anger": [(*_FURROW, 0.55), (("brow_inner", 0.0, 0.06), ("brow_mid", 0.05, 0.07), 0.3)],
+    "disgust": [(*_NASOLABIAL, 0.30), (("nose_wing", -0.12, -0.32), ("nose_wing", -0.22, -0.24), 0.35),
+                (*_FURROW, 0.25)],
+    "sadness": [(("brow_inner", 0.0, -0.07), ("brow_inner", 0.12, -0.10), 0.25)],
+    "fear": [(("brow_inner", 0.0, -0.08), ("brow_mid", 0.0, -0.07), 0.2), (*_FURROW, 0.2)],
+    "surprise": [(("brow_inner", 0.0, -0.12), ("brow_outer", 0.0, -0.12), 0.2)],
+}
 
 
 @dataclass(frozen=True)
@@ -241,6 +259,33 @@ def tps_backward_field(src: np.ndarray, dst: np.ndarray, shape: tuple[int, int],
     return np.ascontiguousarray(big[off:off + h, off:off + w])
 
 
+def blink_layers(frame: FaceFrame, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(backward field, darkening) of closed eyes.
+
+    A thin-plate spline cannot close an eye (two lids pulled onto one line fold the plane), so the
+    blink is a local piecewise-linear squash towards a seam: monotonic on each side of it, hence no
+    fold-over, fading out across `BLINK_REACH`. The darkening draws the lash line on the seam.
+    """
+    h, w = shape
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+    field = np.zeros((h, w, 2), np.float32)
+    shade = np.zeros((h, w), np.float32)
+    half_w, reach = BLINK_REACH[0] * frame.d, BLINK_REACH[1] * frame.d
+    for eye in frame.landmarks[:2]:
+        seam = eye + BLINK_SEAM * frame.d * frame.v
+        e = (gx - seam[0]) * frame.u[0] + (gy - seam[1]) * frame.u[1]  # along the eye line
+        f = (gx - seam[0]) * frame.v[0] + (gy - seam[1]) * frame.v[1]  # towards the mouth
+        across = np.where(np.abs(e) < half_w, np.cos(0.5 * np.pi * e / half_w) ** 2, 0.0)
+        up = -BLINK_UPPER * frame.d * np.clip(1 + f / reach, 0, 1) * (f < 0)
+        down = BLINK_LOWER * frame.d * np.clip(1 - f / reach, 0, 1) * (f >= 0)
+        shift = across * (up + down)  # along v; |slope| < 1 keeps the map monotonic
+        field[..., 0] += (shift * frame.v[0]).astype(np.float32)
+        field[..., 1] += (shift * frame.v[1]).astype(np.float32)
+        line = np.exp(-0.5 * (f / max(0.8, 0.02 * frame.d)) ** 2) * np.clip(1.25 * across - 0.25, 0, 1)
+        shade = np.maximum(shade, (0.45 * line).astype(np.float32))
+    return field, shade
+
+
 def displacement_targets(frame: FaceFrame, keys: list[tuple[str, int]], moves: dict[str, tuple[float, float]],
                          gains: dict[str, float] | None = None) -> np.ndarray:
     """(N, 2) pixel displacement of every control point for one expression at full intensity."""
@@ -253,23 +298,34 @@ def displacement_targets(frame: FaceFrame, keys: list[tuple[str, int]], moves: d
     return out
 
 
-def mouth_shade(frame: FaceFrame, moved: np.ndarray, keys: list[tuple[str, int]], shape: tuple[int, int],
-                fraction: float) -> np.ndarray:
-    """(H, W) soft mask of the mouth opening between the moved lips (1 inside, 0 outside)."""
+def shading(frame: FaceFrame, keys: list[tuple[str, int]], points: np.ndarray, moved: np.ndarray,
+            label: str, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) darkening of class `label` at full intensity (multiply the warped image by 1 - it)."""
     pos = {k: p for k, p in zip(keys, moved)}
-    top, bottom = pos[("upper_lip", 0)], pos[("lower_lip", 0)]
-    left, right = pos[("mouth_corner", -1)], pos[("mouth_corner", 1)]
-    centre = (top + bottom) / 2
-    half_h = fraction * float(np.hypot(*(bottom - top))) / 2
-    half_w = 0.8 * fraction ** 0.5 * float(np.hypot(*(right - left))) / 2
-    mask = np.zeros(shape, np.float32)
-    if half_h < 1 or half_w < 1:
-        return mask
-    angle = float(np.degrees(np.arctan2(frame.u[1], frame.u[0])))
-    cv2.ellipse(mask, (tuple(np.round(centre * 16).astype(int))), (int(half_w * 16), int(half_h * 16)),
-                angle, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
-    sigma = max(1.0, 0.25 * half_h)
-    return cv2.GaussianBlur(mask, (0, 0), sigma)
+    d, scale = frame.d, 16  # cv2 drawing with 4 fractional bits
+    shade = np.zeros(shape, np.float32)
+    if label in MOUTH_OPENING:
+        width, darkness = MOUTH_OPENING[label]
+        orig = {k: p for k, p in zip(keys, points)}
+        gap = lambda q: float(np.hypot(*(q[("lower_lip", 0)] - q[("upper_lip", 0)])))  # noqa: E731
+        half_h = 0.5 * (gap(pos) - gap(orig))
+        half_w = 0.5 * width * float(np.hypot(*(pos[("mouth_corner", 1)] - pos[("mouth_corner", -1)])))
+        if half_h >= 1:
+            centre = (pos[("upper_lip", 0)] + pos[("lower_lip", 0)]) / 2
+            angle = float(np.degrees(np.arctan2(frame.u[1], frame.u[0])))
+            mask = np.zeros(shape, np.float32)
+            cv2.ellipse(mask, tuple(int(c) for c in np.round(centre * scale)),
+                        (int(half_w * scale), int(half_h * scale)), angle, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
+            shade = np.maximum(shade, darkness * cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.3 * half_h)))
+    for (name_a, out_a, down_a), (name_b, out_b, down_b), darkness in CREASES.get(label, ()):
+        mask = np.zeros(shape, np.float32)
+        for side in (-1, 1):
+            p = pos[(name_a, side)] + frame.vector(side, out_a, down_a)
+            q = pos[(name_b, side)] + frame.vector(side, out_b, down_b)
+            cv2.line(mask, tuple(int(c) for c in np.round(p * scale)), tuple(int(c) for c in np.round(q * scale)),
+                     1.0, max(1, int(0.03 * d)), cv2.LINE_AA, 4)
+        shade = np.maximum(shade, darkness * cv2.GaussianBlur(mask, (0, 0), max(0.8, 0.025 * d)))
+    return shade
 
 
 # ------------------------------------------------------------------ one video's time course
@@ -367,13 +423,13 @@ class FaceModel:
     keys: list
     points: np.ndarray
     blink_field: np.ndarray
+    blink_shade: np.ndarray
 
     @classmethod
     def build(cls, identity: str, image: np.ndarray) -> "FaceModel":
         frame = FaceFrame.from_landmarks(detect_landmarks(image))
         keys, points = control_points(frame)
-        blink = tps_backward_field(points, points + displacement_targets(frame, keys, BLINK), image.shape[:2])
-        return cls(identity, image, frame, keys, points, blink)
+        return cls(identity, image, frame, keys, points, *blink_layers(frame, image.shape[:2]))
 
 
 REGIONS = ("brow", "lid", "mouth", "upper", "lower", "cheek", "nose", "chin", "jaw")
@@ -386,10 +442,7 @@ def expression_layers(face: FaceModel, label: str, amplitude: float = 1.0,
     """(backward field at apex, mouth-shading mask at apex) for one video of class `label`."""
     disp = amplitude * displacement_targets(face.frame, face.keys, EXPRESSIONS[label], gains)
     field = tps_backward_field(face.points, face.points + disp, face.image.shape[:2])
-    shade = np.zeros(face.image.shape[:2], np.float32)
-    if label in MOUTH_OPENING:
-        fraction, darkness = MOUTH_OPENING[label]
-        shade = darkness * mouth_shade(face.frame, face.points + disp, face.keys, face.image.shape[:2], fraction)
+    shade = shading(face.frame, face.keys, face.points, face.points + disp, label, face.image.shape[:2])
     return field, shade
 
 
@@ -406,8 +459,8 @@ def render_frames(face: FaceModel, field: np.ndarray, shade: np.ndarray, plan: V
         fx = gx + a * field[..., 0] + b * face.blink_field[..., 0]
         fy = gy + a * field[..., 1] + b * face.blink_field[..., 1]
         warped = cv2.remap(image, fx, fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-        if a > 0 and shade.any():
-            warped *= (1.0 - a * shade)[..., None]
+        if a > 0 or b > 0:
+            warped *= (1.0 - a * shade - b * face.blink_shade)[..., None]
         dx, dy, angle, log_s = plan.motion[t]
         m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), float(angle),
                                     float(size / max(h, w) * np.exp(log_s)))
@@ -478,11 +531,10 @@ def load_models(faces_dir: Path | None = None) -> list[list[FaceModel]]:
 
 def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity: int = 2,
                   classes: tuple[str, ...] = CLASSES, n_frames: tuple[int, int] = (60, 90), size: int = 256,
-                  fps: float = 25, identities_limit: int | None = None) -> Path:
+                  fps: float = 25) -> Path:
     """Write the demo videos and `labels.csv` under `out_dir`; returns the path of `labels.csv`.
 
     `labels.csv` is written last (atomically), so its presence means the set is complete.
-    `identities_limit` keeps only the first identities (tests use it to stay fast).
     """
     unknown = [c for c in classes if c not in EXPRESSIONS]
     if unknown:
@@ -492,7 +544,7 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
     if videos_per_class_per_identity < 1:
         raise ValueError(f"videos_per_class_per_identity must be >= 1, got {videos_per_class_per_identity}")
     out_dir = Path(out_dir)
-    models = load_models()[:identities_limit]
+    models = load_models()
     rows = []
     for i, photos in enumerate(models):
         for label in classes:

@@ -2,11 +2,10 @@ import pytest
 
 from pipeline.adapters import make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import touch
 
 
 @pytest.fixture
-def afew(tmp_path):
+def afew(tmp_path, touch):
     touch(tmp_path / "Train_AFEW/Angry/000046280.avi")
     touch(tmp_path / "Train_AFEW/Happy/000147120.avi")
     touch(tmp_path / "Train_AFEW/Neutral/001130240.avi")
@@ -30,7 +29,7 @@ def test_train_and_val_splits(afew):
     assert listing.problems == [] and listing.excluded == {}
 
 
-def test_plain_train_val_folders_and_classes(tmp_path):
+def test_plain_train_val_folders_and_classes(tmp_path, touch):
     touch(tmp_path / "Train/Fear/1.avi")
     touch(tmp_path / "Train/Disgust/2.avi")
     touch(tmp_path / "Val/Fear/3.avi")
@@ -39,7 +38,7 @@ def test_plain_train_val_folders_and_classes(tmp_path):
     assert listing.excluded == {"class not in classes: disgust": 1}
 
 
-def test_wrong_root_names_missing_folders(tmp_path):
+def test_wrong_root_names_missing_folders(tmp_path, touch):
     touch(tmp_path / "Train_AFEW/Angry/1.avi")
     with pytest.raises(DatasetError, match="none of Val_AFEW, Val was found"):
         make_adapter("afew", tmp_path).list_videos()

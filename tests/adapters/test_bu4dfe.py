@@ -2,11 +2,10 @@ import pytest
 
 from pipeline.adapters import ADAPTERS, make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import touch, write_frames
 
 
 @pytest.fixture
-def bu4dfe(tmp_path):
+def bu4dfe(tmp_path, touch, write_frames):
     for subject in ("F001", "M043"):
         for expression in ("Angry", "Happy", "Surprise"):
             folder = write_frames(tmp_path / subject / expression, ["000.jpg", "001.jpg", "002.jpg"])

@@ -2,10 +2,9 @@ import pytest
 
 from pipeline.adapters import make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import touch, write_frames
 
 
-def sequence(root, subject, seq, n_frames, code=None):
+def sequence(touch, write_frames, root, subject, seq, n_frames, code=None):
     names = [f"{subject}_{seq}_{i:08d}.png" for i in range(1, n_frames + 1)]
     write_frames(root / "cohn-kanade-images" / subject / seq, names)
     if code is not None:  # the release's format: one float, scientific notation, leading spaces
@@ -14,13 +13,13 @@ def sequence(root, subject, seq, n_frames, code=None):
 
 
 @pytest.fixture
-def ckplus(tmp_path):
-    sequence(tmp_path, "S005", "001", 3, code=3)    # disgust
-    sequence(tmp_path, "S010", "002", 2, code=2)    # contempt
-    sequence(tmp_path, "S010", "004", 3, code=None) # unlabelled: skipped, counted
-    sequence(tmp_path, "S011", "001", 2, code=0)    # neutral: not in the 7 default classes
+def ckplus(tmp_path, touch, write_frames):
+    sequence(touch, write_frames, tmp_path, "S005", "001", 3, code=3)    # disgust
+    sequence(touch, write_frames, tmp_path, "S010", "002", 2, code=2)    # contempt
+    sequence(touch, write_frames, tmp_path, "S010", "004", 3, code=None) # unlabelled: skipped, counted
+    sequence(touch, write_frames, tmp_path, "S011", "001", 2, code=0)    # neutral: not in the 7 default classes
     for i in range(12, 24):                          # enough subjects to wrap the 10 folds
-        sequence(tmp_path, f"S{i:03d}", "001", 2, code=5)
+        sequence(touch, write_frames, tmp_path, f"S{i:03d}", "001", 2, code=5)
     (tmp_path / "Emotion" / "S010" / "004").mkdir(parents=True)  # label folder without a file
     return tmp_path
 

@@ -2,10 +2,9 @@ import pytest
 
 from pipeline.adapters import make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import touch, write_frames
 
 
-def test_columns_fold_split_apex_and_unknown_label(tmp_path):
+def test_columns_fold_split_apex_and_unknown_label(tmp_path, touch, write_frames):
     touch(tmp_path / "videos/a.mp4")
     write_frames(tmp_path / "frames/b", ["1.png", "2.png"])
     touch(tmp_path / "videos/c.mp4")
@@ -23,7 +22,7 @@ def test_columns_fold_split_apex_and_unknown_label(tmp_path):
     assert [(v, k) for v, k, _ in listing.problems] == [("videos/c", "unknown_label")]
 
 
-def test_missing_columns_and_wrong_root(tmp_path):
+def test_missing_columns_and_wrong_root(tmp_path, touch):
     table = touch(tmp_path / "list.csv", "video,label\nx.mp4,happy\n")
     with pytest.raises(DatasetError, match=r"lacks the columns \['subject'\]"):
         make_adapter("csv", table).list_videos()

@@ -2,7 +2,6 @@ import pytest
 
 from pipeline.adapters import make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import touch, write_frames
 
 SPLIT = "EmoLabel_DataSplit/test(single-labeled)"
 # set k's test csv: (video_name as the release writes it: an unpadded int, label code)
@@ -10,7 +9,7 @@ TEST_SETS = {1: [(1, 1), (2, 7)], 2: [(15, 3)], 3: [(120, 4)], 4: [(1234, 6)], 5
 
 
 @pytest.fixture
-def dfew(tmp_path):
+def dfew(tmp_path, touch, write_frames):
     for k, rows in TEST_SETS.items():
         touch(tmp_path / SPLIT / f"set_{k}.csv", "video_name,label\n" + "".join(f"{v},{l}\n" for v, l in rows))
         others = [r for j, rs in TEST_SETS.items() if j != k for r in rs]
@@ -56,7 +55,20 @@ def test_classes_and_unknown_label(dfew):
     assert kinds == {("00099", "missing"), ("00016", "missing")}
 
 
-def test_wrong_root_names_missing_csvs(tmp_path):
+def test_clip_in_two_test_sets_is_a_problem(dfew):
+    (dfew / SPLIT / "set_2.csv").write_text("video_name,label\n15,3\n1,1\n")
+    listing = make_adapter("dfew", dfew).list_videos()
+    assert [e.fold for e in listing.entries if e.subject == "00001"] == [1]
+    assert ("00001", "duplicate") in {(v, k) for v, k, _ in listing.problems}
+
+
+def test_csv_without_header_raises(dfew):
+    (dfew / SPLIT / "set_3.csv").write_text("120,4\n")
+    with pytest.raises(DatasetError, match=r"set_3.csv has columns \['120', '4'\]"):
+        make_adapter("dfew", dfew).list_videos()
+
+
+def test_wrong_root_names_missing_csvs(tmp_path, touch):
     touch(tmp_path / SPLIT / "set_1.csv", "video_name,label\n")
     with pytest.raises(DatasetError) as err:
         make_adapter("dfew", tmp_path).list_videos()

@@ -2,14 +2,13 @@ import pytest
 
 from pipeline.adapters import make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import touch, write_frames
 
 TRAIN = ["Action/Sad/0010 Sad", "Action/Happy/0003 Happy", "Talkshow/Neutral/0101 Neutral"]
 TEST = ["Crime/Angry/0007 Angry", "Crime/Fear/0008 Fear", "School/Surprise/0002 Disgust"]
 
 
 @pytest.fixture
-def ferv(tmp_path):
+def ferv(tmp_path, touch, write_frames):
     touch(tmp_path / "4_setups/All_scenes/train_All.csv", "\n".join(TRAIN) + "\n")
     touch(tmp_path / "4_setups/All_scenes/test_All.csv", "\n".join(TEST + ["Crime/Disgust/0099 Disgust"]) + "\n")
     for line in TRAIN + TEST:

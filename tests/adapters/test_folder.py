@@ -1,8 +1,7 @@
 from pipeline.adapters import make_adapter
-from tests.adapters.conftest import touch
 
 
-def test_same_file_name_in_two_folders_gives_two_ids(tmp_path):
+def test_same_file_name_in_two_folders_gives_two_ids(tmp_path, touch):
     touch(tmp_path / "happy/a/clip.mp4")
     touch(tmp_path / "happy/b/clip.mp4")
     touch(tmp_path / "Angry/x.avi")
@@ -14,7 +13,7 @@ def test_same_file_name_in_two_folders_gives_two_ids(tmp_path):
                    "Angry/x": ("anger", "Angry/x"), "loose": ("", "loose")}
 
 
-def test_subjects_csv_and_classes(tmp_path):
+def test_subjects_csv_and_classes(tmp_path, touch):
     touch(tmp_path / "sad/v1.mp4")
     touch(tmp_path / "sad/v2.mp4")
     touch(tmp_path / "surprise/v3.mp4")

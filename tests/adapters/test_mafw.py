@@ -2,14 +2,13 @@ import pytest
 
 from pipeline.adapters import make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import touch, write_frames
 
 SETS = {1: ["03747.mp4 anger", "00012.mp4 helplessness"], 2: ["00007.mp4 neutral"], 3: ["10045.mp4 disappointment"],
         4: ["05000.mp4 contempt"], 5: ["00100.mp4 anxiety", "00200.mp4 happiness"]}
 
 
 @pytest.fixture
-def mafw(tmp_path):
+def mafw(tmp_path, touch, write_frames):
     split = tmp_path / "Train & Test Set" / "single" / "no_caption"
     clips = [line.split()[0] for lines in SETS.values() for line in lines]
     for k, lines in SETS.items():
@@ -43,6 +42,14 @@ def test_classes_exclude(mafw):
     listing = make_adapter("mafw", mafw, classes=("anger", "neutral")).list_videos()
     assert sorted(e.label for e in listing.entries) == ["anger", "neutral"]
     assert listing.excluded["class not in classes: helplessness"] == 1
+
+
+def test_clip_in_two_test_sets_and_bad_line(mafw):
+    (mafw / "Train & Test Set/single/no_caption/set_2/test.txt").write_text("00007.mp4 neutral\n03747.mp4 anger\nbroken\n")
+    listing = make_adapter("mafw", mafw).list_videos()
+    assert [e.fold for e in listing.entries if e.subject == "03747"] == [1]
+    assert [(v, k) for v, k, _ in listing.problems] == [("03747", "duplicate"), ("broken", "bad_annotation"),
+                                                        ("00200", "missing")]
 
 
 def test_wrong_root(tmp_path):

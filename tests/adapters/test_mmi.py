@@ -2,7 +2,6 @@ import pytest
 
 from pipeline.adapters import make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import touch
 
 VIDEO_XML = """<?xml version="1.0" encoding="utf-8"?>
 <Metatags>
@@ -10,10 +9,11 @@ VIDEO_XML = """<?xml version="1.0" encoding="utf-8"?>
   <Metatag Name="Emotion" Value="{code}" />
 </Metatags>
 """
-SESSION_XML = '<?xml version="1.0" encoding="utf-8"?>\n<session sessionId="{sid}" view="{view}" mediaFile="{stem}.avi"/>\n'
+SESSION_XML = ('<?xml version="1.0" encoding="utf-8"?>\n'
+               '<session sessionId="{sid}" view="{view}" mediaFile="{stem}.avi"/>\n')
 
 
-def session(root, sid, stem, view, code=None, session_emotion=None):
+def session(touch, root, sid, stem, view, code=None, session_emotion=None):
     folder = root / "Sessions" / str(sid)
     touch(folder / f"{stem}.avi")
     if code is not None:
@@ -25,13 +25,13 @@ def session(root, sid, stem, view, code=None, session_emotion=None):
 
 
 @pytest.fixture
-def mmi(tmp_path):
-    session(tmp_path, 1, "S001-001", view=0, code=4)          # happiness, frontal
-    session(tmp_path, 2, "S001-002", view=2, code=1)          # anger, dual view
-    session(tmp_path, 10, "S002-010", view=1, code=6)         # profile: excluded by default
-    session(tmp_path, 11, "S002-011", view=0)                 # no Emotion metatag: unlabelled
-    session(tmp_path, 12, "S003-012", view=0, code=7)         # code beyond the 6 basic emotions
-    session(tmp_path, 13, "S003-013", view=0, session_emotion=5)  # sadness via session.xml
+def mmi(tmp_path, touch):
+    session(touch, tmp_path, 1, "S001-001", view=0, code=4)          # happiness, frontal
+    session(touch, tmp_path, 2, "S001-002", view=2, code=1)          # anger, dual view
+    session(touch, tmp_path, 10, "S002-010", view=1, code=6)         # profile: excluded by default
+    session(touch, tmp_path, 11, "S002-011", view=0)                 # no Emotion metatag: unlabelled
+    session(touch, tmp_path, 12, "S003-012", view=0, code=7)         # code beyond the 6 basic emotions
+    session(touch, tmp_path, 13, "S003-013", view=0, session_emotion=5)  # sadness via session.xml
     (tmp_path / "Sessions" / "14").mkdir()                    # still-image session: no video
     return tmp_path
 

@@ -2,13 +2,12 @@ import pytest
 
 from pipeline.adapters import make_adapter
 from pipeline.errors import DatasetError
-from tests.adapters.conftest import write_frames
 
 EXPRESSIONS = ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 
 
 @pytest.fixture
-def oulu(tmp_path):
+def oulu(tmp_path, write_frames):
     for subject in ("P001", "P002"):
         for expression in EXPRESSIONS:
             write_frames(tmp_path / "OriginalImg/VL/Strong" / subject / expression, ["000.jpeg", "001.jpeg"])

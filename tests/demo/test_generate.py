@@ -1,0 +1,149 @@
+"""The demo dataset: deterministic bytes, apex spans, decodable videos, the adapter, a real detector."""
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.adapters import make_adapter
+from pipeline.demo.generate import APEX_LEVEL, CLASSES, generate_demo, plan_video
+from pipeline.errors import DatasetError
+
+SMALL = dict(videos_per_class_per_identity=2, n_frames=(20, 26), size=160)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _rows(folder: Path) -> list[dict]:
+    with (folder / "labels.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _decode(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    generate_demo(out, seed=0, **SMALL)
+    return out
+
+
+def test_same_seed_same_bytes(demo, tmp_path):
+    generate_demo(tmp_path / "again", seed=0, **SMALL)
+    first, second = _digest(demo), _digest(tmp_path / "again")
+    assert len(first) == 48 + 1  # videos + labels.csv
+    assert first == second
+
+
+def test_other_seed_other_videos(demo, tmp_path):
+    generate_demo(tmp_path / "seed1", seed=1, videos_per_class_per_identity=1, n_frames=(20, 26), size=160)
+    other = _digest(tmp_path / "seed1")
+    ours = _digest(demo)
+    assert all(other[k] != ours[k] for k in other if k.endswith(".mp4"))
+
+
+def test_labels_and_apex_spans(demo):
+    rows = _rows(demo)
+    assert list(rows[0]) == ["video", "label", "subject", "apex_start", "apex_end", "episode_start",
+                             "episode_end", "n_frames"]
+    assert len(rows) == 48
+    assert {r["label"] for r in rows} == set(CLASSES)
+    for r in rows:
+        n, e0, e1, a0, a1 = (int(r[k]) for k in ("n_frames", "episode_start", "episode_end", "apex_start", "apex_end"))
+        assert SMALL["n_frames"][0] <= n <= SMALL["n_frames"][1], r
+        # neutral before and after the episode, apex inside it
+        assert 0 < e0 < a0 <= a1 < e1 < n - 1, r
+        assert r["video"] == f"{r['label']}/{r['subject']}_{r['video'].rsplit('_', 1)[1]}"
+
+
+def test_every_video_decodes_with_the_written_frame_count(demo):
+    for r in _rows(demo):
+        frames = _decode(demo / r["video"])
+        assert len(frames) == int(r["n_frames"]), r["video"]
+        assert frames[0].shape == (SMALL["size"], SMALL["size"], 3)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_apex_is_the_plateau(seed):
+    plan = plan_video(np.random.default_rng(seed), (60, 90), 25)
+    (e0, e1), (a0, a1) = plan.episode(), plan.apex()
+    i = plan.intensity
+    assert 60 <= plan.n_frames <= 90
+    assert np.all(i[a0:a1 + 1] >= APEX_LEVEL) and i.max() <= 1.0
+    assert np.all(i[:e0] == 0) and np.all(i[e1 + 1:] == 0) and e0 > 0 and e1 < plan.n_frames - 1
+    assert plan.blink.max() > 0  # blinks happen in every video (a distractor)
+
+
+def test_plan_refuses_videos_too_short_for_an_episode():
+    with pytest.raises(ValueError, match="too short"):
+        plan_video(np.random.default_rng(0), (8, 8), 25)
+
+
+def test_expression_changes_the_face_and_returns(demo):
+    # mean absolute change of the apex frame vs the first frame is larger than of the neutral frames
+    for r in _rows(demo)[::8]:
+        frames = np.array(_decode(demo / r["video"]), dtype=np.float32)
+        a0, e0 = int(r["apex_start"]), int(r["episode_start"])
+        at_apex = np.abs(frames[a0] - frames[0]).mean()
+        before = np.abs(frames[max(e0 - 1, 0)] - frames[0]).mean()
+        assert at_apex > 0.5 and at_apex > before * 0.8, (r["video"], at_apex, before)
+
+
+def test_retinaface_detects_the_face_at_apex(demo):
+    from retinaface import detect_faces
+
+    rows = _rows(demo)
+    for r in [rows[i] for i in range(0, 48, 7)]:  # a few videos, every identity and several classes
+        a0, a1 = int(r["apex_start"]), int(r["apex_end"])
+        frame = _decode(demo / r["video"])[(a0 + a1) // 2]
+        faces = detect_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        assert faces and max(f.score for f in faces) > 0.9, r["video"]
+
+
+def test_adapter_lists_the_demo(demo):
+    listing = make_adapter("demo", demo).list_videos()
+    assert len(listing.entries) >= 48 and not listing.problems
+    assert len({e.subject for e in listing.entries}) >= 4
+    assert {e.label for e in listing.entries} == set(CLASSES)
+    e = listing.entries[0]
+    assert e.video_id == Path(_rows(demo)[0]["video"]).with_suffix("").as_posix()
+    assert e.apex_start is not None and e.path.exists() and e.extra["n_frames"] > 0
+
+
+def test_adapter_keeps_only_chosen_classes(demo):
+    listing = make_adapter("demo", demo, classes=("happiness", "sadness")).list_videos()
+    assert {e.label for e in listing.entries} == {"happiness", "sadness"}
+    assert sum(listing.excluded.values()) == 32
+
+
+def test_adapter_generates_when_labels_are_missing(tmp_path):
+    root = tmp_path / "raw"
+    options = {"seed": 3, "videos_per_class_per_identity": 1, "n_frames": [20, 22], "size": 96}
+    listing = make_adapter("demo", root, options=options).list_videos()
+    assert (root / "labels.csv").exists() and len(listing.entries) == 24
+    assert len({e.subject for e in listing.entries}) >= 4
+
+
+def test_adapter_refuses_a_foreign_folder_and_unknown_options(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match="no labels.csv"):
+        make_adapter("demo", tmp_path).list_videos()
+    with pytest.raises(DatasetError, match="unknown options"):
+        make_adapter("demo", tmp_path / "new", options={"sed": 1}).list_videos()
