@@ -161,6 +161,7 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = 
         if done is not None:
             results[r.video_id] = done
     pending = [r for r in todo if r.video_id not in results]
+    n_resumed = len(results)
     n_workers = max(1, min(workers or dcfg.workers, len(pending) or 1))
     if dcfg.threads == 0:  # split the cores between worker processes rather than oversubscribing
         dcfg = DetectConfig(**{**dcfg.__dict__, "threads": max(1, (os.cpu_count() or 1) // n_workers)})
@@ -186,6 +187,7 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = 
     n_failed = len(rows) - len(good)
     summary = {
         "stage": STAGE, "dataset": dataset, "detector": describe, "videos": len(rows), "tracked": len(good),
+        "detected_now": len(pending), "resumed": n_resumed,
         "frames": frames, "pct_detected": round(100.0 * n_det / max(frames, 1), 2),
         "pct_filled": round(100.0 * n_fill / max(frames, 1), 2), "failed": n_failed,
         "faces": str(lay.faces), "contact_sheet": str(sheet) if sheet else None,

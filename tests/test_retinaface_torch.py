@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from pipeline.backbones.mnet import FEATURE_DIM, build_mnet_features, weights_sha256
-from pipeline.retinaface_torch import load_retinaface_torch, onnx_bytes, onnx_with_body_outputs
+from pipeline.retinaface_torch import (load_retinaface_torch, onnx_body_only, onnx_bytes,
+                                      onnx_with_body_outputs)
 
 VIDEO = Path(__file__).parent / "data" / "videos" / "single_face.mp4"
 MEAN_BGR = np.array([104, 117, 123], np.float32)
@@ -132,6 +133,9 @@ def test_mnet_features_match_onnxruntime_body(face_crops, features, body_session
     expected = np.concatenate([stage2.mean(axis=(2, 3)), stage3.mean(axis=(2, 3))], axis=1)
     assert actual.shape == (2, FEATURE_DIM) and actual.dtype == np.float32
     assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
+    body_only = _session(onnx_body_only()).run(None, {"input": bgr})
+    np.testing.assert_array_equal(body_only[0], stage2)
+    np.testing.assert_array_equal(body_only[1], stage3)
 
 
 def test_mnet_features_batch_invariant_and_channels_last(face_crops, features):

@@ -40,8 +40,8 @@ class RetinaFaceMNetFeatures(nn.Module):
 
         Args:
             x: (B, 3, H, W) RGB in 0..255, 224x224 aligned crops in this pipeline (any H, W >= 32
-                works: the pooling is global). Any memory format; channels_last runs 3-4x faster
-                on the CPU.
+                works: the pooling is global). Any memory format; channels_last (model and input) runs
+                2x faster on 2 CPU cores (362 vs 181 frames/s at batch 64, measured 2026-11-26).
 
         Returns:
             (B, 384) float32: 128 stage2 channels, then 256 stage3 channels.

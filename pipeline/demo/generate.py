@@ -106,8 +106,8 @@ EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {
     "anger": {
         "brow_inner": (-0.08, 0.17), "brow_mid": (-0.04, 0.11), "brow_outer": (0.0, 0.03),
         "glabella": (0.0, 0.05), "lid_upper": (0.0, 0.01), "lid_lower": (0.0, -0.05),
-        "mouth_corner": (-0.08, 0.04), "upper_lip": (0.0, 0.04), "lower_lip": (0.0, -0.06),
-        "upper_lip_side": (-0.04, 0.03), "lower_lip_side": (-0.04, -0.05), "chin": (0.0, -0.03),
+        "mouth_corner": (-0.09, 0.06), "upper_lip": (0.0, 0.05), "lower_lip": (0.0, -0.07),
+        "upper_lip_side": (-0.05, 0.05), "lower_lip_side": (-0.05, -0.05), "chin": (0.0, -0.04),
         "nose_wing": (0.02, 0.0),
     },
     # AU9 nose wrinkler + AU10 upper-lip raiser, brows slightly down, cheeks pushed up
@@ -135,7 +135,7 @@ BLINK_REACH = (0.34, 0.36)
 # Shading that the warp alone cannot produce, drawn on the warped face and darkened with intensity.
 # Mouth opening: (width as a fraction of the moved mouth width, darkness); its height is how far
 # the warp parted the lips, so a stretched closed mouth reads as an open one.
-MOUTH_OPENING = {"surprise": (0.75, 0.8), "fear": (0.8, 0.6), "disgust": (0.7, 0.35)}
+MOUTH_OPENING = {"surprise": (0.7, 0.72), "fear": (0.6, 0.45), "disgust": (0.6, 0.25)}
 # Creases: segments between two moved control points (name, outward offset, downward offset), drawn
 # on both halves of the face, with a darkness: the glabella furrows of AU4, the nasolabial folds
 # deepened by AU6/10/12, the nose-bridge wrinkles of AU9.
@@ -512,7 +512,7 @@ def _video_rng(seed: int, identity_index: int, label: str, k: int) -> np.random.
 
 
 def make_video(face: FaceModel, identity_index: int, label: str, k: int, *, seed: int,
-               n_frames: tuple[int, int], size: int, fps: float) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
+               n_frames: tuple[int, int], fps: float) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
     """Plan one video and compute its warp layers (no frames rendered yet)."""
     rng = _video_rng(seed, identity_index, label, k)
     plan = plan_video(rng, n_frames, fps)
@@ -550,8 +550,7 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
         for label in classes:
             for k in range(videos_per_class_per_identity):
                 face = photos[k % len(photos)]  # alternate between a person's photos
-                row, plan, field, shade = make_video(face, i, label, k, seed=seed, n_frames=n_frames,
-                                                     size=size, fps=fps)
+                row, plan, field, shade = make_video(face, i, label, k, seed=seed, n_frames=n_frames, fps=fps)
                 written = write_video(out_dir / row.video, render_frames(face, field, shade, plan, size), fps, size)
                 assert written == row.n_frames, (row.video, written, row.n_frames)
                 rows.append(row)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pipeline.config import TrainHeadConfig
 from pipeline.errors import PipelineError
 from pipeline.head.baselines import build_head
+from pipeline.head.report import war_uar
 from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
 
@@ -85,13 +86,6 @@ def make_folds(labels: np.ndarray, subjects: Sequence[str], *, folds: Sequence[i
 
 
 # --------------------------------------------------------------------------- scores
-
-
-def war_uar(true: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """WAR = accuracy, UAR = mean recall over the classes present in `true`; both in percent."""
-    war = float((true == pred).mean() * 100) if len(true) else float("nan")
-    recalls = [float((pred[true == c] == c).mean()) for c in np.unique(true)]
-    return war, float(np.mean(recalls) * 100) if recalls else float("nan")
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""What a head stage needs from a dataset folder: the cache, joined by video id with the manifest
+(folds, splits, apex spans) and failures.csv, and the subject-independent folds."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+
+from cache.reader import FeatureCache, load_cache
+from pipeline.config import Config
+from pipeline.head.train import Fold, make_folds
+from pipeline.io import read_failures, read_manifest
+from pipeline.layout import layout_for
+
+
+@dataclass
+class TrainingData:
+    cache: FeatureCache
+    folds: list[Fold]
+    protocol: str
+    """`official folds`, `fixed split` or `StratifiedGroupKFold(k) by subject`."""
+    apex: list[tuple[int, int] | None]
+    """Per cache row, the annotated apex span in original frame numbers, when the manifest has one."""
+    n_failed: int
+    """Distinct video ids in failures.csv."""
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.cache.class_names
+
+
+def load_training_data(cfg: Config, dataset: str) -> TrainingData:
+    layout = layout_for(cfg, dataset)
+    cache = load_cache(layout.features)
+    manifest_path = layout.manifest
+    by_id = {r.video_id: r for r in read_manifest(manifest_path)} if manifest_path.exists() else {}
+    rows = [by_id.get(v) for v in cache.video_id]
+    folds_col = [r.fold if r is not None else None for r in rows]
+    split_col = [r.split if r is not None else None for r in rows]
+    th = cfg.train_head
+    folds = make_folds(cache.label, cache.subject, folds=folds_col, splits=split_col, k=th.folds, seed=th.seed)
+    if all(f is not None for f in folds_col):
+        protocol = "official folds"
+    elif all(split_col):
+        protocol = "fixed split"
+    else:
+        protocol = f"StratifiedGroupKFold({th.folds}) by subject, seed {th.seed}"
+    apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None
+            else None for r in rows]
+    n_failed = len({f.video_id for f in read_failures(layout.failures)})
+    return TrainingData(cache, folds, protocol, apex, n_failed)
+
+
+def rich_clip_frames(cache: FeatureCache, rows: np.ndarray, rich_clip: np.ndarray, *, test_offset: int,
+                     clip_stride: int, clip_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """First/last ORIGINAL frame number of each video's emotion-rich clip (test-time window)."""
+    start = test_offset + rich_clip * clip_stride  # cached frame positions
+    end = start + clip_len - 1
+    return cache.frame_index[rows, start].astype(int), cache.frame_index[rows, end].astype(int)

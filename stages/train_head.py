@@ -1,0 +1,125 @@
+"""train_head: the CEFLNet head trained on the feature cache, subject-independent cross-validation.
+
+Inputs: `<data_root>/D/features/` (+ manifest.csv for folds/splits/apex spans, failures.csv).
+Outputs under `<results_root>/D/`: metrics.json, predictions.csv, fold-<k>.pt, confusion.png,
+activation_maps.png. Reported numbers are the LAST epoch's; the best-on-test epoch the authors and
+peers report is kept apart in `best_epoch`, labelled as optimistic.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
+from pipeline.head.report import (ActivationExample, Prediction, mean_std, overlaps, per_class_recall,
+                                  plot_activation_maps, plot_confusion, war_uar, write_json, write_predictions)
+from pipeline.head.train import FoldResult, cross_validate, resolve_device, save_head
+
+STAGE = "train_head"
+RESULT_FILES = ("metrics.json", "predictions.csv", "confusion.png", "activation_maps.png")
+"""Written by every run, beside one `fold-<k>.pt` per fold."""
+
+
+def summarize(data: TrainingData, results: list[FoldResult], cfg: Config, dataset: str, *,
+              kind: str = "ceflnet") -> dict:
+    """metrics.json from the fold results (percent; mean and std over folds)."""
+    th, cache, names = cfg.train_head, data.cache, data.class_names
+    per_fold, hits = [], []
+    for r in results:
+        true = cache.label[r.test]
+        war, uar = war_uar(true, r.pred)
+        best = max(range(len(r.history)), key=lambda e: r.history[e][0])
+        start, end = rich_clip_frames(cache, r.test, r.rich_clip, test_offset=th.test_offset,
+                                      clip_stride=th.clip_stride, clip_len=th.clip_len)
+        fold_hits = [h for h in (overlaps(s, e, data.apex[i]) for s, e, i in zip(start, end, r.test)) if h is not None]
+        hits += fold_hits
+        per_fold.append({"fold": r.fold, "n_train": int(len(data.folds[r.fold].train)), "n_test": int(len(r.test)),
+                         "war": round(war, 2), "uar": round(uar, 2),
+                         "clip_localization": round(100 * sum(fold_hits) / len(fold_hits), 2) if fold_hits else None,
+                         "best_epoch": best + 1, "best_war": round(r.history[best][0], 2),
+                         "best_uar": round(r.history[best][1], 2)})
+    all_rows = np.concatenate([r.test for r in results])
+    all_pred = np.concatenate([r.pred for r in results])
+    war, war_std = mean_std([f["war"] for f in per_fold])
+    uar, uar_std = mean_std([f["uar"] for f in per_fold])
+    bwar, bwar_std = mean_std([f["best_war"] for f in per_fold])
+    buar, buar_std = mean_std([f["best_uar"] for f in per_fold])
+    counts = np.bincount(cache.label, minlength=len(names))
+    weights = str(cache.attrs.get("weights", "unknown"))
+    return {
+        "dataset": dataset,
+        "head": kind, "variant": th.variant, "protocol": data.protocol, "epochs": th.epochs,
+        "war": war, "war_std": war_std, "uar": uar, "uar_std": uar_std,
+        "per_class_recall": per_class_recall(cache.label[all_rows], all_pred, names),
+        "n_videos": len(cache), "n_failed": data.n_failed, "n_folds": len(results),
+        "clip_localization": ({"accuracy": round(100 * sum(hits) / len(hits), 2), "n_videos": len(hits)}
+                              if hits else None),
+        "chance_war": round(float(counts.max() / counts.sum() * 100), 2),
+        "chance_uar": round(100 / len(names), 2),
+        "backbone": str(cache.attrs.get("backbone", "unknown")), "weights": weights,
+        "warning": ("FEATURES FROM A RANDOM-WEIGHT BACKBONE: these numbers test the plumbing and say nothing "
+                    "about expression recognition (REFERENCE §9)") if weights == "random" else None,
+        "per_fold": per_fold,
+        "best_epoch": {"note": "OPTIMISTIC: each fold's epoch chosen by its accuracy on its own test fold, as the "
+                               "authors' main.py and most peers report; not a held-out estimate",
+                       "war": bwar, "war_std": bwar_std, "uar": buar, "uar_std": buar_std,
+                       "epochs": [f["best_epoch"] for f in per_fold]},
+    }
+
+
+def predictions(data: TrainingData, results: list[FoldResult], cfg: Config) -> list[Prediction]:
+    th, cache, names = cfg.train_head, data.cache, data.class_names
+    out = []
+    for r in results:
+        start, end = rich_clip_frames(cache, r.test, r.rich_clip, test_offset=th.test_offset,
+                                      clip_stride=th.clip_stride, clip_len=th.clip_len)
+        for j, row in enumerate(r.test):
+            out.append(Prediction(cache.video_id[row], r.fold, names[cache.label[row]], names[r.pred[j]],
+                                  dict(zip(names, r.probs[j].tolist())), int(start[j]), int(end[j])))
+    return out
+
+
+def activation_examples(data: TrainingData, rows, clip_scores, rich_clip, pred, cfg: Config, n: int
+                        ) -> list[ActivationExample]:
+    """The first `n` videos (by id) with their predicted class's clip scores over original frames."""
+    th, cache, names = cfg.train_head, data.cache, data.class_names
+    order = sorted(range(len(rows)), key=lambda j: cache.video_id[rows[j]])[:n]
+    out = []
+    for j in order:
+        row = rows[j]
+        spans = [(int(cache.frame_index[row, th.test_offset + c * th.clip_stride]),
+                  int(cache.frame_index[row, th.test_offset + c * th.clip_stride + th.clip_len - 1]))
+                 for c in range(th.n_clips)]
+        out.append(ActivationExample(cache.video_id[row], names[cache.label[row]], names[pred[j]], spans,
+                                     clip_scores[j, pred[j]], int(rich_clip[j]), data.apex[row]))
+    return out
+
+
+def run(cfg: Config, *, dataset: str | None = None) -> dict:
+    """Train every fold, write the results folder, return metrics.json's content."""
+    dataset = dataset or cfg.dataset
+    data = load_training_data(cfg, dataset)
+    device = resolve_device(cfg.train_head.device)
+    results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
+                             len(data.class_names), device=device, desc=f"{STAGE} {dataset}")
+    out = cfg.results_dir(dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    provenance = {k: data.cache.attrs.get(k, "unknown") for k in ("backbone", "weights", "feature_dim")}
+    for r in results:
+        save_head(out / f"fold-{r.fold}.pt", r.state_dict, cfg.train_head, kind="ceflnet",
+                  in_dim=data.cache.feature_dim, class_names=data.class_names, fold=r.fold,
+                  test_video_ids=[data.cache.video_id[i] for i in r.test], provenance=provenance)
+    metrics = summarize(data, results, cfg, dataset)
+    metrics["device"] = str(device)
+    metrics["head_params"] = int(sum(v.numel() for v in results[0].state_dict.values()))
+    write_predictions(out / "predictions.csv", predictions(data, results, cfg), data.class_names)
+    rows = np.concatenate([r.test for r in results])
+    pred = np.concatenate([r.pred for r in results])
+    plot_confusion(out / "confusion.png", data.cache.label[rows], pred, data.class_names,
+                   f"{dataset}: WAR {metrics['war']:.1f} / UAR {metrics['uar']:.1f} (last epoch)")
+    examples = activation_examples(data, rows, np.concatenate([r.clip_scores for r in results]),
+                                   np.concatenate([r.rich_clip for r in results]), pred, cfg,
+                                   cfg.evaluate.n_activation_examples)
+    plot_activation_maps(out / "activation_maps.png", examples)
+    write_json(out / "metrics.json", metrics)
+    return metrics

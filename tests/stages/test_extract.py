@@ -1,0 +1,170 @@
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from cache import list_shards, load_cache
+from pipeline.config import load_config
+from pipeline.errors import MissingWeightsError, PipelineError
+
+
+@pytest.fixture(scope="module")
+def cached(face_dataset):
+    from stages import extract
+
+    summary = extract.run(face_dataset["cfg"], dataset="faces")
+    return face_dataset, summary
+
+
+def test_shard_schema_and_provenance(cached):
+    ds, summary = cached
+    assert summary["cached"] == 5 and summary["failed"] == 0
+    shards = list_shards(ds["dir"] / "features")
+    assert len(shards) == 3  # shard_size 2
+    with h5py.File(shards[0], "r") as f:
+        n = f["features"].shape[0]
+        assert f["features"].shape == (n, 105, 512) and f["features"].dtype == np.float16
+        assert f["features"].chunks == (1, 105, 512)
+        assert f["label"].dtype == np.int64 and f["frame_index"].shape == (n, 105)
+        assert f["flags"].dtype == np.uint8 and f["landmarks"].shape == (n, 105, 5, 2)
+        assert f["landmarks"].dtype == np.float32
+        for key in ("class_names", "backbone", "feature_dim", "weights", "weights_sha256", "input_convention",
+                    "format_version", "versions", "params", "params_hash"):
+            assert key in f.attrs, key
+        assert f.attrs["weights"] == "random:seed=0" and int(f.attrs["feature_dim"]) == 512
+    cache = load_cache(ds["dir"] / "features")
+    assert cache.class_names == ["happiness", "neutral", "sadness", "surprise"]  # neutral: no_face.mp4's folder
+    assert sorted(cache.video_id) == ["happiness/single_face", "happiness/video_01", "sadness/a/clip",
+                                      "sadness/b/clip", "surprise/face_noface"]
+    assert cache.class_names[cache.label[cache.video_id.index("surprise/face_noface")]] == "surprise"
+    assert np.isfinite(cache.features.astype(np.float32)).all()
+    with h5py.File(ds["dir"] / "features" / "index.h5", "r") as f:
+        assert f["features"].shape == (5, 105, 512) and f["features"].is_virtual
+        i = [v.decode() for v in f["video_id"][:]].index("sadness/a/clip")
+        j = cache.video_id.index("sadness/a/clip")
+        np.testing.assert_array_equal(f["features"][i], cache.features[j])
+
+
+def test_plain_tools_read_shards(cached):
+    ds, _ = cached
+    shard = list_shards(ds["dir"] / "features")[0]
+    if shutil.which("h5ls"):
+        out = subprocess.run(["h5ls", str(shard)], capture_output=True, text=True, check=True).stdout
+        assert "features" in out and "{2, 105, 512}" in out
+
+
+def test_golden_features(cached):
+    from tests.make_golden import GOLDEN, golden_features
+
+    np.testing.assert_allclose(golden_features(), np.load(GOLDEN), rtol=2e-3, atol=2e-3)
+
+
+def test_verify_accepts_and_catches(cached, tmp_path):
+    from cache.verify import verify
+
+    ds, _ = cached
+    problems, stats = verify(ds["cfg"], "faces")
+    assert problems == [] and stats["videos"] == 5 and stats["failed_videos"] == 3
+    # A copy of one shard under another name: the same videos twice → reported.
+    feats = ds["dir"] / "features"
+    dup = feats / "shard-09999.h5"
+    shutil.copy(list_shards(feats)[0], dup)
+    try:
+        problems, _ = verify(ds["cfg"], "faces")
+        assert any("more than once" in p for p in problems)
+    finally:
+        dup.unlink()
+
+
+def test_keep_crops(face_dataset, tmp_path):
+    from stages import extract
+
+    cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.keep_crops=true"])
+    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    extract.run(cfg, dataset="faces")
+    with h5py.File(list_shards(tmp_path / "faces" / "features")[0], "r") as f:
+        import cv2
+
+        jpg = f["crops"][0, 0]
+        img = cv2.imdecode(np.asarray(jpg), cv2.IMREAD_COLOR)
+        assert img.shape == (224, 224, 3)
+
+
+def _resnet_state(prefix: str = "", fc_out: int = 7, drop: str | None = None) -> dict:
+    from torchvision.models import resnet18
+
+    sd = resnet18(num_classes=fc_out).state_dict()
+    sd = {prefix + k: v for k, v in sd.items() if not (drop and k.startswith(drop))}
+    return {"state_dict": sd, "epoch": 3}
+
+
+def test_checkpoint_with_module_prefix_and_7way_fc_loads(tmp_path):
+    from pipeline.backbones.resnet import build_resnet18
+
+    path = tmp_path / "emotion_fan_like.pth"
+    torch.save(_resnet_state("module."), path)
+    model, report = build_resnet18(str(path))
+    assert report.weights == "checkpoint:emotion_fan_like.pth" and len(report.sha256) == 64
+    assert report.ignored == ["fc.bias", "fc.weight"]
+    assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 512)
+
+
+def test_checkpoint_missing_layer4_is_refused(tmp_path):
+    from pipeline.backbones.resnet import build_resnet18
+
+    path = tmp_path / "partial.pth"
+    torch.save(_resnet_state(drop="layer4"), path)
+    with pytest.raises(PipelineError, match="layer4"):
+        build_resnet18(str(path))
+
+
+def test_imagenet_missing_gives_the_exact_file_and_command(tmp_path, monkeypatch):
+    from pipeline.backbones.resnet import build_resnet18
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(MissingWeightsError) as err:
+        build_resnet18("imagenet")
+    msg = str(err.value)
+    assert "resnet18-f37072fd.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg
+    assert "IMAGENET1K_V1" in msg
+
+
+def _run_extract(params, data_root):
+    # The detector body is ~10x faster than ResNet-18 on CPU; the resume logic is the same.
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "extract", "--no-deps", "--params",
+                             str(params), "--data-root", str(data_root), "--dataset", "faces",
+                             "--set", "extract.backbone=retinaface_mnet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_killed_mid_shard_resumes_to_identical_features(face_dataset, tmp_path):
+    """SIGKILL while shards are being written: no partial shard is visible; the rerun equals a clean run."""
+    def copy_to(dst):
+        shutil.copytree(face_dataset["dir"], dst / "faces",
+                        ignore=shutil.ignore_patterns("features", "extract.json"))
+        return dst
+
+    clean, killed = copy_to(tmp_path / "clean"), copy_to(tmp_path / "killed")
+    assert _run_extract(face_dataset["params"], clean).wait(timeout=300) == 0
+    proc = _run_extract(face_dataset["params"], killed)
+    feats = killed / "faces" / "features"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list_shards(feats):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # one shard done, the next one in progress
+    proc.wait()
+    for s in list_shards(feats):  # whatever is visible under a final name is complete
+        with h5py.File(s, "r") as f:
+            assert f["features"].shape[0] == f["video_id"].shape[0] > 0
+    assert _run_extract(face_dataset["params"], killed).wait(timeout=300) == 0
+    a, b = load_cache(clean / "faces" / "features"), load_cache(feats)
+    assert a.video_id == b.video_id
+    assert a.features.tobytes() == b.features.tobytes()
+    assert not [p for p in os.listdir(feats) if p.endswith(".tmp")]

@@ -1,0 +1,34 @@
+from pipeline.io import read_failures, read_manifest
+
+
+def test_ids_are_relative_paths_and_distinct(face_dataset):
+    rows = {r.video_id: r for r in read_manifest(face_dataset["dir"] / "manifest.csv")}
+    assert {"sadness/a/clip", "sadness/b/clip", "happiness/single_face", "surprise/face_noface"} <= set(rows)
+    assert rows["sadness/a/clip"].n_frames == 24 and rows["sadness/b/clip"].n_frames == 30
+    assert rows["happiness/single_face"].label == "happiness"
+
+
+def test_probe_counts_decoded_frames_not_header(face_dataset):
+    row = {r.video_id: r for r in read_manifest(face_dataset["dir"] / "manifest.csv")}["neutral/no_face"]
+    assert (row.n_frames, row.header_frames) == (95, 98)
+    assert (row.width, row.height) == (960, 540)
+    hevc = {r.video_id: r for r in read_manifest(face_dataset["dir"] / "manifest.csv")}["surprise/face_noface"]
+    assert hevc.n_frames == 169 and abs(hevc.fps - 26.4) < 0.1
+
+
+def test_broken_files_are_listed_with_reason(face_dataset):
+    rows = {r.video_id: r for r in read_manifest(face_dataset["dir"] / "manifest.csv")}
+    assert rows["neutral/empty"].status == "unreadable" and "zero-byte" in rows["neutral/empty"].error
+    assert rows["neutral/notes"].status == "unreadable"
+    fails = {(f.video_id, f.stage) for f in read_failures(face_dataset["dir"] / "failures.csv")}
+    assert {("neutral/empty", "manifest"), ("neutral/notes", "manifest")} <= fails
+    assert face_dataset["summaries"]["manifest"]["ok"] == 6
+
+
+def test_second_run_recomputes_nothing(face_dataset):
+    from stages import detect, manifest, resample
+
+    cfg = face_dataset["cfg"]
+    assert manifest.run(cfg, dataset="faces")["skipped"] == "up to date"
+    assert detect.run(cfg, dataset="faces")["skipped"] == "up to date"
+    assert resample.run(cfg, dataset="faces")["skipped"] == "up to date"
