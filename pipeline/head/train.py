@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +36,18 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise PipelineError("train_head.device is cuda but no CUDA device is visible (set it to auto or cpu)")
     return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast when asked for (weights and the loss stay fp32), else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def set_threads(threads: int, device: torch.device) -> None:
+    """CPU intra-op threads. Measured on 2 cores (bench/bench_head.py): the OpenMP pool pays off for
+    the 512-wide head but spins badly when other processes hold the cores, so it is a parameter."""
+    if device.type == "cpu":
+        torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -149,16 +162,20 @@ def train_fold(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, f
             rows = order[s:s + cfg.batch_size]  # (B,)
             index = sampler.train_indices(len(rows), gen)  # (B, n, K)
             x = features[rows[:, None, None], index].float()  # (B, n, K, D)
-            loss = F.cross_entropy(model(x).logits, labels[rows])  # eq. 10-11
+            with autocast(dev, cfg.precision):
+                logits = model(x).logits  # (B, C)
+            loss = F.cross_entropy(logits.float(), labels[rows])  # eq. 10-11
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        out = predict(model, features, test_rows, sampler)
+        with autocast(dev, cfg.precision):
+            out = predict(model, features, test_rows, sampler)
         history.append(war_uar(test_true, out["probs"].argmax(1).cpu().numpy()))
         if progress is not None:
             progress.update(1)
             progress.set_postfix(fold=fold.index, loss=f"{loss.item():.3f}", war=f"{history[-1][0]:.1f}")
-    out = {k: v.cpu().numpy() for k, v in predict(model, features, test_rows, sampler).items()}
+    with autocast(dev, cfg.precision):
+        out = {k: v.cpu().numpy() for k, v in predict(model, features, test_rows, sampler).items()}
     return FoldResult(fold.index, fold.test, out["probs"], out["rich_clip"], out["clip_scores"], out["embedding"],
                       history, {k: v.detach().cpu() for k, v in model.state_dict().items()})
 
@@ -168,6 +185,7 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
                    desc: str = "train_head") -> list[FoldResult]:
     """Every fold trained from the same seed schedule; features moved to the device once."""
     device = device or resolve_device(cfg.device)
+    set_threads(cfg.threads, device)
     seed_everything(cfg.seed, device)
     # float16 resident (half the memory: DFEW is 1.2 GiB); each gathered batch is cast to float32.
     feats = torch.from_numpy(np.ascontiguousarray(features)).to(device)

@@ -1,0 +1,190 @@
+"""`pipeline predict VIDEO... --model RUN_DIR`: apply trained heads to videos never seen.
+
+Runs detect → resample → extract on each video in memory with the parameters the model's cache
+was built with (recorded in its checkpoints), then averages the fold heads' probabilities. For
+each video: label, class probabilities, the emotion-rich clip as frame and time ranges, and a PNG
+of clip scores over time with aligned thumbnails.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from pipeline.align import align
+from pipeline.config import DetectConfig, ExtractConfig, ResampleConfig
+from pipeline.errors import PipelineError, VideoError
+from pipeline.io import ManifestRow, atomic_path
+from pipeline.video import probe, read_frames
+
+
+@dataclass
+class Prediction:
+    video: str
+    label: str
+    probabilities: dict[str, float]
+    rich_clip: int
+    frame_range: tuple[int, int]
+    time_range_s: tuple[float, float]
+    clip_scores: list[list[float]]  # (C, n_clips) for the predicted class and others
+    clip_frames: list[tuple[int, int]]  # each clip's original frame range
+    figure: str
+    fps: float
+
+
+def _parse(value) -> dict:
+    if isinstance(value, dict):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, json.JSONDecodeError):
+        return ast.literal_eval(value)  # saved as str(dict) by older checkpoints
+
+
+def _section(cls, raw: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (raw or {}).items() if k in names}
+    return cls(**kw)
+
+
+def find_checkpoints(model_dir: Path) -> list[Path]:
+    found = sorted(model_dir.glob("fold-*.pt")) or sorted((model_dir / "checkpoints").glob("fold-*.pt"))
+    if not found:
+        raise PipelineError(f"no fold-*.pt checkpoints in {model_dir} (run `pipeline run train-head` first)")
+    return found
+
+
+class Predictor:
+    def __init__(self, model_dir: Path, device: str = "auto"):
+        from pipeline.features import build_extractor, resolve_device
+        from pipeline.head.sampling import ClipSampler
+        from pipeline.head.train import load_head
+
+        self.device = resolve_device(device)
+        self.heads = [load_head(p, self.device) for p in find_checkpoints(model_dir)]
+        head = self.heads[0]
+        params = _parse(head.provenance.get("params", "{}"))
+        self.detect_cfg = _section(DetectConfig, params.get("detect"))
+        self.resample_cfg = _section(ResampleConfig, params.get("resample"))
+        extract = _section(ExtractConfig, params.get("extract"))
+        self.extract_cfg = dataclasses.replace(extract, device=device)
+        self.extractor = build_extractor(self.extract_cfg)
+        if self.extractor.dim != head.in_dim:
+            raise PipelineError(f"model expects {head.in_dim}-d features, backbone gives {self.extractor.dim}")
+        self.class_names = head.class_names
+        self.sampler = ClipSampler.from_config(head.config, self.resample_cfg.n_frames)
+
+    def predict(self, video: Path, out_dir: Path) -> Prediction:
+        from stages.detect import detect_video
+        from stages.resample import choose_frames
+
+        info = probe(video)
+        row = ManifestRow(video_id=video.stem, path=str(video), label="", subject="")
+        res = detect_video(row, self.detect_cfg)
+        if res.track is None:
+            raise VideoError(res.kind, res.message)
+        idx = choose_frames(res.track.flags, self.resample_cfg)
+        frames = read_frames(video, idx)
+        crops = np.stack([align(frames[int(i)], res.track.landmarks[i], self.extract_cfg.crop_size,
+                                self.extract_cfg.margin) for i in idx])
+        feats = torch.from_numpy(self.extractor(crops).astype(np.float16).astype(np.float32)).to(self.device)
+        x = feats[self.sampler.test_indices(self.device)].unsqueeze(0)  # (1, n, K, D)
+        with torch.inference_mode():
+            outs = [h.model(x) for h in self.heads]
+        probs = torch.stack([o.logits.softmax(-1) for o in outs]).mean(0)[0].cpu().numpy()
+        scores = torch.stack([o.clip_scores for o in outs]).mean(0)[0].cpu().numpy()  # (C, n)
+        c = int(probs.argmax())
+        rich = int(scores[c].argmax())
+        clip_frames = []
+        for k in range(self.sampler.n_clips):
+            a, b = self.sampler.clip_span(torch.tensor(k))
+            clip_frames.append((int(idx[int(a)]), int(idx[int(b)])))
+        fr = clip_frames[rich]
+        fig = out_dir / f"{video.stem}_clips.png"
+        plot_prediction(fig, video.name, scores, self.class_names, c, probs, clip_frames, crops, info.fps)
+        return Prediction(str(video), self.class_names[c], {n: round(float(p), 4) for n, p in zip(self.class_names, probs)},
+                          rich, fr, (round(fr[0] / info.fps, 3), round((fr[1] + 1) / info.fps, 3)),
+                          scores.round(4).tolist(), clip_frames, str(fig), info.fps)
+
+
+def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[str], c: int, probs: np.ndarray,
+                    clip_frames: list[tuple[int, int]], crops: np.ndarray, fps: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(clip_frames)
+    centres = np.array([(a + b) / 2 / fps for a, b in clip_frames])
+    fig = plt.figure(figsize=(max(8, 1.4 * n), 5.2))
+    ax = fig.add_axes([0.07, 0.42, 0.72, 0.5])
+    for k, name in enumerate(classes):
+        ax.plot(centres, scores[k], marker="o", lw=2.5 if k == c else 1, alpha=1 if k == c else 0.5,
+                label=f"{name} {100 * probs[k]:.0f}%")
+    rich = int(scores[c].argmax())
+    a, b = clip_frames[rich]
+    ax.axvspan(a / fps, (b + 1) / fps, color="orange", alpha=0.25, label="emotion-rich clip")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("clip score (softmax over clips)")
+    ax.set_title(f"{title}: {classes[c]} ({100 * probs[c]:.0f}%), frames {a}-{b}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    for k in range(n):  # thumbnail of each clip's middle frame
+        mid = min(len(crops) - 1, 15 + 10 * k + 7)
+        tax = fig.add_axes([0.07 + 0.72 * k / n, 0.04, 0.72 / n * 0.95, 0.26])
+        tax.imshow(crops[mid])
+        tax.set_axis_off()
+        tax.set_title(f"clip {k}", fontsize=7, color="darkorange" if k == rich else "black")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+@click.command("predict")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A train-head results folder (<results_root>/D/) holding fold-*.pt checkpoints.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Where PNGs and predictions.json go (default: <model>/predict/).")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+def command(videos: tuple[Path, ...], model_dir: Path, out_dir: Path | None, device: str) -> None:
+    """Predict the expression of each VIDEO with a trained model: label, class probabilities, the
+    emotion-rich clip as frame and time ranges, and a PNG of clip scores over time with thumbnails.
+
+    Reads the videos and RUN_DIR's checkpoints (which record how their features were made); writes
+    <out>/<video>_clips.png and <out>/predictions.json. Exit 1 when a video has no usable face.
+    """
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    out_dir = out_dir or model_dir / "predict"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        predictor = Predictor(model_dir, device)
+    except PipelineError as err:
+        click.secho(f"error: {err}", fg="red", err=True)
+        sys.exit(err.exit_code)
+    results, failed = [], 0
+    for video in videos:
+        try:
+            p = predictor.predict(video, out_dir)
+        except VideoError as err:
+            failed += 1
+            what = "no face found" if err.kind in ("no_face", "no_span") else "cannot read the video"
+            click.secho(f"error: {video}: {what} ({err.kind}: {err.message})", fg="red", err=True)
+            continue
+        results.append(dataclasses.asdict(p))
+        top = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:3]
+        click.echo(f"{video}: {p.label}  ({', '.join(f'{k} {100 * v:.1f}%' for k, v in top)})\n"
+                   f"  emotion-rich clip {p.rich_clip}: frames {p.frame_range[0]}-{p.frame_range[1]}, "
+                   f"{p.time_range_s[0]:.2f}-{p.time_range_s[1]:.2f} s\n  figure: {p.figure}")
+    with atomic_path(out_dir / "predictions.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,64 @@
+"""Every head: forward shapes, no NaN, every parameter gets a gradient (timm's model tests)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.config import TrainHeadConfig
+from pipeline.head.baselines import KINDS, build_head
+from pipeline.head.model import CEFLNet
+
+HEADS = [("ceflnet", "paper"), ("ceflnet", "authors")] + [(k, "paper") for k in KINDS if k != "ceflnet"]
+
+
+@pytest.mark.parametrize("kind,variant", HEADS)
+@pytest.mark.parametrize("in_dim", [24, 32])  # 24 != hidden: the authors' variant needs its input projection
+def test_forward_shapes_and_gradients(kind, variant, in_dim):
+    torch.manual_seed(0)
+    cfg = TrainHeadConfig(variant=variant, hidden=32)
+    model = build_head(cfg, in_dim, 5, kind)
+    x = torch.randn(3, 7, 5, in_dim)
+    out = model(x)
+    assert out.logits.shape == (3, 5)
+    assert out.clip_scores.shape == (3, 5, 7)
+    assert out.rich_clip.shape == (3,) and out.rich_clip.dtype == torch.int64
+    assert out.embedding.shape[0] == 3
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.clip_scores).all()
+    # clip scores are a distribution over clips (eq. 5), and P_e points at a maximum of the predicted class's map
+    torch.testing.assert_close(out.clip_scores.sum(-1), torch.ones(3, 5))
+    pred = out.logits.argmax(1)
+    picked = out.clip_scores[torch.arange(3), pred, out.rich_clip]
+    torch.testing.assert_close(picked, out.clip_scores[torch.arange(3), pred].amax(-1))
+    out.logits.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"{kind}/{variant}: no gradient for {missing}"
+
+
+def test_wrong_input_shape_is_named():
+    model = CEFLNet(16, 3, hidden=8)
+    with pytest.raises(ValueError, match=r"\(B, n_clips, K, 16\)"):
+        model(torch.randn(2, 7, 16))
+
+
+def test_unknown_variant_and_kind():
+    with pytest.raises(ValueError, match="variant"):
+        CEFLNet(16, 3, variant="mine")
+    with pytest.raises(ValueError, match="kind"):
+        build_head(TrainHeadConfig(), 16, 3, "transformer")
+
+
+def test_paper_head_matches_reference_size():
+    """REFERENCE §8: a CEFLNet-sized head has 1.07 M parameters at D = H = 512 (7 classes)."""
+    n = sum(p.numel() for p in CEFLNet(512, 7).parameters())
+    assert 1.05e6 < n < 1.08e6, n
+
+
+def test_paper_sal_is_equation_1():
+    """softmax(Q K^T / sqrt(d)) V, computed independently."""
+    torch.manual_seed(1)
+    model = CEFLNet(8, 3, hidden=4)
+    f = torch.randn(2, 5, 8)
+    w = model.cfe.sal.qkv.weight  # (3H, D)
+    q, k, v = f @ w[:4].T, f @ w[4:8].T, f @ w[8:].T
+    ref = torch.softmax(q @ k.transpose(1, 2) / 2.0, dim=-1) @ v
+    torch.testing.assert_close(model.cfe.sal(f), ref)

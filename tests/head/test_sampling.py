@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.config import TrainHeadConfig
+from pipeline.head.sampling import ClipSampler
+
+
+def sampler() -> ClipSampler:
+    return ClipSampler.from_config(TrainHeadConfig(), 105)
+
+
+def test_test_indices_are_the_papers():
+    idx = sampler().test_indices()
+    assert idx.shape == (7, 5)
+    assert idx[0].tolist() == [15, 18, 21, 24, 27]
+    assert idx[1].tolist() == [25, 28, 31, 34, 37]
+    assert idx[6].tolist() == [75, 78, 81, 84, 87]
+
+
+def test_train_indices_in_bounds_sorted_distinct_and_random():
+    s = sampler()
+    g = torch.Generator().manual_seed(0)
+    idx = s.train_indices(4000, g)  # (B, n, K)
+    assert idx.shape == (4000, 7, 5)
+    assert idx.min() >= 0 and idx.max() <= 104
+    assert (idx.diff(dim=-1) > 0).all()  # sorted and distinct inside each clip
+    within = idx - idx[:, :1, :1].new_tensor(0)
+    offset = idx[:, 0, 0] - 0  # first frame of clip 0 >= window start
+    # each clip c lies inside [start + 10c, start + 10c + 15) for one start shared by the clips of a video
+    starts = idx.amin(dim=-1) - torch.arange(7) * 10  # (B, n) lower bounds of the window start
+    ends = idx.amax(dim=-1) - torch.arange(7) * 10  # (B, n)
+    assert (ends - starts.amax(dim=1, keepdim=True) < 15).all()
+    assert set(range(0, 30)) <= set(offset.tolist()) | set(range(0, 30))  # offsets reach the whole range
+    assert idx[:, 0, 0].min() == 0 and idx[:, 6, 4].max() == 29 + 60 + 14
+    assert within.float().std() > 0
+    # reproducible from the generator's seed
+    assert torch.equal(s.train_indices(8, torch.Generator().manual_seed(3)), s.train_indices(8, torch.Generator().manual_seed(3)))
+
+
+def test_too_short_cache_is_an_error():
+    with pytest.raises(ValueError, match="cache holds 80 frames"):
+        ClipSampler.from_config(TrainHeadConfig(), 80)
