@@ -104,8 +104,9 @@ def report(cfg, m: dict, chance_loc: float | None, seconds: float) -> str:
     ]
     loc = m.get("clip_localization")
     if loc is not None:
-        loc_val = loc if isinstance(loc, (int, float)) else loc.get("mean", loc.get("value"))
-        lines.append(f"emotion-rich clip localisation {loc_val:.1f} %   (random clip {chance_loc:.1f} %)")
+        loc_val = loc if isinstance(loc, (int, float)) else loc["accuracy"]
+        chance = f"{chance_loc:.1f} %" if chance_loc is not None else "n/a"
+        lines.append(f"emotion-rich clip localisation {loc_val:.1f} %   (a random clip overlaps the apex {chance})")
     lines.append("(last-epoch numbers, mean ± std over folds; best-epoch numbers in metrics.json, labelled)")
     pictures = sorted(p for p in [*cfg.results_dir("demo").glob("*.png"), *(layout_for(cfg, "demo").qc.glob("*.png"))])
     lines.append("pictures:")

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from pipeline.complexity import PAPER_GMACS, complexity_markdown, complexity_report
+
+
+def test_gmacs_within_one_percent_of_the_paper():
+    rows = complexity_report()
+    assert {(r["variant"], r["frames_per_clip"]) for r in rows} == {(v, k) for v in ("paper", "authors")
+                                                                    for k in PAPER_GMACS}
+    for r in rows:
+        assert abs(r["total_gmacs"] - r["paper_gmacs"]) / r["paper_gmacs"] < 0.01, r
+        assert 0 < r["head_gmacs"] < 0.2  # the backbone dominates (Table 9)
+    assert rows[0]["backbone_params_m"] == 11.177  # torchvision ResNet-18 without its fc
+    assert "FlopCounterMode" in complexity_markdown(rows)

@@ -1,0 +1,116 @@
+"""train_head -> evaluate -> ablate end to end on a tiny synthetic cache (CPU, seconds)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.head.train import load_head
+from stages import ablate, evaluate, train_head
+from tests.head.conftest import CLASSES, tiny_params, write_synthetic_dataset
+
+METRIC_KEYS = {"dataset", "head", "variant", "protocol", "epochs", "war", "war_std", "uar", "uar_std",
+               "per_class_recall", "n_videos", "n_failed", "n_folds", "clip_localization", "chance_war",
+               "chance_uar", "backbone", "weights", "warning", "per_fold", "best_epoch", "device", "head_params"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("head")
+    synth = write_synthetic_dataset(tmp / "data")
+    cfg = load_config(tiny_params(tmp, threads=1), dataset="synth")
+    metrics = train_head.run(cfg, dataset="synth")
+    return cfg, metrics, synth
+
+
+def test_train_head_writes_exactly_its_files_and_schema(trained):
+    cfg, metrics, _ = trained
+    out = cfg.results_dir("synth")
+    assert {p.name for p in out.iterdir()} == {*train_head.RESULT_FILES, "fold-0.pt", "fold-1.pt", "fold-2.pt"}
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert set(on_disk) == METRIC_KEYS
+    assert on_disk["n_videos"] == 36 and on_disk["n_failed"] == 2  # distinct ids, not failure rows
+    assert on_disk["chance_uar"] == pytest.approx(100 / 3, abs=0.01) and on_disk["chance_war"] == pytest.approx(33.33)
+    assert set(on_disk["per_class_recall"]) == set(CLASSES)
+    assert len(on_disk["per_fold"]) == 3 and on_disk["per_fold"][0].keys() >= {"war", "uar", "best_war", "n_test"}
+    assert on_disk["war"] == pytest.approx(np.mean([f["war"] for f in on_disk["per_fold"]]), abs=0.01)
+    assert on_disk["best_epoch"]["war"] >= on_disk["war"] - 1e-6 and "OPTIMISTIC" in on_disk["best_epoch"]["note"]
+    assert on_disk["clip_localization"]["n_videos"] == 36
+    assert on_disk["weights"] == "random" and "RANDOM" in on_disk["warning"]
+    assert on_disk["protocol"].startswith("StratifiedGroupKFold(3)")
+
+
+def test_predictions_map_rich_clip_to_original_frames(trained):
+    cfg, metrics, _ = trained
+    with (cfg.results_dir("synth") / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 36 and len({r["video_id"] for r in rows}) == 36
+    assert list(rows[0]) == ["video_id", "fold", "true", "predicted", *[f"prob_{c}" for c in CLASSES],
+                             "rich_clip_start", "rich_clip_end"]
+    for r in rows:
+        probs = [float(r[f"prob_{c}"]) for c in CLASSES]
+        assert sum(probs) == pytest.approx(1, abs=1e-4) and r["predicted"] == CLASSES[int(np.argmax(probs))]
+        start, end = int(r["rich_clip_start"]), int(r["rich_clip_end"])
+        # frame_index = 2 t + 7; clip c spans cached frames 15 + 10c .. 15 + 10c + 14
+        c = ((start - 7) // 2 - 15) / 10
+        assert c == int(c) and 0 <= c <= 6 and end == start + 28
+
+
+def test_checkpoint_reloads_and_reproduces(trained):
+    cfg, _, _ = trained
+    head = load_head(cfg.results_dir("synth") / "fold-1.pt")
+    assert head.class_names == CLASSES and head.in_dim == 32 and head.fold == 1 and head.config.hidden == 32
+    assert head.provenance["backbone"] == "synthetic" and len(head.test_video_ids) > 0
+    out = head.model(torch.zeros(2, 7, 5, 32))
+    assert out.logits.shape == (2, 3) and not head.model.training
+
+
+def test_evaluate_rebuilds_the_report_without_training(trained):
+    cfg, metrics, _ = trained
+    out = cfg.results_dir("synth")
+    before = (out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("fold-*.pt"))
+    summary = evaluate.run(cfg, dataset="synth")
+    assert {p.name for p in out.iterdir()} == {*train_head.RESULT_FILES, *evaluate.RESULT_FILES,
+                                               "fold-0.pt", "fold-1.pt", "fold-2.pt"}
+    assert summary["war"] == pytest.approx(metrics["war"], abs=0.01)
+    assert summary["checkpoint_agreement"] == 100.0  # checkpoints reproduce predictions.csv
+    assert ((out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("fold-*.pt"))) == before
+    report = (out / "report.md").read_text()
+    assert "mean ± std" in report and "WARNING" in report and "optimistic" in report
+
+
+def test_evaluate_without_training_says_what_to_run(tmp_path):
+    write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6)
+    cfg = load_config(tiny_params(tmp_path), dataset="synth")
+    with pytest.raises(PipelineError, match="run `pipeline run train_head` first"):
+        evaluate.run(cfg, dataset="synth")
+
+
+def test_ablate_writes_table(tmp_path):
+    write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6, dim=16)
+    cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=16, threads=1), dataset="synth")
+    out = ablate.run(cfg, dataset="synth")
+    folder = cfg.results_dir("synth")
+    assert {p.name for p in folder.iterdir()} == {"ablation.json", "ablation.md"}
+    assert [r["head"] for r in out["rows"]] == ["meanpool", "lstm", "sal", "sal_lrl", "ceflnet"]
+    assert [r["paper_bu4dfe_accuracy"] for r in out["rows"]] == [62.77, 79.17, 84.17, 84.67, 85.33]
+    assert "| +SAL +LRL +EIAN (CEFLNet) |" in (folder / "ablation.md").read_text()
+
+
+def test_official_split_is_used(tmp_path):
+    synth = write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6, dim=16)
+    from pipeline.io import read_manifest, write_manifest
+
+    path = synth["folder"] / "manifest.csv"
+    rows = read_manifest(path)
+    for i, r in enumerate(rows):
+        r.split = "test" if i % 4 == 0 else "train"
+    write_manifest(rows, path)
+    cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=16, threads=1), dataset="synth")
+    m = train_head.run(cfg, dataset="synth")
+    assert m["protocol"] == "fixed split" and m["n_folds"] == 1 and m["per_fold"][0]["n_test"] == 3
