@@ -136,7 +136,9 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 @main.command("datasets")
 def datasets_cmd() -> None:
-    """List the dataset adapters: expected layout, class set and default protocol."""
+    """List the dataset adapters: expected layout, class set and default protocol.
+
+    Reads nothing (the adapters' own descriptions); writes nothing."""
     from pipeline.adapters import ADAPTERS
 
     seen = set()
@@ -162,7 +164,9 @@ def cache_group() -> None:
 @config_options
 def cache_verify(params_path, dataset, adapter, root, overrides, data_root, results_root, verbose) -> None:
     """Check schema, shapes, finite values, one entry per manifest video (or a recorded failure), and
-    consistent provenance across shards. Exit 0 only when everything holds."""
+    consistent provenance across shards. Exit 0 only when everything holds.
+
+    Reads <data_root>/D/features/, manifest.csv and failures.csv; writes nothing."""
     _setup_logging(verbose)
     from cache.verify import verify
 
@@ -180,7 +184,9 @@ def cache_verify(params_path, dataset, adapter, root, overrides, data_root, resu
 @cache_group.command("info")
 @config_options
 def cache_info(params_path, dataset, adapter, root, overrides, data_root, results_root, verbose) -> None:
-    """Print counts, size on disk and provenance of a dataset's cache."""
+    """Print counts, size on disk and provenance of a dataset's cache.
+
+    Reads <data_root>/D/features/ and failures.csv; writes nothing."""
     from cache.verify import info
 
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root))

@@ -15,7 +15,7 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a markdown table.")
 def complexity(as_json: bool) -> None:
     """Parameters and MACs of ResNet-18 + the CEFLNet head at 2, 5, 10 and 15 frames per clip
-    (torch.utils.flop_counter), beside the paper's Tables 8-9. Reads and writes nothing."""
+    (torch.utils.flop_counter), beside the paper's Tables 8-9. Reads no data and writes nothing."""
     from pipeline.complexity import complexity_markdown, complexity_report
 
     rows = complexity_report()

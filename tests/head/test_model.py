@@ -58,7 +58,17 @@ def test_paper_sal_is_equation_1():
     torch.manual_seed(1)
     model = CEFLNet(8, 3, hidden=4)
     f = torch.randn(2, 5, 8)
-    w = model.cfe.sal.qkv.weight  # (3H, D)
-    q, k, v = f @ w[:4].T, f @ w[4:8].T, f @ w[8:].T
+    w, wv = model.cfe.sal.qk.weight, model.cfe.sal.v.weight  # (2H, D), (H, D)
+    q, k, v = f @ w[:4].T, f @ w[4:].T, f @ wv.T
     ref = torch.softmax(q @ k.transpose(1, 2) / 2.0, dim=-1) @ v
     torch.testing.assert_close(model.cfe.sal(f), ref)
+
+
+def test_fast_cfe_equals_the_equations_in_order():
+    """CFE.forward reorders W_V for speed; it must equal LRL(SAL(x)) computed as printed (eq. 1-4)."""
+    torch.manual_seed(2)
+    cfe = CEFLNet(24, 3, hidden=16).cfe
+    x = torch.randn(3, 7, 5, 24, dtype=torch.float64)
+    cfe = cfe.double()
+    ref = cfe.lrl(cfe.sal(x.reshape(21, 5, 24))).reshape(3, 7, 16)
+    torch.testing.assert_close(cfe(x), ref)
