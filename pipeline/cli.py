@@ -97,12 +97,14 @@ def main() -> None:
 @click.option("--workers", type=int, default=None, help="Parallel processes for detect/extract (default: params).")
 @click.option("--folds", type=int, default=None, help="train-head/ablate: number of subject-independent folds.")
 @click.option("--shard", default=None, metavar="K/N", help="extract: process the K-th of N slices (parallel jobs).")
+@click.option("--keep-crops", is_flag=True, help="extract: also store the aligned crops (JPEG) for fine-tuning.")
 def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | None, root: str | None,
             overrides: tuple[str, ...], data_root: str | None, results_root: str | None, verbose: bool,
-            no_deps: bool, force: bool, workers: int | None, folds: int | None, shard: str | None) -> None:
+            no_deps: bool, force: bool, workers: int | None, folds: int | None, shard: str | None,
+            keep_crops: bool) -> None:
     """Run one STAGE (help text built from STAGE_HELP below)."""
     _setup_logging(verbose)
-    extra = [f"train_head.folds={folds}"] if folds else []
+    extra = ([f"train_head.folds={folds}"] if folds else []) + (["extract.keep_crops=true"] if keep_crops else [])
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root, extra))
     name = cfg.dataset
     chain = [stage] if no_deps else [s for s in upstream_chain(stage)[:-1] if s in DATA_STAGES] + [stage]

