@@ -1,0 +1,179 @@
+"""SIGKILL in detect and train-head, and a disk that fills up mid-write: the rerun completes and equals
+an uninterrupted run; nothing half-written ever sits under a final name. (Extract's own kill test is
+tests/stages/test_extract.py::test_killed_mid_shard_resumes_to_identical_features.)"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cache import list_shards, load_cache
+from pipeline.config import load_config
+from pipeline.io import read_failures
+from tests.reliability.conftest import copy_dataset
+
+FACE_FIELDS = ("boxes", "landmarks", "scores", "flags")
+
+
+def cli(stage: str, params: Path, data_root: Path, *extra: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", stage, "--no-deps", "--params", str(params),
+                             "--data-root", str(data_root), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out[out.index("{"):])
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """SIGKILL `proc` as soon as `ready()` holds; fails if the process ended first (nothing was tested)."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run finished before the kill point"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before the kill point"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def faces_arrays(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Group) and "boxes" in obj:
+                out[name] = {k: obj[k][:] for k in FACE_FIELDS} | {"n_frames": obj.attrs["n_frames"]}
+        f.visititems(visit)
+    return out
+
+
+def no_visible_partials(folder: Path) -> None:
+    """Temporaries are hidden `.name.XXXX.tmp`; everything else must be complete."""
+    for p in folder.rglob("*"):
+        if p.is_file() and not p.name.startswith("."):
+            assert not p.name.endswith(".tmp"), p
+
+
+def test_detect_killed_after_first_part_resumes_to_the_same_faces(bad_batch, tmp_path):
+    src = bad_batch["dir"]
+    copy_dataset(src, tmp_path, without=("faces.h5", ".detect-parts", "detect.json", "resample.json", "features",
+                                          "extract.json", "qc"))
+    parts = tmp_path / "bad" / ".detect-parts"
+    proc = cli("detect", bad_batch["params"], tmp_path)
+    kill_when(proc, lambda: parts.exists() and any(p.suffix == ".npz" for p in parts.iterdir()))
+    assert not (tmp_path / "bad" / "faces.h5").exists()  # never a partial faces.h5
+    n_parts = len(list(parts.glob("*.npz")))
+    assert 1 <= n_parts < 10
+    summary = finish(cli("detect", bad_batch["params"], tmp_path))
+    assert summary["resumed"] == n_parts and summary["resumed"] + summary["detected_now"] == 10
+    assert not list(parts.glob(".*.tmp"))
+    rerun, clean = faces_arrays(tmp_path / "bad" / "faces.h5"), faces_arrays(src / "faces.h5")
+    assert sorted(rerun) == sorted(clean)  # no video missing or duplicated
+    for vid in clean:
+        if vid == "vanished/clip":  # its file was replaced by a 5-frame one after the first detect
+            assert rerun[vid]["n_frames"] == 5
+            continue
+        for k in (*FACE_FIELDS, "n_frames"):
+            np.testing.assert_array_equal(rerun[vid][k], clean[vid][k], err_msg=f"{vid}/{k}")
+    detect_rows = lambda d: sorted((f.video_id, f.kind) for f in read_failures(d / "failures.csv") if f.stage == "detect")
+    assert detect_rows(tmp_path / "bad") == detect_rows(src)
+
+
+@pytest.fixture(scope="module")
+def synthetic_roots(tmp_path_factory):
+    """Two data roots holding the same tiny synthetic cache, and a params.yaml."""
+    from tests.head.conftest import tiny_params, write_synthetic_dataset
+
+    base = tmp_path_factory.mktemp("head_crash")
+    for name in ("a", "b"):
+        write_synthetic_dataset(base / name / "data", n_videos=24, n_subjects=8, dim=16)
+    return base, tiny_params(base, threads=1)
+
+
+HEAD_ARGS = ("--dataset", "synth", "--set", "train_head.epochs=3", "--set", "train_head.folds=2")
+
+
+def _train(base: Path, params: Path, name: str) -> subprocess.Popen:
+    return cli("train-head", params, base / name / "data", *HEAD_ARGS, "--results-root", str(base / name / "results"))
+
+
+def test_train_head_killed_during_training_reruns_to_the_same_results(synthetic_roots):
+    import torch
+
+    base, params = synthetic_roots
+    finish(_train(base, params, "a"))
+    proc = _train(base, params, "b")
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    # tqdm draws the fold bar when training starts; kill then (the results folder is written at the end).
+    kill_when(proc, lambda: "train_head synth" in "".join(seen))
+    out_b = base / "b" / "results" / "synth"
+    if out_b.exists():
+        no_visible_partials(out_b)
+        for p in out_b.glob("fold-*.pt"):
+            torch.load(p, weights_only=False)
+    finish(_train(base, params, "b"))
+    out_a = base / "a" / "results" / "synth"
+    ma, mb = (json.loads((o / "metrics.json").read_text()) for o in (out_a, out_b))
+    for key in ("war", "uar", "per_fold", "per_class_recall", "best_epoch"):
+        assert ma[key] == mb[key], key
+    assert (out_a / "predictions.csv").read_bytes() == (out_b / "predictions.csv").read_bytes()
+    for k in range(2):
+        sa, sb = (torch.load(o / f"fold-{k}.pt", weights_only=False) for o in (out_a, out_b))
+        sa, sb = sa.get("state_dict", sa), sb.get("state_dict", sb)
+        assert all(torch.equal(sa[n], sb[n]) for n in sa if isinstance(sa[n], torch.Tensor))
+    no_visible_partials(out_b)
+
+
+def _enospc_on_call(n: int, real):
+    calls = [0]
+
+    def failing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+    return failing
+
+
+@pytest.mark.parametrize("where", ["shard data", "rename"])
+def test_disk_full_mid_write_leaves_no_partial_file_and_rerun_completes(bad_batch, tmp_path, monkeypatch, where):
+    """ENOSPC while the second shard's features are written (inside HDF5), or at the atomic rename."""
+    from stages import extract
+
+    copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
+    cfg = load_config(bad_batch["params"], data_root=str(tmp_path))
+    feats = tmp_path / "bad" / "features"
+    with monkeypatch.context() as m:
+        if where == "shard data":  # shard 1 holds 2 videos: the 3rd features write is shard 2's first
+            m.setattr(h5py.Dataset, "__setitem__", _enospc_on_call(3, h5py.Dataset.__setitem__))
+        else:  # the first rename is shard 1's; the second, shard 2's
+            import pipeline.io
+
+            m.setattr(pipeline.io.os, "replace", _enospc_on_call(2, os.replace))
+        with pytest.raises(OSError) as err:
+            extract.run(cfg, dataset="bad")
+        assert err.value.errno == errno.ENOSPC
+    shards = list_shards(feats)
+    assert [s.name for s in shards] == ["shard-00000.h5"]  # the complete one only
+    with h5py.File(shards[0], "r") as f:
+        assert f["features"].shape[0] == f["video_id"].shape[0] == 2
+    assert not [p for p in os.listdir(feats) if p.endswith(".tmp")]  # the failed temporary is removed
+    assert not (feats / "index.h5").exists()
+    summary = extract.run(cfg, dataset="bad")
+    assert (summary["resumed"], summary["cached"]) == (2, 9)
+    a, b = load_cache(bad_batch["dir"] / "features"), load_cache(feats)
+    assert a.video_id == b.video_id and a.features.tobytes() == b.features.tobytes()
