@@ -209,6 +209,9 @@ class TrainHeadConfig:
     test_frame_offsets: tuple[int, ...] = (0, 3, 6, 9, 12)
     hidden: int = 512
     """Width of the clip features inside the head."""
+    center: str = "none"
+    """`none` (the paper) or `video_median`: subtract each video's per-dimension median frame before the
+    head, removing identity and lighting from frozen features (a departure, documented in docs/head.md)."""
     threads: int = 0
     """torch intra-op threads on CPU; 0: all cores. 1 is faster for tiny heads or a busy machine."""
     precision: str = "fp32"
@@ -220,6 +223,8 @@ class TrainHeadConfig:
             p.append(f"{key}.threads: must be >= 0, got {self.threads}")
         if self.precision not in ("fp32", "bf16"):
             p.append(f"{key}.precision: must be fp32 or bf16, got {self.precision!r}")
+        if self.center not in ("none", "video_median"):
+            p.append(f"{key}.center: must be none or video_median, got {self.center!r}")
         if self.variant not in ("paper", "authors"):
             p.append(f"{key}.variant: must be paper or authors, got {self.variant!r}")
         for name in ("folds", "epochs", "batch_size", "n_clips", "clip_len", "frames_per_clip", "window", "hidden"):

@@ -26,9 +26,9 @@ RESULT_FILES = ("report.md", "confusion.png", "activation_maps.png", "tsne.png")
 
 def _fold_outputs(cfg: Config, data: TrainingData, dataset: str) -> dict[str, np.ndarray]:
     """Re-run every fold checkpoint on its own test videos: embeddings and clip maps."""
-    ckpts = sorted(cfg.results_dir(dataset).glob("fold-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    ckpts = sorted((cfg.results_dir(dataset) / "checkpoints").glob("fold-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     if not ckpts:
-        raise PipelineError(f"no fold-*.pt under {cfg.results_dir(dataset)}: run `pipeline run train_head` first")
+        raise PipelineError(f"no checkpoints/fold-*.pt under {cfg.results_dir(dataset)}: run `pipeline run train_head` first")
     row_of = {v: i for i, v in enumerate(data.cache.video_id)}
     feats = torch.from_numpy(data.cache.features)
     parts: dict[str, list] = {"rows": [], "probs": [], "rich_clip": [], "clip_scores": [], "embedding": []}

@@ -1,11 +1,13 @@
 """train_head: the CEFLNet head trained on the feature cache, subject-independent cross-validation.
 
 Inputs: `<data_root>/D/features/` (+ manifest.csv for folds/splits/apex spans, failures.csv).
-Outputs under `<results_root>/D/`: metrics.json, predictions.csv, fold-<k>.pt, confusion.png,
+Outputs under `<results_root>/D/`: metrics.json, predictions.csv, checkpoints/fold-<k>.pt, confusion.png,
 activation_maps.png. Reported numbers are the LAST epoch's; the best-on-test epoch the authors and
 peers report is kept apart in `best_epoch`, labelled as optimistic.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -17,7 +19,8 @@ from pipeline.head.train import FoldResult, cross_validate, resolve_device, save
 
 STAGE = "train_head"
 RESULT_FILES = ("metrics.json", "predictions.csv", "confusion.png", "activation_maps.png")
-"""Written by every run, beside one `fold-<k>.pt` per fold."""
+"""Written by every run, beside one `checkpoints/fold-<k>.pt` per fold."""
+CHECKPOINTS = "checkpoints"
 
 
 def summarize(data: TrainingData, results: list[FoldResult], cfg: Config, dataset: str, *,
@@ -58,7 +61,7 @@ def summarize(data: TrainingData, results: list[FoldResult], cfg: Config, datase
         "chance_uar": round(100 / len(names), 2),
         "backbone": str(cache.attrs.get("backbone", "unknown")), "weights": weights,
         "warning": ("FEATURES FROM A RANDOM-WEIGHT BACKBONE: these numbers test the plumbing and say nothing "
-                    "about expression recognition (REFERENCE §9)") if weights == "random" else None,
+                    "about expression recognition (REFERENCE §9)") if weights.startswith("random") else None,
         "per_fold": per_fold,
         "best_epoch": {"note": "OPTIMISTIC: each fold's epoch chosen by its accuracy on its own test fold, as the "
                                "authors' main.py and most peers report; not a held-out estimate",
@@ -104,9 +107,18 @@ def run(cfg: Config, *, dataset: str | None = None) -> dict:
                              len(data.class_names), device=device, desc=f"{STAGE} {dataset}")
     out = cfg.results_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
-    provenance = {k: data.cache.attrs.get(k, "unknown") for k in ("backbone", "weights", "feature_dim")}
+    # Everything `pipeline predict` needs to rebuild the features of a new video the same way.
+    attrs = data.cache.attrs
+    provenance = {**{k: attrs.get(k, "unknown") for k in ("backbone", "weights", "weights_sha256", "feature_dim",
+                                                            "input_convention", "params_hash")},
+                  "params": json.dumps(attrs.get("params", {}))}
+    ckpt_dir = out / CHECKPOINTS
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for old in ckpt_dir.glob("fold-*.pt"):  # a previous run with more folds must not leave extra heads
+        if int(old.stem.split("-")[1]) >= len(results):
+            old.unlink()
     for r in results:
-        save_head(out / f"fold-{r.fold}.pt", r.state_dict, cfg.train_head, kind="ceflnet",
+        save_head(ckpt_dir / f"fold-{r.fold}.pt", r.state_dict, cfg.train_head, kind="ceflnet",
                   in_dim=data.cache.feature_dim, class_names=data.class_names, fold=r.fold,
                   test_video_ids=[data.cache.video_id[i] for i in r.test], provenance=provenance)
     metrics = summarize(data, results, cfg, dataset)

@@ -31,7 +31,8 @@ def trained(tmp_path_factory):
 def test_train_head_writes_exactly_its_files_and_schema(trained):
     cfg, metrics, _ = trained
     out = cfg.results_dir("synth")
-    assert {p.name for p in out.iterdir()} == {*train_head.RESULT_FILES, "fold-0.pt", "fold-1.pt", "fold-2.pt"}
+    assert {p.name for p in out.iterdir()} == {*train_head.RESULT_FILES, train_head.CHECKPOINTS}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["fold-0.pt", "fold-1.pt", "fold-2.pt"]
     on_disk = json.loads((out / "metrics.json").read_text())
     assert set(on_disk) == METRIC_KEYS
     assert on_disk["n_videos"] == 36 and on_disk["n_failed"] == 2  # distinct ids, not failure rows
@@ -63,7 +64,7 @@ def test_predictions_map_rich_clip_to_original_frames(trained):
 
 def test_checkpoint_reloads_and_reproduces(trained):
     cfg, _, _ = trained
-    head = load_head(cfg.results_dir("synth") / "fold-1.pt")
+    head = load_head(cfg.results_dir("synth") / "checkpoints" / "fold-1.pt")
     assert head.class_names == CLASSES and head.in_dim == 32 and head.fold == 1 and head.config.hidden == 32
     assert head.provenance["backbone"] == "synthetic" and len(head.test_video_ids) > 0
     out = head.model(torch.zeros(2, 7, 5, 32))
@@ -73,13 +74,13 @@ def test_checkpoint_reloads_and_reproduces(trained):
 def test_evaluate_rebuilds_the_report_without_training(trained):
     cfg, metrics, _ = trained
     out = cfg.results_dir("synth")
-    before = (out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("fold-*.pt"))
+    before = (out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("checkpoints/fold-*.pt"))
     summary = evaluate.run(cfg, dataset="synth")
     assert {p.name for p in out.iterdir()} == {*train_head.RESULT_FILES, *evaluate.RESULT_FILES,
-                                               "fold-0.pt", "fold-1.pt", "fold-2.pt"}
+                                               train_head.CHECKPOINTS}
     assert summary["war"] == pytest.approx(metrics["war"], abs=0.01)
     assert summary["checkpoint_agreement"] == 100.0  # checkpoints reproduce predictions.csv
-    assert ((out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("fold-*.pt"))) == before
+    assert ((out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("checkpoints/fold-*.pt"))) == before
     report = (out / "report.md").read_text()
     assert "mean ± std" in report and "WARNING" in report and "optimistic" in report
 

@@ -112,8 +112,12 @@ def _train(base: Path, params: Path, name: str) -> subprocess.Popen:
 def test_train_head_killed_during_training_reruns_to_the_same_results(synthetic_roots):
     import torch
 
+    from stages import train_head
+
     base, params = synthetic_roots
-    finish(_train(base, params, "a"))
+    cfg = load_config(params, dataset="synth", overrides=HEAD_ARGS[3::2], data_root=str(base / "a" / "data"),
+                      results_root=str(base / "a" / "results"))
+    train_head.run(cfg, dataset="synth")  # the uninterrupted run, in process
     proc = _train(base, params, "b")
     seen = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
@@ -123,7 +127,7 @@ def test_train_head_killed_during_training_reruns_to_the_same_results(synthetic_
     out_b = base / "b" / "results" / "synth"
     if out_b.exists():
         no_visible_partials(out_b)
-        for p in out_b.glob("fold-*.pt"):
+        for p in out_b.rglob("fold-*.pt"):
             torch.load(p, weights_only=False)
     finish(_train(base, params, "b"))
     out_a = base / "a" / "results" / "synth"
@@ -131,8 +135,10 @@ def test_train_head_killed_during_training_reruns_to_the_same_results(synthetic_
     for key in ("war", "uar", "per_fold", "per_class_recall", "best_epoch"):
         assert ma[key] == mb[key], key
     assert (out_a / "predictions.csv").read_bytes() == (out_b / "predictions.csv").read_bytes()
-    for k in range(2):
-        sa, sb = (torch.load(o / f"fold-{k}.pt", weights_only=False) for o in (out_a, out_b))
+    checkpoints = sorted(p.relative_to(out_a) for p in out_a.rglob("fold-*.pt"))
+    assert len(checkpoints) == 2 and checkpoints == sorted(p.relative_to(out_b) for p in out_b.rglob("fold-*.pt"))
+    for rel in checkpoints:
+        sa, sb = (torch.load(o / rel, weights_only=False) for o in (out_a, out_b))
         sa, sb = sa.get("state_dict", sa), sb.get("state_dict", sb)
         assert all(torch.equal(sa[n], sb[n]) for n in sa if isinstance(sa[n], torch.Tensor))
     no_visible_partials(out_b)
