@@ -13,7 +13,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, file_lock
 
 FORMAT_VERSION = 1
 SHARD_GLOB = "shard-*.h5"

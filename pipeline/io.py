@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import fcntl
 import os
 import tempfile
 from dataclasses import dataclass, fields
@@ -33,11 +34,28 @@ def atomic_path(final: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def clean_stale_temporaries(folder: Path) -> int:
-    """Remove `.tmp` leftovers of a killed run; returns how many were removed."""
+@contextlib.contextmanager
+def file_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a hidden `.<name>.lock` beside `target` (read-modify-write of a file
+    that parallel `--shard` processes share: failures.csv, index.h5)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def clean_stale_temporaries(folder: Path, pattern: str = ".*.tmp") -> int:
+    """Remove `.tmp` leftovers of a killed run matching `pattern`; returns how many were removed.
+
+    Processes sharing a folder (`extract --shard k/N`) pass a pattern naming only their own files:
+    another process's temporary may be in the middle of being written."""
     if not folder.exists():
         return 0
-    stale = list(folder.glob(".*.tmp"))
+    stale = list(folder.glob(pattern))
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -133,9 +151,12 @@ def update_failures(path: Path, stage: str, failures: Iterable[Failure], *, repl
     replace = set(replace_ids)
     new = list(failures)
     replace |= {f.video_id for f in new}
-    kept = [f for f in read_failures(path) if not (f.stage == stage and f.video_id in replace)]
-    with atomic_path(Path(path)) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=FAILURE_COLUMNS)
-        w.writeheader()
-        for fl in kept + new:
-            w.writerow(dataclasses.asdict(fl))
+    # Locked: `extract --shard k/N` processes update the same file; unlocked, one's rows were lost
+    # (tests/reliability/test_concurrency.py: 180 of 301 rows survived two writers).
+    with file_lock(Path(path)):
+        kept = [f for f in read_failures(path) if not (f.stage == stage and f.video_id in replace)]
+        with atomic_path(Path(path)) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=FAILURE_COLUMNS)
+            w.writeheader()
+            for fl in kept + new:
+                w.writerow(dataclasses.asdict(fl))

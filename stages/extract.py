@@ -205,8 +205,9 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[i
         k, n = shard
         tasks = tasks[k::n]
     lay.features.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(lay.features)
     prefix = shard_name(0, shard).rsplit("-", 1)[0]
+    # A slice removes only its own leftovers: the other slices may be writing theirs right now.
+    clean_stale_temporaries(lay.features, f".{prefix}-*.tmp" if shard and shard[1] > 1 else ".*.tmp")
     done: set[str] = set()
     used: list[int] = []
     for s in list_shards(lay.features):
