@@ -107,6 +107,7 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
     extra = ([f"train_head.folds={folds}"] if folds else []) + (["extract.keep_crops=true"] if keep_crops else [])
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root, extra))
     name = cfg.dataset
+    shard_slice = _parse_shard(shard) if shard else None  # a usage error stops here, before upstream stages run
     chain = [stage] if no_deps else [s for s in upstream_chain(stage)[:-1] if s in DATA_STAGES] + [stage]
     for s in chain:
         kwargs: dict[str, Any] = {}
@@ -114,8 +115,8 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
             kwargs["force"] = True
         if s in ("detect", "extract") and workers:
             kwargs["workers"] = workers
-        if s == "extract" and shard:
-            kwargs["shard"] = _parse_shard(shard)
+        if s == "extract" and shard_slice:
+            kwargs["shard"] = shard_slice
         if s != stage:
             click.echo(f"[{s}] checking upstream outputs for {name} (skipped when up to date)", err=True)
         summary = _guard(lambda: stage_module(s).run(cfg, dataset=name, **kwargs))

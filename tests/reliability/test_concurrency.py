@@ -40,7 +40,9 @@ def test_two_shard_processes_at_once_make_a_complete_cache(bad_batch, tmp_path):
     order = [b.video_id.index(v) for v in a.video_id]
     np.testing.assert_allclose(a.features.astype(np.float32), b.features[order].astype(np.float32), atol=2e-2)
     # The documented last step: a plain run finds everything cached and only rebuilds index.h5.
-    summary = finish(cli("extract", params, tmp_path))
+    from stages import extract
+
+    summary = extract.run(load_config(params, data_root=str(tmp_path)), dataset="bad")
     assert (summary["computed"], summary["cached"]) == (0, 9)
     assert verify_exit(params, tmp_path).exit_code == 0
 
@@ -52,13 +54,13 @@ def test_a_shard_run_leaves_other_slices_temporaries_alone(bad_batch, tmp_path):
     copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
     feats = tmp_path / "bad" / "features"
     feats.mkdir()
-    other = feats / ".shard-001of002-00000.h5.k2j4x9.tmp"  # slice 1 writing its first shard
+    other = feats / ".shard-001of010-00000.h5.k2j4x9.tmp"  # slice 1 writing its first shard
     other_index = feats / ".index.h5.a8d7q1.tmp"  # slice 1 rebuilding index.h5
-    mine = feats / ".shard-000of002-00000.h5.zz81pq.tmp"  # slice 0's own leftover from a killed run
+    mine = feats / ".shard-000of010-00000.h5.zz81pq.tmp"  # slice 0's own leftover from a killed run
     for p in (other, other_index, mine):
         p.write_bytes(b"in progress")
-    cfg = load_config(bad_batch["params"], data_root=str(tmp_path), overrides=["extract.shard_size=64"])
-    extract.run(cfg, dataset="bad", shard=(0, 2))
+    cfg = load_config(bad_batch["params"], data_root=str(tmp_path))
+    assert extract.run(cfg, dataset="bad", shard=(0, 10))["cached"] == 1  # one video: quick
     assert other.exists() and other_index.exists()
     assert not mine.exists()
 
