@@ -326,7 +326,8 @@ def run_naive(chosen: dict[str, np.ndarray], device: str) -> dict:
             t["align"] += time.perf_counter() - s
             s = time.perf_counter()
             with torch.inference_mode():
-                x = torch.from_numpy(crop).to(device).permute(2, 0, 1)[None].float() / 255.0
+                # contiguous: the permuted HWC view would otherwise be a channels_last tensor
+                x = (torch.from_numpy(crop).to(device).permute(2, 0, 1)[None].float() / 255.0).contiguous()
                 y = model((x - mean) / std)
                 feats.append(y.cpu().numpy())
             t["network (ResNet-18 batch 1 NCHW fp32)"] += time.perf_counter() - s

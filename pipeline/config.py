@@ -209,6 +209,8 @@ class TrainHeadConfig:
     test_frame_offsets: tuple[int, ...] = (0, 3, 6, 9, 12)
     hidden: int = 512
     """Width of the clip features inside the head."""
+    fold_workers: int = 0
+    """Folds trained at once in separate processes; 0: one per CPU core on the CPU, 1 on a GPU."""
     center: str = "none"
     """`none` (the paper) or `video_median`: subtract each video's per-dimension median frame before the
     head, removing identity and lighting from frozen features (a departure, documented in docs/head.md)."""
@@ -223,6 +225,8 @@ class TrainHeadConfig:
             p.append(f"{key}.threads: must be >= 0, got {self.threads}")
         if self.precision not in ("fp32", "bf16"):
             p.append(f"{key}.precision: must be fp32 or bf16, got {self.precision!r}")
+        if self.fold_workers < 0:
+            p.append(f"{key}.fold_workers: must be >= 0, got {self.fold_workers}")
         if self.center not in ("none", "video_median"):
             p.append(f"{key}.center: must be none or video_median, got {self.center!r}")
         if self.variant not in ("paper", "authors"):

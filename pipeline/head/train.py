@@ -180,24 +180,43 @@ def train_fold(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, f
                       history, {k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
-def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
-                   n_classes: int, *, kind: str = "ceflnet", device: torch.device | None = None,
-                   desc: str = "train_head") -> list[FoldResult]:
-    """Every fold trained from the same seed schedule; features moved to the device once."""
-    device = device or resolve_device(cfg.device)
-    set_threads(cfg.threads, device)
+def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, fold: Fold, n_classes: int,
+               kind: str, device: torch.device, threads: int, progress: tqdm | None = None) -> FoldResult:
+    """One fold from its own seeds: the same result whether folds run in turn or in parallel processes."""
+    set_threads(threads, device)
     seed_everything(cfg.seed, device)
     # float16 resident (half the memory: DFEW is 1.2 GiB); each gathered batch is cast to float32.
     feats = torch.from_numpy(np.ascontiguousarray(features)).to(device)
     labs = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     sampler = ClipSampler.from_config(cfg, feats.shape[1])
+    torch.manual_seed(cfg.seed + fold.index)
+    model = build_head(cfg, feats.shape[-1], n_classes, kind).to(device)
+    return train_fold(model, feats, labs, fold, sampler, cfg, seed=cfg.seed + 1000 + fold.index, progress=progress)
+
+
+def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
+                   n_classes: int, *, kind: str = "ceflnet", device: torch.device | None = None,
+                   desc: str = "train_head") -> list[FoldResult]:
+    """Every fold trained from its own seed schedule.
+
+    On the CPU, folds run in parallel processes with one thread each (`fold_workers`, default one
+    per core): a head this small is matmul-latency bound at batch 8, and two single-threaded folds
+    finish sooner than one fold on two threads (bench/bench_head.py). On a GPU folds run in turn.
+    """
+    device = device or resolve_device(cfg.device)
+    workers = cfg.fold_workers or (min(os.cpu_count() or 1, len(folds)) if device.type == "cpu" else 1)
+    if workers > 1 and device.type == "cpu" and len(folds) > 1:
+        from joblib import Parallel, delayed
+
+        jobs = (delayed(_train_one)(cfg, features, labels, f, n_classes, kind, device, cfg.threads or 1)
+                for f in folds)
+        results = list(tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(folds),
+                            desc=f"{desc} ({workers} folds at a time)", unit="fold", leave=False))
+        return sorted(results, key=lambda r: r.fold)
     results = []
     with tqdm(total=len(folds) * cfg.epochs, desc=desc, unit="epoch", leave=False) as bar:
         for fold in folds:
-            torch.manual_seed(cfg.seed + fold.index)
-            model = build_head(cfg, feats.shape[-1], n_classes, kind).to(device)
-            results.append(train_fold(model, feats, labs, fold, sampler, cfg, seed=cfg.seed + 1000 + fold.index,
-                                      progress=bar))
+            results.append(_train_one(cfg, features, labels, fold, n_classes, kind, device, cfg.threads, bar))
     return results
 
 
