@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import click

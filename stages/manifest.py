@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from pathlib import Path
 
 from joblib import Parallel, delayed
 from tqdm import tqdm

@@ -91,6 +91,8 @@ class Adapter(abc.ABC):
     """The layout this adapter reads, shown by `pipeline datasets` and in errors."""
     default_classes: ClassVar[tuple[str, ...] | None] = None
     protocol: ClassVar[str] = "subject-independent k-fold (train-head --folds)"
+    known_options: ClassVar[tuple[str, ...]] = ()
+    """Keys accepted in `datasets.<D>.options`; anything else is a misspelling and is refused."""
 
     def __init__(self, root: Path, classes: tuple[str, ...] | None = None, fps: float = 25.0,
                  options: dict | None = None):
@@ -98,6 +100,10 @@ class Adapter(abc.ABC):
         self.classes = tuple(classes) if classes else self.default_classes
         self.fps = fps
         self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(self.known_options))
+        if unknown:
+            raise DatasetError(f"{self.name}: unknown option(s) {unknown} in datasets.<name>.options "
+                               f"(known: {', '.join(self.known_options) or 'none'})")
 
     @abc.abstractmethod
     def list_videos(self) -> Listing:

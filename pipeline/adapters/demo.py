@@ -11,6 +11,7 @@ GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size")
 
 class DemoAdapter(Adapter):
     name = "demo"
+    known_options = GENERATE_OPTIONS
     description = "Short expression videos generated deterministically from real face photos (no download)."
     layout = ("  <root>/labels.csv               video,label,subject,apex_start,apex_end[,episode_start,\n"
               "                                  episode_end,n_frames]; video relative to <root>\n"
@@ -49,9 +50,6 @@ class DemoAdapter(Adapter):
     def _generate(self) -> None:
         from pipeline.demo.generate import CLASSES, generate_demo
 
-        unknown = sorted(set(self.options) - set(GENERATE_OPTIONS))
-        if unknown:
-            raise DatasetError(f"demo: unknown options {unknown}; known: {list(GENERATE_OPTIONS)}")
         # an interrupted generation leaves class folders behind (rewritten identically); anything
         # else means the root is not a demo folder, and nothing is written into it
         present = sorted(self.root.iterdir()) if self.root.exists() else []

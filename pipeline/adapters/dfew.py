@@ -21,6 +21,7 @@ SPLIT_DIR = "EmoLabel_DataSplit/test(single-labeled)"
 
 class DFEWAdapter(Adapter):
     name = "dfew"
+    known_options = ("frames",)
     description = "DFEW: 11,697 single-labelled movie clips in the wild, official 5-fold split."
     layout = ("  <root>/EmoLabel_DataSplit/test(single-labeled)/set_1.csv .. set_5.csv   video_name,label\n"
               "      label: 1 Happy 2 Sad 3 Neutral 4 Angry 5 Surprise 6 Disgust 7 Fear\n"

@@ -13,6 +13,7 @@ LISTS = (("train", "train_All.csv"), ("test", "test_All.csv"))
 
 class FERV39kAdapter(Adapter):
     name = "ferv39k"
+    known_options = ("clips_dir", "setups_dir")
     description = "FERV39k: 38,935 clips in the wild over 22 scenes, fixed train/test split (31,088 / 7,847)."
     layout = ("  <root>/4_setups/All_scenes/train_All.csv, test_All.csv   lines 'Scene/Emotion/ID Label', no header\n"
               "  <root>/2_ClipsforFaceCrop/<Scene>/<Emotion>/<ID>/*.jpg     face-crop frames of one clip\n"

@@ -145,5 +145,5 @@ def test_adapter_refuses_a_foreign_folder_and_unknown_options(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DatasetError, match="no labels.csv"):
         make_adapter("demo", tmp_path).list_videos()
-    with pytest.raises(DatasetError, match="unknown options"):
+    with pytest.raises(DatasetError, match=r"unknown option\(s\) \[.sed.\]"):
         make_adapter("demo", tmp_path / "new", options={"sed": 1}).list_videos()
