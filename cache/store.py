@@ -73,7 +73,15 @@ def write_shard(path: Path, records: Sequence[ShardRecord], attrs: dict) -> None
 
 def write_index(features_dir: Path) -> Path | None:
     """`index.h5`: virtual datasets presenting all shards as one (features, label, frame_index, flags),
-    plus a plain `video_id`/`shard`/`row` table. Rebuilt atomically after each extract run."""
+    plus a plain `video_id`/`shard`/`row` table. Rebuilt atomically after each extract run.
+
+    Locked from listing to rename: of `--shard` processes finishing together, the last writer has
+    seen every shard (unlocked, an index listing fewer shards could be renamed last)."""
+    with file_lock(Path(features_dir) / "index.h5"):
+        return _write_index(features_dir)
+
+
+def _write_index(features_dir: Path) -> Path | None:
     shards = list_shards(features_dir)
     if not shards:
         return None

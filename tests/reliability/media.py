@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import fractions
 import wave
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import av
 import cv2

@@ -31,7 +31,8 @@ def test_two_shard_processes_at_once_make_a_complete_cache(bad_batch, tmp_path):
     assert s0["videos"] + s1["videos"] == 10 and s0["cached"] + s1["cached"] == 9  # one video fails at extract
     res = verify_exit(params, tmp_path)
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "bad" / "features").glob("shard-*.h5"))[0].startswith("shard-000of002-")
+    names = sorted(p.name for p in (tmp_path / "bad" / "features").glob("shard-*.h5"))
+    assert names and all(n.startswith(("shard-000of002-", "shard-001of002-")) for n in names), names
     fails = [f for f in read_failures(tmp_path / "bad" / "failures.csv") if f.stage == "extract"]
     assert [(f.video_id, f.kind) for f in fails] == [("vanished/clip", "short")]
     # Each slice's features match the single-process run's (other batch composition: fp16-rounding close).
@@ -85,3 +86,24 @@ def test_concurrent_failure_updates_lose_no_row(tmp_path):
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     ids = [f.video_id for f in read_failures(path)]
     assert len(ids) == 301 and len(set(ids)) == 301
+
+
+def test_index_rebuild_waits_for_the_other_slice(bad_batch, tmp_path):
+    """index.h5 is listed and renamed under a lock: a slice finishing while another rebuilds it waits,
+    then lists every shard (unlocked, the earlier lister's index could be renamed last)."""
+    import shutil
+    import threading
+
+    from cache.store import write_index
+    from pipeline.io import file_lock
+
+    feats = tmp_path / "features"
+    shutil.copytree(bad_batch["dir"] / "features", feats)
+    (feats / "index.h5").unlink()
+    with file_lock(feats / "index.h5"):
+        t = threading.Thread(target=write_index, args=(feats,))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not (feats / "index.h5").exists()
+    t.join(30)
+    assert not t.is_alive() and (feats / "index.h5").exists()

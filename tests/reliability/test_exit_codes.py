@@ -8,7 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.errors import ConfigError, DatasetError, MissingWeightsError, PipelineError, TooManyFailures
+from pipeline.errors import (
+    ConfigError,
+    DatasetError,
+    MissingWeightsError,
+    PipelineError,
+    TooManyFailures,
+)
 from tests.conftest import write_params
 
 README = Path(__file__).parents[2] / "README.md"
@@ -17,7 +23,7 @@ ROOT = Path(__file__).parents[2]
 
 def _readme_exit_codes() -> dict[int, str]:
     section = README.read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
-    return {int(m[1]): m[2] for m in re.finditer(r"^\| (\d+) \| (.+?) \|$", section, re.M)}
+    return {int(m[1]): m[2] for m in re.finditer(r"^\| (\d+) \| (.+?) \|$", section, re.MULTILINE)}
 
 
 def test_exit_code_table_matches_the_error_classes():
