@@ -86,7 +86,7 @@ def verify(cfg, dataset: str) -> tuple[list[str], dict]:
                 problems.append(f"index.h5 lists {f['features'].shape[0]} videos, shards hold {len(all_ids)} "
                                 "(rerun extract to rebuild it)")
     stats = {"dataset": dataset, "shards": len(shards), "videos": len(all_ids), "manifest_videos": len(manifest_ids),
-             "failed_videos": len(failed & manifest_ids), "backbone": (first or {}).get("backbone"),
+             "failed_videos": len((failed & manifest_ids) - set(all_ids)), "backbone": (first or {}).get("backbone"),
              "weights": (first or {}).get("weights")}
     return problems, stats
 

@@ -5,6 +5,7 @@ Exit codes (README "Exit codes"): 0 success, 1 other error, 2 invalid configurat
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -49,6 +50,12 @@ def _guard(fn: Callable[[], Any]) -> Any:
     except PipelineError as err:
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        click.secho(f"error: no space left while writing ({err}). Nothing half-written was kept under a final "
+                    "name; free some space and rerun the same command to resume.", fg="red", err=True)
+        sys.exit(1)
 
 
 def config_options(fn: Callable) -> Callable:

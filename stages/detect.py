@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.config import Config, DetectConfig
 from pipeline.detector import Detections, build_detector
-from pipeline.errors import TooManyFailures, VideoError
+from pipeline.errors import PipelineError, TooManyFailures, VideoError
 from pipeline.io import Failure, ManifestRow, atomic_path, clean_stale_temporaries, read_manifest, update_failures
 from pipeline.layout import layout_for
 from pipeline.qc import detect_contact_sheet
@@ -151,6 +151,8 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = 
     sig = signature(cfg, dataset, STAGE)
     if not force and is_current(cfg, dataset, STAGE, [lay.faces]):
         return {"stage": STAGE, "dataset": dataset, "skipped": "up to date", "faces": str(lay.faces)}
+    if not lay.manifest.exists():
+        raise PipelineError(f"{lay.manifest} not found: run `pipeline run manifest --dataset {dataset}` first")
     rows = read_manifest(lay.manifest)
     todo = [r for r in rows if r.ok]
     clean_stale_temporaries(lay.parts)

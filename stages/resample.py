@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import Config, ResampleConfig
-from pipeline.errors import TooManyFailures, VideoError
+from pipeline.errors import PipelineError, TooManyFailures, VideoError
 from pipeline.io import Failure, atomic_path, read_manifest, update_failures
 from pipeline.layout import layout_for
 from pipeline.state import mark_done, signature
@@ -56,6 +56,8 @@ def run(cfg: Config, *, dataset: str, force: bool = False) -> dict:
         with h5py.File(lay.faces, "r") as f:
             if f.attrs.get("resample_signature") == sig:
                 return {"stage": STAGE, "dataset": dataset, "skipped": "up to date"}
+    if not lay.faces.exists():
+        raise PipelineError(f"{lay.faces} not found: run `pipeline run detect --dataset {dataset}` first")
     rows = read_manifest(lay.manifest)
     failures, n_ok = [], 0
     with atomic_path(lay.faces) as tmp:

@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.io import clean_stale_temporaries
 from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
 from pipeline.head.report import (ActivationExample, Prediction, mean_std, overlaps, per_class_recall,
                                   plot_activation_maps, plot_confusion, war_uar, write_json, write_predictions)
@@ -107,6 +108,8 @@ def run(cfg: Config, *, dataset: str | None = None) -> dict:
                              len(data.class_names), device=device, desc=f"{STAGE} {dataset}")
     out = cfg.results_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / CHECKPOINTS):  # leftovers of a killed run
+        clean_stale_temporaries(folder)
     # Everything `pipeline predict` needs to rebuild the features of a new video the same way.
     attrs = data.cache.attrs
     provenance = {**{k: attrs.get(k, "unknown") for k in ("backbone", "weights", "weights_sha256", "feature_dim",

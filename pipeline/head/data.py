@@ -47,7 +47,8 @@ def load_training_data(cfg: Config, dataset: str) -> TrainingData:
         protocol = f"StratifiedGroupKFold({th.folds}) by subject, seed {th.seed}"
     apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None
             else None for r in rows]
-    n_failed = len({f.video_id for f in read_failures(layout.failures)})
+    # A failure row may share its id with a cached video (a duplicate manifest row): count videos lost.
+    n_failed = len({f.video_id for f in read_failures(layout.failures)} - set(cache.video_id))
     return TrainingData(cache, folds, protocol, apex, n_failed)
 
 
