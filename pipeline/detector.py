@@ -131,13 +131,16 @@ class RetinaFaceDetector:
         scale = self._scale(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
-        batch = np.zeros((len(frames_rgb), ph, pw, 3), np.float32)  # zero = the mean colour after subtraction
+        batch = np.zeros((len(frames_rgb), 3, ph, pw), np.float32)  # zero = the mean colour after subtraction
         for i, f in enumerate(frames_rgb):
             if f.shape[:2] != (h, w):
                 raise ValueError("all frames of a batch must share one size")
             small = cv2.resize(f, (nw, nh), interpolation=cv2.INTER_AREA) if scale != 1.0 else f
-            batch[i, :nh, :nw] = small[..., ::-1] - BGR_MEAN
-        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), scale
+            # Written channel by channel straight into NCHW (RGB→BGR by index): ~5x faster at 640x360
+            # than subtracting in HWC and transposing the batch (bench/results/detect_cpu.md).
+            for c in range(3):
+                np.subtract(small[:, :, 2 - c], BGR_MEAN[c], out=batch[i, c, :nh, :nw], casting="unsafe")
+        return batch, scale
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         loc, conf, landm = self.session.run(None, {"input": batch})

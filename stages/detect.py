@@ -167,7 +167,8 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = 
     n_workers = max(1, min(workers or dcfg.workers, len(pending) or 1))
     if dcfg.threads == 0:  # split the cores between worker processes rather than oversubscribing
         dcfg = DetectConfig(**{**dcfg.__dict__, "threads": max(1, (os.cpu_count() or 1) // n_workers)})
-    describe = build_detector(dcfg).describe() if pending else "(all videos resumed from parts)"
+    # Built once here and reused by detect_video when it runs in this process (workers == 1).
+    describe = _detector(dcfg).describe() if pending else "(all videos resumed from parts)"
     log.info("detector: %s; %d videos to detect, %d resumed", describe, len(pending), len(results))
     jobs = (delayed(detect_video)(r, dcfg) for r in pending)
     gen = Parallel(n_jobs=n_workers, return_as="generator_unordered")(jobs) if n_workers > 1 else (

@@ -9,7 +9,6 @@ their videos, so a killed run resumes and produces the same features.
 """
 from __future__ import annotations
 
-import json
 import logging
 import platform
 from collections import deque
@@ -211,13 +210,15 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[i
     done: set[str] = set()
     used: list[int] = []
     for s in list_shards(lay.features):
-        ids = None if force else verified_ids(s, sig)
-        mine = s.name.rsplit("-", 1)[0] == prefix
-        if ids is None and (mine or not force):
-            s.unlink()  # stale (other parameters) or damaged: recompute its videos
-            continue
-        done.update(ids or [])
-        if mine:
+        own_name = s.name.rsplit("-", 1)[0] == prefix  # numbered in this run's series
+        mine = shard is None or own_name  # a plain run owns every shard; a slice only its own
+        ids = None if force and mine else verified_ids(s, sig)
+        if ids is None:
+            if mine:
+                s.unlink()  # forced, stale (other parameters) or damaged: its videos are recomputed
+            continue  # another slice's stale shard is that slice's to redo
+        done.update(ids)
+        if own_name:
             used.append(int(s.stem.rsplit("-", 1)[1]))
     pending = [t for t in tasks if t.video_id not in done]
     attrs = shard_attrs(cfg, dataset, extractor, classes, sig, shard)
@@ -244,6 +245,3 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[i
         mark_done(cfg, dataset, STAGE, sig, summary)
     return summary
 
-
-def describe_attrs(attrs: dict) -> str:
-    return json.dumps({k: attrs[k] for k in ("backbone", "weights", "feature_dim", "input_convention") if k in attrs})

@@ -80,7 +80,9 @@ def run(cfg: Config, *, dataset: str, force: bool = False) -> dict:
         entries.append(e)
     fps = cfg.dataset_config(dataset).fps
     jobs = (delayed(probe_entry)(e, fps) for e in entries)
-    rows = list(tqdm(Parallel(n_jobs=cfg.manifest.workers, return_as="generator")(jobs),
+    # Starting worker processes costs ~1 s: not worth it for a handful of videos.
+    n_jobs = cfg.manifest.workers if len(entries) >= 16 else 1
+    rows = list(tqdm(Parallel(n_jobs=n_jobs, return_as="generator")(jobs),
                      total=len(entries), desc=f"probe {dataset}", unit="video", leave=False))
     failures += [Failure(r.video_id, STAGE, r.status, r.error) for r in rows if not r.ok]
     write_manifest(rows, lay.manifest)
