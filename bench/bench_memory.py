@@ -19,26 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the test helpers make the short clips
+from tests.conftest import cut_clip  # noqa: E402
+
 CLIP = ROOT / "tests" / "data" / "videos" / "single_face.mp4"
-
-
-def cut(src: Path, dst: Path, n_frames: int) -> None:
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    out = None
-    for _ in range(n_frames):
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if out is None:
-            out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
-        out.write(frame)
-    out.release()
-    cap.release()
 
 
 def peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
@@ -55,7 +42,7 @@ def peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
 def run_case(base: Path, copies: int, frames: int, backbone: str) -> dict[str, tuple[float, float]]:
     root = base / f"videos{copies}" / "happiness"
     root.mkdir(parents=True)
-    cut(CLIP, root / "clip000.mp4", frames)
+    cut_clip(CLIP, root / "clip000.mp4", frames)
     for i in range(1, copies):
         shutil.copy(root / "clip000.mp4", root / f"clip{i:03d}.mp4")
     params = base / f"params{copies}.yaml"

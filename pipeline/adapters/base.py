@@ -121,6 +121,21 @@ class Adapter(abc.ABC):
             raise DatasetError(f"{self.name}: under {self.root} these were expected and not found:\n  "
                                + "\n  ".join(missing) + f"\nExpected layout:\n{self.layout}")
 
+    def list_class_folders(self, subjects: list[Path]) -> Listing:
+        """`<subject>/<Class>/` frame folders (BU-4DFE, Oulu): one video per class folder, labelled by name."""
+        listing = Listing(entries=[])
+        for subject in subjects:
+            for sequence in sorted(p for p in subject.iterdir() if p.is_dir()):
+                vid = video_id_for(sequence, self.root)
+                try:
+                    label = canonical_label(sequence.name)
+                except KeyError as err:
+                    listing.problems.append((vid, "unknown_label", str(err.args[0])))
+                    continue
+                if self.keep(label, listing):
+                    listing.entries.append(VideoEntry(video_id=vid, path=sequence, label=label, subject=subject.name))
+        return listing
+
     def keep(self, label: str, listing: Listing) -> bool:
         """True when `label` is in the chosen class set; otherwise counts the exclusion."""
         if self.classes is None or label in self.classes:

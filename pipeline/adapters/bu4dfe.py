@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.adapters.base import BASIC6, Adapter, Listing
 from pipeline.errors import DatasetError
 
 _SUBJECT = re.compile(r"^[FM]\d{3}$")
@@ -28,15 +28,4 @@ class BU4DFEAdapter(Adapter):
         if not subjects:
             raise DatasetError(f"bu4dfe: no subject folders (F###, M###) under {self.root}.\n"
                                f"Expected layout:\n{self.layout}")
-        listing = Listing(entries=[])
-        for subject in subjects:
-            for sequence in sorted(p for p in subject.iterdir() if p.is_dir()):
-                vid = video_id_for(sequence, self.root)
-                try:
-                    label = canonical_label(sequence.name)
-                except KeyError as err:
-                    listing.problems.append((vid, "unknown_label", str(err.args[0])))
-                    continue
-                if self.keep(label, listing):
-                    listing.entries.append(VideoEntry(video_id=vid, path=sequence, label=label, subject=subject.name))
-        return listing
+        return self.list_class_folders(subjects)

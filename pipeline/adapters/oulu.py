@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.adapters.base import BASIC6, Adapter, Listing
 from pipeline.errors import DatasetError
 
 _SUBJECT = re.compile(r"^P\d{3}$")
@@ -32,15 +32,4 @@ class OuluAdapter(Adapter):
         if not subjects:
             raise DatasetError(f"oulu: no subject folders (P###) under {self.root / subset}.\n"
                                f"Expected layout:\n{self.layout}")
-        listing = Listing(entries=[])
-        for subject in subjects:
-            for sequence in sorted(p for p in subject.iterdir() if p.is_dir()):
-                vid = video_id_for(sequence, self.root)
-                try:
-                    label = canonical_label(sequence.name)
-                except KeyError as err:
-                    listing.problems.append((vid, "unknown_label", str(err.args[0])))
-                    continue
-                if self.keep(label, listing):
-                    listing.entries.append(VideoEntry(video_id=vid, path=sequence, label=label, subject=subject.name))
-        return listing
+        return self.list_class_folders(subjects)
