@@ -105,20 +105,22 @@ class Predictor:
         scores = torch.stack([o.clip_scores for o in outs]).mean(0)[0].cpu().numpy()  # (C, n)
         c = int(probs.argmax())
         rich = int(scores[c].argmax())
-        clip_frames = []
+        clip_frames, mids = [], []
         for k in range(self.sampler.n_clips):
-            a, b = self.sampler.clip_span(torch.tensor(k))
-            clip_frames.append((int(idx[int(a)]), int(idx[int(b)])))
+            a, b = (int(v) for v in self.sampler.clip_span(torch.tensor(k)))  # cached positions
+            clip_frames.append((int(idx[a]), int(idx[b])))
+            mids.append((a + b) // 2)
         fr = clip_frames[rich]
         fig = out_dir / f"{video.stem}_clips.png"
-        plot_prediction(fig, video.name, scores, self.class_names, c, probs, clip_frames, crops, info.fps)
+        plot_prediction(fig, video.name, scores, self.class_names, c, probs, clip_frames, crops[mids], info.fps)
         return Prediction(str(video), self.class_names[c], {n: round(float(p), 4) for n, p in zip(self.class_names, probs)},
                           rich, fr, (round(fr[0] / info.fps, 3), round((fr[1] + 1) / info.fps, 3)),
                           scores.round(4).tolist(), clip_frames, str(fig), info.fps)
 
 
 def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[str], c: int, probs: np.ndarray,
-                    clip_frames: list[tuple[int, int]], crops: np.ndarray, fps: float) -> None:
+                    clip_frames: list[tuple[int, int]], thumbs: np.ndarray, fps: float) -> None:
+    """Clip scores of every class over time, the emotion-rich clip shaded, one thumbnail per clip."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,9 +141,8 @@ def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[st
     ax.set_title(f"{title}: {classes[c]} ({100 * probs[c]:.0f}%), frames {a}-{b}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     for k in range(n):  # thumbnail of each clip's middle frame
-        mid = min(len(crops) - 1, 15 + 10 * k + 7)
         tax = fig.add_axes([0.07 + 0.72 * k / n, 0.04, 0.72 / n * 0.95, 0.26])
-        tax.imshow(crops[mid])
+        tax.imshow(thumbs[k])
         tax.set_axis_off()
         tax.set_title(f"clip {k}", fontsize=7, color="darkorange" if k == rich else "black")
     with atomic_path(path) as tmp:
