@@ -61,3 +61,6 @@ def test_dvc_repro_demo_is_incremental(tmp_path):
     third = _dvc(repo, "repro")
     assert _ran(third) == {"train-head", "evaluate"}
     assert "war" in _dvc(repo, "metrics", "show")
+    _dvc(repo, "plots", "show")
+    html = (repo / "dvc_plots" / "index.html").read_text()
+    assert "confusion.png" in html and "tsne.png" in html
