@@ -82,6 +82,9 @@ class DetectConfig:
     max_jump: float = 0.5
     """A detection joins the track only if its IoU with the last box is at least 1 - max_jump ... (see tracking.py)."""
     device: str = "auto"
+    runtime: str = "auto"
+    """retinaface backend runtime: `onnxruntime`, `torch` (the port, batched on GPU), or `auto` (onnxruntime,
+    or torch on a CUDA machine whose onnxruntime lacks the CUDA provider)."""
     workers: int = 1
     """Videos processed in parallel (joblib processes); each uses `threads` onnxruntime threads."""
     threads: int = 0
@@ -107,6 +110,8 @@ class DetectConfig:
             p.append(f"{key}: max_gap, min_face, threads and qc_samples must be >= 0")
         if self.device not in DEVICES:
             p.append(f"{key}.device: must be one of {DEVICES}, got {self.device!r}")
+        if self.runtime not in ("auto", "onnxruntime", "torch"):
+            p.append(f"{key}.runtime: must be auto, onnxruntime or torch, got {self.runtime!r}")
         return p
 
 

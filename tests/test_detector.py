@@ -57,3 +57,22 @@ def test_missing_insightface_pack_names_the_directory(tmp_path):
     with pytest.raises(MissingWeightsError) as err:
         InsightFaceDetector(str(tmp_path / "buffalo_l"))
     assert str(tmp_path / "buffalo_l") in str(err.value) and "downloaded" in str(err.value)
+
+
+def test_torch_runtime_matches_onnxruntime(frames):
+    """The torch port (the GPU path) through the same preprocessing and decoding, here on the CPU."""
+    ort_det = RetinaFaceDetector(det_size=480, runtime="onnxruntime")
+    torch_det = RetinaFaceDetector(det_size=480, runtime="torch", device="cpu")
+    assert "torch cpu" in torch_det.describe()
+    for a, b in zip(ort_det.detect(frames), torch_det.detect(frames)):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_runtime_auto_is_onnxruntime_on_cpu():
+    from pipeline.detector import resolve_runtime
+
+    assert resolve_runtime("auto", "cpu") == "onnxruntime"
+    assert resolve_runtime("torch", "cpu") == "torch"
