@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import csv
+import json
 
 from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, canonical_label, video_id_for
 from pipeline.errors import DatasetError
+from pipeline.io import atomic_path
 
 GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size")
 
@@ -21,10 +23,23 @@ class DemoAdapter(Adapter):
     default_classes = BASIC6
     protocol = "subject-independent k-fold over the face identities (train-head --folds)"
 
+    def settings(self) -> dict:
+        """What the generated videos depend on; recorded in `.generation.json` beside labels.csv."""
+        return {"seed": int(self.options.get("seed", 0)),
+                "videos_per_class_per_identity": int(self.options.get("videos_per_class_per_identity", 2)),
+                "n_frames": [int(n) for n in self.options.get("n_frames", (60, 90))],
+                "size": int(self.options.get("size", 256)), "fps": float(self.fps)}
+
     def list_videos(self) -> Listing:
         labels = self.root / "labels.csv"
-        if not labels.exists():
+        stamp = self.root / ".generation.json"
+        current = json.loads(stamp.read_text()) if stamp.exists() else None
+        if not labels.exists() or current != self.settings():
+            # Missing, or made with other options: (re)generate, so a changed option is never ignored.
+            labels.unlink(missing_ok=True)
             self._generate()
+            with atomic_path(stamp) as tmp:
+                tmp.write_text(json.dumps(self.settings()))
         listing = Listing(entries=[])
         with labels.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -57,7 +72,9 @@ class DemoAdapter(Adapter):
         if foreign:
             raise DatasetError(f"demo: {self.root} has no labels.csv and holds {foreign[:5]}; "
                                "point the demo root at an empty or missing folder to generate it there")
-        n_frames = tuple(int(n) for n in self.options.get("n_frames", (60, 90)))
-        generate_demo(self.root, seed=int(self.options.get("seed", 0)),
-                      videos_per_class_per_identity=int(self.options.get("videos_per_class_per_identity", 2)),
-                      n_frames=n_frames, size=int(self.options.get("size", 256)), fps=self.fps)
+        for old in (p for p in present if p.is_dir()):  # videos of earlier settings: ours to replace
+            for video in old.glob("*.mp4"):
+                video.unlink()
+        st = self.settings()
+        generate_demo(self.root, seed=st["seed"], videos_per_class_per_identity=st["videos_per_class_per_identity"],
+                      n_frames=tuple(st["n_frames"]), size=st["size"], fps=self.fps)
