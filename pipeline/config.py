@@ -382,7 +382,12 @@ def _build(cls: type, raw: Any, key: str, problems: list[str]) -> Any:
     kwargs = {}
     for f in fields(cls):
         if f.name in raw:
-            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], f"{key}.{f.name}", problems)
+            before = len(problems)
+            value = _coerce(raw[f.name], hints[f.name], f"{key}.{f.name}", problems)
+            if len(problems) == before:  # a mistyped value keeps its default: one problem, not a cascade
+                kwargs[f.name] = value
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                return None  # a required value that is unusable: reported, nothing to build
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             problems.append(f"{key}.{f.name}: required")
             return None
