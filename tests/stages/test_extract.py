@@ -45,6 +45,8 @@ def test_shard_schema_and_provenance(cached):
                                       "sadness/b/clip", "surprise/face_noface"]
     assert cache.class_names[cache.label[cache.video_id.index("surprise/face_noface")]] == "surprise"
     assert np.isfinite(cache.features.astype(np.float32)).all()
+    resident = cache.to_torch("cpu")
+    assert resident.dtype == torch.float16 and tuple(resident.shape) == (5, 105, 512)
     with h5py.File(ds["dir"] / "features" / "index.h5", "r") as f:
         assert f["features"].shape == (5, 105, 512) and f["features"].is_virtual
         i = [v.decode() for v in f["video_id"][:]].index("sadness/a/clip")
