@@ -53,12 +53,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_simd() -> str:
+    """The vector extensions that decide CPU matmul speed (AVX-512 / bf16 / AMX change it by 2x or more)."""
+    try:
+        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
+
+
 def machine_info() -> dict:
     import cv2
     import onnxruntime
     import torch
 
-    info = {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+    info = {"nproc": os.cpu_count(), "cpu": cpu_model(), "simd": cpu_simd(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
             "load average at start (1/5/15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg())}

@@ -6,15 +6,22 @@ DataLoader loop, on a synthetic cache of a real dataset's size, measured in the 
     python bench/bench_head.py --dfew --batch-size 256   # DFEW size (12,059 videos, 5 folds) on the GPU
 
 The full protocol is timed for our loop; the naive loop runs `--naive-epochs` epochs of one fold and
-is extrapolated to the same protocol (it is the baseline, not the product).
+is extrapolated to the same protocol (it is the baseline, not the product). On the CPU the run also
+measures a **floor**: the work no implementation of this head at this batch size can skip, i.e. the
+Q/K projection matmul of eq. 1 (forward + weight gradient over B x 35 frame tokens) and the Adam
+update of every parameter, timed in the same parallel processes as training and multiplied by the
+protocol's step count. Writes the table to bench/results/head_cpu.md (head_gpu.md on CUDA).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import random
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +30,11 @@ import torch.nn.functional as F
 from pipeline.config import TrainHeadConfig
 from pipeline.head.baselines import build_head
 from pipeline.head.train import cross_validate, make_folds, resolve_device, set_threads
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_detect import machine_info, machine_lines  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def synthetic(n: int, n_subjects: int, dim: int, n_classes: int, seed: int = 0):
@@ -64,39 +76,94 @@ def naive_epoch_seconds(cfg: TrainHeadConfig, feats, labels, rows, n_classes: in
     return (time.perf_counter() - start) / epochs
 
 
+def _floor_worker(cfg: TrainHeadConfig, dim: int, n_classes: int, steps: int) -> tuple[float, float]:
+    """Seconds per step, in one single-threaded process, of (a) eq. 1's Q/K projection forward and
+    weight gradient at this batch size, (b) a fused Adam update of all head parameters."""
+    torch.set_num_threads(1)
+    model = build_head(cfg, dim, n_classes)
+    tokens = cfg.batch_size * cfg.n_clips * cfg.frames_per_clip
+    x = torch.randn(tokens, dim)
+    w = model.cfe.sal.qk.weight if hasattr(model, "cfe") and hasattr(model.cfe, "sal") else torch.randn(2 * dim, dim)
+    w = w.detach().clone().requires_grad_()
+    go = torch.randn(tokens, w.shape[0])
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    for _ in range(10):  # warm-up: allocator, MKL buffers
+        F.linear(x, w).backward(go)
+        opt.step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        w.grad = None
+        F.linear(x, w).backward(go)
+    gemm = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+    return gemm, (time.perf_counter() - start) / steps
+
+
+def floor_seconds(cfg: TrainHeadConfig, dim: int, n_classes: int, total_steps: int, workers: int,
+                  probe_steps: int) -> tuple[float, float]:
+    """(Q/K GEMMs only, Q/K GEMMs + Adam) for the whole protocol, measured in `workers` parallel
+    processes as training runs them and extrapolated from `probe_steps` steps each."""
+    from joblib import Parallel, delayed
+
+    per = Parallel(n_jobs=workers)(delayed(_floor_worker)(cfg, dim, n_classes, probe_steps) for _ in range(workers))
+    gemm = sum(g for g, _ in per) / workers
+    adam = sum(a for _, a in per) / workers
+    return gemm * total_steps / workers, (gemm + adam) * total_steps / workers
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dfew", action="store_true", help="DFEW size (12,059 videos, 5 folds), GPU")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--naive-epochs", type=int, default=2)
+    ap.add_argument("--floor-steps", type=int, default=400, help="steps per process timed for the floor (0: skip)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--variant", default="paper", choices=["paper", "authors"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=None, help="results file (default bench/results/head_<cpu|gpu>.md)")
     args = ap.parse_args()
     n, n_subj, k, n_cls = (12059, 1000, 5, 7) if args.dfew else (205, 30, 10, 6)
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
                           precision=args.precision, variant=args.variant, device=args.device)
     device = resolve_device(cfg.device)
     set_threads(cfg.threads, device)
+    info = machine_info()
     feats, labels, subjects = synthetic(n, n_subj, 512, n_cls)
     folds = make_folds(labels, subjects, k=k, seed=0)
-    load = os.getloadavg()[0]
+    total_steps = sum(math.ceil(len(f.train) / cfg.batch_size) for f in folds) * cfg.epochs
+    workers = cfg.fold_workers or (min(os.cpu_count() or 1, k) if device.type == "cpu" else 1)
     start = time.perf_counter()
     cross_validate(cfg, feats, labels, folds, n_cls, device=device, desc="ours")
     ours = time.perf_counter() - start
     epoch_ours = ours / (k * cfg.epochs)
     naive = naive_epoch_seconds(dataclasses.replace(cfg), feats, labels, folds[0].train, n_cls, args.naive_epochs, device)
     naive_total = naive * k * cfg.epochs  # extrapolated: includes no per-epoch test pass, so it flatters naive
-    print(f"\n{'MMI' if not args.dfew else 'DFEW'}-size cache: {n} videos x 105 x 512 fp16, {k} folds x {cfg.epochs} "
-          f"epochs, batch {cfg.batch_size}, {args.variant} head, {args.precision}, device {device}, "
-          f"torch threads {torch.get_num_threads()}, load avg at start {load:.2f}")
-    print("| loop | s / epoch (one fold) | full protocol, s | speed-up |\n|---|---|---|---|")
-    print(f"| resident cache, batched gather (ours, incl. per-epoch test pass) | {epoch_ours:.3f} | {ours:.1f} | "
-          f"{naive_total / ours:.1f}x |")
-    print(f"| naive: DataLoader + per-sample Python sampling ({args.naive_epochs} epochs, extrapolated) | "
-          f"{naive:.3f} | {naive_total:.1f} | 1.0x |")
+    rows = [("resident cache, batched gather (ours, incl. per-epoch test pass)", epoch_ours, ours),
+            (f"naive: DataLoader + per-sample Python sampling ({args.naive_epochs} epochs, extrapolated)", naive,
+             naive_total)]
+    if device.type == "cpu" and args.floor_steps and args.variant == "paper":
+        gemm, gemm_adam = floor_seconds(cfg, 512, n_cls, total_steps, workers, args.floor_steps)
+        rows += [("floor: eq. 1 Q/K projection matmuls alone (fwd + weight grad), extrapolated", None, gemm),
+                 ("floor: those matmuls + the fused Adam update, extrapolated", None, gemm_adam)]
+    lines = [f"{'DFEW' if args.dfew else 'MMI'}-size cache: {n} videos x 105 x 512 fp16, {k} folds x {cfg.epochs} "
+             f"epochs = {total_steps} optimizer steps of batch {cfg.batch_size}, {args.variant} head, "
+             f"{args.precision}, device {device}, {workers} fold process(es) x {cfg.threads or 1} thread",
+             "", "| loop | s / epoch (one fold) | full protocol, s | vs naive |", "|---|---|---|---|"]
+    lines += [f"| {name} | {'' if per is None else f'{per:.3f}'} | {total:.1f} | {naive_total / total:.2f}x |"
+              for name, per, total in rows]
+    lines += ["", "Machine:", "", *machine_lines(info)]
+    text = "\n".join(lines)
+    print("\n" + text)
+    out = args.out or RESULTS / f"head_{'gpu' if device.type == 'cuda' else 'cpu'}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# `python bench/bench_head.py {' '.join(sys.argv[1:])}`\n\n{text}\n")
+    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from torch import nn
 
 from pipeline.config import ExtractConfig
 from pipeline.errors import PipelineError
+from pipeline.precision import warn_if_emulated
 
 log = logging.getLogger(__name__)
 
@@ -93,5 +94,7 @@ def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
     module = module.to(device).eval().to(memory_format=torch.channels_last)
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if convention != "detector":  # the detector body runs in onnxruntime on the CPU: autocast does not apply
+        warn_if_emulated(device, precision, "extract.precision", log)
     log.info("backbone %s (%s) on %s, %s, channels_last", cfg.backbone, weights, device, precision)
     return FeatureExtractor(module, cfg.backbone, dim, weights, sha, convention, device, autocast)

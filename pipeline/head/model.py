@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 @dataclass
@@ -84,18 +85,23 @@ class CFE(nn.Module):
         self.lrl = RelationPooling(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, n, K, D)
-        """Equal to `self.lrl(self.sal(x))` (a test checks it), computed in a cheaper order: eq. 1-3 are
-        linear in W_V up to the pooled clip feature, so W_V is applied once per clip after the pooling
-        instead of once per frame (5x fewer W_V FLOPs; the head is matmul-bound on CPU)."""
+        """Equal to `self.lrl(self.sal(x))` in value and gradient (tests check both), computed in a cheaper
+        order. Eq. 2-3 read the attended frames f' = A x W_V (A the eq. 1 attention) only through two
+        projections, f' W_V q0 and the w-weighted mean of f', both linear in x. So f' is never built:
+        the frame weights are A (x W_V q0) and the pooled clip feature is (c x) W_V with
+        c = w^T A / sum(w), i.e. W_V and q1 touch one pooled row per clip instead of K attended frames.
+        The only frame-sized matmul left is eq. 1's Q/K projection (the head is matmul-bound on CPU)."""
         b, n, k, d = x.shape
-        x = x.reshape(b * n, k, d)  # (N, K, D)
-        ax = self.sal.attention(x) @ x  # (N, K, D); eq. 1's output is f' = ax W_V
-        wv = self.sal.v.weight.t()  # (D, H)
-        q0_global, q0_local = self.lrl.q0.weight.view(2, -1)  # (H,), (H,) halves of q0 for [mean(f') : f'_k]
-        # eq. 2: [mean(f') : f'_k] q0 = mean(ax) (W_V q0_global) + ax_k (W_V q0_local) + bias
-        logit = (ax.mean(dim=1) @ (wv @ q0_global)).unsqueeze(1) + ax @ (wv @ q0_local) + self.lrl.q0.bias  # (N, K)
-        w = torch.sigmoid(logit).unsqueeze(-1)  # (N, K, 1)
-        pooled = (w * ax).sum(dim=1) / w.sum(dim=1)  # (N, D)
+        x = x.reshape(b * n, k, d)  # (N, K, D) with N = B * n clips
+        att = self.sal.attention(x)  # (N, K, K)   eq. 1's softmax(Q K^T / sqrt(d))
+        # (W_V q0)^T for both halves of eq. 2's [mean(f') : f'_k] at once; as (2, H) @ (H, D), because
+        # MKL is ~5x slower on the transposed (D, H) @ (H, 2) form of the same product.
+        u = self.lrl.q0.weight.view(2, -1) @ self.sal.v.weight  # (2, D)
+        fu = att @ F.linear(x, u)  # (N, K, 2): f'_k q0_global, f'_k q0_local
+        logit = fu[..., 0].mean(dim=1, keepdim=True) + fu[..., 1] + self.lrl.q0.bias  # (N, K)   eq. 2
+        w = torch.sigmoid(logit)  # (N, K)
+        c = (w.unsqueeze(1) @ att).squeeze(1) / w.sum(dim=1, keepdim=True)  # (N, K): input frame j's share
+        pooled = (c.unsqueeze(1) @ x).squeeze(1)  # (N, D); sum_k w_k f'_k / sum_k w_k = pooled W_V
         return self.lrl.q1(self.sal.v(pooled)).reshape(b, n, -1)  # (B, n, H)   eq. 3, eq. 4: V stacked
 
 

@@ -9,6 +9,7 @@ linear warm-up, cross-entropy on the video logits (eq. 10-11).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from pipeline.head.baselines import build_head
 from pipeline.head.report import war_uar
 from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
+from pipeline.precision import warn_if_emulated
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -186,7 +190,9 @@ def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, f
     set_threads(threads, device)
     seed_everything(cfg.seed, device)
     # float16 resident (half the memory: DFEW is 1.2 GiB); each gathered batch is cast to float32.
-    feats = torch.from_numpy(np.ascontiguousarray(features)).to(device)
+    feats = np.ascontiguousarray(features)
+    # joblib hands a worker a read-only memory map; torch wants a writable array (it never writes here).
+    feats = torch.from_numpy(feats if feats.flags.writeable else feats.copy()).to(device)
     labs = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     sampler = ClipSampler.from_config(cfg, feats.shape[1])
     torch.manual_seed(cfg.seed + fold.index)
@@ -204,6 +210,7 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     finish sooner than one fold on two threads (bench/bench_head.py). On a GPU folds run in turn.
     """
     device = device or resolve_device(cfg.device)
+    warn_if_emulated(device, cfg.precision, "train_head.precision", log)
     workers = cfg.fold_workers or (min(os.cpu_count() or 1, len(folds)) if device.type == "cpu" else 1)
     if workers > 1 and device.type == "cpu" and len(folds) > 1:
         from joblib import Parallel, delayed

@@ -65,10 +65,26 @@ def test_paper_sal_is_equation_1():
 
 
 def test_fast_cfe_equals_the_equations_in_order():
-    """CFE.forward reorders W_V for speed; it must equal LRL(SAL(x)) computed as printed (eq. 1-4)."""
+    """CFE.forward never builds eq. 1's attended frames; it must equal LRL(SAL(x)) computed as printed (eq. 1-4)."""
     torch.manual_seed(2)
     cfe = CEFLNet(24, 3, hidden=16).cfe
     x = torch.randn(3, 7, 5, 24, dtype=torch.float64)
     cfe = cfe.double()
     ref = cfe.lrl(cfe.sal(x.reshape(21, 5, 24))).reshape(3, 7, 16)
     torch.testing.assert_close(cfe(x), ref)
+
+
+def test_fast_cfe_has_the_gradients_of_the_equations():
+    """The reordering must not change training: every parameter's gradient equals the one of LRL(SAL(x))."""
+    torch.manual_seed(3)
+    cfe = CEFLNet(24, 3, hidden=16).cfe.double()
+    x = torch.randn(3, 7, 5, 24, dtype=torch.float64)
+    upstream = torch.randn(3, 7, 16, dtype=torch.float64)
+    grads = []
+    for forward in (lambda: cfe(x), lambda: cfe.lrl(cfe.sal(x.reshape(21, 5, 24))).reshape(3, 7, 16)):
+        cfe.zero_grad(set_to_none=True)
+        (forward() * upstream).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in cfe.named_parameters()})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 5  # W_QK, W_V, q0 (w, b), q1
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
