@@ -29,6 +29,7 @@ from pipeline.head.report import war_uar
 from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
 from pipeline.precision import warn_if_emulated
+from pipeline.workers import release_idle_workers
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     if workers > 1 and device.type == "cpu" and len(folds) > 1:
         from joblib import Parallel, delayed
 
+        release_idle_workers()  # a pool left by detect/manifest would recycle these workers mid-run
         jobs = (delayed(_train_one)(cfg, features, labels, f, n_classes, kind, device, cfg.threads or 1)
                 for f in folds)
         results = list(tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(folds),
