@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from pipeline.config import TrainHeadConfig
 from pipeline.head.baselines import build_head
-from pipeline.head.train import cross_validate, make_folds, resolve_device, set_threads
+from pipeline.head.train import cross_validate, fold_processes, make_folds, resolve_device, set_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detect import machine_info, machine_lines  # noqa: E402
@@ -83,8 +83,7 @@ def _floor_worker(cfg: TrainHeadConfig, dim: int, n_classes: int, steps: int) ->
     model = build_head(cfg, dim, n_classes)
     tokens = cfg.batch_size * cfg.n_clips * cfg.frames_per_clip
     x = torch.randn(tokens, dim)
-    w = model.cfe.sal.qk.weight if hasattr(model, "cfe") and hasattr(model.cfe, "sal") else torch.randn(2 * dim, dim)
-    w = w.detach().clone().requires_grad_()
+    w = model.cfe.sal.qk.weight.detach().clone().requires_grad_()  # paper head: (2H, D)
     go = torch.randn(tokens, w.shape[0])
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
@@ -137,7 +136,7 @@ def main() -> None:
     feats, labels, subjects = synthetic(n, n_subj, 512, n_cls)
     folds = make_folds(labels, subjects, k=k, seed=0)
     total_steps = sum(math.ceil(len(f.train) / cfg.batch_size) for f in folds) * cfg.epochs
-    workers = cfg.fold_workers or (min(os.cpu_count() or 1, k) if device.type == "cpu" else 1)
+    workers = fold_processes(cfg, device, len(folds))
     start = time.perf_counter()
     cross_validate(cfg, feats, labels, folds, n_cls, device=device, desc="ours")
     ours = time.perf_counter() - start

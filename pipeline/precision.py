@@ -1,8 +1,8 @@
-"""Reduced precision on the CPU is only a speed-up where the CPU has bf16 matmul kernels.
+"""Reduced precision on the CPU is only a speed-up where oneDNN has native kernels for it.
 
-Measured on an AVX2-only AMD EPYC (torch 2.14.1): oneDNN has no bf16 GEMM for it, and a bf16 matmul
-ran at 7.6 GFLOP/s against 60 in fp32, so the head's training step took 141 ms instead of 28 ms.
-On CPUs with AVX512-BF16 or AMX it was 1.2-1.8x faster than fp32 (bench/results/)."""
+Measured on an AVX2-only AMD EPYC (torch 2.14.1): no bf16 kernels, and head training with
+`--precision bf16` ran ~5x slower than fp32 (bench/results/head_cpu_bf16.md beside head_cpu.md).
+On the 2026-11-26 machine bf16 was faster: 203.2 vs 244.8 s for the head (head_cpu_2026-11-26.md)."""
 from __future__ import annotations
 
 import logging
@@ -10,16 +10,17 @@ import logging
 import torch
 
 
-def cpu_has_bf16_kernels() -> bool:
-    """True when oneDNN reports native bf16 support (AVX512-BF16 / AMX)."""
+def cpu_has_kernels(precision: str) -> bool:
+    """True when oneDNN reports native support for `precision` (bf16: AVX512-BF16 / AMX; fp16: AVX512-FP16 / AMX-FP16)."""
+    query = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}[precision]
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # private op: absent from some builds
+        return bool(getattr(torch.ops.mkldnn, query)())
+    except (AttributeError, RuntimeError):  # private ops: absent from some builds
         return False
 
 
 def warn_if_emulated(device: torch.device, precision: str, key: str, log: logging.Logger) -> None:
     """One warning when a half-precision setting will run emulated (slower than fp32) on this CPU."""
-    if device.type == "cpu" and precision in ("bf16", "fp16") and not cpu_has_bf16_kernels():
-        log.warning("%s=%s on a CPU without bf16 matmul kernels (no AVX512-BF16/AMX): it runs emulated, "
-                    "several times slower than fp32 here; set %s=fp32", key, precision, key)
+    if device.type == "cpu" and precision in ("bf16", "fp16") and not cpu_has_kernels(precision):
+        log.warning("%s=%s on a CPU without native %s matmul kernels: it runs emulated, several times "
+                    "slower than fp32; set %s=fp32", key, precision, precision, key)

@@ -3,7 +3,8 @@
 loky restarts a worker whose memory grew by more than 300 MB since the end of its *first* task, as a
 leak. A pool whose first tasks were another stage's (manifest probes, detection) therefore kills the
 head-training workers as soon as they import torch and load the cache, mid-run: the user sees "A
-worker stopped while some jobs were given to the executor" and every fold pays a fresh interpreter.
+worker stopped while some jobs were given to the executor", and the folds those workers would have
+run wait for a fresh interpreter to start and import torch again.
 A stage with heavy workers starts from a fresh pool instead.
 """
 from __future__ import annotations

@@ -94,8 +94,8 @@ class CFE(nn.Module):
         b, n, k, d = x.shape
         x = x.reshape(b * n, k, d)  # (N, K, D) with N = B * n clips
         att = self.sal.attention(x)  # (N, K, K)   eq. 1's softmax(Q K^T / sqrt(d))
-        # (W_V q0)^T for both halves of eq. 2's [mean(f') : f'_k] at once; as (2, H) @ (H, D), because
-        # MKL is ~5x slower on the transposed (D, H) @ (H, 2) form of the same product.
+        # (W_V q0)^T for both halves of eq. 2's [mean(f') : f'_k] at once, as (2, H) @ (H, D): the
+        # transposed (D, H) @ (H, 2) form of the same product was the slower one in torch.profiler.
         u = self.lrl.q0.weight.view(2, -1) @ self.sal.v.weight  # (2, D)
         fu = att @ F.linear(x, u)  # (N, K, 2): f'_k q0_global, f'_k q0_local
         logit = fu[..., 0].mean(dim=1, keepdim=True) + fu[..., 1] + self.lrl.q0.bias  # (N, K)   eq. 2

@@ -201,6 +201,12 @@ def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, f
     return train_fold(model, feats, labs, fold, sampler, cfg, seed=cfg.seed + 1000 + fold.index, progress=progress)
 
 
+def fold_processes(cfg: TrainHeadConfig, device: torch.device, n_folds: int) -> int:
+    """How many folds train at once: `fold_workers`, else one per core (capped by the folds) on the CPU
+    and one on a GPU."""
+    return cfg.fold_workers or (min(os.cpu_count() or 1, n_folds) if device.type == "cpu" else 1)
+
+
 def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
                    n_classes: int, *, kind: str = "ceflnet", device: torch.device | None = None,
                    desc: str = "train_head") -> list[FoldResult]:
@@ -212,7 +218,7 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     """
     device = device or resolve_device(cfg.device)
     warn_if_emulated(device, cfg.precision, "train_head.precision", log)
-    workers = cfg.fold_workers or (min(os.cpu_count() or 1, len(folds)) if device.type == "cpu" else 1)
+    workers = fold_processes(cfg, device, len(folds))
     if workers > 1 and device.type == "cpu" and len(folds) > 1:
         from joblib import Parallel, delayed
 
