@@ -83,7 +83,7 @@ def _floor_worker(cfg: TrainHeadConfig, dim: int, n_classes: int, steps: int) ->
     model = build_head(cfg, dim, n_classes)
     tokens = cfg.batch_size * cfg.n_clips * cfg.frames_per_clip
     x = torch.randn(tokens, dim)
-    w = model.cfe.sal.qk.weight.detach().clone().requires_grad_()  # paper head: (2H, D)
+    w = model.head.cfe.sal.qk.weight.detach().clone().requires_grad_()  # paper head: (2H, D)
     go = torch.randn(tokens, w.shape[0])
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3

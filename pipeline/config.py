@@ -19,6 +19,9 @@ import yaml
 
 from pipeline.errors import ConfigError
 
+CENTERS = ("none", "video_median", "first_frames", "two_stream")
+"""`train_head.center` choices; what each does: pipeline/head/inputs.py."""
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -217,8 +220,11 @@ class TrainHeadConfig:
     fold_workers: int = 0
     """Folds trained at once in separate processes; 0: one per CPU core on the CPU, 1 on a GPU."""
     center: str = "none"
-    """`none` (the paper) or `video_median`: subtract each video's per-dimension median frame before the
-    head, removing identity and lighting from frozen features (a departure, documented in docs/head.md)."""
+    """How the head's input is built from a video's frozen features (pipeline/head/inputs.py): `none` (the
+    paper), `video_median`, `first_frames` or `two_stream`; chosen per dataset family by measurement
+    (bench/results/center.md; a departure from the paper, documented in docs/head.md)."""
+    identity_rank: int = 8
+    """`two_stream`: identity directions projected out of the raw stream, fitted on each training fold."""
     threads: int = 0
     """torch intra-op threads on CPU; 0: all cores. 1 is faster for tiny heads or a busy machine."""
     precision: str = "fp32"
@@ -232,8 +238,10 @@ class TrainHeadConfig:
             p.append(f"{key}.precision: must be fp32 or bf16, got {self.precision!r}")
         if self.fold_workers < 0:
             p.append(f"{key}.fold_workers: must be >= 0, got {self.fold_workers}")
-        if self.center not in ("none", "video_median"):
-            p.append(f"{key}.center: must be none or video_median, got {self.center!r}")
+        if self.center not in CENTERS:
+            p.append(f"{key}.center: must be one of {', '.join(CENTERS)}, got {self.center!r}")
+        if self.identity_rank < 0:
+            p.append(f"{key}.identity_rank: must be >= 0, got {self.identity_rank}")
         if self.variant not in ("paper", "authors"):
             p.append(f"{key}.variant: must be paper or authors, got {self.variant!r}")
         for name in ("folds", "epochs", "batch_size", "n_clips", "clip_len", "frames_per_clip", "window", "hidden"):

@@ -7,7 +7,7 @@ from pipeline.config import Config
 from pipeline.head.baselines import KINDS
 from pipeline.head.data import load_training_data
 from pipeline.head.report import mean_std, war_uar, write_json, write_text
-from pipeline.head.train import cross_validate, resolve_device
+from pipeline.head.train import cross_validate, head_params, resolve_device
 
 STAGE = "ablate"
 ROWS = {  # kind -> (Table 6 row name, the paper's BU-4DFE accuracy %)
@@ -26,7 +26,8 @@ def run(cfg: Config, *, dataset: str | None = None, kinds: tuple[str, ...] = KIN
     rows = []
     for kind in kinds:
         results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
-                                 len(data.class_names), kind=kind, device=device, desc=f"{STAGE} {kind}")
+                                 len(data.class_names), kind=kind, device=device, desc=f"{STAGE} {kind}",
+                                 subjects=data.cache.subject)
         scores = [war_uar(data.cache.label[r.test], r.pred) for r in results]
         war, war_std = mean_std([s[0] for s in scores])
         uar, uar_std = mean_std([s[1] for s in scores])
@@ -34,7 +35,7 @@ def run(cfg: Config, *, dataset: str | None = None, kinds: tuple[str, ...] = KIN
         rows.append({"model": name, "head": kind, "war": war, "war_std": war_std, "uar": uar, "uar_std": uar_std,
                      "per_fold_war": [round(s[0], 2) for s in scores],
                      "paper_bu4dfe_accuracy": paper,
-                     "head_params": int(sum(v.numel() for v in results[0].state_dict.values()))})
+                     "head_params": head_params(results[0].state_dict)})
     out = {"dataset": dataset, "variant": cfg.train_head.variant, "protocol": data.protocol,
            "epochs": cfg.train_head.epochs, "backbone": str(data.cache.attrs.get("backbone", "unknown")),
            "weights": str(data.cache.attrs.get("weights", "unknown")),

@@ -14,9 +14,10 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.io import clean_stale_temporaries
 from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
-from pipeline.head.report import (ActivationExample, Prediction, mean_std, overlaps, per_class_recall,
-                                  plot_activation_maps, plot_confusion, war_uar, write_json, write_predictions)
-from pipeline.head.train import FoldResult, cross_validate, resolve_device, save_head
+from pipeline.head.report import (ActivationExample, Prediction, mean_std, per_class_recall, plot_activation_maps,
+                                  plot_confusion, war_uar, write_json, write_predictions)
+from pipeline.head.sanity import ClipSpans, localisation, near_chance
+from pipeline.head.train import FoldResult, cross_validate, head_params, resolve_device, save_head
 
 STAGE = "train_head"
 RESULT_FILES = ("metrics.json", "predictions.csv", "confusion.png", "activation_maps.png")
@@ -26,40 +27,50 @@ CHECKPOINTS = "checkpoints"
 
 def summarize(data: TrainingData, results: list[FoldResult], cfg: Config, dataset: str, *,
               kind: str = "ceflnet") -> dict:
-    """metrics.json from the fold results (percent; mean and std over folds)."""
+    """metrics.json from the fold results (percent; mean and std over folds), with the sanity numbers
+    of `pipeline.head.sanity` beside them: chance, a per-fold near-chance flag, a linear probe on the
+    same input and folds, and the clip-localisation baselines."""
     th, cache, names = cfg.train_head, data.cache, data.class_names
-    per_fold, hits = [], []
+    counts = np.bincount(cache.label, minlength=len(names))
+    majority = float(counts.max() / counts.sum())
+    spans = ClipSpans.of(th.n_clips, th.test_offset, th.clip_stride, th.clip_len)
+    per_fold, chosen, apex_rows = [], [], []
     for r in results:
         true = cache.label[r.test]
         war, uar = war_uar(true, r.pred)
         best = max(range(len(r.history)), key=lambda e: r.history[e][0])
-        start, end = rich_clip_frames(cache, r.test, r.rich_clip, test_offset=th.test_offset,
-                                      clip_stride=th.clip_stride, clip_len=th.clip_len)
-        fold_hits = [h for h in (overlaps(s, e, data.apex[i]) for s, e, i in zip(start, end, r.test)) if h is not None]
-        hits += fold_hits
-        per_fold.append({"fold": r.fold, "n_train": int(len(data.folds[r.fold].train)), "n_test": int(len(r.test)),
-                         "war": round(war, 2), "uar": round(uar, 2),
-                         "clip_localization": round(100 * sum(fold_hits) / len(fold_hits), 2) if fold_hits else None,
-                         "best_epoch": best + 1, "best_war": round(r.history[best][0], 2),
-                         "best_uar": round(r.history[best][1], 2)})
+        loc = localisation(cache.frame_index[r.test], [data.apex[i] for i in r.test], r.rich_clip, spans)
+        chosen.append(r.rich_clip)
+        apex_rows.append(r.test)
+        fold = {"fold": r.fold, "n_train": int(len(data.folds[r.fold].train)), "n_test": int(len(r.test)),
+                "war": round(war, 2), "uar": round(uar, 2),
+                "near_chance": near_chance(int((true == r.pred).sum()), len(true), majority),
+                "clip_localization": loc["overlap"] if loc else None,
+                "clip_localization_strict": loc["strict"] if loc else None,
+                "best_epoch": best + 1, "best_war": round(r.history[best][0], 2),
+                "best_uar": round(r.history[best][1], 2)}
+        if r.probe is not None:
+            fold.update(probe_war=round(r.probe[0], 2), probe_uar=round(r.probe[1], 2))
+        per_fold.append(fold)
     all_rows = np.concatenate([r.test for r in results])
     all_pred = np.concatenate([r.pred for r in results])
     war, war_std = mean_std([f["war"] for f in per_fold])
     uar, uar_std = mean_std([f["uar"] for f in per_fold])
     bwar, bwar_std = mean_std([f["best_war"] for f in per_fold])
     buar, buar_std = mean_std([f["best_uar"] for f in per_fold])
-    counts = np.bincount(cache.label, minlength=len(names))
+    rows = np.concatenate(apex_rows)
+    loc = localisation(cache.frame_index[rows], [data.apex[i] for i in rows], np.concatenate(chosen), spans)
     weights = str(cache.attrs.get("weights", "unknown"))
-    return {
+    metrics = {
         "dataset": dataset,
-        "head": kind, "variant": th.variant, "protocol": data.protocol, "epochs": th.epochs,
+        "head": kind, "variant": th.variant, "protocol": data.protocol, "epochs": th.epochs, "center": th.center,
         "war": war, "war_std": war_std, "uar": uar, "uar_std": uar_std,
         "per_class_recall": per_class_recall(cache.label[all_rows], all_pred, names),
         "n_videos": len(cache), "n_failed": data.n_failed, "n_folds": len(results),
-        "clip_localization": ({"accuracy": round(100 * sum(hits) / len(hits), 2), "n_videos": len(hits)}
-                              if hits else None),
-        "chance_war": round(float(counts.max() / counts.sum() * 100), 2),
+        "chance_war": round(majority * 100, 2),
         "chance_uar": round(100 / len(names), 2),
+        "n_folds_near_chance": sum(f["near_chance"] for f in per_fold),
+        "clip_localization": loc,
         "backbone": str(cache.attrs.get("backbone", "unknown")), "weights": weights,
         "warning": ("FEATURES FROM A RANDOM-WEIGHT BACKBONE: these numbers test the plumbing and say nothing "
                     "about expression recognition (REFERENCE §9)") if weights.startswith("random") else None,
@@ -69,6 +80,13 @@ def summarize(data: TrainingData, results: list[FoldResult], cfg: Config, datase
                        "war": bwar, "war_std": bwar_std, "uar": buar, "uar_std": buar_std,
                        "epochs": [f["best_epoch"] for f in per_fold]},
     }
+    if all("probe_war" in f for f in per_fold):
+        pwar, pwar_std = mean_std([f["probe_war"] for f in per_fold])
+        puar, puar_std = mean_std([f["probe_uar"] for f in per_fold])
+        metrics["linear_probe"] = {"war": pwar, "war_std": pwar_std, "uar": puar, "uar_std": puar_std,
+                                   "what": "logistic regression on the head's input, mean-pooled over frames, "
+                                           "same folds"}
+    return metrics
 
 
 def predictions(data: TrainingData, results: list[FoldResult], cfg: Config) -> list[Prediction]:
@@ -105,7 +123,8 @@ def run(cfg: Config, *, dataset: str | None = None) -> dict:
     data = load_training_data(cfg, dataset)
     device = resolve_device(cfg.train_head.device)
     results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
-                             len(data.class_names), device=device, desc=f"{STAGE} {dataset}")
+                             len(data.class_names), device=device, desc=f"{STAGE} {dataset}",
+                             subjects=np.asarray(data.cache.subject), probe=True)
     out = cfg.results_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / CHECKPOINTS):  # leftovers of a killed run
@@ -126,7 +145,7 @@ def run(cfg: Config, *, dataset: str | None = None) -> dict:
                   test_video_ids=[data.cache.video_id[i] for i in r.test], provenance=provenance)
     metrics = summarize(data, results, cfg, dataset)
     metrics["device"] = str(device)
-    metrics["head_params"] = int(sum(v.numel() for v in results[0].state_dict.values()))
+    metrics["head_params"] = head_params(results[0].state_dict)
     write_predictions(out / "predictions.csv", predictions(data, results, cfg), data.class_names)
     rows = np.concatenate([r.test for r in results])
     pred = np.concatenate([r.pred for r in results])

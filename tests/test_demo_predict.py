@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from tests.conftest import VIDEOS, write_params
 
-TINY = {"videos_per_class_per_identity": 1, "n_frames": [50, 60]}
+TINY = {"videos_per_class_per_identity": 1, "n_frames": [50, 60], "identities": 4}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,12 @@ def test_demo_report_names_backbone_numbers_and_pictures(demo_run):
     metrics = json.loads((base / "results" / "demo" / "metrics.json").read_text())
     assert metrics["n_videos"] == 24 and metrics["backbone"] == "retinaface_mnet"
     assert "clip_localization" in metrics and "best_epoch" in metrics
+    # the sanity numbers of issue 11: chance, a near-chance flag per fold, the linear probe, localisation baselines
+    assert metrics["chance_war"] > 0 and "n_folds_near_chance" in metrics
+    assert all(isinstance(f["near_chance"], bool) and 0 <= f["probe_war"] <= 100 for f in metrics["per_fold"])
+    loc = metrics["clip_localization"]
+    assert {"overlap", "strict", "random_overlap", "random_strict", "centre_overlap", "centre_strict"} <= set(loc)
+    assert "linear probe" in out and "random clip" in out and "strict" in out
     for png in ("confusion.png", "activation_maps.png"):
         assert (base / "results" / "demo" / png).stat().st_size > 5_000
 

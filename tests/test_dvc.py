@@ -47,7 +47,7 @@ def test_dvc_repro_demo_is_incremental(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     demo = params["datasets"]["demo"]
-    demo["options"] = {"videos_per_class_per_identity": 1, "n_frames": [50, 60]}  # 24 short videos
+    demo["options"] = {"videos_per_class_per_identity": 1, "n_frames": [50, 60], "identities": 4}  # 24 short videos
     demo["overrides"].update({"train_head.epochs": 2, "train_head.folds": 2, "detect.det_size": 256})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

@@ -8,7 +8,7 @@ from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, canonic
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 
-GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size")
+GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size", "episode", "identities")
 
 
 class DemoAdapter(Adapter):
@@ -19,7 +19,8 @@ class DemoAdapter(Adapter):
               "                                  episode_end,n_frames]; video relative to <root>\n"
               "  <root>/<class>/<identity>_<k>.mp4\n"
               "  Generated into <root> when labels.csv is missing (options: seed,\n"
-              "  videos_per_class_per_identity, n_frames [min, max], size).")
+              "  videos_per_class_per_identity, n_frames [min, max], size, episode transient|sustained,\n"
+              "  identities: how many of the shipped people, default all).")
     default_classes = BASIC6
     protocol = "subject-independent k-fold over the face identities (train-head --folds)"
 
@@ -28,7 +29,9 @@ class DemoAdapter(Adapter):
         return {"seed": int(self.options.get("seed", 0)),
                 "videos_per_class_per_identity": int(self.options.get("videos_per_class_per_identity", 2)),
                 "n_frames": [int(n) for n in self.options.get("n_frames", (60, 90))],
-                "size": int(self.options.get("size", 256)), "fps": float(self.fps)}
+                "size": int(self.options.get("size", 256)), "fps": float(self.fps),
+                "episode": str(self.options.get("episode", "transient")),
+                "identities": int(self.options["identities"]) if self.options.get("identities") else None}
 
     def list_videos(self) -> Listing:
         labels = self.root / "labels.csv"
@@ -77,4 +80,5 @@ class DemoAdapter(Adapter):
                 video.unlink()
         st = self.settings()
         generate_demo(self.root, seed=st["seed"], videos_per_class_per_identity=st["videos_per_class_per_identity"],
-                      n_frames=tuple(st["n_frames"]), size=st["size"], fps=self.fps)
+                      n_frames=tuple(st["n_frames"]), size=st["size"], fps=self.fps, episode=st["episode"],
+                      n_identities=st["identities"])

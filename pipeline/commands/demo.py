@@ -13,8 +13,6 @@ import sys
 import time
 
 import click
-import numpy as np
-
 from pipeline.errors import PipelineError
 
 STAGES = ("manifest", "detect", "resample", "extract", "train-head", "evaluate")
@@ -26,30 +24,6 @@ def choose_backbone() -> list[str]:
     if imagenet_path().is_file():
         return ["extract.backbone=resnet18", "extract.weights=imagenet"]
     return ["extract.backbone=retinaface_mnet"]
-
-
-def localisation_chance(cfg, dataset: str) -> float | None:
-    """Share of test clips overlapping the apex span: what a random emotion-rich clip would score."""
-    from cache import load_cache
-    from pipeline.head.sampling import ClipSampler
-    from pipeline.io import read_manifest
-    from pipeline.layout import layout_for
-
-    lay = layout_for(cfg, dataset)
-    apex = {r.video_id: (r.apex_start, r.apex_end) for r in read_manifest(lay.manifest) if r.apex_start is not None}
-    if not apex:
-        return None
-    cache = load_cache(lay.features)
-    sampler = ClipSampler.from_config(cfg.train_head, cache.frame_index.shape[1])
-    hits = []
-    for vid, fi in zip(cache.video_id, cache.frame_index):
-        if vid not in apex:
-            continue
-        a, b = apex[vid]
-        for k in range(sampler.n_clips):
-            s, e = (int(v) for v in sampler.clip_span(np.int64(k)))
-            hits.append(fi[s] <= b and fi[e] >= a)
-    return 100.0 * float(np.mean(hits))
 
 
 @click.command("demo")
@@ -78,15 +52,14 @@ def command(params_path: str, data_root: str | None, results_root: str | None, o
             summary = stage_module(stage).run(cfg, dataset="demo")
             click.echo(f"[{stage}] {'up to date' if summary.get('skipped') else 'done'} in {time.time() - t:.0f} s",
                        err=True)
-        chance_loc = localisation_chance(cfg, "demo")
     except PipelineError as err:
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)
     metrics = json.loads((cfg.results_dir("demo") / "metrics.json").read_text())
-    click.echo(report(cfg, metrics, chance_loc, time.time() - t0))
+    click.echo(report(cfg, metrics, time.time() - t0))
 
 
-def report(cfg, m: dict, chance_loc: float | None, seconds: float) -> str:
+def report(cfg, m: dict, seconds: float) -> str:
     from cache import load_cache
     from pipeline.layout import layout_for
 
@@ -101,11 +74,18 @@ def report(cfg, m: dict, chance_loc: float | None, seconds: float) -> str:
         f"WAR {m['war']:.1f} ± {m['war_std']:.1f} %   (chance {m.get('chance_war', float('nan')):.1f} %)",
         f"UAR {m['uar']:.1f} ± {m['uar_std']:.1f} %   (chance {m.get('chance_uar', float('nan')):.1f} %)",
     ]
+    probe = m.get("linear_probe")
+    if probe:
+        lines.append(f"linear probe on the same input and folds: WAR {probe['war']:.1f} ± {probe['war_std']:.1f} %, "
+                     f"UAR {probe['uar']:.1f} ± {probe['uar_std']:.1f} %")
+    near = m.get("n_folds_near_chance")
+    if near is not None:
+        lines.append(f"folds within binomial noise of chance: {near} of {m.get('n_folds', '?')}")
     loc = m.get("clip_localization")
-    if loc is not None:
-        loc_val = loc if isinstance(loc, (int, float)) else loc["accuracy"]
-        chance = f"{chance_loc:.1f} %" if chance_loc is not None else "n/a"
-        lines.append(f"emotion-rich clip localisation {loc_val:.1f} %   (a random clip overlaps the apex {chance})")
+    if loc and "overlap" in loc:
+        lines.append(f"emotion-rich clip localisation: overlap {loc['overlap']:.1f} %, strict {loc['strict']:.1f} %   "
+                     f"(random clip {loc['random_overlap']:.1f} / {loc['random_strict']:.1f} %, "
+                     f"centre clip {loc['centre_overlap']:.1f} / {loc['centre_strict']:.1f} %)")
     lines.append("(last-epoch numbers, mean ± std over folds; best-epoch numbers in metrics.json, labelled)")
     pictures = sorted(p for p in [*cfg.results_dir("demo").glob("*.png"), *(layout_for(cfg, "demo").qc.glob("*.png"))])
     lines.append("pictures:")

@@ -94,9 +94,9 @@ class Predictor:
         frames = read_frames(video, idx)
         crops = np.stack([align(frames[int(i)], res.track.landmarks[i], self.extract_cfg.crop_size,
                                 self.extract_cfg.margin) for i in idx])
-        from pipeline.head.data import center_features
+        from pipeline.head.inputs import per_video
 
-        cached = center_features(self.extractor(crops).astype(np.float16), self.heads[0].config.center)  # as in the cache
+        cached = per_video(self.extractor(crops).astype(np.float16), self.heads[0].config.center)  # as in the cache
         feats = torch.from_numpy(cached.astype(np.float32)).to(self.device)
         x = feats[self.sampler.test_indices(self.device)].unsqueeze(0)  # (1, n, K, D)
         with torch.inference_mode():

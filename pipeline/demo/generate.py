@@ -1,7 +1,10 @@
 """The demo dataset: short expression videos generated deterministically from real face photos.
 
-Each video shows one real face (`pipeline/assets/faces/`) that is neutral, then goes through one
-expression episode (onset → apex → offset) at a random position, then is neutral again. The
+Each video shows one real face (`pipeline/assets/faces/`) with one expression episode, in one of two
+flavours (`episode`): `transient` (lab datasets: MMI, BU-4DFE, CK+, Oulu) is neutral, then onset →
+apex → offset at a random position, then neutral again; `sustained` (in-the-wild datasets: AFEW,
+DFEW, FERV39k, MAFW) has the expression at its apex from the first frame, or coming on within the
+first 15 % of the frames, and held to the last frame. The
 expression is a landmark-driven thin-plate-spline warp of the photo: RetinaFace's 5 landmarks
 (detected once per photo) define a face frame, from which brow, eyelid, cheek, nose, lip, jaw and
 fixed anchor points are placed; each class moves a subset of them, following the facial action
@@ -38,6 +41,9 @@ LABEL_COLUMNS = ("video", "label", "subject", "apex_start", "apex_end", "episode
                  "n_frames")
 APEX_LEVEL = 0.9
 """Frames whose expression intensity is at least this are the apex span written to labels.csv."""
+EPISODES = ("transient", "sustained")
+SUSTAINED_ONSET_WITHIN = 0.15
+"""A sustained expression reaches its apex within this share of the frames (or is on from frame 0)."""
 
 # ------------------------------------------------------------------ one video's time course
 
@@ -81,9 +87,18 @@ def _smooth_noise(rng: np.random.Generator, n: int, fps: float, n_waves: int = 3
     return out + rng.uniform(-0.5, 0.5) * t / max(t[-1], 1e-9)
 
 
-def plan_video(rng: np.random.Generator, n_frames: tuple[int, int], fps: float) -> VideoPlan:
-    """Random episode position and distractors for one video."""
-    n = int(rng.integers(n_frames[0], n_frames[1] + 1))
+def _ramp(k: int) -> np.ndarray:
+    """(k,) smooth rise from 0 to 1, both ends excluded."""
+    return 0.5 - 0.5 * np.cos(np.pi * (np.arange(1, k + 1) / (k + 1)))
+
+
+def _plateau(rng: np.random.Generator, k: int, fps: float) -> np.ndarray:
+    """(k,) a living apex, never under APEX_LEVEL."""
+    return np.clip(1.0 - 0.04 * np.abs(_smooth_noise(rng, k, fps)), APEX_LEVEL + 0.02, 1.0)
+
+
+def _transient(rng: np.random.Generator, n: int, n_frames: tuple[int, int], fps: float) -> np.ndarray:
+    """Neutral → onset → apex → offset → neutral, the episode at a random position."""
     onset = max(4, round(n * rng.uniform(0.12, 0.2)))
     apex = max(4, round(n * rng.uniform(0.15, 0.3)))
     offset = max(4, round(n * rng.uniform(0.12, 0.2)))
@@ -91,13 +106,37 @@ def plan_video(rng: np.random.Generator, n_frames: tuple[int, int], fps: float) 
     if onset + apex + offset > n - 2 * margin:
         raise ValueError(f"n_frames {n_frames} is too short for an expression episode (got {n})")
     start = int(rng.integers(margin, n - margin - (onset + apex + offset) + 1))
-
     intensity = np.zeros(n)
-    ramp = lambda k: 0.5 - 0.5 * np.cos(np.pi * (np.arange(1, k + 1) / (k + 1)))  # noqa: E731 (smooth 0 → 1)
-    intensity[start:start + onset] = ramp(onset)
-    plateau = 1.0 - 0.04 * np.abs(_smooth_noise(rng, apex, fps))  # a living apex, never under 0.9
-    intensity[start + onset:start + onset + apex] = np.clip(plateau, APEX_LEVEL + 0.02, 1.0)
-    intensity[start + onset + apex:start + onset + apex + offset] = ramp(offset)[::-1]
+    intensity[start:start + onset] = _ramp(onset)
+    intensity[start + onset:start + onset + apex] = _plateau(rng, apex, fps)
+    intensity[start + onset + apex:start + onset + apex + offset] = _ramp(offset)[::-1]
+    return intensity
+
+
+def _sustained(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
+    """Half the videos at the apex from frame 0; the others neutral for a few frames, then an onset
+    that reaches the apex within SUSTAINED_ONSET_WITHIN of the frames; held to the last frame."""
+    reach = max(2, round(SUSTAINED_ONSET_WITHIN * n))  # the apex starts at or before this frame
+    if rng.uniform() < 0.5:
+        apex_start = 0
+        intensity = np.zeros(n)
+    else:
+        onset = max(2, round(reach * rng.uniform(0.4, 0.8)))
+        start = int(rng.integers(0, reach - onset + 1))
+        intensity = np.zeros(n)
+        intensity[start:start + onset] = _ramp(onset)
+        apex_start = start + onset
+    intensity[apex_start:] = _plateau(rng, n - apex_start, fps)
+    return intensity
+
+
+def plan_video(rng: np.random.Generator, n_frames: tuple[int, int], fps: float,
+               episode: str = "transient") -> VideoPlan:
+    """Random episode position and distractors for one video."""
+    if episode not in EPISODES:
+        raise ValueError(f"episode must be one of {EPISODES}, got {episode!r}")
+    n = int(rng.integers(n_frames[0], n_frames[1] + 1))
+    intensity = _transient(rng, n, n_frames, fps) if episode == "transient" else _sustained(rng, n, fps)
 
     # blinks every 1.5–4 s anywhere in the video (also in the neutral parts), ~0.2–0.3 s long
     blink = np.zeros(n)
@@ -223,10 +262,11 @@ def _video_rng(seed: int, identity_index: int, label: str, k: int) -> np.random.
 
 
 def make_video(face: FaceModel, identity_index: int, label: str, k: int, *, seed: int,
-               n_frames: tuple[int, int], fps: float) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
+               n_frames: tuple[int, int], fps: float, episode: str = "transient"
+               ) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
     """Plan one video and compute its warp layers (no frames rendered yet)."""
     rng = _video_rng(seed, identity_index, label, k)
-    plan = plan_video(rng, n_frames, fps)
+    plan = plan_video(rng, n_frames, fps, episode)
     gains = {g: float(rng.uniform(0.8, 1.2)) for g in REGIONS}
     field, shade = expression_layers(face, label, plan.amplitude, gains)
     (e0, e1), (a0, a1) = plan.episode(), plan.apex()
@@ -234,15 +274,15 @@ def make_video(face: FaceModel, identity_index: int, label: str, k: int, *, seed
     return row, plan, field, shade
 
 
-def load_models(faces_dir: Path | None = None) -> list[list[FaceModel]]:
-    """Per identity (in `identities()` order) the models of its photos."""
+def load_models(faces_dir: Path | None = None, n_identities: int | None = None) -> list[list[FaceModel]]:
+    """Per identity (the first `n_identities` in `identities()` order) the models of its photos."""
     images = load_faces(faces_dir) if faces_dir else load_faces()
-    return [[FaceModel.build(name, im) for im in images[name]] for name in identities()]
+    return [[FaceModel.build(name, im) for im in images[name]] for name in identities(n_identities)]
 
 
 def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity: int = 2,
                   classes: tuple[str, ...] = CLASSES, n_frames: tuple[int, int] = (60, 90), size: int = 256,
-                  fps: float = 25) -> Path:
+                  fps: float = 25, episode: str = "transient", n_identities: int | None = None) -> Path:
     """Write the demo videos and `labels.csv` under `out_dir`; returns the path of `labels.csv`.
 
     `labels.csv` is written last (atomically), so its presence means the set is complete.
@@ -254,14 +294,17 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
         raise ValueError(f"n_frames must be (min, max) with 1 <= min <= max, got {n_frames}")
     if videos_per_class_per_identity < 1:
         raise ValueError(f"videos_per_class_per_identity must be >= 1, got {videos_per_class_per_identity}")
+    if episode not in EPISODES:
+        raise ValueError(f"episode must be one of {EPISODES}, got {episode!r}")
     out_dir = Path(out_dir)
-    models = load_models()
+    models = load_models(n_identities=n_identities)
     rows = []
     for i, photos in enumerate(models):
         for label in classes:
             for k in range(videos_per_class_per_identity):
                 face = photos[k % len(photos)]  # alternate between a person's photos
-                row, plan, field, shade = make_video(face, i, label, k, seed=seed, n_frames=n_frames, fps=fps)
+                row, plan, field, shade = make_video(face, i, label, k, seed=seed, n_frames=n_frames, fps=fps,
+                                                     episode=episode)
                 written = write_video(out_dir / row.video, render_frames(face, field, shade, plan, size), fps, size)
                 assert written == row.n_frames, (row.video, written, row.n_frames)
                 rows.append(row)
@@ -274,5 +317,5 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
     return labels
 
 
-__all__ = ["CLASSES", "EXPRESSIONS", "SOURCES", "DemoVideo", "FaceModel", "VideoPlan", "generate_demo",
+__all__ = ["CLASSES", "EPISODES", "EXPRESSIONS", "SOURCES", "DemoVideo", "FaceModel", "VideoPlan", "generate_demo",
            "plan_video", "render_frames"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pipeline.head.inputs import InputTransform
 from pipeline.head.model import CFE, CEFLNet, HeadOutput, SelfAttention, check_input
 
 KINDS = ("meanpool", "lstm", "sal", "sal_lrl", "ceflnet")
@@ -97,8 +98,25 @@ class SALLRLHead(nn.Module):
         return self.head(self.cfe(x))  # (B, n, H)
 
 
+class WithInput(nn.Module):
+    """A head behind its fitted input transform (pipeline/head/inputs.py); same HeadOutput."""
+
+    def __init__(self, transform: InputTransform, head: nn.Module):
+        super().__init__()
+        self.input, self.head = transform, head
+
+    def forward(self, x: torch.Tensor) -> HeadOutput:  # (B, n, K, in_dim)
+        return self.head(self.input(x))
+
+
 def build_head(cfg, in_dim: int, n_classes: int, kind: str = "ceflnet") -> nn.Module:
-    """Map `train_head` config (a TrainHeadConfig) to a head's explicit constructor arguments."""
+    """Map `train_head` config (a TrainHeadConfig) to a head's explicit constructor arguments.
+
+    `in_dim` is the width of the per-video input (`inputs.per_video`), twice the backbone's for two_stream."""
+    return WithInput(InputTransform(in_dim, cfg.center, cfg.identity_rank), _build(cfg, in_dim, n_classes, kind))
+
+
+def _build(cfg, in_dim: int, n_classes: int, kind: str) -> nn.Module:
     if kind == "ceflnet":
         return CEFLNet(in_dim, n_classes, hidden=cfg.hidden, variant=cfg.variant, dropout=cfg.dropout)
     if kind == "meanpool":

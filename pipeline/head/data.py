@@ -7,6 +7,7 @@ import numpy as np
 
 from cache.reader import FeatureCache, load_cache
 from pipeline.config import Config
+from pipeline.head.inputs import per_video
 from pipeline.head.train import Fold, make_folds
 from pipeline.io import read_failures, read_manifest
 from pipeline.layout import layout_for
@@ -31,7 +32,7 @@ class TrainingData:
 def load_training_data(cfg: Config, dataset: str) -> TrainingData:
     layout = layout_for(cfg, dataset)
     cache = load_cache(layout.features)
-    cache.features = center_features(cache.features, cfg.train_head.center)
+    cache.features = per_video(cache.features, cfg.train_head.center)
     manifest_path = layout.manifest
     by_id = {r.video_id: r for r in read_manifest(manifest_path)} if manifest_path.exists() else {}
     rows = [by_id.get(v) for v in cache.video_id]
@@ -58,15 +59,3 @@ def rich_clip_frames(cache: FeatureCache, rows: np.ndarray, rich_clip: np.ndarra
     start = test_offset + rich_clip * clip_stride  # cached frame positions
     end = start + clip_len - 1
     return cache.frame_index[rows, start].astype(int), cache.frame_index[rows, end].astype(int)
-
-
-def center_features(features: np.ndarray, center: str) -> np.ndarray:
-    """(N, T, D) or (T, D) features with each video's median frame removed when `center` asks for it.
-
-    A frozen backbone's features are dominated by who is in the video and how it is lit; the
-    expression is a deviation from the video's own typical frame (REFERENCE §9's read-out).
-    """
-    if center == "none":
-        return features
-    med = np.median(features.astype(np.float32), axis=-2, keepdims=True)
-    return (features.astype(np.float32) - med).astype(features.dtype)

@@ -25,7 +25,9 @@ from tqdm import tqdm
 from pipeline.config import TrainHeadConfig
 from pipeline.errors import PipelineError
 from pipeline.head.baselines import build_head
+from pipeline.head.inputs import input_dim
 from pipeline.head.report import war_uar
+from pipeline.head.sanity import linear_probe
 from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
 from pipeline.precision import warn_if_emulated
@@ -117,6 +119,8 @@ class FoldResult:
     history: list[tuple[float, float]] = field(default_factory=list)
     """(WAR, UAR) on the test fold after every epoch."""
     state_dict: dict | None = None
+    probe: tuple[float, float] | None = None
+    """(WAR, UAR) of the linear probe on the same fitted input and fold (pipeline/head/sanity.py)."""
 
     @property
     def pred(self) -> np.ndarray:
@@ -186,7 +190,8 @@ def train_fold(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, f
 
 
 def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, fold: Fold, n_classes: int,
-               kind: str, device: torch.device, threads: int, progress: tqdm | None = None) -> FoldResult:
+               kind: str, device: torch.device, threads: int, progress: tqdm | None = None,
+               subjects: np.ndarray | None = None, probe: bool = False) -> FoldResult:
     """One fold from its own seeds: the same result whether folds run in turn or in parallel processes."""
     set_threads(threads, device)
     seed_everything(cfg.seed, device)
@@ -198,7 +203,15 @@ def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, f
     sampler = ClipSampler.from_config(cfg, feats.shape[1])
     torch.manual_seed(cfg.seed + fold.index)
     model = build_head(cfg, feats.shape[-1], n_classes, kind).to(device)
-    return train_fold(model, feats, labs, fold, sampler, cfg, seed=cfg.seed + 1000 + fold.index, progress=progress)
+    # The fitted part of the input sees the training fold only (no test-fold statistics).
+    subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
+    model.input.fit(feats[torch.as_tensor(fold.train, device=device)], subjects[fold.train])
+    result = train_fold(model, feats, labs, fold, sampler, cfg, seed=cfg.seed + 1000 + fold.index, progress=progress)
+    if probe:
+        with torch.no_grad():
+            x = torch.cat([model.input(feats[s:s + 256].float()) for s in range(0, len(feats), 256)]).cpu().numpy()
+        result.probe = linear_probe(x, np.asarray(labels), fold.train, fold.test, cfg.seed)[:2]
+    return result
 
 
 def fold_processes(cfg: TrainHeadConfig, device: torch.device, n_folds: int) -> int:
@@ -209,7 +222,8 @@ def fold_processes(cfg: TrainHeadConfig, device: torch.device, n_folds: int) -> 
 
 def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
                    n_classes: int, *, kind: str = "ceflnet", device: torch.device | None = None,
-                   desc: str = "train_head") -> list[FoldResult]:
+                   desc: str = "train_head", subjects: Sequence[str] | None = None,
+                   probe: bool = False) -> list[FoldResult]:
     """Every fold trained from its own seed schedule.
 
     On the CPU, folds run in parallel processes with one thread each (`fold_workers`, default one
@@ -223,19 +237,25 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
         from joblib import Parallel, delayed
 
         release_idle_workers()  # a pool left by detect/manifest would recycle these workers mid-run
-        jobs = (delayed(_train_one)(cfg, features, labels, f, n_classes, kind, device, cfg.threads or 1)
-                for f in folds)
+        jobs = (delayed(_train_one)(cfg, features, labels, f, n_classes, kind, device, cfg.threads or 1,
+                                    subjects=subjects, probe=probe) for f in folds)
         results = list(tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(folds),
                             desc=f"{desc} ({workers} folds at a time)", unit="fold", leave=False))
         return sorted(results, key=lambda r: r.fold)
     results = []
     with tqdm(total=len(folds) * cfg.epochs, desc=desc, unit="epoch", leave=False) as bar:
         for fold in folds:
-            results.append(_train_one(cfg, features, labels, fold, n_classes, kind, device, cfg.threads, bar))
+            results.append(_train_one(cfg, features, labels, fold, n_classes, kind, device, cfg.threads, bar,
+                                      subjects=subjects, probe=probe))
     return results
 
 
 # --------------------------------------------------------------------------- checkpoints
+
+
+def head_params(state_dict: dict) -> int:
+    """Trained parameters of a head (the input transform's fitted statistics are not parameters)."""
+    return int(sum(v.numel() for k, v in state_dict.items() if not k.startswith("input.")))
 
 
 @dataclass
@@ -264,9 +284,14 @@ def load_head(path: Path, device: str | torch.device = "cpu") -> LoadedHead:
     ck = torch.load(Path(path), map_location=device, weights_only=True)
     raw = dict(ck["train_head"])
     raw["test_frame_offsets"] = tuple(raw["test_frame_offsets"])
-    cfg = TrainHeadConfig(**raw)
-    model = build_head(cfg, ck["in_dim"], len(ck["class_names"]), ck["kind"]).to(device)
-    model.load_state_dict(ck["state_dict"])
+    known = {f.name for f in dataclasses.fields(TrainHeadConfig)}
+    cfg = TrainHeadConfig(**{k: v for k, v in raw.items() if k in known})
+    # in_dim is the backbone's feature width; the head's input may be wider (two_stream)
+    model = build_head(cfg, input_dim(cfg.center, ck["in_dim"]), len(ck["class_names"]), ck["kind"]).to(device)
+    state = ck["state_dict"]
+    if not any(k.startswith("input.") for k in state):  # a checkpoint from before the input transform
+        state = {**{f"head.{k}": v for k, v in state.items()}, **{f"input.{k}": v for k, v in model.input.state_dict().items()}}
+    model.load_state_dict(state)
     model.eval()
     return LoadedHead(model, list(ck["class_names"]), int(ck["in_dim"]), cfg, ck["kind"], int(ck["fold"]),
                       list(ck["test_video_ids"]), dict(ck["provenance"]))

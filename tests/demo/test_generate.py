@@ -13,7 +13,7 @@ from pipeline.adapters import make_adapter
 from pipeline.demo.generate import APEX_LEVEL, CLASSES, generate_demo, plan_video
 from pipeline.errors import DatasetError
 
-SMALL = dict(videos_per_class_per_identity=2, n_frames=(20, 26), size=160)
+SMALL = dict(videos_per_class_per_identity=2, n_frames=(20, 26), size=160, n_identities=4)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -53,7 +53,8 @@ def test_same_seed_same_bytes(demo, tmp_path):
 
 
 def test_other_seed_other_videos(demo, tmp_path):
-    generate_demo(tmp_path / "seed1", seed=1, videos_per_class_per_identity=1, n_frames=(20, 26), size=160)
+    generate_demo(tmp_path / "seed1", seed=1, videos_per_class_per_identity=1, n_frames=(20, 26), size=160,
+                  n_identities=4)
     other = _digest(tmp_path / "seed1")
     ours = _digest(demo)
     assert all(other[k] != ours[k] for k in other if k.endswith(".mp4"))
@@ -89,6 +90,40 @@ def test_plan_apex_is_the_plateau(seed):
     assert np.all(i[a0:a1 + 1] >= APEX_LEVEL) and i.max() <= 1.0
     assert np.all(i[:e0] == 0) and np.all(i[e1 + 1:] == 0) and e0 > 0 and e1 < plan.n_frames - 1
     assert plan.blink.max() > 0  # blinks happen in every video (a distractor)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sustained_plan_is_held_to_the_end(seed):
+    plan = plan_video(np.random.default_rng(seed), (60, 90), 25, "sustained")
+    (e0, e1), (a0, a1) = plan.episode(), plan.apex()
+    i = plan.intensity
+    assert a1 == plan.n_frames - 1 and e1 == plan.n_frames - 1  # held to the last frame
+    assert a0 <= round(0.15 * plan.n_frames)  # at the apex within the first 15 %
+    assert np.all(i[a0:] >= APEX_LEVEL) and np.all(i[:e0] == 0) and np.all(i[:a0] < APEX_LEVEL)
+    assert plan.blink.max() > 0
+
+
+def test_sustained_flavour_has_both_kinds_of_start():
+    starts = [plan_video(np.random.default_rng(s), (60, 90), 25, "sustained").apex()[0] for s in range(40)]
+    assert 10 < sum(a == 0 for a in starts) < 30  # about half on from the first frame, the rest come on
+
+
+def test_transient_plans_are_unchanged_by_the_episode_option():
+    a = plan_video(np.random.default_rng(7), (60, 90), 25)
+    b = plan_video(np.random.default_rng(7), (60, 90), 25, "transient")
+    assert np.array_equal(a.intensity, b.intensity) and np.array_equal(a.motion, b.motion)
+
+
+def test_sustained_videos_and_labels(tmp_path):
+    labels = generate_demo(tmp_path, seed=0, videos_per_class_per_identity=1, n_frames=(20, 24), size=96,
+                           classes=("happiness", "surprise"), episode="sustained", n_identities=2)
+    rows = list(csv.DictReader(labels.open()))
+    assert len(rows) == 4
+    for r in rows:
+        n = len(_decode(tmp_path / r["video"]))
+        assert n == int(r["n_frames"]) and int(r["apex_end"]) == n - 1 and int(r["apex_start"]) <= round(0.15 * n)
+    with pytest.raises(ValueError, match="episode"):
+        generate_demo(tmp_path / "x", episode="held")
 
 
 def test_plan_refuses_videos_too_short_for_an_episode():
@@ -135,10 +170,12 @@ def test_adapter_keeps_only_chosen_classes(demo):
 
 def test_adapter_generates_when_labels_are_missing(tmp_path):
     root = tmp_path / "raw"
-    options = {"seed": 3, "videos_per_class_per_identity": 1, "n_frames": [20, 22], "size": 96}
+    options = {"seed": 3, "videos_per_class_per_identity": 1, "n_frames": [20, 22], "size": 96, "identities": 4,
+               "episode": "sustained"}
     listing = make_adapter("demo", root, options=options).list_videos()
     assert (root / "labels.csv").exists() and len(listing.entries) == 24
-    assert len({e.subject for e in listing.entries}) >= 4
+    assert len({e.subject for e in listing.entries}) == 4
+    assert all(e.apex_end == e.extra["n_frames"] - 1 for e in listing.entries)  # sustained: held to the end
 
 
 def test_adapter_refuses_a_foreign_folder_and_unknown_options(tmp_path):

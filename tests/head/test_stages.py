@@ -16,7 +16,8 @@ from tests.head.conftest import CLASSES, tiny_params, write_synthetic_dataset
 
 METRIC_KEYS = {"dataset", "head", "variant", "protocol", "epochs", "war", "war_std", "uar", "uar_std",
                "per_class_recall", "n_videos", "n_failed", "n_folds", "clip_localization", "chance_war",
-               "chance_uar", "backbone", "weights", "warning", "per_fold", "best_epoch", "device", "head_params"}
+               "chance_uar", "backbone", "weights", "warning", "per_fold", "best_epoch", "device", "head_params",
+               "center", "n_folds_near_chance", "linear_probe"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,91 @@
+"""The head's input: frozen per-frame features made robust to who is in the video.
+
+A frozen backbone's per-frame features are dominated by identity, lighting and pose; the
+expression is a small change on top (measured in bench/results/center.md: the raw features score
+near chance on people the head has never seen). `train_head.center` chooses how the head's input is
+built from a video's cached frames `x` (T, D); every option uses the video itself and, for the fitted
+parts, the training fold only — never test-fold labels or statistics:
+
+  none          x                               the paper (its backbone is fine-tuned, ours is frozen)
+  video_median  x - median_t(x)                 removes everything constant in the video (identity,
+                                                lighting, and a held expression too)
+  first_frames  x - mean(x[:k])                 the first 10 % of frames as the neutral reference
+                                                (lab clips start neutral; wild clips often do not)
+  two_stream    [x - median_t(x) : P(x - mu)]   the part that changes and the part that is held;
+                                                mu is the training fold's mean frame and P projects
+                                                out the `identity_rank` directions along which the
+                                                training subjects' mean frames differ most (nuisance
+                                                attribute projection, as in speaker verification)
+
+The per-video part runs on the cached frames before clip sampling (`per_video`); the fitted part is
+`InputTransform`, the first module of every head, whose buffers are fitted once per fold on the
+training rows and saved in the fold's checkpoint, so `predict` and `evaluate` apply the same input.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from pipeline.config import CENTERS
+FIRST_FRAMES_SHARE = 0.1
+
+
+def input_dim(center: str, feature_dim: int) -> int:
+    """Width of the head's input for a backbone of width `feature_dim`."""
+    return 2 * feature_dim if center == "two_stream" else feature_dim
+
+
+def per_video(features: np.ndarray, center: str) -> np.ndarray:
+    """(N, T, D) or (T, D) cached features -> the per-video part of the head's input (same dtype).
+
+    For `two_stream` the raw half is passed through; `InputTransform` centres and projects it."""
+    if center not in CENTERS:
+        raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
+    if center == "none":
+        return features
+    x = features.astype(np.float32)
+    if center == "first_frames":
+        k = max(1, round(FIRST_FRAMES_SHARE * x.shape[-2]))
+        return (x - x[..., :k, :].mean(axis=-2, keepdims=True)).astype(features.dtype)
+    changing = x - np.median(x, axis=-2, keepdims=True)
+    if center == "video_median":
+        return changing.astype(features.dtype)
+    return np.concatenate([changing, x], axis=-1).astype(features.dtype)  # two_stream
+
+
+class InputTransform(nn.Module):
+    """The fitted part of the input: for `two_stream`, the raw half minus the training mean frame,
+    with the `rank` identity directions projected out. Identity for every other option."""
+
+    def __init__(self, in_dim: int, center: str = "none", rank: int = 0):
+        super().__init__()
+        self.center = center
+        self.raw = in_dim // 2 if center == "two_stream" else 0  # width of the raw half (the last dims)
+        self.register_buffer("mean", torch.zeros(self.raw))
+        self.register_buffer("basis", torch.zeros(rank if self.raw else 0, self.raw))  # (r, D) orthonormal rows
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, subjects: np.ndarray) -> None:
+        """x: (N, T, in_dim) training videos (per_video applied); subjects: (N,) their subject ids."""
+        if not self.raw:
+            return
+        raw = x[..., -self.raw:].float().mean(dim=1)  # (N, D) each video's mean frame
+        self.mean.copy_(raw.mean(dim=0))
+        r = self.basis.shape[0]
+        if r == 0:
+            return
+        ids = np.unique(subjects)
+        means = torch.stack([raw[torch.as_tensor(subjects == s)].mean(dim=0) for s in ids])  # (S, D)
+        means = means - means.mean(dim=0)
+        _, _, vt = torch.linalg.svd(means, full_matrices=False)  # rows: directions of identity variance
+        k = min(r, len(ids) - 1)  # S subject means span at most S - 1 directions
+        self.basis.zero_()
+        self.basis[:k] = vt[:k]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in_dim)
+        if not self.raw:
+            return x
+        changing, raw = x[..., :-self.raw], x[..., -self.raw:] - self.mean
+        raw = raw - (raw @ self.basis.T) @ self.basis  # project out the identity directions
+        return torch.cat([changing, raw], dim=-1)
