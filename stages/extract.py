@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -32,6 +32,7 @@ from pipeline.features import FeatureExtractor, build_extractor
 from pipeline.io import Failure, clean_stale_temporaries, read_manifest, update_failures
 from pipeline.layout import layout_for
 from pipeline.state import mark_done, recorded, signature
+from pipeline.workers import process_pool
 from pipeline.video import read_frames
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def _prepared_stream(tasks: list[VideoTask], e: ExtractConfig, workers: int) -> 
     if workers == 0:
         yield from (prepare(t, *args) for t in tasks)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:  # its workers exit if this process is killed
         inflight: deque[Future] = deque()
         it = iter(tasks)
         for t in it:
