@@ -234,21 +234,16 @@ def cache_info(params_path, dataset, adapter, root, overrides, data_root, result
     click.echo(json.dumps(_guard(lambda: info(cfg, cfg.dataset)), indent=1, default=str))
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules are written in their own files (demo, predict, report)."""
+def _register_commands() -> None:
+    """Commands written in their own files (demo, predict, report), imported unconditionally: a renamed
+    module is an error here, not a command that silently disappears (issue 13)."""
     import importlib
 
     for module in ("pipeline.commands.demo", "pipeline.commands.predict", "pipeline.commands.report"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        main.add_command(mod.command)
+        main.add_command(importlib.import_module(module).command)
 
 
-_register_optional_commands()
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -407,7 +407,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def _apply(raw: dict, dotted: str, value: Any, problems: list[str]) -> None:
     parts = dotted.split(".")
     if not all(parts):  # `=3`, `.epochs=3`, `train_head.=3`
-        problems.append(f"--set {dotted!r}=...: expected section.key=value, with no empty part")
+        problems.append(f"{dotted!r}: an override key needs a section and a key (section.key), no empty part")
         return
     node = raw
     for part in parts[:-1]:
@@ -466,8 +466,8 @@ def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
         if root:
             entry["root"] = root
     for o in overrides:  # every malformed --set reported with the rest, not the first alone
-        if isinstance(o, str) and "=" not in o:
-            problems.append(f"--set {o!r}: expected section.key=value")
+        if isinstance(o, str) and ("=" not in o or not all(o.split("=", 1)[0].strip().split("."))):
+            problems.append(f"--set {o!r}: expected section.key=value (e.g. train_head.epochs=3)")
             continue
         _apply(raw, *(parse_override(o) if isinstance(o, str) else o), problems)
     # After the overrides: `--set train-head.epochs=3` or `--set nosuch.key=1` adds an unknown section.
