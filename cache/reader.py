@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.store import CHECKSUM, list_shards
+from cache.store import CHECKSUM, list_shards, row_crc32
 from pipeline.errors import PipelineError
 
 
@@ -118,7 +118,14 @@ class FeatureDataset:
         f = self._files.get(si)
         if f is None:
             f = self._files[si] = h5py.File(self.shards[si], "r")
-        return f["features"][row].astype(np.float32), int(f["label"][row])
+        feats = f["features"][row]
+        if CHECKSUM not in f or row_crc32(feats) != int(f[CHECKSUM][row]):  # as load_cache: never train on damage
+            from cache.integrity import check_open_shard
+
+            check = check_open_shard(f, self.shards[si])
+            dataset = str(_attr(f.attrs.get("dataset", "")) or self.shards[si].resolve().parent.parent.name)
+            raise PipelineError(check.problem(dataset))
+        return feats.astype(np.float32), int(f["label"][row])
 
     def __getstate__(self):
         state = dict(self.__dict__)

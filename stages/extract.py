@@ -138,7 +138,10 @@ def verified_shard(path: Path, sig: str) -> ShardCheck | None:
         raise PipelineError(f"cannot read {path} ({err}); nothing was deleted. If the disk or mount is flaky, "
                             "rerun later; if this file is damaged, move it away and rerun: only its videos are "
                             "re-extracted") from err
-    return None if check.legacy else check
+    if check.legacy:
+        log.warning("%s was written before shards carried checksums: its videos are re-extracted", path.name)
+        return None
+    return check
 
 
 def _all_intact(features: Path, sig: str) -> bool:

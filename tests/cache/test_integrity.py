@@ -96,3 +96,16 @@ def test_extract_resume_repairs_only_the_damaged_video(face_dataset, tmp_path):
     for v in clean.video_id:
         np.testing.assert_array_equal(fixed.features[fixed.video_id.index(v)], clean.features[clean.video_id.index(v)])
     assert victim in fixed.video_id
+
+
+def test_the_lazy_dataset_refuses_a_damaged_row(synth):
+    from cache import FeatureDataset
+
+    _, folder = synth
+    ds = FeatureDataset(folder / "features")
+    ds[2]  # intact
+    damage_row(list_shards(folder / "features")[0], 2, 0x01)
+    ds = FeatureDataset(folder / "features")
+    ds[1]  # the other rows still read
+    with pytest.raises(PipelineError, match="fail their checksum.*pipeline run extract --dataset synth"):
+        ds[2]
