@@ -1,6 +1,7 @@
 """Issue 16 (and issue 13 §3): every user mistake gets a one-line cause and the fix, never a traceback.
 
-Each test here failed on the code before the issue was fixed."""
+Each test here failed on the code before the issue was fixed, except two controls (a valid dataset name is
+accepted; umask 077 still gives 0600) that keep the refusals honest."""
 from __future__ import annotations
 
 import json
@@ -8,17 +9,17 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.errors import ConfigError, PipelineError, VideoError
+from pipeline.errors import PipelineError, VideoError
 from tests.conftest import VIDEOS, write_params
 from tests.head.conftest import tiny_params, write_synthetic_dataset
 
@@ -227,9 +228,9 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path, pool):
         assert workers, "no worker processes started"
         proc.kill()
         proc.wait()
-        deadline = __import__("time").time() + 6
-        while _alive(workers) and __import__("time").time() < deadline:
-            __import__("time").sleep(0.2)
+        deadline = time.time() + 6
+        while _alive(workers) and time.time() < deadline:
+            time.sleep(0.2)
         assert not _alive(workers), f"orphaned workers still alive: {_alive(workers)}"
     finally:
         for p in _alive(_children(proc.pid)):
