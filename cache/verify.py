@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cache.integrity import check_open_shard
 from cache.reader import _attr
 from cache.store import list_shards
 from pipeline.io import read_failures, read_manifest
@@ -38,6 +39,9 @@ def _check_shard(path: Path, problems: list[str]) -> tuple[list[str], dict]:
             if not np.isfinite(f["features"][i]).all():
                 problems.append(f"{path.name}: row {i} has non-finite features")
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        check = check_open_shard(f, path)
+        if not check.ok:
+            problems.append(check.problem(str(attrs.get("dataset") or path.parent.parent.name)))
         for k in PROVENANCE:
             if k not in attrs:
                 problems.append(f"{path.name}: attribute {k} missing")
@@ -73,6 +77,9 @@ def verify(cfg, dataset: str) -> tuple[list[str], dict]:
         problems.append(f"{len(dup)} videos cached more than once, e.g. {dup[:3]}")
     failed = {f.video_id for f in read_failures(lay.failures)}
     manifest_ids = {r.video_id for r in read_manifest(lay.manifest)} if lay.manifest.exists() else set()
+    if not lay.manifest.exists():  # nothing to check completeness against: that is a failure, not a pass
+        problems.append(f"{lay.manifest} not found: cannot check that every video is cached "
+                        f"(run `pipeline run manifest --dataset {dataset}`)")
     missing = sorted(manifest_ids - set(all_ids) - failed)
     if missing:
         problems.append(f"{len(missing)} manifest videos neither cached nor in failures.csv, e.g. {missing[:3]}")

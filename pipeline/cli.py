@@ -85,7 +85,17 @@ def load(params_path: str, dataset: str | None, adapter: str | None, root: str |
                        root=root, data_root=data_root, results_root=results_root)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        """Ctrl-C exits 130 (128 + SIGINT, as shells report it), not click's "Aborted!" with 1 (issue 16)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.secho("interrupted: finished work is kept; rerun the same command to resume", fg="red", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="ceflnet-pipeline")
 def main() -> None:
     """Video facial expression recognition (CEFLNet) as an offline preprocessing + feature-cache pipeline.
@@ -114,7 +124,19 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root, extra))
     name = cfg.dataset
     shard_slice = _parse_shard(shard) if shard else None  # a usage error stops here, before upstream stages run
-    chain = [stage] if no_deps else [s for s in upstream_chain(stage)[:-1] if s in DATA_STAGES] + [stage]
+    module = stage_module(stage)
+    if hasattr(module, "check_inputs"):  # a stage that reads results checks them before anything runs
+        _guard(lambda: module.check_inputs(cfg, name))
+    runs_upstream = not no_deps and getattr(module, "RUNS_UPSTREAM", True)
+    chain = [s for s in upstream_chain(stage)[:-1] if s in DATA_STAGES] + [stage] if runs_upstream else [stage]
+    if no_deps:
+        stale = _stale_upstream(cfg, name, stage)
+        if stale:
+            click.secho(f"warning: --no-deps: upstream {', '.join(stale)} no longer match(es) the parameters "
+                        f"(outputs made with other values); `pipeline run {stage} --dataset {name}` without "
+                        "--no-deps brings them up to date", fg="yellow", err=True)
+    from pipeline.workers import orphan_safe_workers
+
     for s in chain:
         kwargs: dict[str, Any] = {}
         if s == stage and force:
@@ -125,12 +147,22 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
             kwargs["shard"] = shard_slice
         if s != stage:
             click.echo(f"[{s}] checking upstream outputs for {name} (skipped when up to date)", err=True)
-        summary = _guard(lambda: stage_module(s).run(cfg, dataset=name, **kwargs))
+        with orphan_safe_workers():  # joblib workers (detect, manifest, head folds) exit if we are killed
+            summary = _guard(lambda: stage_module(s).run(cfg, dataset=name, **kwargs))
         click.echo(json.dumps(summary, indent=1, default=str))
 
 
 run_cmd.help = ("Run one STAGE for a dataset, bringing missing or stale upstream data stages up to date first.\n\n"
                 + "\n\n".join(f"{k}: {v}" for k, v in STAGE_HELP.items()))
+
+
+def _stale_upstream(cfg, dataset: str, stage: str) -> list[str]:
+    """Upstream data stages whose recorded signature differs from today's parameters (manifest is not
+    checked: its signature needs a listing of the dataset root)."""
+    from pipeline.state import recorded, signature
+
+    ups = [s for s in upstream_chain(stage)[:-1] if s in DATA_STAGES and s != "manifest"]
+    return [s for s in ups if recorded(cfg, dataset, s) not in (None, signature(cfg, dataset, s))]
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -202,21 +234,16 @@ def cache_info(params_path, dataset, adapter, root, overrides, data_root, result
     click.echo(json.dumps(_guard(lambda: info(cfg, cfg.dataset)), indent=1, default=str))
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules are written in their own files (demo, predict, report)."""
+def _register_commands() -> None:
+    """Commands written in their own files (demo, predict, report), imported unconditionally: a renamed
+    module is an error here, not a command that silently disappears (issue 13)."""
     import importlib
 
     for module in ("pipeline.commands.demo", "pipeline.commands.predict", "pipeline.commands.report"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        main.add_command(mod.command)
+        main.add_command(importlib.import_module(module).command)
 
 
-_register_optional_commands()
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -7,8 +7,10 @@ naming each key, before any video is opened.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -412,6 +414,9 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def _apply(raw: dict, dotted: str, value: Any, problems: list[str]) -> None:
     parts = dotted.split(".")
+    if not all(parts):  # `=3`, `.epochs=3`, `train_head.=3`
+        problems.append(f"{dotted!r}: an override key needs a section and a key (section.key), no empty part")
+        return
     node = raw
     for part in parts[:-1]:
         nxt = node.get(part)
@@ -422,6 +427,18 @@ def _apply(raw: dict, dotted: str, value: Any, problems: list[str]) -> None:
             return
         node = nxt
     node[parts[-1]] = value
+
+
+DATASET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+"""A dataset name is a folder name under data_root and results_root, never a path (issue 16)."""
+
+
+def _name_problem(name: Any) -> str | None:
+    if isinstance(name, str) and DATASET_NAME.fullmatch(name):
+        return None
+    what = "an empty name" if name == "" else repr(name)
+    return (f"dataset: {what} is not a dataset name: use letters, digits, '-', '_' and '.' (not first), "
+            "e.g. --dataset mine")
 
 
 def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
@@ -440,10 +457,9 @@ def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
         raise ConfigError([f"{path}: expected a mapping at the top level"])
     problems: list[str] = []
     known_top = {"dataset", "data_root", "results_root", "datasets", "repro", *SECTIONS}
-    for unknown in sorted(set(raw) - known_top):
-        problems.append(f"{unknown}: unknown top-level key (known: {', '.join(sorted(known_top))})")
 
-    name = dataset or raw.get("dataset") or "demo"
+    # `--dataset ""` is a mistake, not "use the default": only an absent option falls back.
+    name = dataset if dataset is not None else (raw.get("dataset") or "demo")
     raw["dataset"] = name
     datasets_raw = raw.setdefault("datasets", {}) or {}
     raw["datasets"] = datasets_raw
@@ -457,9 +473,17 @@ def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
             entry["adapter"] = adapter
         if root:
             entry["root"] = root
-    parsed = [parse_override(o) if isinstance(o, str) else o for o in overrides]
-    for dotted, value in parsed:
-        _apply(raw, dotted, value, problems)
+    for o in overrides:  # every malformed --set reported with the rest, not the first alone
+        if isinstance(o, str) and ("=" not in o or not all(o.split("=", 1)[0].strip().split("."))):
+            problems.append(f"--set {o!r}: expected section.key=value (e.g. train_head.epochs=3)")
+            continue
+        _apply(raw, *(parse_override(o) if isinstance(o, str) else o), problems)
+    # After the overrides: `--set train-head.epochs=3` or `--set nosuch.key=1` adds an unknown section.
+    for unknown in sorted(set(raw) - known_top, key=str):
+        close = difflib.get_close_matches(str(unknown).replace("-", "_"), sorted(known_top), n=1)
+        problems.append(f"{unknown}: unknown top-level key or section" + (f" (did you mean {close[0]}?)" if close else "")
+                        + f" (known: {', '.join(sorted(known_top))})")
+    problems += dict.fromkeys(p for n in [name, *datasets_raw] if (p := _name_problem(n)))
 
     datasets = {}
     for ds_name, ds_raw in datasets_raw.items():
@@ -467,7 +491,7 @@ def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
         if built is not None:
             datasets[ds_name] = built
             problems += built.check(f"datasets.{ds_name}")
-    if name not in datasets and not any(p.startswith(f"datasets.{name}") for p in problems):
+    if name not in datasets and not _name_problem(name) and not any(p.startswith(f"datasets.{name}") for p in problems):
         problems.append(f"dataset: {name!r} is not listed under datasets: (known: {', '.join(sorted(datasets))}); "
                         "add it to params.yaml or pass --adapter and --root")
     sections = {}
@@ -479,12 +503,16 @@ def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
     if not isinstance(repro, list) or any(r not in datasets_raw for r in repro):
         problems.append(f"repro: must list dataset names from datasets:, got {repro!r}")
         repro = []
-    if problems:
-        raise ConfigError(problems)
     base_dir = path.resolve().parent
     # Paths in params.yaml are relative to its folder; paths given on the command line to the cwd.
-    dr = Path(data_root).resolve() if data_root else base_dir / (raw.get("data_root") or "data")
-    rr = Path(results_root).resolve() if results_root else base_dir / (raw.get("results_root") or "results")
+    dr = Path(data_root).resolve() if data_root else base_dir / str(raw.get("data_root") or "data")
+    rr = Path(results_root).resolve() if results_root else base_dir / str(raw.get("results_root") or "results")
+    for key, folder in (("data_root", dr), ("results_root", rr)):
+        if folder.exists() and not folder.is_dir():
+            problems.append(f"{key}: {folder} is a file, not a folder; pass --{key.replace('_', '-')} a folder "
+                            "(it is created when missing)")
+    if problems:
+        raise ConfigError(problems)
     return Config(
         dataset=name, data_root=dr, results_root=rr,
         datasets=datasets, repro=tuple(repro), base_dir=base_dir, **sections,

@@ -135,6 +135,9 @@ class RetinaFaceDetector:
 
             from pipeline.retinaface_torch import load_retinaface_torch
 
+            if device == "cuda" and not torch.cuda.is_available():  # as resolve_providers: said, never a silent CPU
+                raise PipelineError("detect.device=cuda but torch sees no CUDA device: set detect.device to auto "
+                                    "or cpu")
             self.torch_device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
             if self.torch_device.type == "cpu" and threads:
                 torch.set_num_threads(threads)

@@ -1,6 +1,8 @@
 """Exceptions with a meaning for the user, each mapped to a documented exit code (README)."""
 from __future__ import annotations
 
+import pickle
+
 
 class PipelineError(Exception):
     """Base class: a problem the user can fix, reported as one message without a traceback."""
@@ -46,3 +48,8 @@ class VideoError(Exception):
         self.kind = kind
         self.message = message
         super().__init__(f"{kind}: {message}")
+
+
+UNREADABLE_CHECKPOINT = (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError)
+"""What torch.load and a head rebuild raise for a truncated, foreign or older `fold-k.pt`
+(a truncated file: RuntimeError "PytorchStreamReader failed reading zip archive")."""

@@ -93,6 +93,11 @@ def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
         convention = "detector"  # RGB 0..255, BGR mean subtracted inside the module
     module = module.to(device).eval().to(memory_format=torch.channels_last)
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    if cfg.backbone == "retinaface_mnet" and device.type == "cpu" and precision != "fp32":
+        # onnxruntime's CPU graph is fp32 only; the shard records what ran, not what was asked (issue 13).
+        log.warning("extract.precision=%s does not apply to retinaface_mnet on the CPU (onnxruntime runs fp32): "
+                    "computing and recording fp32", precision)
+        precision = "fp32"
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if convention != "detector":  # the detector body runs in onnxruntime on the CPU: autocast does not apply
         warn_if_emulated(device, precision, "extract.precision", log)

@@ -16,7 +16,8 @@ from pipeline.layout import layout_for
 UPSTREAM = {"manifest": None, "detect": "manifest", "resample": "detect", "extract": "resample"}
 SECTIONS = {"manifest": ("manifest",), "detect": ("detect",), "resample": ("resample",), "extract": ("extract",)}
 # Keys that change speed, not results: changing them must not invalidate outputs.
-VOLATILE = {"workers", "threads", "device", "batch_size", "max_failure_fraction", "qc_samples"}
+# shard_size only regroups videos into files: existing shards stay valid (issue 16: it re-extracted all).
+VOLATILE = {"workers", "threads", "device", "batch_size", "max_failure_fraction", "qc_samples", "shard_size"}
 
 
 def _params(cfg: Config, stage: str) -> list:

@@ -6,14 +6,19 @@ fold's head, coloured by class) under `<results_root>/D/`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from cache.reader import load_cache
 from pipeline.config import Config
-from pipeline.errors import PipelineError
-from pipeline.head.data import TrainingData, load_training_data
+from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
+from pipeline.head.data import TrainingData, center_features
+from pipeline.io import read_failures, read_manifest
+from pipeline.layout import layout_for
 from pipeline.head.report import (mean_std, per_class_recall, plot_activation_maps, plot_confusion, plot_tsne,
                                   read_predictions, war_uar, write_text)
 from pipeline.head.sampling import ClipSampler
@@ -22,22 +27,68 @@ from stages.train_head import activation_examples
 
 STAGE = "evaluate"
 RESULT_FILES = ("report.md", "confusion.png", "activation_maps.png", "tsne.png")
+RUNS_UPSTREAM = False
+"""The CLI does not bring detect/extract up to date first: evaluate reads what train-head produced, and
+its inputs are checked by `check_inputs` before anything runs (issue 16: it ran hours of upstream
+stages before finding predictions.csv missing)."""
 
 
-def _fold_outputs(cfg: Config, data: TrainingData, dataset: str) -> dict[str, np.ndarray]:
+def _train_hint(dataset: str) -> str:
+    return f"`pipeline run train-head --dataset {dataset}`"
+
+
+def checkpoints(cfg: Config, dataset: str) -> list[Path]:
+    folder = cfg.results_dir(dataset) / "checkpoints"
+    return sorted(folder.glob("fold-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+
+
+def check_inputs(cfg: Config, dataset: str) -> None:
+    """Everything evaluate reads, checked before any work; raises one PipelineError naming the fix."""
+    out = cfg.results_dir(dataset)
+    missing = [str(p) for p in (out / "predictions.csv",) if not p.exists()]
+    if not checkpoints(cfg, dataset):
+        missing.append(f"{out / 'checkpoints'}/fold-*.pt")
+    if not list(layout_for(cfg, dataset).features.glob("shard-*.h5")):
+        missing.append(str(layout_for(cfg, dataset).features / "shard-*.h5"))
+    if missing:
+        raise PipelineError(f"evaluate needs {', '.join(missing)}: not found; run {_train_hint(dataset)} first")
+
+
+def _load_heads(cfg: Config, dataset: str) -> list:
+    heads = []
+    for path in checkpoints(cfg, dataset):
+        try:
+            heads.append(load_head(path))
+        except UNREADABLE_CHECKPOINT as err:
+            raise PipelineError(f"cannot read {path} ({type(err).__name__}: {err}); retrain with "
+                                f"{_train_hint(dataset)}") from err
+    return heads
+
+
+def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
+    """The cache as the checkpoints' run saw it (their own `center`), apex spans and failure count;
+    the folds are the checkpoints' (their test video ids), never recomputed from train_head.folds."""
+    lay = layout_for(cfg, dataset)
+    cache = load_cache(lay.features)
+    cache.features = center_features(cache.features, head_cfg.center)
+    by_id = {r.video_id: r for r in read_manifest(lay.manifest)} if lay.manifest.exists() else {}
+    rows = [by_id.get(v) for v in cache.video_id]
+    apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None
+            else None for r in rows]
+    n_failed = len({f.video_id for f in read_failures(lay.failures)} - set(cache.video_id))
+    return TrainingData(cache, [], "as recorded by train-head", apex, n_failed)
+
+
+def _fold_outputs(heads: list, data: TrainingData, dataset: str) -> dict[str, np.ndarray]:
     """Re-run every fold checkpoint on its own test videos: embeddings and clip maps."""
-    ckpts = sorted((cfg.results_dir(dataset) / "checkpoints").glob("fold-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    if not ckpts:
-        raise PipelineError(f"no checkpoints/fold-*.pt under {cfg.results_dir(dataset)}: run `pipeline run train_head` first")
     row_of = {v: i for i, v in enumerate(data.cache.video_id)}
     feats = torch.from_numpy(data.cache.features)
     parts: dict[str, list] = {"rows": [], "probs": [], "rich_clip": [], "clip_scores": [], "embedding": []}
-    for path in ckpts:
-        head = load_head(path)
+    for head in heads:
         missing = [v for v in head.test_video_ids if v not in row_of]
         if missing:
-            raise PipelineError(f"{path.name}: {len(missing)} test videos are no longer in the cache "
-                                f"(e.g. {missing[0]}); retrain with `pipeline run train_head`")
+            raise PipelineError(f"fold-{head.fold}.pt: {len(missing)} test videos are no longer in the cache "
+                                f"(e.g. {missing[0]}); retrain with {_train_hint(dataset)}")
         rows = torch.tensor([row_of[v] for v in head.test_video_ids], dtype=torch.long)
         sampler = ClipSampler.from_config(head.config, feats.shape[1])
         with autocast(torch.device("cpu"), head.config.precision):
@@ -97,8 +148,10 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
 def run(cfg: Config, *, dataset: str | None = None) -> dict:
     dataset = dataset or cfg.dataset
     out = cfg.results_dir(dataset)
-    if not (out / "predictions.csv").exists():
-        raise PipelineError(f"{out / 'predictions.csv'} not found: run `pipeline run train_head` first")
+    check_inputs(cfg, dataset)
+    heads = _load_heads(cfg, dataset)
+    # The head parameters (clip layout, centring) are the checkpoints', whatever params.yaml says now.
+    cfg = dataclasses.replace(cfg, train_head=heads[0].config)
     preds, classes = read_predictions(out / "predictions.csv")
     index = {c: i for i, c in enumerate(classes)}
     true = np.array([index[p.true] for p in preds])
@@ -116,11 +169,11 @@ def run(cfg: Config, *, dataset: str | None = None) -> dict:
     plot_confusion(out / "confusion.png", true, pred, classes,
                    f"{dataset}: WAR {war[0]:.1f} / UAR {uar[0]:.1f} (last epoch)")
 
-    data = load_training_data(cfg, dataset)
+    data = evaluation_data(cfg, dataset, heads[0].config)
     if data.class_names != classes:
         raise PipelineError(f"predictions.csv classes {classes} differ from the cache's {data.class_names}: "
-                            "the cache was rebuilt; retrain")
-    fo = _fold_outputs(cfg, data, dataset)
+                            f"the cache was rebuilt; retrain with {_train_hint(dataset)}")
+    fo = _fold_outputs(heads, data, dataset)
     fo_pred = fo["probs"].argmax(1)
     plot_activation_maps(out / "activation_maps.png",
                          activation_examples(data, fo["rows"], fo["clip_scores"], fo["rich_clip"], fo_pred, cfg,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +22,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from cache.store import FORMAT_VERSION, ShardRecord, list_shards, shard_name, write_index, write_shard
+from cache.integrity import ShardCheck, check_open_shard
+from cache.store import FORMAT_VERSION, ShardRecord, drop_rows, list_shards, shard_name, write_index, write_shard
 from pipeline.adapters import ADAPTERS
 from pipeline.align import align
 from pipeline.config import Config, ExtractConfig
@@ -31,6 +32,7 @@ from pipeline.features import FeatureExtractor, build_extractor
 from pipeline.io import Failure, clean_stale_temporaries, read_manifest, update_failures
 from pipeline.layout import layout_for
 from pipeline.state import mark_done, recorded, signature
+from pipeline.workers import process_pool
 from pipeline.video import read_frames
 
 log = logging.getLogger(__name__)
@@ -116,19 +118,39 @@ def shard_attrs(cfg: Config, dataset: str, extractor: FeatureExtractor, classes:
             "shard_slice": f"{shard[0]}/{shard[1]}" if shard else "0/1"}
 
 
-def verified_ids(path: Path, sig: str) -> list[str] | None:
-    """Video ids of a complete shard made with the same signature, or None (stale or damaged)."""
+def verified_shard(path: Path, sig: str) -> ShardCheck | None:
+    """The row checksums of a complete shard made with the same signature, or None when it is stale
+    (other parameters), incomplete, or from before shards carried checksums: its videos are recomputed.
+
+    An OSError is not a verdict on the work inside (a flaky disk or network mount reads the same as a
+    damaged header): the run stops and deletes nothing (issue 13)."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("signature") != sig:
                 return None
             n = f["features"].shape[0]
-            ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_id"][:]]
-            if len(ids) != n or f["label"].shape[0] != n:
+            if f["video_id"].shape[0] != n or f["label"].shape[0] != n:
                 return None
-            return ids
-    except (OSError, KeyError):
+            check = check_open_shard(f, path)
+    except KeyError:  # a dataset missing: not a shard this code wrote completely
         return None
+    except OSError as err:
+        raise PipelineError(f"cannot read {path} ({err}); nothing was deleted. If the disk or mount is flaky, "
+                            "rerun later; if this file is damaged, move it away and rerun: only its videos are "
+                            "re-extracted") from err
+    if check.legacy:
+        log.warning("%s was written before shards carried checksums: its videos are re-extracted", path.name)
+        return None
+    return check
+
+
+def _all_intact(features: Path, sig: str) -> bool:
+    """The fast path's check, run every time (bench/bench_checksum.py: its cost against extract)."""
+    for s in list_shards(features):
+        check = verified_shard(s, sig)
+        if check is None or not check.ok:
+            return False
+    return True
 
 
 def _prepared_stream(tasks: list[VideoTask], e: ExtractConfig, workers: int) -> Iterator[Prepared]:
@@ -137,7 +159,7 @@ def _prepared_stream(tasks: list[VideoTask], e: ExtractConfig, workers: int) -> 
     if workers == 0:
         yield from (prepare(t, *args) for t in tasks)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:  # its workers exit if this process is killed
         inflight: deque[Future] = deque()
         it = iter(tasks)
         for t in it:
@@ -196,8 +218,10 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[i
     lay = layout_for(cfg, dataset)
     sig = signature(cfg, dataset, STAGE)
     index = lay.features / "index.h5"
-    if not force and shard is None and recorded(cfg, dataset, STAGE) == sig and index.exists():
-        return {"stage": STAGE, "dataset": dataset, "skipped": "up to date", "features": str(lay.features)}
+    if (not force and shard is None and recorded(cfg, dataset, STAGE) == sig and index.exists()
+            and _all_intact(lay.features, sig)):
+        return {"stage": STAGE, "dataset": dataset, "skipped": "up to date (checksums verified)",
+                "features": str(lay.features)}
     extractor = build_extractor(e)  # missing weights stop here, before any video is opened
     tasks, classes = load_tasks(cfg, dataset)
     if shard is not None:
@@ -209,15 +233,25 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[i
     clean_stale_temporaries(lay.features, f".{prefix}-*.tmp" if shard and shard[1] > 1 else ".*.tmp")
     done: set[str] = set()
     used: list[int] = []
+    repaired: list[str] = []
     for s in list_shards(lay.features):
         own_name = s.name.rsplit("-", 1)[0] == prefix  # numbered in this run's series
         mine = shard is None or own_name  # a plain run owns every shard; a slice only its own
-        ids = None if force and mine else verified_ids(s, sig)
-        if ids is None:
+        check = None if force and mine else verified_shard(s, sig)
+        if check is None:
             if mine:
-                s.unlink()  # forced, stale (other parameters) or damaged: its videos are recomputed
+                s.unlink()  # forced, stale (other parameters) or unchecked: its videos are recomputed
             continue  # another slice's stale shard is that slice's to redo
-        done.update(ids)
+        if check.damaged:
+            if not mine:
+                continue
+            log.warning("%s; re-extracting them", check.problem(dataset))
+            repaired += [check.video_ids[i] for i in check.damaged]
+            drop_rows(s, check.damaged)  # the good rows stay as they are
+            if not s.exists():
+                continue
+        damaged = set(check.damaged)
+        done.update(v for i, v in enumerate(check.video_ids) if i not in damaged)
         if own_name:
             used.append(int(s.stem.rsplit("-", 1)[1]))
     pending = [t for t in tasks if t.video_id not in done]
@@ -238,6 +272,7 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[i
     n_cached = len(done) + len(pending) - len(failures)
     summary = {"stage": STAGE, "dataset": dataset, **extractor.provenance(), "videos": len(tasks),
                "computed": len(pending) - len(failures), "resumed": len(tasks) - len(pending), "cached": n_cached,
+               "repaired": len(repaired),
                "failed": len(failures), "shards": len(list_shards(lay.features)), "features": str(lay.features)}
     if tasks and len(failures) / len(tasks) > e.max_failure_fraction:
         raise TooManyFailures(f"extract: {len(failures)} of {len(tasks)} videos failed; see {lay.failures}")

@@ -13,8 +13,9 @@ ADAPTERS: dict[str, type[Adapter]] = {
 }
 
 
-def _register_optional() -> None:
-    """Dataset modules written later register here; each is a small file in this package."""
+def _register() -> None:
+    """Every dataset module is imported unconditionally: a renamed or broken module fails loudly here
+    instead of its datasets vanishing from `pipeline datasets` (issue 13)."""
     import importlib
 
     for module, cls, aliases in (
@@ -22,18 +23,12 @@ def _register_optional() -> None:
         ("dfew", "DFEWAdapter", ()), ("ckplus", "CKPlusAdapter", ()), ("oulu", "OuluAdapter", ()),
         ("ferv39k", "FERV39kAdapter", ()), ("mafw", "MAFWAdapter", ()), ("demo", "DemoAdapter", ()),
     ):
-        try:
-            mod = importlib.import_module(f"pipeline.adapters.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"pipeline.adapters.{module}":
-                raise
-            continue
-        klass = getattr(mod, cls)
+        klass = getattr(importlib.import_module(f"pipeline.adapters.{module}"), cls)
         for name in (klass.name, *aliases):
             ADAPTERS[name] = klass
 
 
-_register_optional()
+_register()
 
 
 def make_adapter(name: str, root: Path, classes=None, fps: float = 25.0, options: dict | None = None) -> Adapter:

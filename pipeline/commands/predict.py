@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 
 from pipeline.align import align
 from pipeline.config import DetectConfig, ExtractConfig, ResampleConfig
-from pipeline.errors import PipelineError, VideoError
+from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError, VideoError
 from pipeline.io import ManifestRow, atomic_path
 from pipeline.video import probe, read_frames
 
@@ -68,7 +69,13 @@ class Predictor:
         from pipeline.head.train import load_head
 
         self.device = resolve_device(device)
-        self.heads = [load_head(p, self.device) for p in find_checkpoints(model_dir)]
+        self.heads = []
+        for path in find_checkpoints(model_dir):
+            try:
+                self.heads.append(load_head(path, self.device))
+            except UNREADABLE_CHECKPOINT as err:  # truncated copy, another program's file: a message, not a trace
+                raise PipelineError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); copy it again or "
+                                    "retrain with `pipeline run train-head`") from err
         head = self.heads[0]
         params = _parse(head.provenance.get("params", "{}"))
         self.detect_cfg = _section(DetectConfig, params.get("detect"))
@@ -81,7 +88,7 @@ class Predictor:
         self.class_names = head.class_names
         self.sampler = ClipSampler.from_config(head.config, self.resample_cfg.n_frames)
 
-    def predict(self, video: Path, out_dir: Path) -> Prediction:
+    def predict(self, video: Path, fig: Path) -> Prediction:
         from stages.detect import detect_video
         from stages.resample import choose_frames
 
@@ -111,11 +118,27 @@ class Predictor:
             clip_frames.append((int(idx[a]), int(idx[b])))
             mids.append((a + b) // 2)
         fr = clip_frames[rich]
-        fig = out_dir / f"{video.stem}_clips.png"
         plot_prediction(fig, video.name, scores, self.class_names, c, probs, clip_frames, crops[mids], info.fps)
         return Prediction(str(video), self.class_names[c], {n: round(float(p), 4) for n, p in zip(self.class_names, probs)},
                           rich, fr, (round(fr[0] / info.fps, 3), round((fr[1] + 1) / info.fps, 3)),
                           scores.round(4).tolist(), clip_frames, str(fig), info.fps)
+
+
+def figure_names(videos: list[Path]) -> list[str]:
+    """`<stem>_clips.png`, unless two inputs share a stem (`a/clip.mp4`, `b/clip.mp4`): then their path
+    under the inputs' common folder (`a__clip_clips.png`), so no figure overwrites another (issue 16)."""
+    stems = [v.stem for v in videos]
+    resolved = [v.resolve() for v in videos]
+    common = Path(os.path.commonpath([str(r.parent) for r in resolved])) if videos else Path(".")
+    names: list[str] = []
+    for v, r in zip(videos, resolved):
+        base = v.stem if stems.count(v.stem) == 1 else "__".join(r.relative_to(common).with_suffix("").parts)
+        name, k = f"{base}_clips.png", 1
+        while name in names:  # the same file given twice
+            k += 1
+            name = f"{base}-{k}_clips.png"
+        names.append(name)
+    return names
 
 
 def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[str], c: int, probs: np.ndarray,
@@ -162,7 +185,9 @@ def command(videos: tuple[Path, ...], model_dir: Path, out_dir: Path | None, dev
     emotion-rich clip as frame and time ranges, and a PNG of clip scores over time with thumbnails.
 
     Reads the videos and RUN_DIR's checkpoints (which record how their features were made); writes
-    <out>/<video>_clips.png and <out>/predictions.json. Exit 1 when a video has no usable face.
+    <out>/<video>_clips.png (the path under the inputs' common folder when two share a name) and
+    <out>/predictions.json (every input, with `status` ok or the failure kind, and `reason`). Exit 1 when
+    a video has no usable face.
     """
     import logging
 
@@ -175,15 +200,17 @@ def command(videos: tuple[Path, ...], model_dir: Path, out_dir: Path | None, dev
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)
     results, failed = [], 0
-    for video in videos:
+    # Every input gets an entry (status ok, or the failure kind and its reason), in input order.
+    for video, fig_name in zip(videos, figure_names(list(videos))):
         try:
-            p = predictor.predict(video, out_dir)
+            p = predictor.predict(video, out_dir / fig_name)
         except VideoError as err:
             failed += 1
             what = "no face found" if err.kind in ("no_face", "no_span") else "cannot read the video"
             click.secho(f"error: {video}: {what} ({err.kind}: {err.message})", fg="red", err=True)
+            results.append({"video": str(video), "status": err.kind, "reason": f"{what}: {err.message}"})
             continue
-        results.append(dataclasses.asdict(p))
+        results.append({"video": str(video), "status": "ok", "reason": "", **dataclasses.asdict(p)})
         top = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:3]
         click.echo(f"{video}: {p.label}  ({', '.join(f'{k} {100 * v:.1f}%' for k, v in top)})\n"
                    f"  emotion-rich clip {p.rich_clip}: frames {p.frame_range[0]}-{p.frame_range[1]}, "

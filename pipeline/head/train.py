@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.config import TrainHeadConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.head.baselines import build_head
 from pipeline.head.inputs import input_dim
 from pipeline.head.report import war_uar
@@ -100,7 +100,12 @@ def make_folds(labels: np.ndarray, subjects: Sequence[str], *, folds: Sequence[i
 
     n_subjects = len(set(subjects))
     if n_subjects < k:
-        raise PipelineError(f"train_head.folds={k} but the cache has only {n_subjects} subjects; lower it")
+        raise ConfigError([f"train_head.folds={k} but the cache has only {n_subjects} subjects; "
+                           f"use --folds {n_subjects} or fewer"])
+    counts = np.unique(np.asarray(labels), return_counts=True)[1]
+    if n and (counts < k).all():  # scikit-learn's ValueError, as a message (issue 16)
+        raise ConfigError([f"train_head.folds={k} but no class has {k} videos (largest: {counts.max()}); "
+                           f"use --folds {counts.max()} or fewer"])
     sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [Fold(i, tr, te) for i, (tr, te) in enumerate(sgkf.split(np.zeros(n), labels, groups=list(subjects)))]
 

@@ -89,7 +89,7 @@ def test_evaluate_rebuilds_the_report_without_training(trained):
 def test_evaluate_without_training_says_what_to_run(tmp_path):
     write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6)
     cfg = load_config(tiny_params(tmp_path), dataset="synth")
-    with pytest.raises(PipelineError, match="run `pipeline run train_head` first"):
+    with pytest.raises(PipelineError, match="run `pipeline run train-head --dataset synth` first"):
         evaluate.run(cfg, dataset="synth")
 
 
