@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -112,9 +113,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """
     try:
         if path.suffix.lower() == ".safetensors":
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            state = load_file(str(path), device="cpu")
+            try:
+                state = load_file(str(path), device="cpu")
+            except SafetensorError as err:
+                raise ValueError(f"not a safetensors file: {err}") from err
         else:
             try:
                 state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
@@ -122,6 +127,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 if "TorchScript" not in str(err) and "constants.pkl" not in str(err):
                     raise
                 state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    except pickle.UnpicklingError as err:  # a whole pickled model: loading it would run its code
+        raise MissingWeightsError(
+            f"extract.weights: {path} is not a plain state dict (torch's safe loader refused it: a pickled object, or not a checkpoint). A pickled model "
+            f"object is not loaded, since that would run code from the file; if you trust it, convert it once: "
+            f"python -c \"import torch; "
+            f"m = torch.load('{path}', weights_only=False); torch.save(m.state_dict(), '{path.with_suffix('.pth').name}')\""
+        ) from err
     except (OSError, RuntimeError, ValueError, PipelineError) as err:
         raise MissingWeightsError(f"extract.weights: cannot read checkpoint {path}: {err}") from err
     return {k.removeprefix("module."): v for k, v in state.items()}
