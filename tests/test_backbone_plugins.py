@@ -243,3 +243,18 @@ def test_config_rejects_imagenet_weights_and_empty_names(tmp_path):
     assert any("extract.weights" in p and "pretrained" in p for p in problems)
     assert any("extract.backbone" in p for p in ExtractConfig(backbone="timm:", weights="random").check("extract"))
     assert ExtractConfig(backbone="open_clip:ViT-B-16", weights="random").check("extract") == []
+
+
+def test_pickled_model_and_garbage_files_are_refused_without_running_them(tmp_path):
+    whole = tmp_path / "whole_model.pt"
+    torch.save(timm.create_model(TIMM_MODEL, pretrained=False), whole)  # an object, not a state dict
+    with pytest.raises(MissingWeightsError, match=r"whole_model\.pt is not a plain state dict[\s\S]*state_dict\(\)"):
+        extractor(f"timm:{TIMM_MODEL}", whole)
+    garbage = tmp_path / "model.safetensors"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(MissingWeightsError, match=r"cannot read checkpoint .*model\.safetensors"):
+        extractor(f"timm:{TIMM_MODEL}", garbage)
+    text = tmp_path / "weights.txt"
+    text.write_text("x")
+    with pytest.raises(MissingWeightsError, match="is not a checkpoint file"):
+        extractor(f"timm:{TIMM_MODEL}", text)
