@@ -9,7 +9,9 @@ batches of random uint8 crops at each model's own crop size (224 for all default
 `stages.extract` makes per batch — uint8 → float, the model's normalisation, channels_last, autocast
 when the precision asks for it, the network, copy back. Decoding, alignment and writing are not
 included (they do not depend on the backbone: bench_extract.py measures them). One warm-up batch,
-then batches until `--min-seconds` have passed (at least one).
+then `--rounds` rounds that interleave the models, each model running batches until
+`--min-seconds` have passed (at least one batch) per round; frames/s = all its frames / all its
+seconds.
 
 Weights: **random initialisation** for every model (`extract.weights: random`): throughput does not
 depend on the values, and no checkpoint has to be on the machine. The baseline is ResNet-18 measured
@@ -45,7 +47,8 @@ DEFAULT_MODELS = [
 ]
 
 
-def measure(backbone: str, device: str, precision: str, batch: int, min_seconds: float) -> dict:
+def build(backbone: str, device: str, precision: str, batch: int) -> dict:
+    """The extractor, built and warmed up on one batch (oneDNN / cuDNN pick their kernels)."""
     import torch
 
     from pipeline.config import ExtractConfig
@@ -56,17 +59,20 @@ def measure(backbone: str, device: str, precision: str, batch: int, min_seconds:
     build_s = time.perf_counter() - t0
     params = sum(p.numel() for p in ex.module.parameters()) if isinstance(ex.module, torch.nn.Module) else 0
     crops = np.random.default_rng(0).integers(0, 256, (batch, ex.crop_size, ex.crop_size, 3), dtype=np.uint8)
-    ex(crops)  # warm-up: oneDNN / cuDNN kernel selection
-    if ex.device.type == "cuda":
-        torch.cuda.synchronize()
+    dim = ex(crops).shape[1]
+    return {"backbone": backbone, "ex": ex, "crops": crops, "dim": dim, "params_m": params / 1e6,
+            "crop": ex.crop_size, "precision": ex.provenance()["precision"], "frames": 0, "seconds": 0.0,
+            "build_s": build_s}
+
+
+def run_round(r: dict, min_seconds: float) -> None:
+    """Batches until `min_seconds` have passed (at least one); adds to the model's frames and seconds."""
     n, t0 = 0, time.perf_counter()
     while n == 0 or time.perf_counter() - t0 < min_seconds:
-        out = ex(crops)  # returns numpy: the device work is finished when it returns
-        n += batch
-    secs = time.perf_counter() - t0
-    return {"backbone": backbone, "dim": out.shape[1], "params_m": params / 1e6, "crop": ex.crop_size,
-            "precision": ex.provenance()["precision"], "frames": n, "seconds": secs, "fps": n / secs,
-            "build_s": build_s}
+        r["ex"](r["crops"])  # returns numpy: the device work is finished when it returns
+        n += len(r["crops"])
+    r["frames"] += n
+    r["seconds"] += time.perf_counter() - t0
 
 
 def main() -> None:
@@ -74,8 +80,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", help="extract.backbone values (default: the list in the docstring)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--precision", default="auto", help="extract.precision (auto: fp32 on CPU, bf16 on CUDA)")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--min-seconds", type=float, default=6.0)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--min-seconds", type=float, default=5.0, help="per model and round")
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # `random` weights warn on purpose; the table says so
@@ -83,21 +90,27 @@ def main() -> None:
     info = machine_info()
     rows = []
     for backbone, role in models:
-        r = measure(backbone, args.device, args.precision, args.batch, args.min_seconds)
-        r["role"] = role
-        rows.append(r)
-        print(f"{backbone}: {r['fps']:.1f} frames/s ({r['frames']} frames in {r['seconds']:.1f} s)", flush=True)
+        rows.append({**build(backbone, args.device, args.precision, args.batch), "role": role})
+    # Rounds interleave the models, so a change in the machine's load hits all of them alike.
+    for k in range(args.rounds):
+        for r in rows:
+            run_round(r, args.min_seconds)
+            print(f"round {k}: {r['backbone']}: {r['frames']} frames in {r['seconds']:.1f} s", flush=True)
+    for r in rows:
+        r["fps"] = r["frames"] / r["seconds"]
     base = next((r["fps"] for r in rows if r["backbone"] == "resnet18"), rows[0]["fps"])
     lines = [f"# Backbone throughput in extract's network path, {args.device}", "",
              f"`python bench/bench_backbones.py {' '.join(sys.argv[1:])}`".replace(" `", "`"), "",
              "Random-initialised weights for every model (speed does not depend on the values). Network path "
              "only: uint8 crops → normalisation → channels_last → model → features, as `stages.extract` calls "
-             "it; decode and alignment excluded. Ratio: frames/s over ResNet-18's, measured in the same run.", "",
+             "it; decode and alignment excluded. Rounds interleave the models. Ratio: frames/s over ResNet-18's, "
+             "measured in the same run.", "",
              "| backbone | role | feature dim | params (M) | crop px | precision | batch | frames | seconds | "
              "frames/s | ratio to resnet18 | build s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| `{r['backbone']}` | {r['role']} | {r['dim']} | {f"{r['params_m']:.1f}" if r['params_m'] else "(onnx graph)"} | {r['crop']} | "
+        params = f"{r['params_m']:.1f}" if r["params_m"] else "(onnx graph)"
+        lines.append(f"| `{r['backbone']}` | {r['role']} | {r['dim']} | {params} | {r['crop']} | "
                      f"{r['precision']} | {args.batch} | {r['frames']} | {r['seconds']:.2f} | {r['fps']:.1f} | "
                      f"{r['fps'] / base:.2f}x | {r['build_s']:.1f} |")
     lines += ["", "Machine:", *machine_lines(info), ""]
