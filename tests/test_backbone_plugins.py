@@ -197,7 +197,8 @@ def test_missing_checkpoint_exits_4_before_any_video_is_decoded(face_dataset, tm
                                     "--data-root", str(tmp_path), "--dataset", "faces",
                                     "--set", f"extract.backbone=timm:{TIMM_MODEL}", "--set", f"extract.weights={missing}"])
     assert res.exit_code == 4, res.output
-    assert str(missing) in res.output and not (tmp_path / "faces" / "features").exists()
+    assert str(missing) in res.output and f"timm:{TIMM_MODEL}" in res.output
+    assert not (tmp_path / "faces" / "features").exists()
 
 
 def test_mismatched_checkpoint_names_file_architecture_and_keys(checkpoints):

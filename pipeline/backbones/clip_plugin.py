@@ -51,7 +51,8 @@ class _DropRecords(logging.Filter):
         self.text = text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
+        # open_clip narrates model creation at INFO on the root logger; our own log line says what was built
+        return record.levelno >= logging.WARNING and self.text not in record.getMessage()
 
 
 def create(open_clip, arch: str, quick_gelu: bool) -> tuple[nn.Module, dict]:
@@ -59,7 +60,7 @@ def create(open_clip, arch: str, quick_gelu: bool) -> tuple[nn.Module, dict]:
         raise ConfigError([f"extract.backbone: open_clip has no built-in architecture {arch!r} "
                            f"(known: {', '.join(a for a in open_clip.list_models() if a.startswith('ViT-'))[:400]} ...)"])
     # pretrained=None: nothing is fetched; the weights are loaded below from a local file.
-    # open_clip logs "initialized randomly" on the root logger; true here, and false a moment later.
+    # open_clip logs "initialized randomly" on the root logger: true here, and false a moment later.
     quiet = _DropRecords("No pretrained weights loaded")
     logging.getLogger().addFilter(quiet)
     try:
@@ -81,7 +82,7 @@ def load_weights(open_clip, visual: nn.Module, arch: str, weights: str) -> tuple
         path = hub_cached_file(cfg["hf_hub"], HUB_FILES, f"open_clip:{arch} ({tag})")
         kind, label = "pretrained", f"{cfg['hf_hub'].rstrip('/')}/{path.name}"
     else:
-        path, kind = checkpoint_path(weights), "checkpoint"
+        path, kind = checkpoint_path(weights, f"open_clip:{arch}"), "checkpoint"
         label = path.name
     state = read_state_dict(path)
     text: list[str] = []

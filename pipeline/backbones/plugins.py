@@ -94,13 +94,14 @@ def build_plugin(backbone: str, weights: str, seed: int, output: str) -> PluginB
 # --------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_path(weights: str) -> Path:
-    """`extract.weights` as a local checkpoint file, or a MissingWeightsError naming it."""
+def checkpoint_path(weights: str, arch: str) -> Path:
+    """`extract.weights` as a local checkpoint file, or a MissingWeightsError naming it and the architecture."""
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise MissingWeightsError(f"extract.weights: checkpoint {path} not found (nothing is downloaded at run time)")
+        raise MissingWeightsError(f"extract.weights: checkpoint {path} for {arch} not found "
+                                  f"(nothing is downloaded at run time)")
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        raise MissingWeightsError(f"extract.weights: {path} is not a checkpoint file "
+        raise MissingWeightsError(f"extract.weights: {path} (for {arch}) is not a checkpoint file "
                                   f"(expected one of {', '.join(CHECKPOINT_SUFFIXES)})")
     return path
 

@@ -77,7 +77,7 @@ def load_weights(model: nn.Module, name: str, weights: str) -> tuple[str, str, s
         path = hub_cached_file(hub_id, HUB_FILES, f"timm:{name}")
         kind, label = "pretrained", f"{hub_id.rstrip('/')}/{path.name}"
     else:
-        path, kind = checkpoint_path(weights), "checkpoint"
+        path, kind = checkpoint_path(weights, f"timm:{name}"), "checkpoint"
         label = path.name
     state = read_state_dict(path)
     own = model.state_dict()
