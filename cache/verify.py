@@ -115,6 +115,9 @@ def info(cfg, dataset: str) -> dict:
         out["provenance"] = {k: attrs.get(k) for k in ("backbone", "feature_dim", "weights", "weights_sha256",
                                                        "input_convention", "precision", "format_version", "params_hash",
                                                        "versions")}
+        # plug-in backbones (timm:, open_clip:) and caches written since they exist
+        out["provenance"].update({k: attrs[k] for k in ("model", "library", "library_version", "weights_file",
+                                                        "feature_output", "preprocess") if k in attrs})
         out["params"] = attrs.get("params")
     out["per_class"] = dict(labels)
     out["failures"] = dict(Counter(f"{f.stage}:{f.kind}" for f in read_failures(lay.failures)))

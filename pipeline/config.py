@@ -143,15 +143,21 @@ class ResampleConfig:
 @dataclass(frozen=True)
 class ExtractConfig:
     backbone: str = "resnet18"
-    """`resnet18` (the paper's, 512-d) or `retinaface_mnet` (the detector's pretrained body, 384-d, offline)."""
+    """`resnet18` (the paper's, 512-d), `retinaface_mnet` (the detector's pretrained body, 384-d, offline),
+    or a plug-in (README "Choosing a backbone"): `timm:<model_name>`, `open_clip:<arch>`."""
     weights: str = "imagenet"
-    """resnet18 only: `imagenet` (torch hub cache), `random` (seeded, plumbing tests only) or a checkpoint path."""
+    """resnet18: `imagenet` (torch hub cache), `random` (seeded, plumbing tests only) or a checkpoint path;
+    plug-ins: a checkpoint path (.safetensors/.pth/.bin), `pretrained[:<tag>]` (local HF cache) or `random`."""
     seed: int = 0
     input_convention: str = "imagenet"
     """resnet18 input scaling: `imagenet` (mean/std) or `unit` ([0,1], as the authors' code)."""
-    crop_size: int = 224
-    margin: float = 0.0
-    """Extra context around the aligned face (0.25 = Emotion-FAN's padding)."""
+    crop_size: int | None = None
+    """Aligned crop side in pixels; null: the backbone's input size (224; 336 for ViT-L-14-336, ...)."""
+    margin: float | None = None
+    """Extra context around the aligned face (0.25 = Emotion-FAN's padding); null: the backbone's
+    default (0 for resnet18, retinaface_mnet and timm; 0.25 for open_clip)."""
+    clip_features: str = "embedding"
+    """open_clip only: `embedding` (the projected image embedding) or `pooled` (the token before the projection)."""
     batch_size: int = 64
     shard_size: int = 256
     """Videos per HDF5 shard."""
@@ -169,13 +175,20 @@ class ExtractConfig:
 
     def check(self, key: str) -> list[str]:
         p = []
-        if self.backbone not in ("resnet18", "retinaface_mnet"):
-            p.append(f"{key}.backbone: must be resnet18 or retinaface_mnet, got {self.backbone!r}")
+        lib, sep, model = self.backbone.partition(":")
+        if self.backbone not in ("resnet18", "retinaface_mnet") and not (sep and lib in ("timm", "open_clip") and model):
+            p.append(f"{key}.backbone: must be resnet18, retinaface_mnet, timm:<model_name> or open_clip:<arch>, "
+                     f"got {self.backbone!r}")
+        elif sep and self.weights == "imagenet":
+            p.append(f"{key}.weights: `imagenet` is resnet18's; for {self.backbone} give a checkpoint path, "
+                     f"`pretrained` (the local Hugging Face cache) or `random`")
+        if self.clip_features not in ("embedding", "pooled"):
+            p.append(f"{key}.clip_features: must be embedding or pooled, got {self.clip_features!r}")
         if self.input_convention not in ("imagenet", "unit"):
             p.append(f"{key}.input_convention: must be imagenet or unit, got {self.input_convention!r}")
-        if self.crop_size < 32 or self.crop_size % 16:
-            p.append(f"{key}.crop_size: must be a multiple of 16 and >= 32, got {self.crop_size}")
-        if not 0.0 <= self.margin <= 2.0:
+        if self.crop_size is not None and (self.crop_size < 32 or self.crop_size % 16):
+            p.append(f"{key}.crop_size: must be a multiple of 16 and >= 32 (or null), got {self.crop_size}")
+        if self.margin is not None and not 0.0 <= self.margin <= 2.0:
             p.append(f"{key}.margin: must be in [0, 2], got {self.margin}")
         for name in ("batch_size", "shard_size"):
             if getattr(self, name) < 1:

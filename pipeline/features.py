@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from pipeline.config import ExtractConfig
 from pipeline.errors import PipelineError
@@ -39,11 +40,30 @@ class FeatureExtractor:
     input_convention: str
     device: torch.device
     autocast_dtype: torch.dtype | None
+    crop_size: int = 224
+    """Side of the aligned crops fed to the backbone (`extract.crop_size`, or the backbone's input size)."""
+    margin: float = 0.0
+    """`extract.margin`, or the backbone's default when the parameter is null."""
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """`plugin` convention: per-channel mean and std on [0, 1] pixels, from the model's own config."""
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    interpolation: str = "bilinear"
+    extra: dict = field(default_factory=dict)
+    """Plug-in provenance: model, library and version, weights file, feature output."""
 
     def provenance(self) -> dict:
         return {"backbone": self.backbone, "feature_dim": self.dim, "weights": self.weights,
                 "weights_sha256": self.weights_sha256, "input_convention": self.input_convention,
-                "precision": str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "fp32"}
+                "precision": str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "fp32",
+                "preprocess": self.preprocess(), **self.extra}
+
+    def preprocess(self) -> dict:
+        """What the network saw: crop size and margin, its input size, normalisation, resize filter."""
+        out: dict = {"crop_size": self.crop_size, "margin": self.margin, "input_size": self.input_size}
+        if self.input_convention == "plugin":
+            out.update(mean=list(self.mean), std=list(self.std), interpolation=self.interpolation)
+        return out
 
     def _prepare(self, crops: torch.Tensor) -> torch.Tensor:
         x = crops.permute(0, 3, 1, 2).float()  # (B, 3, H, W) RGB 0..255
@@ -55,6 +75,14 @@ class FeatureExtractor:
             x = (x - mean) / std
         elif self.input_convention == "unit":
             x = x / 255.0
+        elif self.input_convention == "plugin":
+            if x.shape[-1] != self.input_size:  # crop_size set apart from the model's input: resize as it was trained
+                mode = self.interpolation if self.interpolation in ("bilinear", "bicubic") else "bilinear"
+                x = F.interpolate(x, size=(self.input_size, self.input_size), mode=mode, antialias=True,
+                                  align_corners=False).clamp_(0, 255)
+            mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) * 255
+            std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1) * 255
+            x = (x - mean) / std
         # `detector`: the RetinaFace body takes 0..255 RGB and subtracts its own BGR mean inside.
         return x.contiguous(memory_format=torch.channels_last)
 
@@ -78,7 +106,16 @@ def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    if cfg.backbone == "resnet18":
+    from pipeline.backbones import builtin_margin
+    from pipeline.backbones.plugins import build_plugin, split_backbone
+
+    plugin, extra = None, {}
+    input_size, margin = 224, builtin_margin(cfg.backbone)
+    if split_backbone(cfg.backbone):
+        plugin = build_plugin(cfg.backbone, cfg.weights, cfg.seed, cfg.clip_features)
+        module, dim, weights, sha, convention = plugin.module, plugin.dim, plugin.weights, plugin.weights_sha256, "plugin"
+        input_size, margin, extra = plugin.input_size, plugin.margin, plugin.provenance()
+    elif cfg.backbone == "resnet18":
         from pipeline.backbones.resnet import build_resnet18
 
         module, report = build_resnet18(cfg.weights, cfg.seed)
@@ -101,5 +138,10 @@ def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if convention != "detector":  # the detector body runs in onnxruntime on the CPU: autocast does not apply
         warn_if_emulated(device, precision, "extract.precision", log)
-    log.info("backbone %s (%s) on %s, %s, channels_last", cfg.backbone, weights, device, precision)
-    return FeatureExtractor(module, cfg.backbone, dim, weights, sha, convention, device, autocast)
+    crop = cfg.crop_size or input_size
+    margin = cfg.margin if cfg.margin is not None else margin
+    log.info("backbone %s (%s, %d-d) on %s, %s, channels_last; crops %dpx, margin %.2f", cfg.backbone, weights, dim,
+             device, precision, crop, margin)
+    norm = {"mean": plugin.mean, "std": plugin.std, "interpolation": plugin.interpolation} if plugin else {}
+    return FeatureExtractor(module, cfg.backbone, dim, weights, sha, convention, device, autocast, crop, margin,
+                            input_size, extra=extra, **norm)

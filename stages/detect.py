@@ -19,6 +19,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from pipeline.backbones import builtin_margin
 from pipeline.config import Config, DetectConfig
 from pipeline.detector import Detections, build_detector
 from pipeline.errors import PipelineError, TooManyFailures, VideoError
@@ -182,8 +183,9 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = 
     write_faces(lay.faces, good, {"detector": describe, "signature": sig, "stride": dcfg.stride,
                                   "det_size": dcfg.det_size})
     update_failures(lay.failures, STAGE, failures, replace_ids=[r.video_id for r in rows])
+    e = cfg.extract  # null crop_size / margin: the backbone's (plug-in input sizes need the library; 224 drawn)
     sheet = detect_contact_sheet(rows, good, lay.qc / "detect_contact_sheet.png", dcfg.qc_samples,
-                                 size=cfg.extract.crop_size, margin=cfg.extract.margin)
+                                 size=e.crop_size or 224, margin=e.margin if e.margin is not None else builtin_margin(e.backbone))
     frames = sum(v.n_frames for v in good)
     n_det = sum(int((v.track.flags == DETECTED).sum()) for v in good)
     n_fill = sum(int((v.track.flags == FILLED).sum()) for v in good)

@@ -9,6 +9,7 @@ their videos, so a killed run resumes and produces the same features.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 from collections import deque
@@ -223,6 +224,8 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[i
         return {"stage": STAGE, "dataset": dataset, "skipped": "up to date (checksums verified)",
                 "features": str(lay.features)}
     extractor = build_extractor(e)  # missing weights stop here, before any video is opened
+    # null crop_size / margin: the backbone's own (its input size; a looser crop for CLIP)
+    e = dataclasses.replace(e, crop_size=extractor.crop_size, margin=extractor.margin)
     tasks, classes = load_tasks(cfg, dataset)
     if shard is not None:
         k, n = shard

@@ -99,8 +99,8 @@ class Predictor:
             raise VideoError(res.kind, res.message)
         idx = choose_frames(res.track.flags, self.resample_cfg)
         frames = read_frames(video, idx)
-        crops = np.stack([align(frames[int(i)], res.track.landmarks[i], self.extract_cfg.crop_size,
-                                self.extract_cfg.margin) for i in idx])
+        crops = np.stack([align(frames[int(i)], res.track.landmarks[i], self.extractor.crop_size,
+                                self.extractor.margin) for i in idx])
         from pipeline.head.inputs import per_video
 
         cached = per_video(self.extractor(crops).astype(np.float16), self.heads[0].config.center)  # as in the cache
