@@ -16,7 +16,8 @@ import torch
 from cache.reader import load_cache
 from pipeline.config import Config
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
-from pipeline.head.data import TrainingData, center_features
+from pipeline.head.data import TrainingData
+from pipeline.head.inputs import per_video
 from pipeline.io import read_failures, read_manifest
 from pipeline.layout import layout_for
 from pipeline.head.report import (mean_std, per_class_recall, plot_activation_maps, plot_confusion, plot_tsne,
@@ -70,7 +71,7 @@ def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
     the folds are the checkpoints' (their test video ids), never recomputed from train_head.folds."""
     lay = layout_for(cfg, dataset)
     cache = load_cache(lay.features)
-    cache.features = center_features(cache.features, head_cfg.center)
+    cache.features = per_video(cache.features, head_cfg.center)
     by_id = {r.video_id: r for r in read_manifest(lay.manifest)} if lay.manifest.exists() else {}
     rows = [by_id.get(v) for v in cache.video_id]
     apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None

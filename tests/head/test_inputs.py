@@ -1,0 +1,62 @@
+"""The head's input options (pipeline/head/inputs.py): shapes, what each removes, no test-fold leakage."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import CENTERS, TrainHeadConfig
+from pipeline.head.baselines import build_head
+from pipeline.head.inputs import InputTransform, input_dim, per_video
+
+
+def _videos(n=12, t=20, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    identity = 10 * rng.normal(size=(n, 1, d))  # a constant per-video offset, 10x the expression
+    expression = np.zeros((n, t, d))
+    expression[:, 8:14, 0] = 1.0  # a transient episode on dimension 0
+    return (identity + expression + 0.01 * rng.normal(size=(n, t, d))).astype(np.float16), identity
+
+
+@pytest.mark.parametrize("center", CENTERS)
+def test_per_video_shapes(center):
+    x, _ = _videos()
+    out = per_video(x, center)
+    assert out.shape == (12, 20, input_dim(center, 6)) and out.dtype == x.dtype
+    assert per_video(x[0], center).shape == (20, input_dim(center, 6))  # one video, as predict gives it
+
+
+def test_reference_options_remove_a_constant_offset_and_keep_the_episode():
+    x, _ = _videos()
+    for center in ("video_median", "first_frames"):
+        out = per_video(x, center).astype(np.float32)
+        assert np.abs(out[:, :5]).max() < 0.1  # neutral frames: identity gone
+        assert np.allclose(out[:, 10, 0], 1.0, atol=0.1)  # the episode stays
+
+
+def test_two_stream_fit_sees_only_training_rows_and_projects_identity_out():
+    x, _ = _videos(n=12, d=8)
+    feats = torch.from_numpy(per_video(x, "two_stream").astype(np.float32))
+    subjects = np.repeat(np.arange(6), 2).astype(str)
+    train = np.arange(8)
+    t = InputTransform(16, "two_stream", rank=3)
+    t.fit(feats[train], subjects[train])
+    before = {k: v.clone() for k, v in t.state_dict().items()}
+    changed = feats.clone()
+    changed[8:] += 100  # test rows change: the fitted statistics must not
+    t2 = InputTransform(16, "two_stream", rank=3)
+    t2.fit(changed[train], subjects[train])
+    for k, v in t2.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    basis = t.basis
+    torch.testing.assert_close(basis @ basis.T, torch.eye(3), atol=1e-5, rtol=0)  # orthonormal rows
+    raw = t(feats)[..., 8:]
+    assert torch.allclose(raw @ basis.T, torch.zeros(()), atol=1e-3)  # nothing left along identity directions
+
+
+def test_the_fitted_input_travels_in_the_head_state_dict():
+    cfg = TrainHeadConfig(center="two_stream", identity_rank=2, hidden=8)
+    model = build_head(cfg, 12, 3)
+    keys = set(model.state_dict())
+    assert {"input.mean", "input.basis"} <= keys and any(k.startswith("head.") for k in keys)
+    assert model(torch.randn(2, 7, 5, 12)).logits.shape == (2, 3)
