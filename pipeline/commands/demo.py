@@ -47,9 +47,12 @@ def command(params_path: str, data_root: str | None, results_root: str | None, o
     try:
         backbone = choose_backbone()
         cfg = load(params_path, "demo", None, None, (*backbone, *overrides), data_root, results_root)
+        from pipeline.workers import orphan_safe_workers
+
         for stage in STAGES:
             t = time.time()
-            summary = stage_module(stage).run(cfg, dataset="demo")
+            with orphan_safe_workers():  # joblib workers exit if the demo is killed (as in `pipeline run`)
+                summary = stage_module(stage).run(cfg, dataset="demo")
             click.echo(f"[{stage}] {'up to date' if summary.get('skipped') else 'done'} in {time.time() - t:.0f} s",
                        err=True)
     except PipelineError as err:
