@@ -267,8 +267,8 @@ def run_ours(params: Path, data_root: Path, det_size: int, sets: dict, variants:
         with h5py.File(lay / "features" / "index.h5", "r") as f:
             cached_v[name] = int(f["features"].shape[0]) * int(f["features"].shape[1])
     rows = [r for r in read_manifest(lay / "manifest.csv") if r.ok]
-    with h5py.File(lay / "faces.h5", "r") as f:
-        chosen = {r.path: f[r.video_id]["frame_index"][:] for r in rows if r.video_id in f}
+    with h5py.File(lay / "faces.h5", "r") as f, h5py.File(lay / "frames.h5", "r") as fr:
+        chosen = {r.path: fr[r.video_id]["frame_index"][:] for r in rows if r.video_id in fr}
         decoded = sum(int(f[r.video_id].attrs["n_frames"]) for r in rows if r.video_id in f)
     return {"t": t, "decoded": decoded, "cached": cached, "cached_v": cached_v, "chosen": chosen,
             "videos": len(chosen), "faces": lay / "faces.h5", "manifest": lay / "manifest.csv"}
@@ -348,17 +348,19 @@ def replicate(src_dir: Path, dst_dir: Path, copies: int) -> int:
     dst_dir.mkdir(parents=True, exist_ok=True)
     rows = [r for r in read_manifest(src_dir / "manifest.csv") if r.ok]
     out_rows = []
-    with h5py.File(src_dir / "faces.h5", "r") as s, h5py.File(dst_dir / "faces.h5", "w") as d:
-        for k, v in s.attrs.items():
-            d.attrs[k] = v
-        for k in range(copies):
-            for r in rows:
-                if r.video_id not in s:
-                    continue
-                new = f"c{k:02d}/{r.video_id}"
-                parent, leaf = new.rsplit("/", 1)
-                s.copy(s[r.video_id], d.require_group(parent), name=leaf)
-                out_rows.append(dataclasses.replace(r, video_id=new))
+    for name in ("faces.h5", "frames.h5"):  # detect's tracks, resample's chosen frames
+        with h5py.File(src_dir / name, "r") as s, h5py.File(dst_dir / name, "w") as d:
+            for k, v in s.attrs.items():
+                d.attrs[k] = v
+            for k in range(copies):
+                for r in rows:
+                    if r.video_id not in s:
+                        continue
+                    new = f"c{k:02d}/{r.video_id}"
+                    parent, leaf = new.rsplit("/", 1)
+                    s.copy(s[r.video_id], d.require_group(parent), name=leaf)
+                    if name == "faces.h5":
+                        out_rows.append(dataclasses.replace(r, video_id=new))
     write_manifest(out_rows, dst_dir / "manifest.csv")
     return len(out_rows)
 

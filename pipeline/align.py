@@ -13,6 +13,17 @@ import numpy as np
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                         [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
 
+# Default `extract.margin` per backbone family, used when the parameter is null. The plug-ins'
+# values live in their modules (timm_plugin.MARGIN, clip_plugin.MARGIN); they are repeated here,
+# beside the crop they shape, so detect's QC sheet draws the crop without importing the backbones
+# (which would make every backbone edit part of detect's code hash). A test keeps them equal.
+DEFAULT_MARGIN = {"resnet18": 0.0, "retinaface_mnet": 0.0, "timm": 0.0, "open_clip": 0.25}
+
+
+def builtin_margin(backbone: str) -> float:
+    """The default margin of a backbone name (`timm:...` and `open_clip:...` by their library)."""
+    return DEFAULT_MARGIN.get(backbone.partition(":")[0], 0.0)
+
 
 def template(size: int = 224, margin: float = 0.0) -> np.ndarray:
     """The template scaled to `size` as insightface scales it, shrunk towards the centre by 1/(1+margin)."""

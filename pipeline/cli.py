@@ -14,28 +14,7 @@ from typing import Any, Callable
 import click
 
 from pipeline.errors import PipelineError
-from pipeline.registry import EXTRA_STAGES, STAGES, stage_module, upstream_chain
-
-DATA_STAGES = ("manifest", "detect", "resample", "extract")
-
-STAGE_HELP = {
-    "manifest": "List the dataset's videos through its adapter and probe each (frames decoded, fps, size, "
-                "rotation). Reads the dataset root; writes <data_root>/D/manifest.csv and failures.csv rows.",
-    "detect": "Decode every frame, detect faces in batches (RetinaFace-MobileNet0.25 or SCRFD), keep one subject's "
-              "track with 5 landmarks, fill and smooth gaps. Reads manifest.csv; writes faces.h5, failures.csv "
-              "rows and qc/detect_contact_sheet.png. Resumable.",
-    "resample": "Choose 105 frames per video inside its face-present span. Reads faces.h5; adds frame_index to it.",
-    "extract": "Align the chosen frames (224x224, 5-point similarity) and cache per-frame backbone features. Reads "
-               "faces.h5 and the videos; writes <data_root>/D/features/shard-*.h5 and index.h5. Resumable, "
-               "shardable (--shard k/N).",
-    "train-head": "Train the CEFLNet head (CFE + EIAN) on the cached features with subject-independent (or official) "
-                  "folds. Reads features/ and manifest.csv; writes <results_root>/D/metrics.json, predictions.csv, "
-                  "confusion.png, activation maps and per-fold checkpoints.",
-    "evaluate": "Rebuild the report (tables, confusion, activation maps, t-SNE) from predictions and checkpoints "
-                "without retraining. Reads <results_root>/D/; writes report.md and figures there.",
-    "ablate": "Train the paper's ablation (mean-pool baseline, LSTM, +SAL, +SAL+LRL, full) on the same folds. "
-              "Reads features/; writes <results_root>/D/ablation.md and ablation.json.",
-}
+from pipeline.registry import STAGES, stage_module, upstream_chain
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -100,16 +79,17 @@ class _Group(click.Group):
 def main() -> None:
     """Video facial expression recognition (CEFLNet) as an offline preprocessing + feature-cache pipeline.
 
-    Stages: manifest → detect → resample → extract → train-head → evaluate. Parameters come from
+    Stages: manifest → detect → resample → extract → train-head → evaluate (pipeline/registry.py). Parameters come from
     params.yaml; outputs go to <data_root>/<dataset>/ and <results_root>/<dataset>/ (README: Output layout).
     """
 
 
 @main.command("run")
-@click.argument("stage", type=click.Choice([*STAGES, *EXTRA_STAGES]))
+@click.argument("stage", type=click.Choice([s.name for s in STAGES]))
 @config_options
 @click.option("--no-deps", is_flag=True, help="Run only this stage, even if upstream outputs are missing or stale.")
-@click.option("--force", is_flag=True, help="Recompute this stage even if its outputs are up to date.")
+@click.option("--force", is_flag=True, help="Recompute this stage even if its outputs are up to date (detect: every "
+              "video, its per-video parts included).")
 @click.option("--workers", type=int, default=None, help="Parallel processes for detect/extract (default: params).")
 @click.option("--folds", type=int, default=None, help="train-head/ablate: number of subject-independent folds.")
 @click.option("--shard", default=None, metavar="K/N", help="extract: process the K-th of N slices (parallel jobs).")
@@ -118,7 +98,7 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
             overrides: tuple[str, ...], data_root: str | None, results_root: str | None, verbose: bool,
             no_deps: bool, force: bool, workers: int | None, folds: int | None, shard: str | None,
             keep_crops: bool) -> None:
-    """Run one STAGE (help text built from STAGE_HELP below)."""
+    """Run one STAGE (help text built from the registry's summaries below)."""
     _setup_logging(verbose)
     extra = ([f"train_head.folds={folds}"] if folds else []) + (["extract.keep_crops=true"] if keep_crops else [])
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root, extra))
@@ -127,8 +107,9 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
     module = stage_module(stage)
     if hasattr(module, "check_inputs"):  # a stage that reads results checks them before anything runs
         _guard(lambda: module.check_inputs(cfg, name))
+    # Upstream stages skip themselves when current; evaluate runs none (it reads results as they are).
     runs_upstream = not no_deps and getattr(module, "RUNS_UPSTREAM", True)
-    chain = [s for s in upstream_chain(stage)[:-1] if s in DATA_STAGES] + [stage] if runs_upstream else [stage]
+    chain = upstream_chain(stage) if runs_upstream else [stage]
     if no_deps:
         stale = _stale_upstream(cfg, name, stage)
         if stale:
@@ -152,16 +133,16 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
         click.echo(json.dumps(summary, indent=1, default=str))
 
 
-run_cmd.help = ("Run one STAGE for a dataset, bringing missing or stale upstream data stages up to date first.\n\n"
-                + "\n\n".join(f"{k}: {v}" for k, v in STAGE_HELP.items()))
+run_cmd.help = ("Run one STAGE for a dataset, bringing missing or stale upstream stages up to date first.\n\n"
+                + "\n\n".join(f"{s.name}: {s.summary}" + ("" if s.in_pipeline else " (on demand)") for s in STAGES))
 
 
 def _stale_upstream(cfg, dataset: str, stage: str) -> list[str]:
-    """Upstream data stages whose recorded signature differs from today's parameters (manifest is not
-    checked: its signature needs a listing of the dataset root)."""
+    """Upstream stages whose recorded signature differs from today's parameters and code (a stage with an
+    input fingerprint, such as manifest, is not checked: its signature needs a listing of the dataset root)."""
     from pipeline.state import recorded, signature
 
-    ups = [s for s in upstream_chain(stage)[:-1] if s in DATA_STAGES and s != "manifest"]
+    ups = [s for s in upstream_chain(stage)[:-1] if not hasattr(stage_module(s), "input_fingerprint")]
     return [s for s in ups if recorded(cfg, dataset, s) not in (None, signature(cfg, dataset, s))]
 
 

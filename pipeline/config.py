@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
 import re
 import types
 import typing
@@ -20,6 +21,8 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CENTERS = ("none", "video_median", "first_frames", "two_stream")
 """`train_head.center` choices; what each does: pipeline/head/inputs.py."""
@@ -42,7 +45,8 @@ class DatasetConfig:
     options: dict = field(default_factory=dict)
     """Adapter-specific options (e.g. MMI `views`)."""
     overrides: dict = field(default_factory=dict)
-    """Dotted parameter overrides applied when this dataset is processed (`extract.margin: 0.25`)."""
+    """Parameters applied when this dataset is processed, as nested mappings (`extract: {margin: 0.25}`,
+    so DVC can set one with `-S datasets.afew.overrides.extract.margin=0.3`); dotted keys also work."""
 
     def check(self, key: str) -> list[str]:
         from pipeline.adapters import ADAPTERS  # late: adapters import config types
@@ -128,9 +132,13 @@ class ResampleConfig:
     """`uniform` over the face span, or `clip` (the paper's: clip to 105 when longer, interpolate when shorter)."""
     min_span: int = 1
     """A video whose face-present span is shorter than this is a recorded failure."""
+    max_failure_fraction: float = 0.5
+    """Stop (exit 5) when a larger share of the dataset's videos has no usable face span."""
 
     def check(self, key: str) -> list[str]:
         p = []
+        if not 0.0 <= self.max_failure_fraction <= 1.0:
+            p.append(f"{key}.max_failure_fraction: must be in [0, 1], got {self.max_failure_fraction}")
         if self.n_frames < 1:
             p.append(f"{key}.n_frames: must be >= 1, got {self.n_frames}")
         if self.policy not in ("uniform", "clip"):
@@ -417,6 +425,19 @@ def _build(cls: type, raw: Any, key: str, problems: list[str]) -> Any:
     return cls(**kwargs)
 
 
+def flatten_overrides(overrides: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """A dataset's `overrides:` as (dotted key, value) pairs: `{train_head: {folds: 4}}` and
+    `{train_head.folds: 4}` both give ("train_head.folds", 4)."""
+    out = []
+    for key, value in (overrides or {}).items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted.count(".") < 1:  # a section: its keys are the parameters
+            out += flatten_overrides(value, dotted + ".")
+        else:
+            out.append((dotted, value))
+    return out
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`section.key=value` → (dotted key, YAML-parsed value)."""
     if "=" not in text:
@@ -480,7 +501,12 @@ def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
     if entry is None and (adapter or root):
         entry = datasets_raw[name] = {"adapter": adapter or "folder", "root": root or ""}
     if isinstance(entry, dict):
-        for dotted, value in (entry.get("overrides") or {}).items():
+        for dotted, value in flatten_overrides(entry.get("overrides") or {}):
+            section, _, key = dotted.partition(".")
+            before = (raw.get(section) or {}).get(key) if isinstance(raw.get(section), dict) else None
+            if before is not None and before != value:  # say so: a `dvc exp run -S` of this key would not apply
+                log.info("datasets.%s.overrides: %s=%r for this dataset (params.yaml's %r does not apply)",
+                         name, dotted, value, before)
             _apply(raw, dotted, value, problems)
         if adapter:
             entry["adapter"] = adapter

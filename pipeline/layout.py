@@ -19,6 +19,11 @@ class DatasetLayout:
         return self.root / "faces.h5"
 
     @property
+    def frames(self) -> Path:
+        """resample's chosen frame numbers per video (`<id>/frame_index`)."""
+        return self.root / "frames.h5"
+
+    @property
     def failures(self) -> Path:
         return self.root / "failures.csv"
 

@@ -1,36 +1,306 @@
-"""The one registry of stages, used by the CLI; a test keeps it equal to dvc.yaml's stages.
+"""The one registry of stages: every other list of stages (CLI choices and help, upstream refresh,
+state, the demo, `dvc.yaml`) derives from `STAGES` below; `tests/test_dvc.py` keeps `dvc.yaml`
+equal to `render_dvc_yaml()`.
 
-Each entry: CLI/DVC name → (module with `run(cfg, *, dataset, ...)`, upstream stage or None).
+A `Stage` says what the stage is (name, module, upstream), what it reads (params sections or single
+keys, data inputs, and — computed from its imports — the code files) and what it writes. The
+runner (`pipeline/runner.py`) hands a stage a config that raises on any section or key not listed
+here, so an undeclared read fails loudly instead of going unnoticed by DVC and by the signature.
+
+Adding a stage: write `stages/<name>.py` with `work(cfg, dataset, *, sig, force, **options) ->
+Outcome` and a `run()` that calls `pipeline.runner.run_stage`, then add one `Stage(...)` line here
+and regenerate `dvc.yaml` with `python -m pipeline.registry > dvc.yaml` (README "Adding a stage").
 """
 from __future__ import annotations
 
+import ast
+import functools
+import hashlib
 import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 
-STAGES: dict[str, tuple[str, str | None]] = {
-    "manifest": ("stages.manifest", None),
-    "detect": ("stages.detect", "manifest"),
-    "resample": ("stages.resample", "detect"),
-    "extract": ("stages.extract", "resample"),
-    "train-head": ("stages.train_head", "extract"),
-    "evaluate": ("stages.evaluate", "train-head"),
-}
-# Run on demand, not part of the default chain (nor of dvc.yaml's per-dataset pipeline).
-EXTRA_STAGES: dict[str, tuple[str, str | None]] = {
-    "ablate": ("stages.ablate", "extract"),
-}
+ROOT = Path(__file__).resolve().parent.parent
+"""The source tree (the repository, or site-packages for an installed package)."""
+PACKAGES = ("pipeline", "stages", "cache")
+"""Top-level packages of this project: imports of these are code dependencies of a stage."""
+PLUMBING = ("pipeline.registry", "pipeline.runner", "pipeline.state", "pipeline.config", "pipeline.errors")
+"""Modules that decide *whether* a stage runs, not what it computes (parameter values, which are hashed
+themselves, come through config): DVC lists them as deps (it reruns the stage, which then finds
+itself current), but an edit of them does not change the signature — else a help-text edit would
+recompute detect on a whole dataset."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """One file or folder a stage writes. `path` starts with `{data}` (`<data_root>/<dataset>`) or
+    `{results}` (`<results_root>/<dataset>`)."""
+
+    path: str
+    kind: str = "outs"
+    """`outs`, `metrics` or `plots` (the dvc.yaml list it goes in)."""
+    cache: bool = False
+    """In DVC's cache (restored by `dvc checkout`, per experiment) rather than in git or left in place."""
+    persist: bool = False
+    """Kept when DVC reruns the stage: the stage resumes or verifies it by itself."""
+    plot: dict = field(default_factory=dict)
+    """DVC plot properties (x, y, template, title)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    """CLI and DVC name (the STAGE of `pipeline run`, and `dvc repro <name>@<dataset>`)."""
+    module: str
+    upstream: str | None
+    params: tuple[str, ...]
+    """params.yaml sections (`detect`) or single keys (`extract.crop_size`) the stage reads, besides
+    its dataset's entry `datasets.<D>`."""
+    inputs: tuple[str, ...]
+    """Data it reads (paths as in `Output.path`)."""
+    outs: tuple[Output, ...]
+    summary: str
+    """One paragraph of the `pipeline run` help text."""
+    volatile: tuple[str, ...] = ()
+    """Keys that change speed, not results: left out of the signature."""
+    failure_limit: str | None = None
+    """The params key holding the largest tolerated share of failed videos."""
+    extra_code: tuple[str, ...] = ()
+    """Non-Python files the code reads (relative to ROOT), hashed like code."""
+    in_pipeline: bool = True
+    """Part of dvc.yaml's per-dataset pipeline (False: run on demand only)."""
+    always_changed: bool = False
+    """DVC runs it every time; the stage's own input fingerprint decides whether work is needed."""
+
+    @property
+    def state_root(self) -> str:
+        """`{data}` or `{results}`: where its `.state/<name>.json` lives, beside its outputs."""
+        return "{results}" if self.outs and self.outs[0].path.startswith("{results}") else "{data}"
+
+    @property
+    def state(self) -> str:
+        return f"{self.state_root}/.state/{self.name}.json"
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+SPEED = ("workers", "threads", "device", "batch_size", "max_failure_fraction")
+HISTORY_Y = ["train_loss", "test_loss", "train_acc", "test_war", "test_uar"]
+
+STAGES: tuple[Stage, ...] = (
+    Stage("manifest", "stages.manifest", None, ("manifest",), (),
+          (Output("{data}/manifest.csv", persist=True),),
+          "List the dataset's videos through its adapter and probe each (frames decoded, fps, size, rotation). "
+          "Reads the dataset root; writes <data_root>/D/manifest.csv and failures.csv rows.",
+          volatile=("workers",), extra_code=("pipeline/assets",), always_changed=True),
+    Stage("detect", "stages.detect", "manifest", ("detect", "extract.crop_size", "extract.margin", "extract.backbone"),
+          ("{data}/manifest.csv",),
+          (Output("{data}/faces.h5", persist=True), Output("{data}/qc/detect_contact_sheet.png", persist=True)),
+          "Decode every frame, detect faces in batches (RetinaFace-MobileNet0.25 or SCRFD), keep one subject's "
+          "track with 5 landmarks, fill and smooth gaps. Reads manifest.csv; writes faces.h5, failures.csv rows "
+          "and qc/detect_contact_sheet.png. Resumable (per-video parts; --force recomputes them).",
+          volatile=(*SPEED, "qc_samples"), failure_limit="detect.max_failure_fraction"),
+    Stage("resample", "stages.resample", "detect", ("resample",), ("{data}/manifest.csv", "{data}/faces.h5"),
+          (Output("{data}/frames.h5", persist=True),),
+          "Choose resample.n_frames (105) frames per video inside its face-present span. Reads faces.h5; writes "
+          "frames.h5 (frame_index per video).",
+          failure_limit="resample.max_failure_fraction", volatile=("max_failure_fraction",)),
+    Stage("extract", "stages.extract", "resample", ("extract", "resample", "detect"),
+          ("{data}/manifest.csv", "{data}/faces.h5", "{data}/frames.h5"),
+          (Output("{data}/features", persist=True),),
+          "Align the chosen frames (224x224, 5-point similarity) and cache per-frame backbone features. Reads "
+          "faces.h5, frames.h5 and the videos; writes <data_root>/D/features/shard-*.h5 and index.h5. Resumable, "
+          "shardable (--shard k/N).",
+          # shard_size only regroups videos into files: existing shards stay valid (issue 16).
+          volatile=(*SPEED, "shard_size"), failure_limit="extract.max_failure_fraction"),
+    Stage("train-head", "stages.train_head", "extract", ("train_head",),
+          ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv"),
+          (Output("{results}/metrics.json", "metrics"),
+           Output("{results}/provenance.json"),
+           Output("{results}/history", "plots", plot={"x": "epoch", "y": HISTORY_Y,
+                                                      "title": "per-epoch history (one file per fold)"}),
+           Output("{results}/training_curves.png", "plots", cache=True),
+           Output("{results}/predictions.csv", "plots", cache=True,
+                  plot={"template": "confusion", "x": "predicted", "y": "true", "title": "confusion (last epoch)"}),
+           Output("{results}/checkpoints", cache=True)),
+          "Train the CEFLNet head (CFE + EIAN) on the cached features with subject-independent (or official) "
+          "folds. Reads features/ and manifest.csv; writes <results_root>/D/metrics.json, provenance.json "
+          "(effective parameters), history/fold-<k>.csv, training_curves.png, predictions.csv and per-fold "
+          "checkpoints.",
+          volatile=("device", "threads", "fold_workers")),
+    Stage("evaluate", "stages.evaluate", "train-head", ("evaluate", "train_head"),
+          ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv", "{results}/predictions.csv",
+           "{results}/checkpoints"),
+          (Output("{results}/report.md", cache=True),
+           Output("{results}/confusion.png", "plots", cache=True),
+           Output("{results}/activation_maps.png", "plots", cache=True),
+           Output("{results}/tsne.png", "plots", cache=True)),
+          "Rebuild the report (tables, confusion, activation maps, t-SNE) from predictions and checkpoints "
+          "without retraining. Reads <results_root>/D/; writes report.md and figures there.",
+          volatile=("device", "threads", "fold_workers")),
+    Stage("ablate", "stages.ablate", "extract", ("train_head",),
+          ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv"),
+          (Output("{results}/ablation.json"), Output("{results}/ablation.md")),
+          "Train the paper's ablation (mean-pool baseline, LSTM, +SAL, +SAL+LRL, full) on the same folds. "
+          "Reads features/; writes <results_root>/D/ablation.md and ablation.json.",
+          volatile=("device", "threads", "fold_workers"), in_pipeline=False),
+)
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage(name: str) -> Stage:
+    return BY_NAME[name]
+
+
+def pipeline_stages() -> list[Stage]:
+    """The default chain, in order (dvc.yaml's stages)."""
+    return [s for s in STAGES if s.in_pipeline]
 
 
 def stage_module(name: str) -> ModuleType:
-    module, _ = {**STAGES, **EXTRA_STAGES}[name]
-    return importlib.import_module(module)
+    return BY_NAME[name].load()
 
 
 def upstream_chain(name: str) -> list[str]:
     """Stages to bring up to date before `name`, in order (the stage itself last)."""
     chain, cur = [], name
-    table = {**STAGES, **EXTRA_STAGES}
     while cur is not None:
         chain.append(cur)
-        cur = table[cur][1]
+        cur = BY_NAME[cur].upstream
     return chain[::-1]
+
+
+# --------------------------------------------------------------------------- code dependencies
+
+
+def _module_file(name: str) -> Path | None:
+    parts = name.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _imports(path: Path) -> frozenset[str]:
+    """Project modules imported anywhere in the file (function-level imports included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    if path.name == "__init__.py":
+        package = ".".join(path.relative_to(ROOT).parts[:-1])
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
+    return frozenset(m for m in found if m.split(".")[0] in PACKAGES)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_deps(name: str, behaviour_only: bool = False) -> tuple[str, ...]:
+    """Source paths (relative to ROOT) a stage's behaviour depends on: every project module its module
+    imports, transitively. A module inside a subpackage (`pipeline/head/...`) stands for the whole
+    subpackage folder, because packages such as adapters and backbones discover their modules at run
+    time. Package `__init__.py` files of `pipeline`, `stages` and `cache` themselves count as files."""
+    st = BY_NAME[name]
+    todo, seen, deps = [st.module], set(), set(st.extra_code)
+    while todo:
+        mod = todo.pop()
+        if mod in seen or (behaviour_only and mod in PLUMBING):
+            continue
+        seen.add(mod)
+        path = _module_file(mod)
+        if path is None:
+            continue
+        rel = path.relative_to(ROOT)
+        if len(rel.parts) > 2:  # pipeline/head/train.py -> the folder pipeline/head, all of it
+            folder = ROOT / rel.parts[0] / rel.parts[1]
+            deps.add(str(Path(*rel.parts[:2])))
+            todo += [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                     for p in folder.rglob("*.py")]
+        else:
+            deps.add(str(rel))
+        todo += sorted(_imports(path))
+    # A folder listed swallows the files inside it.
+    folders = [d for d in deps if (ROOT / d).is_dir()]
+    return tuple(sorted(d for d in deps if not any(d != f and d.startswith(f + "/") for f in folders)))
+
+
+def code_deps(name: str) -> list[str]:
+    """Source paths (relative to ROOT) the stage imports, transitively; see `_code_deps`."""
+    return list(_code_deps(name))
+
+
+def code_hash(name: str) -> str:
+    """Hash of the stage's code dependencies, part of its signature: an edit recomputes, with or without DVC."""
+    h = hashlib.sha256()
+    for dep in _code_deps(name, behaviour_only=True):
+        p = ROOT / dep
+        files = sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if p.is_dir() else [p]
+        for f in files:
+            # Bytes, as DVC hashes them: any edit recomputes, with or without DVC (a comment too).
+            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- dvc.yaml
+
+
+def _dvc_path(path: str) -> str:
+    return path.replace("{data}", "${data_root}/${item}").replace("{results}", "${results_root}/${item}")
+
+
+def dvc_stage(st: Stage, code: list[str] | None = None) -> dict:
+    """One dvc.yaml stage (a foreach over params.yaml `repro:`). `code` replaces the source paths (an
+    installed package tracks its version instead, see `render_dvc_yaml`)."""
+    do: dict = {"cmd": f"pipeline run {st.name} --dataset ${{item}} --no-deps",
+                "deps": [*(code_deps(st.name) if code is None else code), *map(_dvc_path, st.inputs)],
+                "params": [*st.params, "datasets.${item}"]}
+    if st.always_changed:
+        do["always_changed"] = True
+    for kind in ("outs", "metrics", "plots"):
+        items = []
+        for o in st.outs:
+            if o.kind != kind:
+                continue
+            props = {"cache": o.cache, **({"persist": True} if o.persist else {}), **o.plot}
+            items.append({_dvc_path(o.path): props})
+        if items:
+            do[kind] = items
+    if st.state_root == "{data}":  # the runner's record of what produced the outputs, restored with them
+        do["outs"] = [*do.get("outs", []), {_dvc_path(st.state): {"cache": False, "persist": True}}]
+    else:
+        do["outs"] = [*do.get("outs", []), {_dvc_path(st.state): {"cache": True}}]
+    return {"foreach": "${repro}", "do": do}
+
+
+HEADER = """\
+# Generated from pipeline/registry.py by `python -m pipeline.registry > dvc.yaml`; do not edit by hand
+# (tests/test_dvc.py checks that it matches). One pipeline per dataset listed in params.yaml `repro:`.
+# Data stages resume by themselves (per-video parts, verified shards): their outputs persist and stay
+# out of DVC's cache. Results are small: metrics, provenance and per-epoch history are committed to
+# git, the rest is cached per experiment (`dvc checkout` restores it). Each stage's deps list the
+# code it imports; its .state/<stage>.json is the runner's record of what produced the outputs.
+"""
+
+
+def render_dvc_yaml(code: dict[str, list[str]] | None = None) -> str:
+    import yaml
+
+    stages = {s.name: dvc_stage(s, None if code is None else code[s.name]) for s in pipeline_stages()}
+    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=110)
+
+
+if __name__ == "__main__":
+    print(render_dvc_yaml(), end="")

@@ -1,8 +1,10 @@
-"""Recognising stale outputs: each stage records the signature of its parameters and inputs.
+"""Recognising stale outputs: each stage records the signature of what produced its outputs.
 
-A stage's signature hashes its own config section(s), the dataset entry, and the signature of the
-stage upstream, so a changed detect parameter makes resample and extract stale too (the same rule
-DVC applies, kept here so `pipeline run extract` alone can run what is missing or stale).
+A stage's signature hashes the parameters it declares in the registry (minus its speed-only keys),
+the dataset's entry, the hash of the code it imports, and the signature recorded by the stage
+upstream — so a changed detect parameter, or an edit of `pipeline/tracking.py`, makes resample and
+extract stale too: the rule DVC applies, kept here so `pipeline run extract` alone recomputes what
+is missing or stale, and agrees with `dvc repro`.
 """
 from __future__ import annotations
 
@@ -11,25 +13,35 @@ from pathlib import Path
 
 from pipeline.config import Config, section_hash
 from pipeline.io import atomic_path
-from pipeline.layout import layout_for
-
-UPSTREAM = {"manifest": None, "detect": "manifest", "resample": "detect", "extract": "resample"}
-SECTIONS = {"manifest": ("manifest",), "detect": ("detect",), "resample": ("resample",), "extract": ("extract",)}
-# Keys that change speed, not results: changing them must not invalidate outputs.
-# shard_size only regroups videos into files: existing shards stay valid (issue 16: it re-extracted all).
-VOLATILE = {"workers", "threads", "device", "batch_size", "max_failure_fraction", "qc_samples", "shard_size"}
+from pipeline.registry import Stage, code_hash, stage
 
 
-def _params(cfg: Config, stage: str) -> list:
-    out = []
-    for name in SECTIONS[stage]:
-        section = getattr(cfg, name).__dict__
-        out.append({k: v for k, v in section.items() if k not in VOLATILE})
+def resolve(template: str, cfg: Config, dataset: str) -> Path:
+    """A registry path (`{data}/faces.h5`) for this dataset."""
+    if template.startswith("{data}"):
+        return cfg.dataset_dir(dataset) / template[len("{data}/"):]
+    if template.startswith("{results}"):
+        return cfg.results_dir(dataset) / template[len("{results}/"):]
+    raise ValueError(f"registry path must start with {{data}} or {{results}}, got {template!r}")
+
+
+def state_path(cfg: Config, dataset: str, name: str) -> Path:
+    return resolve(stage(name).state, cfg, dataset)
+
+
+def params_of(cfg: Config, st: Stage) -> dict:
+    """The declared parameters' values, speed-only keys left out."""
+    out: dict = {}
+    for item in st.params:
+        section, _, key = item.partition(".")
+        values = getattr(cfg, section).__dict__
+        chosen = {key: values[key]} if key else values
+        out.setdefault(section, {}).update({k: v for k, v in chosen.items() if k not in st.volatile})
     return out
 
 
-def recorded(cfg: Config, dataset: str, stage: str) -> str | None:
-    path = layout_for(cfg, dataset).state / f"{stage}.json"
+def recorded(cfg: Config, dataset: str, name: str) -> str | None:
+    path = state_path(cfg, dataset, name)
     if not path.exists():
         return None
     try:
@@ -38,21 +50,21 @@ def recorded(cfg: Config, dataset: str, stage: str) -> str | None:
         return None
 
 
-def signature(cfg: Config, dataset: str, stage: str, listing_fingerprint: str = "") -> str:
+def signature(cfg: Config, dataset: str, name: str, input_fingerprint: str = "") -> str:
+    st = stage(name)
     ds = cfg.dataset_config(dataset)
-    up = UPSTREAM[stage]
-    upstream_sig = recorded(cfg, dataset, up) if up else listing_fingerprint
-    return section_hash(_params(cfg, stage), {"adapter": ds.adapter, "root": ds.root, "classes": ds.classes,
-                                              "fps": ds.fps, "options": ds.options}, upstream_sig or "")
+    upstream_sig = (recorded(cfg, dataset, st.upstream) or "") if st.upstream else ""
+    return section_hash(params_of(cfg, st), {"adapter": ds.adapter, "root": ds.root, "classes": ds.classes,
+                                             "fps": ds.fps, "options": ds.options},
+                        upstream_sig, input_fingerprint, code_hash(name))
 
 
-def mark_done(cfg: Config, dataset: str, stage: str, sig: str, summary: dict) -> None:
-    path = layout_for(cfg, dataset).state / f"{stage}.json"
-    with atomic_path(path) as tmp:
+def mark_done(cfg: Config, dataset: str, name: str, sig: str, summary: dict) -> None:
+    with atomic_path(state_path(cfg, dataset, name)) as tmp:
         tmp.write_text(json.dumps({"signature": sig, "summary": summary}, indent=1, default=str))
 
 
-def is_current(cfg: Config, dataset: str, stage: str, outputs: list[Path], listing_fingerprint: str = "") -> bool:
-    if not all(Path(p).exists() for p in outputs):
-        return False
-    return recorded(cfg, dataset, stage) == signature(cfg, dataset, stage, listing_fingerprint)
+def is_current(cfg: Config, dataset: str, name: str, sig: str) -> bool:
+    """Recorded with the same signature, and every declared output still there."""
+    outs = [resolve(o.path, cfg, dataset) for o in stage(name).outs]
+    return all(p.exists() for p in outs) and recorded(cfg, dataset, name) == sig

@@ -8,6 +8,7 @@ from pipeline.head.baselines import KINDS
 from pipeline.head.data import load_training_data
 from pipeline.head.report import mean_std, war_uar, write_json, write_text
 from pipeline.head.train import cross_validate, head_params, resolve_device
+from pipeline.runner import Outcome, run_stage
 
 STAGE = "ablate"
 ROWS = {  # kind -> (Table 6 row name, the paper's BU-4DFE accuracy %)
@@ -19,8 +20,12 @@ ROWS = {  # kind -> (Table 6 row name, the paper's BU-4DFE accuracy %)
 }
 
 
-def run(cfg: Config, *, dataset: str | None = None, kinds: tuple[str, ...] = KINDS) -> dict:
-    dataset = dataset or cfg.dataset
+def run(cfg: Config, *, dataset: str | None = None, kinds: tuple[str, ...] = KINDS, force: bool = False) -> dict:
+    # A subset of heads is a partial run: never recorded as the finished ablation.
+    return run_stage(STAGE, cfg, dataset, force=force, **({"kinds": kinds} if kinds != KINDS else {}))
+
+
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tuple[str, ...] = KINDS) -> Outcome:
     data = load_training_data(cfg, dataset)
     device = resolve_device(cfg.train_head.device)
     rows = []
@@ -54,4 +59,4 @@ def run(cfg: Config, *, dataset: str | None = None, kinds: tuple[str, ...] = KIN
     lines += [f"| {r['model']} | {r['war']:.2f} ± {r['war_std']:.2f} | {r['uar']:.2f} ± {r['uar_std']:.2f} | "
               f"{r['head_params']:,} | {r['paper_bu4dfe_accuracy']:.2f} |" for r in rows]
     write_text(folder / "ablation.md", "\n".join(lines) + "\n")
-    return out
+    return Outcome(out, complete=kinds == KINDS)

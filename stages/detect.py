@@ -19,14 +19,14 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from pipeline.backbones import builtin_margin
+from pipeline.align import builtin_margin
 from pipeline.config import Config, DetectConfig
 from pipeline.detector import Detections, build_detector
-from pipeline.errors import PipelineError, TooManyFailures, VideoError
-from pipeline.io import Failure, ManifestRow, atomic_path, clean_stale_temporaries, read_manifest, update_failures
+from pipeline.errors import PipelineError, VideoError
+from pipeline.io import Failure, ManifestRow, atomic_path, clean_stale_temporaries, read_manifest
 from pipeline.layout import layout_for
 from pipeline.qc import detect_contact_sheet
-from pipeline.state import is_current, mark_done, signature
+from pipeline.runner import Outcome, run_stage
 from pipeline.tracking import DETECTED, FILLED, FaceTrack, build_track
 from pipeline.video import iter_frames
 
@@ -147,11 +147,13 @@ def read_track(f: h5py.File, video_id: str) -> FaceTrack:
 
 
 def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = False) -> dict:
+    return run_stage(STAGE, cfg, dataset, force=force, workers=workers)
+
+
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: int | None = None) -> Outcome:
+    """Detect every pending video (all of them when forced: `--force` recomputes, parts included)."""
     dcfg = cfg.detect
     lay = layout_for(cfg, dataset)
-    sig = signature(cfg, dataset, STAGE)
-    if not force and is_current(cfg, dataset, STAGE, [lay.faces]):
-        return {"stage": STAGE, "dataset": dataset, "skipped": "up to date", "faces": str(lay.faces)}
     if not lay.manifest.exists():
         raise PipelineError(f"{lay.manifest} not found: run `pipeline run manifest --dataset {dataset}` first")
     rows = read_manifest(lay.manifest)
@@ -159,7 +161,7 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = 
     clean_stale_temporaries(lay.parts)
     lay.parts.mkdir(parents=True, exist_ok=True)
     results: dict[str, VideoResult] = {}
-    for r in todo:
+    for r in [] if force else todo:
         done = load_part(part_path(lay.parts, r.video_id), r.video_id, sig)
         if done is not None:
             results[r.video_id] = done
@@ -182,10 +184,10 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = 
     failures = [Failure(v.video_id, STAGE, v.kind, v.message) for v in results.values() if v.track is None]
     write_faces(lay.faces, good, {"detector": describe, "signature": sig, "stride": dcfg.stride,
                                   "det_size": dcfg.det_size})
-    update_failures(lay.failures, STAGE, failures, replace_ids=[r.video_id for r in rows])
     e = cfg.extract  # null crop_size / margin: the backbone's (plug-in input sizes need the library; 224 drawn)
     sheet = detect_contact_sheet(rows, good, lay.qc / "detect_contact_sheet.png", dcfg.qc_samples,
-                                 size=e.crop_size or 224, margin=e.margin if e.margin is not None else builtin_margin(e.backbone))
+                                 size=e.crop_size or 224,
+                                 margin=e.margin if e.margin is not None else builtin_margin(e.backbone))
     frames = sum(v.n_frames for v in good)
     n_det = sum(int((v.track.flags == DETECTED).sum()) for v in good)
     n_fill = sum(int((v.track.flags == FILLED).sum()) for v in good)
@@ -197,8 +199,4 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = 
         "pct_filled": round(100.0 * n_fill / max(frames, 1), 2), "failed": n_failed,
         "faces": str(lay.faces), "contact_sheet": str(sheet) if sheet else None,
     }
-    if rows and n_failed / len(rows) > dcfg.max_failure_fraction:
-        raise TooManyFailures(f"detect: {n_failed} of {len(rows)} videos failed (> detect.max_failure_fraction="
-                              f"{dcfg.max_failure_fraction}); see {lay.failures}")
-    mark_done(cfg, dataset, STAGE, sig, summary)
-    return summary
+    return Outcome(summary, failures, replace_ids=[r.video_id for r in rows], n_items=len(rows), n_failed=n_failed)

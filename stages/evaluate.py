@@ -18,13 +18,13 @@ from pipeline.config import Config
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
 from pipeline.head.data import TrainingData
 from pipeline.head.inputs import per_video
-from pipeline.io import read_failures, read_manifest
-from pipeline.layout import layout_for
-from pipeline.head.report import (mean_std, per_class_recall, plot_activation_maps, plot_confusion, plot_tsne,
-                                  read_predictions, war_uar, write_text)
+from pipeline.head.report import (ActivationExample, mean_std, per_class_recall, plot_activation_maps, plot_confusion,
+                                  plot_tsne, read_predictions, war_uar, write_text)
 from pipeline.head.sampling import ClipSampler
 from pipeline.head.train import autocast, load_head, predict
-from stages.train_head import activation_examples
+from pipeline.io import read_failures, read_manifest
+from pipeline.layout import layout_for
+from pipeline.runner import Outcome, run_stage, scoped
 
 STAGE = "evaluate"
 RESULT_FILES = ("report.md", "confusion.png", "activation_maps.png", "tsne.png")
@@ -32,6 +32,22 @@ RUNS_UPSTREAM = False
 """The CLI does not bring detect/extract up to date first: evaluate reads what train-head produced, and
 its inputs are checked by `check_inputs` before anything runs (issue 16: it ran hours of upstream
 stages before finding predictions.csv missing)."""
+
+
+def activation_examples(data: TrainingData, rows, clip_scores, rich_clip, pred, cfg: Config, n: int
+                        ) -> list[ActivationExample]:
+    """The first `n` videos (by id) with their predicted class's clip scores over original frames."""
+    th, cache, names = cfg.train_head, data.cache, data.class_names
+    order = sorted(range(len(rows)), key=lambda j: cache.video_id[rows[j]])[:n]
+    out = []
+    for j in order:
+        row = rows[j]
+        spans = [(int(cache.frame_index[row, th.test_offset + c * th.clip_stride]),
+                  int(cache.frame_index[row, th.test_offset + c * th.clip_stride + th.clip_len - 1]))
+                 for c in range(th.n_clips)]
+        out.append(ActivationExample(cache.video_id[row], names[cache.label[row]], names[pred[j]], spans,
+                                     clip_scores[j, pred[j]], int(rich_clip[j]), data.apex[row]))
+    return out
 
 
 def _train_hint(dataset: str) -> str:
@@ -110,11 +126,11 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
               "Numbers from the LAST epoch of each fold (no selection on the test set).", "",
               "| fold | test videos | WAR % | UAR % | linear probe WAR % | within chance noise |",
               "|---|---|---|---|---|---|"]
-    by_fold = {f["fold"]: f for f in metrics.get("per_fold", [])}
+    by_fold = metrics.get("per_fold", {})  # keyed by fold, as DVC reads it
     for f in per_fold:
-        m = by_fold.get(f["fold"], {})
+        m = by_fold.get(str(f["fold"]), {})
         probe = f"{m['probe_war']:.2f}" if "probe_war" in m else "—"
-        flag = {True: "**yes**", False: "no"}.get(m.get("near_chance"), "—")
+        flag = {1: "**yes**", 0: "no"}.get(m.get("near_chance"), "—")
         lines.append(f"| {f['fold']} | {f['n_test']} | {f['war']:.2f} | {f['uar']:.2f} | {probe} | {flag} |")
     lp = metrics.get("linear_probe")
     lp_cell = f"{lp['war']:.2f} ± {lp['war_std']:.2f}" if lp else "—"
@@ -139,20 +155,28 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
     lines += [f"| {c} | {'—' if r is None else f'{r:.2f}'} |" for c, r in recall.items()]
     best = metrics.get("best_epoch")
     if best:
+        note = (metrics.get("notes") or {}).get("best_epoch", "optimistic")
         lines += ["", "## Best epoch on the test fold (optimistic, as the authors and peers report)", "",
                   f"WAR {best['war']:.2f} ± {best['war_std']:.2f}, UAR {best['uar']:.2f} ± {best['uar_std']:.2f}; "
-                  f"{best['note']}."]
+                  f"{note}."]
     lines += ["", "Figures: `confusion.png`, `activation_maps.png`, `tsne.png`.", ""]
     return "\n".join(lines)
 
 
-def run(cfg: Config, *, dataset: str | None = None) -> dict:
-    dataset = dataset or cfg.dataset
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run(cfg: Config, *, dataset: str | None = None, force: bool = False) -> dict:
+    return run_stage(STAGE, cfg, dataset, force=force)
+
+
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     out = cfg.results_dir(dataset)
     check_inputs(cfg, dataset)
     heads = _load_heads(cfg, dataset)
     # The head parameters (clip layout, centring) are the checkpoints', whatever params.yaml says now.
-    cfg = dataclasses.replace(cfg, train_head=heads[0].config)
+    cfg = scoped(dataclasses.replace(cfg.unscoped, train_head=heads[0].config), STAGE)
     preds, classes = read_predictions(out / "predictions.csv")
     index = {c: i for i, c in enumerate(classes)}
     true = np.array([index[p.true] for p in preds])
@@ -166,7 +190,8 @@ def run(cfg: Config, *, dataset: str | None = None) -> dict:
     war = mean_std([f["war"] for f in per_fold])
     uar = mean_std([f["uar"] for f in per_fold])
     recall = per_class_recall(true, pred, classes)
-    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    # Text (provenance.json) and numbers (metrics.json) of the training run.
+    metrics = {**_read_json(out / "provenance.json"), **_read_json(out / "metrics.json")}
     plot_confusion(out / "confusion.png", true, pred, classes,
                    f"{dataset}: WAR {war[0]:.1f} / UAR {uar[0]:.1f} (last epoch)")
 
@@ -179,13 +204,13 @@ def run(cfg: Config, *, dataset: str | None = None) -> dict:
     plot_activation_maps(out / "activation_maps.png",
                          activation_examples(data, fo["rows"], fo["clip_scores"], fo["rich_clip"], fo_pred, cfg,
                                              cfg.evaluate.n_activation_examples))
-    written = ["report.md", "confusion.png", "activation_maps.png"]
-    if cfg.evaluate.tsne:
-        plot_tsne(out / "tsne.png", fo["embedding"], data.cache.label[fo["rows"]], classes, cfg.train_head.seed)
-        written.append("tsne.png")
+    written = ["report.md", "confusion.png", "activation_maps.png", "tsne.png"]
+    # Always a tsne.png (a declared output): with evaluate.tsne off, one that says so, never a stale one.
+    plot_tsne(out / "tsne.png", fo["embedding"] if cfg.evaluate.tsne else None, data.cache.label[fo["rows"]], classes,
+              cfg.train_head.seed)
     write_text(out / "report.md", report_markdown(dataset, per_fold, war, uar, recall, metrics))
     # The checkpoints must reproduce predictions.csv: a mismatch means they come from another run.
     csv_pred = {p.video_id: index[p.predicted] for p in preds}
     agree = float(np.mean([csv_pred.get(data.cache.video_id[r]) == q for r, q in zip(fo["rows"], fo_pred)]))
-    return {"war": war[0], "war_std": war[1], "uar": uar[0], "uar_std": uar[1], "written": written,
-            "checkpoint_agreement": round(agree * 100, 2)}
+    return Outcome({"war": war[0], "war_std": war[1], "uar": uar[0], "uar_std": uar[1], "written": written,
+                    "checkpoint_agreement": round(agree * 100, 2)})

@@ -1,6 +1,6 @@
 """extract: aligned 224x224 faces → per-frame backbone features, cached in HDF5 shards.
 
-Reads `faces.h5` (tracks and the 105 chosen frame numbers) and the videos; writes
+Reads `faces.h5` (tracks), `frames.h5` (the 105 chosen frame numbers) and the videos; writes
 `features/shard-*.h5` (README: "Shard format") and `features/index.h5`, plus `extract` rows of
 `failures.csv`. Decoding + alignment run in worker processes while the network runs here
 (bounded in flight, so memory does not grow with the number of videos). Each shard is written
@@ -28,11 +28,11 @@ from cache.store import FORMAT_VERSION, ShardRecord, drop_rows, list_shards, sha
 from pipeline.adapters import ADAPTERS
 from pipeline.align import align
 from pipeline.config import Config, ExtractConfig
-from pipeline.errors import PipelineError, TooManyFailures, VideoError
+from pipeline.errors import PipelineError, VideoError
 from pipeline.features import FeatureExtractor, build_extractor
-from pipeline.io import Failure, clean_stale_temporaries, read_manifest, update_failures
+from pipeline.io import Failure, clean_stale_temporaries, read_manifest
 from pipeline.layout import layout_for
-from pipeline.state import mark_done, recorded, signature
+from pipeline.runner import Outcome, run_stage
 from pipeline.workers import process_pool
 from pipeline.video import read_frames
 
@@ -82,17 +82,18 @@ def class_names_for(cfg: Config, dataset: str, labels: list[str]) -> list[str]:
 
 def load_tasks(cfg: Config, dataset: str) -> tuple[list[VideoTask], list[str]]:
     lay = layout_for(cfg, dataset)
-    if not lay.faces.exists():
-        raise PipelineError(f"{lay.faces} not found: run `pipeline run resample --dataset {dataset}` first")
+    for path, stage in ((lay.faces, "detect"), (lay.frames, "resample")):
+        if not path.exists():
+            raise PipelineError(f"{path} not found: run `pipeline run {stage} --dataset {dataset}` first")
     rows = [r for r in read_manifest(lay.manifest) if r.ok]
     classes = class_names_for(cfg, dataset, [r.label for r in rows])
     tasks = []
-    with h5py.File(lay.faces, "r") as f:
+    with h5py.File(lay.faces, "r") as f, h5py.File(lay.frames, "r") as frames:
         for r in rows:
-            if r.video_id not in f or "frame_index" not in f[r.video_id]:
+            if r.video_id not in f or r.video_id not in frames:
                 continue  # failed upstream, recorded there
             g = f[r.video_id]
-            idx = g["frame_index"][:]
+            idx = frames[r.video_id]["frame_index"][:]
             tasks.append(VideoTask(r.video_id, r.path, r.crop_side, classes.index(r.label) if r.label in classes else -1,
                                    r.subject, idx, g["flags"][:][idx], g["landmarks"][:][idx]))
     return sorted(tasks, key=lambda t: t.video_id), classes
@@ -213,16 +214,22 @@ def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, bat
     return records, failures
 
 
+def verify_outputs(cfg: Config, dataset: str, sig: str) -> bool:
+    """The runner's last word before skipping: every shard's row checksums still match (a damaged
+    row is repaired by the run instead of being read by training)."""
+    features = layout_for(cfg, dataset).features
+    return (features / "index.h5").exists() and _all_intact(features, sig)
+
+
 def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[int, int] | None = None,
         force: bool = False) -> dict:
+    return run_stage(STAGE, cfg, dataset, force=force, workers=workers, shard=shard)
+
+
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: int | None = None,
+         shard: tuple[int, int] | None = None) -> Outcome:
     e = cfg.extract
     lay = layout_for(cfg, dataset)
-    sig = signature(cfg, dataset, STAGE)
-    index = lay.features / "index.h5"
-    if (not force and shard is None and recorded(cfg, dataset, STAGE) == sig and index.exists()
-            and _all_intact(lay.features, sig)):
-        return {"stage": STAGE, "dataset": dataset, "skipped": "up to date (checksums verified)",
-                "features": str(lay.features)}
     extractor = build_extractor(e)  # missing weights stop here, before any video is opened
     # null crop_size / margin: the backbone's own (its input size; a looser crop for CLIP)
     e = dataclasses.replace(e, crop_size=extractor.crop_size, margin=extractor.margin)
@@ -270,16 +277,12 @@ def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[i
             if records:
                 write_shard(lay.features / shard_name(next_index, shard), records, attrs)
                 next_index += 1
-    update_failures(lay.failures, STAGE, failures, replace_ids=[t.video_id for t in pending])
     write_index(lay.features)
     n_cached = len(done) + len(pending) - len(failures)
     summary = {"stage": STAGE, "dataset": dataset, **extractor.provenance(), "videos": len(tasks),
                "computed": len(pending) - len(failures), "resumed": len(tasks) - len(pending), "cached": n_cached,
                "repaired": len(repaired),
                "failed": len(failures), "shards": len(list_shards(lay.features)), "features": str(lay.features)}
-    if tasks and len(failures) / len(tasks) > e.max_failure_fraction:
-        raise TooManyFailures(f"extract: {len(failures)} of {len(tasks)} videos failed; see {lay.failures}")
-    if shard is None:
-        mark_done(cfg, dataset, STAGE, sig, summary)
-    return summary
+    return Outcome(summary, failures, replace_ids=[t.video_id for t in pending], n_items=len(tasks),
+                   complete=shard is None)
 

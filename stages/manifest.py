@@ -19,9 +19,9 @@ from pipeline.adapters import VideoEntry, make_adapter
 from pipeline.adapters.base import Listing
 from pipeline.config import Config
 from pipeline.errors import VideoError
-from pipeline.io import Failure, ManifestRow, read_failures, update_failures, write_manifest
+from pipeline.io import Failure, ManifestRow, read_failures, write_manifest
 from pipeline.layout import layout_for
-from pipeline.state import is_current, mark_done, signature
+from pipeline.runner import Outcome, run_stage
 from pipeline.video import probe
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,19 @@ def probe_entry(entry: VideoEntry, fps_default: float) -> ManifestRow:
     return row
 
 
+def input_fingerprint(cfg: Config, dataset: str) -> str:
+    """The dataset's listing (ids, labels, sizes, mtimes): cheap, and changes when a video is added,
+    removed or rewritten — so `dvc repro` (which always runs this stage) notices new files."""
+    return fingerprint(list_entries(cfg, dataset))
+
+
 def run(cfg: Config, *, dataset: str, force: bool = False) -> dict:
+    return run_stage(STAGE, cfg, dataset, force=force)
+
+
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     lay = layout_for(cfg, dataset)
     listing = list_entries(cfg, dataset)
-    fp = fingerprint(listing)
-    sig = signature(cfg, dataset, STAGE, fp)
-    if not force and is_current(cfg, dataset, STAGE, [lay.manifest], fp):
-        return {"stage": STAGE, "dataset": dataset, "skipped": "up to date", "manifest": str(lay.manifest)}
-
     seen: set[str] = set()
     entries, failures = [], [Failure(vid, STAGE, kind, msg) for vid, kind, msg in listing.problems]
     for e in listing.entries:
@@ -88,12 +93,12 @@ def run(cfg: Config, *, dataset: str, force: bool = False) -> dict:
     write_manifest(rows, lay.manifest)
     # This stage owns its failure rows: replace all of them (a fixed file no longer fails).
     old_ids = [f.video_id for f in read_failures(lay.failures) if f.stage == STAGE]
-    update_failures(lay.failures, STAGE, failures, replace_ids=old_ids)
+    labels = Counter(r.label for r in rows if r.ok)
     summary = {
         "stage": STAGE, "dataset": dataset, "videos": len(rows), "ok": sum(r.ok for r in rows),
         "failed": len(failures), "frames": sum(r.n_frames for r in rows),
-        "labels": dict(Counter(r.label for r in rows if r.ok)), "excluded": listing.excluded,
-        "manifest": str(lay.manifest),
+        # An empty label is "no label" (a `folder` dataset without class folders), not a class.
+        "labels": {k: v for k, v in labels.items() if k}, "unlabelled": labels.get("", 0),
+        "excluded": listing.excluded, "manifest": str(lay.manifest),
     }
-    mark_done(cfg, dataset, STAGE, sig, summary)
-    return summary
+    return Outcome(summary, failures, replace_ids=old_ids)

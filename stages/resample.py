@@ -1,7 +1,7 @@
 """resample: choose `n_frames` (105) frame indices per video inside its face-present span.
 
-Reads `faces.h5`; adds `frame_index [105]` (original frame numbers) to each video's group (the
-file is rewritten under a temporary name, then renamed). Policies:
+Reads `faces.h5`; writes `frames.h5` with `frame_index [105]` (original frame numbers) in one group
+per video id (under a temporary name, then renamed; faces.h5 stays detect's alone). Policies:
 
 - `uniform` (default): 105 indices evenly spaced from the first to the last frame where the face
   is present; a span shorter than 105 repeats frames (nearest-neighbour interpolation).
@@ -14,17 +14,15 @@ chosen: each index is moved to the nearest present frame.
 """
 from __future__ import annotations
 
-import shutil
-
 import h5py
 import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import Config, ResampleConfig
-from pipeline.errors import PipelineError, TooManyFailures, VideoError
-from pipeline.io import Failure, atomic_path, read_manifest, update_failures
+from pipeline.errors import PipelineError, VideoError
+from pipeline.io import Failure, atomic_path, read_manifest
 from pipeline.layout import layout_for
-from pipeline.state import mark_done, signature
+from pipeline.runner import Outcome, run_stage
 from pipeline.tracking import ABSENT
 
 STAGE = "resample"
@@ -50,40 +48,28 @@ def choose_frames(flags: np.ndarray, cfg: ResampleConfig) -> np.ndarray:
 
 
 def run(cfg: Config, *, dataset: str, force: bool = False) -> dict:
+    return run_stage(STAGE, cfg, dataset, force=force)
+
+
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     lay = layout_for(cfg, dataset)
-    sig = signature(cfg, dataset, STAGE)
-    if not force and lay.faces.exists():
-        with h5py.File(lay.faces, "r") as f:
-            if f.attrs.get("resample_signature") == sig:
-                return {"stage": STAGE, "dataset": dataset, "skipped": "up to date"}
     if not lay.faces.exists():
         raise PipelineError(f"{lay.faces} not found: run `pipeline run detect --dataset {dataset}` first")
     rows = read_manifest(lay.manifest)
     failures, n_ok = [], 0
-    with atomic_path(lay.faces) as tmp:
-        shutil.copyfile(lay.faces, tmp)
-        with h5py.File(tmp, "r+") as f:
-            for row in tqdm(rows, desc=f"resample {dataset}", unit="video", leave=False):
-                if row.video_id not in f:
-                    continue  # failed upstream: already in failures.csv
-                g = f[row.video_id]
-                try:
-                    idx = choose_frames(g["flags"][:], cfg.resample)
-                except VideoError as err:
-                    failures.append(Failure(row.video_id, STAGE, err.kind, err.message))
-                    if "frame_index" in g:
-                        del g["frame_index"]
-                    continue
-                if "frame_index" in g:
-                    del g["frame_index"]
-                g.create_dataset("frame_index", data=idx)
-                n_ok += 1
-            f.attrs["resample_signature"] = sig
-            f.attrs["resample_policy"] = cfg.resample.policy
-    update_failures(lay.failures, STAGE, failures, replace_ids=[r.video_id for r in rows])
+    with h5py.File(lay.faces, "r") as faces, atomic_path(lay.frames) as tmp, h5py.File(tmp, "w") as out:
+        out.attrs["signature"] = sig
+        out.attrs["policy"] = cfg.resample.policy
+        for row in tqdm(rows, desc=f"resample {dataset}", unit="video", leave=False):
+            if row.video_id not in faces:
+                continue  # failed upstream: already in failures.csv
+            try:
+                idx = choose_frames(faces[row.video_id]["flags"][:], cfg.resample)
+            except VideoError as err:
+                failures.append(Failure(row.video_id, STAGE, err.kind, err.message))
+                continue
+            out.create_group(row.video_id).create_dataset("frame_index", data=idx)  # ids with `/` nest
+            n_ok += 1
     summary = {"stage": STAGE, "dataset": dataset, "policy": cfg.resample.policy, "n_frames": cfg.resample.n_frames,
-               "resampled": n_ok, "failed": len(failures)}
-    if rows and len(failures) / len(rows) > cfg.detect.max_failure_fraction:
-        raise TooManyFailures(f"resample: {len(failures)} of {len(rows)} videos have no usable face span")
-    mark_done(cfg, dataset, STAGE, sig, summary)
-    return summary
+               "resampled": n_ok, "failed": len(failures), "frames": str(lay.frames)}
+    return Outcome(summary, failures, replace_ids=[r.video_id for r in rows], n_items=len(rows))

@@ -1,92 +1,125 @@
 """train_head: the CEFLNet head trained on the feature cache, subject-independent cross-validation.
 
 Inputs: `<data_root>/D/features/` (+ manifest.csv for folds/splits/apex spans, failures.csv).
-Outputs under `<results_root>/D/`: metrics.json, predictions.csv, checkpoints/fold-<k>.pt, confusion.png,
-activation_maps.png. Reported numbers are the LAST epoch's; the best-on-test epoch the authors and
-peers report is kept apart in `best_epoch`, labelled as optimistic.
+Outputs under `<results_root>/D/`:
+
+- `metrics.json`: numbers only (what `dvc metrics diff` / `dvc exp show` compare), `per_fold` keyed
+  by fold; the last epoch's scores, the best-on-test epoch the authors and peers report apart in
+  `best_epoch` (optimistic, see provenance.json's note), and the sanity numbers of
+  `pipeline.head.sanity` (chance, near-chance folds as 0/1, the linear probe, clip-localisation
+  baselines);
+- `provenance.json`: the text — dataset, backbone, weights, protocol, center, device, notes — and the
+  effective parameters of the run (after the dataset's overrides);
+- `history/fold-<k>.csv` (per-epoch train/test loss and scores) and `training_curves.png`;
+- `predictions.csv` and `checkpoints/fold-<k>.pt`.
+
+The confusion matrix and activation maps are evaluate's (one writer per output).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 
-from pipeline.config import Config
-from pipeline.io import clean_stale_temporaries
+from pipeline.config import Config, flatten_overrides
 from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
-from pipeline.head.report import (ActivationExample, Prediction, mean_std, per_class_recall, plot_activation_maps,
-                                  plot_confusion, war_uar, write_json, write_predictions)
+from pipeline.head.report import (Prediction, mean_std, per_class_recall, plot_training_curves, war_uar,
+                                  write_history, write_json, write_predictions)
 from pipeline.head.sanity import ClipSpans, localisation, near_chance
 from pipeline.head.train import FoldResult, cross_validate, head_params, resolve_device, save_head
+from pipeline.io import clean_stale_temporaries
+from pipeline.runner import Outcome, run_stage
 
-STAGE = "train_head"
-RESULT_FILES = ("metrics.json", "predictions.csv", "confusion.png", "activation_maps.png")
-"""Written by every run, beside one `checkpoints/fold-<k>.pt` per fold."""
+STAGE = "train-head"
+RESULT_FILES = ("metrics.json", "provenance.json", "predictions.csv", "training_curves.png")
+"""Written by every run, beside `checkpoints/fold-<k>.pt` and `history/fold-<k>.csv` per fold."""
 CHECKPOINTS = "checkpoints"
+HISTORY = "history"
+BEST_EPOCH_NOTE = ("OPTIMISTIC: each fold's epoch chosen by its accuracy on its own test fold, as the authors' "
+                   "main.py and most peers report; not a held-out estimate")
+NOTES = {
+    "numbers": "last epoch of each fold, mean ± std over folds (sample std)",
+    "best_epoch": BEST_EPOCH_NOTE,
+    "near_chance": "1 when a fold's correct count is within binomial noise of always answering the majority "
+                   "class (one-sided binomial test, p > 0.05); n_folds_near_chance counts them",
+    "linear_probe": "logistic regression on the head's input, mean-pooled over frames, same folds",
+    "clip_localization": "overlap: the emotion-rich clip meets the annotated apex span (Table 7's criterion); "
+                         "strict: the clip's centre frame lies inside it; random_*: a uniformly random clip "
+                         "(expected), centre_*: the centre clip",
+}
 
 
-def summarize(data: TrainingData, results: list[FoldResult], cfg: Config, dataset: str, *,
-              kind: str = "ceflnet") -> dict:
-    """metrics.json from the fold results (percent; mean and std over folds), with the sanity numbers
-    of `pipeline.head.sanity` beside them: chance, a per-fold near-chance flag, a linear probe on the
-    same input and folds, and the clip-localisation baselines."""
+def summarize(data: TrainingData, results: list[FoldResult], cfg: Config) -> dict:
+    """metrics.json from the fold results: numbers only (percent; mean and std over folds), with the
+    sanity numbers of `pipeline.head.sanity` beside them.
+
+    New numbers go in as plain keys (top level for the run, `per_fold[k]` for a fold); text goes
+    to provenance.json, so `dvc metrics` and `dvc exp show` stay readable."""
     th, cache, names = cfg.train_head, data.cache, data.class_names
     counts = np.bincount(cache.label, minlength=len(names))
     majority = float(counts.max() / counts.sum())
     spans = ClipSpans.of(th.n_clips, th.test_offset, th.clip_stride, th.clip_len)
-    per_fold, chosen, apex_rows = [], [], []
+    per_fold, chosen, apex_rows = {}, [], []
     for r in results:
         true = cache.label[r.test]
         war, uar = war_uar(true, r.pred)
-        best = max(range(len(r.history)), key=lambda e: r.history[e][0])
+        best = max(r.history, key=lambda e: e.test_war)
         loc = localisation(cache.frame_index[r.test], [data.apex[i] for i in r.test], r.rich_clip, spans)
         chosen.append(r.rich_clip)
         apex_rows.append(r.test)
-        fold = {"fold": r.fold, "n_train": int(len(data.folds[r.fold].train)), "n_test": int(len(r.test)),
+        fold = {"n_train": int(len(data.folds[r.fold].train)), "n_test": int(len(r.test)),
                 "war": round(war, 2), "uar": round(uar, 2),
-                "near_chance": near_chance(int((true == r.pred).sum()), len(true), majority),
-                "clip_localization": loc["overlap"] if loc else None,
-                "clip_localization_strict": loc["strict"] if loc else None,
-                "best_epoch": best + 1, "best_war": round(r.history[best][0], 2),
-                "best_uar": round(r.history[best][1], 2)}
+                "near_chance": int(near_chance(int((true == r.pred).sum()), len(true), majority)),
+                **({"clip_localization": loc["overlap"], "clip_localization_strict": loc["strict"]} if loc else {}),
+                "best_epoch": best.epoch, "best_war": round(best.test_war, 2), "best_uar": round(best.test_uar, 2)}
         if r.probe is not None:
             fold.update(probe_war=round(r.probe[0], 2), probe_uar=round(r.probe[1], 2))
-        per_fold.append(fold)
+        per_fold[str(r.fold)] = fold
+    folds = list(per_fold.values())
     all_rows = np.concatenate([r.test for r in results])
     all_pred = np.concatenate([r.pred for r in results])
-    war, war_std = mean_std([f["war"] for f in per_fold])
-    uar, uar_std = mean_std([f["uar"] for f in per_fold])
-    bwar, bwar_std = mean_std([f["best_war"] for f in per_fold])
-    buar, buar_std = mean_std([f["best_uar"] for f in per_fold])
+    war, war_std = mean_std([f["war"] for f in folds])
+    uar, uar_std = mean_std([f["uar"] for f in folds])
+    bwar, bwar_std = mean_std([f["best_war"] for f in folds])
+    buar, buar_std = mean_std([f["best_uar"] for f in folds])
     rows = np.concatenate(apex_rows)
     loc = localisation(cache.frame_index[rows], [data.apex[i] for i in rows], np.concatenate(chosen), spans)
-    weights = str(cache.attrs.get("weights", "unknown"))
     metrics = {
-        "dataset": dataset,
-        "head": kind, "variant": th.variant, "protocol": data.protocol, "epochs": th.epochs, "center": th.center,
         "war": war, "war_std": war_std, "uar": uar, "uar_std": uar_std,
-        "per_class_recall": per_class_recall(cache.label[all_rows], all_pred, names),
-        "n_videos": len(cache), "n_failed": data.n_failed, "n_folds": len(results),
         "chance_war": round(majority * 100, 2),
         "chance_uar": round(100 / len(names), 2),
-        "n_folds_near_chance": sum(f["near_chance"] for f in per_fold),
-        "clip_localization": loc,
-        "backbone": str(cache.attrs.get("backbone", "unknown")), "weights": weights,
+        "n_folds_near_chance": sum(f["near_chance"] for f in folds),
+        "epochs": th.epochs, "n_videos": len(cache), "n_failed": data.n_failed, "n_folds": len(results),
+        "per_class_recall": per_class_recall(cache.label[all_rows], all_pred, names),
+        **({"clip_localization": loc} if loc else {}),
+        "per_fold": per_fold,
+        "best_epoch": {"war": bwar, "war_std": bwar_std, "uar": buar, "uar_std": buar_std},
+    }
+    if all("probe_war" in f for f in folds):
+        pwar, pwar_std = mean_std([f["probe_war"] for f in folds])
+        puar, puar_std = mean_std([f["probe_uar"] for f in folds])
+        metrics["linear_probe"] = {"war": pwar, "war_std": pwar_std, "uar": puar, "uar_std": puar_std}
+    return metrics
+
+
+def provenance(data: TrainingData, cfg: Config, dataset: str, *, kind: str = "ceflnet") -> dict:
+    """The run's text facts and effective parameters (provenance.json)."""
+    attrs = data.cache.attrs
+    weights = str(attrs.get("weights", "unknown"))
+    ds = cfg.dataset_config(dataset)
+    return {
+        "dataset": dataset, "head": kind, "variant": cfg.train_head.variant, "protocol": data.protocol,
+        "center": cfg.train_head.center, "class_names": list(data.class_names),
+        "backbone": str(attrs.get("backbone", "unknown")), "weights": weights,
         "warning": ("FEATURES FROM A RANDOM-WEIGHT BACKBONE: these numbers test the plumbing and say nothing "
                     "about expression recognition (REFERENCE §9)") if weights.startswith("random") else None,
-        "per_fold": per_fold,
-        "best_epoch": {"note": "OPTIMISTIC: each fold's epoch chosen by its accuracy on its own test fold, as the "
-                               "authors' main.py and most peers report; not a held-out estimate",
-                       "war": bwar, "war_std": bwar_std, "uar": buar, "uar_std": buar_std,
-                       "epochs": [f["best_epoch"] for f in per_fold]},
+        "notes": NOTES,
+        "params": {"train_head": dataclasses.asdict(cfg.train_head),
+                   "dataset_overrides": dict(flatten_overrides(ds.overrides)),
+                   "features": json.loads(attrs["params"]) if isinstance(attrs.get("params"), str)
+                   else attrs.get("params", {})},
     }
-    if all("probe_war" in f for f in per_fold):
-        pwar, pwar_std = mean_std([f["probe_war"] for f in per_fold])
-        puar, puar_std = mean_std([f["probe_uar"] for f in per_fold])
-        metrics["linear_probe"] = {"war": pwar, "war_std": pwar_std, "uar": puar, "uar_std": puar_std,
-                                   "what": "logistic regression on the head's input, mean-pooled over frames, "
-                                           "same folds"}
-    return metrics
 
 
 def predictions(data: TrainingData, results: list[FoldResult], cfg: Config) -> list[Prediction]:
@@ -101,59 +134,45 @@ def predictions(data: TrainingData, results: list[FoldResult], cfg: Config) -> l
     return out
 
 
-def activation_examples(data: TrainingData, rows, clip_scores, rich_clip, pred, cfg: Config, n: int
-                        ) -> list[ActivationExample]:
-    """The first `n` videos (by id) with their predicted class's clip scores over original frames."""
-    th, cache, names = cfg.train_head, data.cache, data.class_names
-    order = sorted(range(len(rows)), key=lambda j: cache.video_id[rows[j]])[:n]
-    out = []
-    for j in order:
-        row = rows[j]
-        spans = [(int(cache.frame_index[row, th.test_offset + c * th.clip_stride]),
-                  int(cache.frame_index[row, th.test_offset + c * th.clip_stride + th.clip_len - 1]))
-                 for c in range(th.n_clips)]
-        out.append(ActivationExample(cache.video_id[row], names[cache.label[row]], names[pred[j]], spans,
-                                     clip_scores[j, pred[j]], int(rich_clip[j]), data.apex[row]))
-    return out
+def _replace_per_fold(folder, pattern: str, keep: int) -> None:
+    """A previous run with more folds must not leave extra files behind."""
+    for old in folder.glob(pattern):
+        if int(old.stem.split("-")[1]) >= keep:
+            old.unlink()
 
 
-def run(cfg: Config, *, dataset: str | None = None) -> dict:
-    """Train every fold, write the results folder, return metrics.json's content."""
-    dataset = dataset or cfg.dataset
+def run(cfg: Config, *, dataset: str | None = None, force: bool = False) -> dict:
+    """Train every fold unless current, write the results folder, return metrics.json's content."""
+    return run_stage(STAGE, cfg, dataset, force=force)
+
+
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     data = load_training_data(cfg, dataset)
     device = resolve_device(cfg.train_head.device)
     results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
                              len(data.class_names), device=device, desc=f"{STAGE} {dataset}",
                              subjects=np.asarray(data.cache.subject), probe=True)
     out = cfg.results_dir(dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / CHECKPOINTS):  # leftovers of a killed run
+    ckpt_dir, hist_dir = out / CHECKPOINTS, out / HISTORY
+    for folder in (out, ckpt_dir, hist_dir):  # leftovers of a killed run
+        folder.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(folder)
+    _replace_per_fold(ckpt_dir, "fold-*.pt", len(results))
+    _replace_per_fold(hist_dir, "fold-*.csv", len(results))
     # Everything `pipeline predict` needs to rebuild the features of a new video the same way.
     attrs = data.cache.attrs
-    provenance = {**{k: attrs.get(k, "unknown") for k in ("backbone", "weights", "weights_sha256", "feature_dim",
-                                                            "input_convention", "params_hash")},
-                  "params": json.dumps(attrs.get("params", {}))}
-    ckpt_dir = out / CHECKPOINTS
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for old in ckpt_dir.glob("fold-*.pt"):  # a previous run with more folds must not leave extra heads
-        if int(old.stem.split("-")[1]) >= len(results):
-            old.unlink()
+    ckpt_provenance = {**{k: attrs.get(k, "unknown") for k in ("backbone", "weights", "weights_sha256", "feature_dim",
+                                                                 "input_convention", "params_hash")},
+                       "params": json.dumps(attrs.get("params", {}))}
     for r in results:
         save_head(ckpt_dir / f"fold-{r.fold}.pt", r.state_dict, cfg.train_head, kind="ceflnet",
                   in_dim=data.cache.feature_dim, class_names=data.class_names, fold=r.fold,
-                  test_video_ids=[data.cache.video_id[i] for i in r.test], provenance=provenance)
-    metrics = summarize(data, results, cfg, dataset)
-    metrics["device"] = str(device)
+                  test_video_ids=[data.cache.video_id[i] for i in r.test], provenance=ckpt_provenance)
+        write_history(hist_dir / f"fold-{r.fold}.csv", r.history)
+    metrics = summarize(data, results, cfg)
     metrics["head_params"] = head_params(results[0].state_dict)
     write_predictions(out / "predictions.csv", predictions(data, results, cfg), data.class_names)
-    rows = np.concatenate([r.test for r in results])
-    pred = np.concatenate([r.pred for r in results])
-    plot_confusion(out / "confusion.png", data.cache.label[rows], pred, data.class_names,
-                   f"{dataset}: WAR {metrics['war']:.1f} / UAR {metrics['uar']:.1f} (last epoch)")
-    examples = activation_examples(data, rows, np.concatenate([r.clip_scores for r in results]),
-                                   np.concatenate([r.rich_clip for r in results]), pred, cfg,
-                                   cfg.evaluate.n_activation_examples)
-    plot_activation_maps(out / "activation_maps.png", examples)
+    plot_training_curves(out / "training_curves.png", {r.fold: r.history for r in results})
+    write_json(out / "provenance.json", {**provenance(data, cfg, dataset), "device": str(device)})
     write_json(out / "metrics.json", metrics)
-    return metrics
+    return Outcome(metrics)

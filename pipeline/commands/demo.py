@@ -15,8 +15,6 @@ import time
 import click
 from pipeline.errors import PipelineError
 
-STAGES = ("manifest", "detect", "resample", "extract", "train-head", "evaluate")
-
 
 def choose_backbone() -> list[str]:
     from pipeline.backbones.resnet import imagenet_path
@@ -40,7 +38,7 @@ def command(params_path: str, data_root: str | None, results_root: str | None, o
     import logging
 
     from pipeline.cli import load
-    from pipeline.registry import stage_module
+    from pipeline.registry import pipeline_stages
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.time()
@@ -49,12 +47,12 @@ def command(params_path: str, data_root: str | None, results_root: str | None, o
         cfg = load(params_path, "demo", None, None, (*backbone, *overrides), data_root, results_root)
         from pipeline.workers import orphan_safe_workers
 
-        for stage in STAGES:
+        for stage in pipeline_stages():
             t = time.time()
             with orphan_safe_workers():  # joblib workers exit if the demo is killed (as in `pipeline run`)
-                summary = stage_module(stage).run(cfg, dataset="demo")
-            click.echo(f"[{stage}] {'up to date' if summary.get('skipped') else 'done'} in {time.time() - t:.0f} s",
-                       err=True)
+                summary = stage.load().run(cfg, dataset="demo")
+            click.echo(f"[{stage.name}] {'up to date' if summary.get('skipped') else 'done'} in "
+                       f"{time.time() - t:.0f} s", err=True)
     except PipelineError as err:
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)

@@ -7,6 +7,7 @@ import numpy as np
 
 from cache.reader import FeatureCache, load_cache
 from pipeline.config import Config
+from pipeline.errors import DatasetError
 from pipeline.head.inputs import per_video
 from pipeline.head.train import Fold, make_folds
 from pipeline.io import read_failures, read_manifest
@@ -32,6 +33,14 @@ class TrainingData:
 def load_training_data(cfg: Config, dataset: str) -> TrainingData:
     layout = layout_for(cfg, dataset)
     cache = load_cache(layout.features)
+    unlabelled = int((cache.label < 0).sum())
+    if unlabelled or not cache.class_names:
+        # Stopped here, before any fold starts: a head cannot learn from videos without labels.
+        raise DatasetError(f"dataset {dataset!r}: {unlabelled or len(cache)} of {len(cache)} cached videos have no "
+                           "label (a `folder` dataset needs <root>/<label>/<video>; the manifest's `label` column "
+                           "is empty), so there is nothing to train on. Label the videos, drop this dataset from "
+                           "params.yaml `repro:`, or classify them with `pipeline predict VIDEO... --model RUN_DIR` "
+                           "(RUN_DIR: the results folder of a trained dataset, e.g. results/demo).")
     cache.features = per_video(cache.features, cfg.train_head.center)
     manifest_path = layout.manifest
     by_id = {r.video_id: r for r in read_manifest(manifest_path)} if manifest_path.exists() else {}

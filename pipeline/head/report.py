@@ -149,10 +149,20 @@ def plot_activation_maps(path: Path, examples: Sequence[ActivationExample]) -> N
     plt.close(fig)
 
 
-def plot_tsne(path: Path, embedding: np.ndarray, labels: np.ndarray, class_names: Sequence[str], seed: int) -> None:
+def plot_tsne(path: Path, embedding: np.ndarray | None, labels: np.ndarray, class_names: Sequence[str],
+              seed: int) -> None:
+    """t-SNE of the embeddings; `embedding=None` writes a figure saying it was turned off (evaluate.tsne)."""
     from sklearn.manifold import TSNE
 
     plt = _plt()
+    if embedding is None:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, "t-SNE turned off (evaluate.tsne: false)", ha="center", va="center")
+        ax.axis("off")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
+        plt.close(fig)
+        return
     n = len(embedding)
     # perplexity must stay below the number of points; tiny test caches need a small one.
     xy = TSNE(n_components=2, perplexity=float(min(30, max(2, (n - 1) // 3))), init="pca",
@@ -180,3 +190,38 @@ def write_json(path: Path, obj: dict) -> None:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+# --------------------------------------------------------------------------- history (plots as data)
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_war", "test_uar")
+
+
+def write_history(path: Path, records: Sequence) -> None:
+    """One fold's per-epoch history as CSV (DVC plots overlay it across experiments)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(HISTORY_COLUMNS)
+        for r in records:
+            w.writerow([r.epoch, *(f"{getattr(r, c):.4f}" for c in HISTORY_COLUMNS[1:])])
+
+
+def plot_training_curves(path: Path, histories: dict[int, Sequence]) -> None:
+    """Train vs test loss and train accuracy vs test WAR per epoch, one line per fold."""
+    plt = _plt()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (fold, recs) in enumerate(sorted(histories.items())):
+        ep = [r.epoch for r in recs]
+        colour = f"C{k % 10}"
+        ax_loss.plot(ep, [r.train_loss for r in recs], color=colour, alpha=0.5, label=f"fold {fold} train")
+        ax_loss.plot(ep, [r.test_loss for r in recs], color=colour, ls="--", label=f"fold {fold} test")
+        ax_acc.plot(ep, [r.train_acc for r in recs], color=colour, alpha=0.5)
+        ax_acc.plot(ep, [r.test_war for r in recs], color=colour, ls="--")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss (solid: train, dashed: test fold)")
+    ax_acc.set(xlabel="epoch", ylabel="%", title="train accuracy (solid) vs test WAR (dashed)")
+    if len(histories) <= 10:
+        ax_loss.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -113,6 +113,22 @@ def make_folds(labels: np.ndarray, subjects: Sequence[str], *, folds: Sequence[i
 # --------------------------------------------------------------------------- scores
 
 
+@dataclass(frozen=True)
+class EpochRecord:
+    """One row of a fold's history (history/fold-<k>.csv): what DVC plots across experiments."""
+
+    epoch: int
+    """1-based."""
+    train_loss: float
+    """Mean cross-entropy over the epoch's training batches (random clip offsets, dropout on)."""
+    train_acc: float
+    """Percent of training videos classified right in their batch, during the epoch."""
+    test_loss: float
+    """Cross-entropy of the test fold at the epoch's end (fixed test offsets)."""
+    test_war: float
+    test_uar: float
+
+
 @dataclass
 class FoldResult:
     fold: int
@@ -121,8 +137,8 @@ class FoldResult:
     rich_clip: np.ndarray  # (n_test,) emotion-rich clip index (test sampling)
     clip_scores: np.ndarray  # (n_test, C, n_clips)
     embedding: np.ndarray  # (n_test, E)
-    history: list[tuple[float, float]] = field(default_factory=list)
-    """(WAR, UAR) on the test fold after every epoch."""
+    history: list[EpochRecord] = field(default_factory=list)
+    """Train and test-fold scores after every epoch."""
     state_dict: dict | None = None
     probe: tuple[float, float] | None = None
     """(WAR, UAR) of the linear probe on the same fitted input and fold (pipeline/head/sanity.py)."""
@@ -172,6 +188,9 @@ def train_fold(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, f
         for group in opt.param_groups:
             group["lr"] = lr_at(epoch, cfg)
         order = train_rows[torch.randperm(len(train_rows), generator=gen, device=dev)]
+        # Summed on the device and read once per epoch: a .item() per batch would sync every step.
+        loss_sum = torch.zeros((), device=dev)
+        hits = torch.zeros((), device=dev, dtype=torch.long)
         for s in range(0, len(order), cfg.batch_size):
             rows = order[s:s + cfg.batch_size]  # (B,)
             index = sampler.train_indices(len(rows), gen)  # (B, n, K)
@@ -182,12 +201,20 @@ def train_fold(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, f
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            loss_sum += loss.detach() * len(rows)
+            hits += (logits.detach().argmax(1) == labels[rows]).sum()
+        # The test fold's scores reuse the one forward pass the WAR needs (no extra evaluation).
         with autocast(dev, cfg.precision):
             out = predict(model, features, test_rows, sampler)
-        history.append(war_uar(test_true, out["probs"].argmax(1).cpu().numpy()))
+        probs = out["probs"]
+        test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels[test_rows])) if len(test_rows) else 0.0
+        war, uar = war_uar(test_true, probs.argmax(1).cpu().numpy())
+        n = max(len(order), 1)
+        history.append(EpochRecord(epoch + 1, float(loss_sum) / n, 100.0 * float(hits) / n,
+                                   test_loss, war, uar))
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(fold=fold.index, loss=f"{loss.item():.3f}", war=f"{history[-1][0]:.1f}")
+            progress.set_postfix(fold=fold.index, loss=f"{history[-1].train_loss:.3f}", war=f"{war:.1f}")
     with autocast(dev, cfg.precision):
         out = {k: v.cpu().numpy() for k, v in predict(model, features, test_rows, sampler).items()}
     return FoldResult(fold.index, fold.test, out["probs"], out["rich_clip"], out["clip_scores"], out["embedding"],

@@ -11,13 +11,26 @@ import torch
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.head.train import load_head
+from pipeline.head.report import HISTORY_COLUMNS
+from pipeline.registry import stage
 from stages import ablate, evaluate, train_head
 from tests.head.conftest import CLASSES, tiny_params, write_synthetic_dataset
 
-METRIC_KEYS = {"dataset", "head", "variant", "protocol", "epochs", "war", "war_std", "uar", "uar_std",
-               "per_class_recall", "n_videos", "n_failed", "n_folds", "clip_localization", "chance_war",
-               "chance_uar", "backbone", "weights", "warning", "per_fold", "best_epoch", "device", "head_params",
-               "center", "n_folds_near_chance", "linear_probe"}
+METRIC_KEYS = {"epochs", "war", "war_std", "uar", "uar_std", "per_class_recall", "n_videos", "n_failed", "n_folds",
+               "clip_localization", "chance_war", "chance_uar", "per_fold", "best_epoch", "head_params",
+               "n_folds_near_chance", "linear_probe"}
+
+
+def _declared(name: str) -> set[str]:
+    """Top-level names a stage declares in the registry, with its state folder."""
+    return {o.path.split("/")[1] for o in stage(name).outs} | {".state"}
+
+
+def _numbers_only(node) -> bool:
+    """What `dvc metrics` can show: numbers (or null) at every leaf."""
+    if isinstance(node, dict):
+        return all(_numbers_only(v) for v in node.values())
+    return node is None or (isinstance(node, (int, float)) and not isinstance(node, bool))
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +45,45 @@ def trained(tmp_path_factory):
 def test_train_head_writes_exactly_its_files_and_schema(trained):
     cfg, metrics, _ = trained
     out = cfg.results_dir("synth")
-    assert {p.name for p in out.iterdir()} == {*train_head.RESULT_FILES, train_head.CHECKPOINTS}
+    assert {p.name for p in out.iterdir()} == _declared("train-head")
+    assert {*train_head.RESULT_FILES, train_head.CHECKPOINTS, train_head.HISTORY} == _declared("train-head") - {".state"}
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["fold-0.pt", "fold-1.pt", "fold-2.pt"]
     on_disk = json.loads((out / "metrics.json").read_text())
-    assert set(on_disk) == METRIC_KEYS
+    assert set(on_disk) == METRIC_KEYS and _numbers_only(on_disk)
     assert on_disk["n_videos"] == 36 and on_disk["n_failed"] == 2  # distinct ids, not failure rows
     assert on_disk["chance_uar"] == pytest.approx(100 / 3, abs=0.01) and on_disk["chance_war"] == pytest.approx(33.33)
     assert set(on_disk["per_class_recall"]) == set(CLASSES)
-    assert len(on_disk["per_fold"]) == 3 and on_disk["per_fold"][0].keys() >= {"war", "uar", "best_war", "n_test"}
-    assert on_disk["war"] == pytest.approx(np.mean([f["war"] for f in on_disk["per_fold"]]), abs=0.01)
-    assert on_disk["best_epoch"]["war"] >= on_disk["war"] - 1e-6 and "OPTIMISTIC" in on_disk["best_epoch"]["note"]
+    assert list(on_disk["per_fold"]) == ["0", "1", "2"]  # keyed by fold: `dvc metrics show` lists per_fold.1.war
+    assert on_disk["per_fold"]["0"].keys() >= {"war", "uar", "best_war", "n_test"}
+    assert on_disk["war"] == pytest.approx(np.mean([f["war"] for f in on_disk["per_fold"].values()]), abs=0.01)
+    assert on_disk["best_epoch"]["war"] >= on_disk["war"] - 1e-6
     assert on_disk["clip_localization"]["n_videos"] == 36
-    assert on_disk["weights"] == "random" and "RANDOM" in on_disk["warning"]
-    assert on_disk["protocol"].startswith("StratifiedGroupKFold(3)")
+    # The sanity numbers stay numbers: strict criterion and baselines, the probe, near-chance as 0/1.
+    assert on_disk["clip_localization"].keys() >= {"overlap", "strict", "random_overlap", "random_strict",
+                                                   "centre_overlap", "centre_strict"}
+    assert set(on_disk["linear_probe"]) == {"war", "war_std", "uar", "uar_std"}
+    assert all(f["near_chance"] in (0, 1) and "probe_war" in f for f in on_disk["per_fold"].values())
+    assert on_disk["n_folds_near_chance"] == sum(f["near_chance"] for f in on_disk["per_fold"].values())
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["center"] == cfg.train_head.center and prov["device"] == "cpu"
+    assert "linear_probe" in prov["notes"] and "strict" in prov["notes"]["clip_localization"]
+    assert "OPTIMISTIC" in prov["notes"]["best_epoch"]
+    assert prov["weights"] == "random" and "RANDOM" in prov["warning"]
+    assert prov["protocol"].startswith("StratifiedGroupKFold(3)")
+    assert prov["params"]["train_head"]["epochs"] == 3 and prov["params"]["train_head"]["folds"] == 3  # effective
+
+
+def test_history_is_one_csv_per_fold_with_every_epoch(trained):
+    cfg, metrics, _ = trained
+    hist = cfg.results_dir("synth") / "history"
+    assert sorted(p.name for p in hist.iterdir()) == ["fold-0.csv", "fold-1.csv", "fold-2.csv"]
+    with (hist / "fold-1.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == HISTORY_COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["train_loss"]) > 0 and float(r["test_loss"]) > 0 for r in rows)
+    assert all(0 <= float(r[c]) <= 100 for r in rows for c in ("train_acc", "test_war", "test_uar"))
+    # The last epoch's test WAR is the fold's reported WAR.
+    assert float(rows[-1]["test_war"]) == pytest.approx(metrics["per_fold"]["1"]["war"], abs=0.01)
 
 
 def test_predictions_map_rich_clip_to_original_frames(trained):
@@ -77,8 +116,8 @@ def test_evaluate_rebuilds_the_report_without_training(trained):
     out = cfg.results_dir("synth")
     before = (out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("checkpoints/fold-*.pt"))
     summary = evaluate.run(cfg, dataset="synth")
-    assert {p.name for p in out.iterdir()} == {*train_head.RESULT_FILES, *evaluate.RESULT_FILES,
-                                               train_head.CHECKPOINTS}
+    assert {p.name for p in out.iterdir()} == _declared("train-head") | _declared("evaluate")
+    assert set(evaluate.RESULT_FILES) == _declared("evaluate") - {".state"}
     assert summary["war"] == pytest.approx(metrics["war"], abs=0.01)
     assert summary["checkpoint_agreement"] == 100.0  # checkpoints reproduce predictions.csv
     assert ((out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("checkpoints/fold-*.pt"))) == before
@@ -98,7 +137,7 @@ def test_ablate_writes_table(tmp_path):
     cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=16, threads=1), dataset="synth")
     out = ablate.run(cfg, dataset="synth")
     folder = cfg.results_dir("synth")
-    assert {p.name for p in folder.iterdir()} == {"ablation.json", "ablation.md"}
+    assert {p.name for p in folder.iterdir()} == _declared("ablate")
     assert [r["head"] for r in out["rows"]] == ["meanpool", "lstm", "sal", "sal_lrl", "ceflnet"]
     assert [r["paper_bu4dfe_accuracy"] for r in out["rows"]] == [62.77, 79.17, 84.17, 84.67, 85.33]
     assert "| +SAL +LRL +EIAN (CEFLNet) |" in (folder / "ablation.md").read_text()
@@ -115,4 +154,5 @@ def test_official_split_is_used(tmp_path):
     write_manifest(rows, path)
     cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=16, threads=1), dataset="synth")
     m = train_head.run(cfg, dataset="synth")
-    assert m["protocol"] == "fixed split" and m["n_folds"] == 1 and m["per_fold"][0]["n_test"] == 3
+    prov = json.loads((cfg.results_dir("synth") / "provenance.json").read_text())
+    assert prov["protocol"] == "fixed split" and m["n_folds"] == 1 and m["per_fold"]["0"]["n_test"] == 3

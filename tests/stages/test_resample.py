@@ -8,12 +8,13 @@ from stages.resample import choose_frames
 
 
 def test_frame_index_inside_face_span(face_dataset):
-    with h5py.File(face_dataset["dir"] / "faces.h5", "r") as f:
-        idx = f["surprise/face_noface/frame_index"][:]
+    with h5py.File(face_dataset["dir"] / "faces.h5", "r") as f, h5py.File(face_dataset["dir"] / "frames.h5") as fr:
+        assert "frame_index" not in f["surprise/face_noface"]  # faces.h5 is detect's alone
+        idx = fr["surprise/face_noface/frame_index"][:]
         flags = f["surprise/face_noface/flags"][:]
         assert idx.shape == (105,) and (np.diff(idx) >= 0).all()
         assert idx.max() <= 74 and (flags[idx] != 0).all()
-        short = f["sadness/a/clip/frame_index"][:]
+        short = fr["sadness/a/clip/frame_index"][:]
         assert short.shape == (105,) and short.max() <= 23  # 24 frames: repeated, never invented
 
 
