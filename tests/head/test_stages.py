@@ -156,3 +156,17 @@ def test_official_split_is_used(tmp_path):
     m = train_head.run(cfg, dataset="synth")
     prov = json.loads((cfg.results_dir("synth") / "provenance.json").read_text())
     assert prov["protocol"] == "fixed split" and m["n_folds"] == 1 and m["per_fold"]["0"]["n_test"] == 3
+
+
+def test_unlabelled_dataset_stops_before_training(tmp_path):
+    from cache.store import ShardRecord, write_shard
+    from pipeline.errors import DatasetError
+
+    recs = [ShardRecord(f"S{i}/v", -1, f"S{i}", np.zeros((105, 8), np.float16), np.arange(105),
+                        np.ones(105, np.uint8), np.zeros((105, 5, 2), np.float32)) for i in range(4)]
+    write_shard(tmp_path / "data" / "synth" / "features" / "shard-00000.h5", recs,
+                {"class_names": ["happiness"], "backbone": "synthetic", "feature_dim": 8, "weights": "random"})
+    cfg = load_config(tiny_params(tmp_path), dataset="synth")
+    with pytest.raises(DatasetError, match="4 of 4 cached videos have no label"):
+        train_head.run(cfg, dataset="synth")
+    assert not cfg.results_dir("synth").exists()  # stopped before any fold

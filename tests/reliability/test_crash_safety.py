@@ -123,7 +123,7 @@ def test_train_head_killed_during_training_reruns_to_the_same_results(synthetic_
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
     reader.start()
     # tqdm draws the fold bar when training starts; kill then (the results folder is written at the end).
-    kill_when(proc, lambda: "train_head synth" in "".join(seen))
+    kill_when(proc, lambda: "train-head synth" in "".join(seen))
     out_b = base / "b" / "results" / "synth"
     if out_b.exists():
         no_visible_partials(out_b)
