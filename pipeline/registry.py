@@ -100,7 +100,10 @@ STAGES: tuple[Stage, ...] = (
           "Decode every frame, detect faces in batches (RetinaFace-MobileNet0.25 or SCRFD), keep one subject's "
           "track with 5 landmarks, fill and smooth gaps. Reads manifest.csv; writes faces.h5, failures.csv rows "
           "and qc/detect_contact_sheet.png. Resumable (per-video parts; --force recomputes them).",
-          volatile=(*SPEED, "qc_samples"), failure_limit="detect.max_failure_fraction"),
+          # extract.crop_size/margin/backbone (its default margin) only shape the contact sheet's crops:
+          # no reason to detect again.
+          volatile=(*SPEED, "qc_samples", "crop_size", "margin", "backbone"),
+          failure_limit="detect.max_failure_fraction"),
     Stage("resample", "stages.resample", "detect", ("resample",), ("{data}/manifest.csv", "{data}/faces.h5"),
           (Output("{data}/frames.h5", persist=True),),
           "Choose resample.n_frames (105) frames per video inside its face-present span. Reads faces.h5; writes "

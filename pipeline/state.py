@@ -8,6 +8,7 @@ is missing or stale, and agrees with `dvc repro`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -60,8 +61,11 @@ def signature(cfg: Config, dataset: str, name: str, input_fingerprint: str = "")
 
 
 def mark_done(cfg: Config, dataset: str, name: str, sig: str, summary: dict) -> None:
+    """Record the signature, the summary and the effective parameters (after the dataset's overrides)."""
+    ds = cfg.dataset_config(dataset)
+    params = {**params_of(cfg, stage(name)), f"datasets.{dataset}": dataclasses.asdict(ds)}
     with atomic_path(state_path(cfg, dataset, name)) as tmp:
-        tmp.write_text(json.dumps({"signature": sig, "summary": summary}, indent=1, default=str))
+        tmp.write_text(json.dumps({"signature": sig, "summary": summary, "params": params}, indent=1, default=str))
 
 
 def is_current(cfg: Config, dataset: str, name: str, sig: str) -> bool:
