@@ -60,6 +60,29 @@ def test_resume_reuses_verified_parts(face_dataset, tmp_path):
     assert dataclasses.is_dataclass(cfg)
 
 
+def test_force_recomputes_every_video_parts_included(face_dataset, monkeypatch):
+    """`--force` means recompute: no video comes from its part (the detector itself is replaced by the
+    stored results here, to count the calls without paying for detection again)."""
+    import json
+
+    from stages import detect
+
+    cfg, folder = face_dataset["cfg"], face_dataset["dir"]
+    sig = json.loads((folder / ".state" / "detect.json").read_text())["signature"]
+    calls = []
+
+    def stored(row, dcfg):
+        calls.append(row.video_id)
+        return detect.load_part(detect.part_path(folder / ".detect-parts", row.video_id), row.video_id, sig)
+
+    monkeypatch.setattr(detect, "detect_video", stored)
+    before = (folder / "faces.h5").read_bytes()
+    s = detect.run(cfg, dataset="faces", force=True)
+    assert s["detected_now"] == 6 and s["resumed"] == 0 and len(calls) == 6
+    assert "resumed" not in s["detector"]
+    (folder / "faces.h5").write_bytes(before)
+
+
 def test_stride_interpolates_between_detections(face_dataset, tmp_path):
     from pipeline.config import DetectConfig
     from pipeline.io import read_manifest
