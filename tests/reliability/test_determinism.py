@@ -35,8 +35,8 @@ def test_two_runs_in_separate_roots_are_identical(tmp_path):
         res = CliRunner().invoke(main, ["run", "extract", "--params", str(params), "--data-root", str(tmp_path / root)])
         assert res.exit_code == 0, res.output
     d1, d2 = tmp_path / "r1" / "two", tmp_path / "r2" / "two"
-    f1, f2 = _h5_arrays(d1 / "faces.h5"), _h5_arrays(d2 / "faces.h5")
-    assert sorted(f1) == sorted(f2) and len(f1) == 2 * 5  # boxes, landmarks, scores, flags, frame_index
+    f1, f2 = ({**_h5_arrays(d / "faces.h5"), **_h5_arrays(d / "frames.h5")} for d in (d1, d2))
+    assert sorted(f1) == sorted(f2) and len(f1) == 2 * 5  # boxes, landmarks, scores, flags + frame_index
     for k in f1:
         np.testing.assert_array_equal(f1[k], f2[k], err_msg=k)
     c1, c2 = load_cache(d1 / "features"), load_cache(d2 / "features")
