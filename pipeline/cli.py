@@ -40,8 +40,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
 def config_options(fn: Callable) -> Callable:
     """Options shared by every command that reads params.yaml."""
     opts = [
-        click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(),
-                     help="Parameter file."),
+        click.option("--params", "params_path", default=None, type=click.Path(),
+                     help="Parameter file [default: params.yaml when present, else the built-in defaults]."),
         click.option("--dataset", "-d", default=None, help="Dataset name from params.yaml (default: its `dataset`)."),
         click.option("--adapter", default=None, help="Override the dataset's adapter (any folder: `folder`)."),
         click.option("--root", default=None, help="Override the dataset's root folder (or CSV for `csv`)."),
@@ -56,7 +56,7 @@ def config_options(fn: Callable) -> Callable:
     return fn
 
 
-def load(params_path: str, dataset: str | None, adapter: str | None, root: str | None, overrides: tuple[str, ...],
+def load(params_path: str | None, dataset: str | None, adapter: str | None, root: str | None, overrides: tuple[str, ...],
          data_root: str | None, results_root: str | None, extra: list[str] | None = None):
     from pipeline.config import load_config
 
@@ -216,11 +216,12 @@ def cache_info(params_path, dataset, adapter, root, overrides, data_root, result
 
 
 def _register_commands() -> None:
-    """Commands written in their own files (demo, predict, report), imported unconditionally: a renamed
+    """Commands written in their own files (demo, predict, report, init), imported unconditionally: a renamed
     module is an error here, not a command that silently disappears (issue 13)."""
     import importlib
 
-    for module in ("pipeline.commands.demo", "pipeline.commands.predict", "pipeline.commands.report"):
+    for module in ("pipeline.commands.demo", "pipeline.commands.predict", "pipeline.commands.report",
+                   "pipeline.commands.init"):
         main.add_command(importlib.import_module(module).command)
 
 

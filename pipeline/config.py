@@ -6,6 +6,7 @@ naming each key, before any video is opened.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -28,6 +29,18 @@ CENTERS = ("none", "video_median", "first_frames", "two_stream")
 """`train_head.center` choices; what each does: pipeline/head/inputs.py."""
 
 DEVICES = ("auto", "cpu", "cuda")
+
+# The top level used when there is no params.yaml (a pip-installed user in an empty folder); the
+# stage sections then take their dataclass defaults. `pipeline init` writes exactly this out.
+BUILTIN_TOP: dict[str, Any] = {
+    "dataset": "demo", "data_root": "data", "results_root": "results", "repro": ["demo"],
+    "datasets": {"demo": {  # generated from real faces by `pipeline demo`; 72 videos: 6 classes x 4 people x 3
+        "adapter": "demo", "root": "data/demo/raw",
+        "options": {"seed": 0, "videos_per_class_per_identity": 3, "identities": 4},
+        # Nested, as in params.yaml (DVC's -S reaches each key); epochs: the demo's one time override.
+        "overrides": {"extract": {"backbone": "retinaface_mnet"},
+                      "train_head": {"folds": 4, "epochs": 60, "batch_size": 16, "center": "video_median"}}}},
+}
 
 
 @dataclass(frozen=True)
@@ -475,18 +488,26 @@ def _name_problem(name: Any) -> str | None:
             "e.g. --dataset mine")
 
 
-def load_config(path: str | Path = "params.yaml", *, dataset: str | None = None,
+def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None = None,
                 overrides: typing.Sequence[str | tuple[str, Any]] = (), adapter: str | None = None,
                 root: str | None = None, data_root: str | None = None,
                 results_root: str | None = None) -> Config:
     """Load and validate `params.yaml`, applying CLI overrides; raises one ConfigError listing all problems.
 
     Precedence (last wins): params.yaml < the dataset's own `overrides` < `--set` < explicit flags.
+    `path=None`: `params.yaml` in the current folder when there is one, otherwise the built-in defaults
+    (`BUILTIN_TOP` and the dataclass defaults); a path given explicitly must exist.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError([f"{path}: parameter file not found (run from the project folder or pass --params)"])
-    raw = yaml.safe_load(path.read_text()) or {}
+    if path is None and not Path("params.yaml").exists():
+        log.info("no params.yaml in %s: running on the built-in defaults (`pipeline init` writes them out "
+                 "as a commented params.yaml)", Path.cwd())
+        path, raw = Path("params.yaml"), copy.deepcopy(BUILTIN_TOP)
+    else:
+        path = Path(path or "params.yaml")
+        if not path.exists():
+            raise ConfigError([f"{path}: parameter file not found (pass --params, or omit it to run on the "
+                               "built-in defaults; `pipeline init` writes a params.yaml)"])
+        raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level"])
     problems: list[str] = []

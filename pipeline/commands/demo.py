@@ -25,11 +25,12 @@ def choose_backbone() -> list[str]:
 
 
 @click.command("demo")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path())
+@click.option("--params", "params_path", default=None, type=click.Path(),
+              help="Parameter file [default: params.yaml when present, else the built-in defaults].")
 @click.option("--data-root", default=None, help="Where the demo cache goes (default: params.yaml data_root).")
 @click.option("--results-root", default=None, help="Where results go (default: params.yaml results_root).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any parameter.")
-def command(params_path: str, data_root: str | None, results_root: str | None, overrides: tuple[str, ...]) -> None:
+def command(params_path: str | None, data_root: str | None, results_root: str | None, overrides: tuple[str, ...]) -> None:
     """Generate the demo dataset from real face photos (no data needed) and run every stage on it.
 
     Reads params.yaml (`datasets.demo`); writes <data_root>/demo/ (videos, manifest, faces.h5,
