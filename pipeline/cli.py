@@ -92,7 +92,8 @@ def main() -> None:
               "video, its per-video parts included).")
 @click.option("--workers", type=int, default=None, help="Parallel processes for detect/extract (default: params).")
 @click.option("--folds", type=int, default=None, help="train-head/ablate: number of subject-independent folds.")
-@click.option("--shard", default=None, metavar="K/N", help="extract: process the K-th of N slices (parallel jobs).")
+@click.option("--shard", default=None, metavar="K/N", help="detect/extract: process the K-th of N slices (parallel "
+              "jobs; then one plain run assembles faces.h5 / index.h5).")
 @click.option("--keep-crops", is_flag=True, help="extract: also store the aligned crops (JPEG) for fine-tuning.")
 def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | None, root: str | None,
             overrides: tuple[str, ...], data_root: str | None, results_root: str | None, verbose: bool,
@@ -104,6 +105,8 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root, extra))
     name = cfg.dataset
     shard_slice = _parse_shard(shard) if shard else None  # a usage error stops here, before upstream stages run
+    if shard_slice and stage not in ("detect", "extract"):
+        raise click.BadParameter(f"only detect and extract run in slices, not {stage}", param_hint="--shard")
     module = stage_module(stage)
     if hasattr(module, "check_inputs"):  # a stage that reads results checks them before anything runs
         _guard(lambda: module.check_inputs(cfg, name))
@@ -124,7 +127,7 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
             kwargs["force"] = True
         if s in ("detect", "extract") and workers:
             kwargs["workers"] = workers
-        if s == "extract" and shard_slice:
+        if s in ("detect", "extract") and s == stage and shard_slice:
             kwargs["shard"] = shard_slice
         if s != stage:
             click.echo(f"[{s}] checking upstream outputs for {name} (skipped when up to date)", err=True)

@@ -4,6 +4,11 @@ Reads `manifest.csv`; writes `faces.h5` (one group per video id: boxes, landmark
 attribute n_frames), the `detect` rows of `failures.csv`, and `qc/detect_contact_sheet.png`.
 Each finished video is first written to `.detect-parts/` atomically, so a killed run resumes
 where it stopped; `faces.h5` is assembled from the parts under a temporary name, then renamed.
+
+`--shard K/N` (N processes or machines sharing the dataset folder): a slice detects every N-th pending
+video from the K-th and writes only its verified parts (failures included, as parts); it writes no
+faces.h5, failures.csv or state, which N processes would race on. One plain run afterwards finds every
+part verified, detects nothing, and assembles faces.h5, failures.csv and the QC sheet.
 """
 from __future__ import annotations
 
@@ -146,11 +151,13 @@ def read_track(f: h5py.File, video_id: str) -> FaceTrack:
     return FaceTrack(g["boxes"][:], g["landmarks"][:], g["scores"][:], g["flags"][:])
 
 
-def run(cfg: Config, *, dataset: str, workers: int | None = None, force: bool = False) -> dict:
-    return run_stage(STAGE, cfg, dataset, force=force, workers=workers)
+def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[int, int] | None = None,
+        force: bool = False) -> dict:
+    return run_stage(STAGE, cfg, dataset, force=force, workers=workers, shard=shard)
 
 
-def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: int | None = None) -> Outcome:
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: int | None = None,
+         shard: tuple[int, int] | None = None) -> Outcome:
     """Detect every pending video (all of them when forced: `--force` recomputes, parts included)."""
     dcfg = cfg.detect
     lay = layout_for(cfg, dataset)
@@ -158,7 +165,12 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
         raise PipelineError(f"{lay.manifest} not found: run `pipeline run manifest --dataset {dataset}` first")
     rows = read_manifest(lay.manifest)
     todo = [r for r in rows if r.ok]
-    clean_stale_temporaries(lay.parts)
+    if shard is not None:  # a slice of the manifest's order, the same in every process
+        todo = todo[shard[0]::shard[1]]
+        for r in todo:  # only this slice's leftovers: the other slices may be writing theirs right now
+            clean_stale_temporaries(lay.parts, f".{part_path(lay.parts, r.video_id).name}.*.tmp")
+    else:
+        clean_stale_temporaries(lay.parts)
     lay.parts.mkdir(parents=True, exist_ok=True)
     results: dict[str, VideoResult] = {}
     for r in [] if force else todo:
@@ -179,6 +191,12 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
     for res in tqdm(gen, total=len(pending), desc=f"detect {dataset}", unit="video"):
         save_part(part_path(lay.parts, res.video_id), res, sig)  # durable before counted
         results[res.video_id] = res
+    if shard is not None:  # parts only: no failure rows, no state (the runner records nothing for a slice)
+        return Outcome({"stage": STAGE, "dataset": dataset, "shard": f"{shard[0]}/{shard[1]}", "detector": describe,
+                        "videos": len(todo), "detected_now": len(pending), "resumed": n_resumed,
+                        "failed": sum(v.track is None for v in results.values()), "parts": str(lay.parts),
+                        "next": f"after every slice: pipeline run detect --dataset {dataset} --no-deps "
+                                "(assembles faces.h5)"}, complete=False)
 
     good = [results[r.video_id] for r in todo if results[r.video_id].track is not None]
     failures = [Failure(v.video_id, STAGE, v.kind, v.message) for v in results.values() if v.track is None]

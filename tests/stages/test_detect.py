@@ -1,3 +1,6 @@
+import dataclasses
+import shutil
+
 import h5py
 import numpy as np
 
@@ -44,20 +47,60 @@ def test_no_face_is_recorded_and_batch_goes_on(face_dataset):
     assert (face_dataset["dir"] / "qc" / "detect_contact_sheet.png").stat().st_size > 10_000
 
 
-def test_resume_reuses_verified_parts(face_dataset, tmp_path):
-    import dataclasses
+def _private_copy(face_dataset, tmp_path):
+    """The fixture's dataset folder copied under tmp_path, and a config pointing at it: the shared fixture
+    stays as the other tests expect it."""
+    cfg = dataclasses.replace(face_dataset["cfg"], data_root=tmp_path / "data")
+    shutil.copytree(face_dataset["dir"], cfg.dataset_dir("faces"))
+    return cfg, cfg.dataset_dir("faces")
 
+
+def _tracks(path):
+    with h5py.File(path, "r") as f:
+        ids = []
+        f.visit(lambda name: ids.append(name) if isinstance(f[name], h5py.Group) and "boxes" in f[name] else None)
+        return {vid: read_track(f, vid) for vid in ids}
+
+
+def _assert_same_tracks(a, b):
+    assert a.keys() == b.keys()
+    for vid in a:
+        np.testing.assert_array_equal(a[vid].boxes, b[vid].boxes)
+        np.testing.assert_array_equal(a[vid].flags, b[vid].flags)
+
+
+def test_resume_reuses_verified_parts(face_dataset, tmp_path):
     from stages import detect
 
-    cfg = face_dataset["cfg"]
+    cfg, folder = _private_copy(face_dataset, tmp_path)
     # Same parameters, new output file: every video comes from its verified part, none is detected again.
-    (face_dataset["dir"] / ".state" / "detect.json").unlink()
-    before = (face_dataset["dir"] / "faces.h5").read_bytes()
+    (folder / ".state" / "detect.json").unlink()
     s = detect.run(cfg, dataset="faces")
     assert s["detected_now"] == 0 and s["resumed"] == 6
-    # resample must run again on the rebuilt file; restore the resampled one for the other tests.
-    (face_dataset["dir"] / "faces.h5").write_bytes(before)
-    assert dataclasses.is_dataclass(cfg)
+    _assert_same_tracks(_tracks(folder / "faces.h5"), _tracks(face_dataset["dir"] / "faces.h5"))
+
+
+def test_shards_write_parts_and_a_plain_run_assembles_them(face_dataset, tmp_path):
+    from pipeline.io import read_manifest
+    from stages import detect
+
+    cfg, folder = _private_copy(face_dataset, tmp_path)
+    (folder / ".state" / "detect.json").unlink()
+    (folder / "faces.h5").unlink()
+    ok = [r.video_id for r in read_manifest(folder / "manifest.csv") if r.ok]
+    redo = ["sadness/a/clip", "sadness/b/clip", "neutral/no_face"]  # short clips and a failure, detected again
+    for vid in redo:
+        detect.part_path(folder / ".detect-parts", vid).unlink()
+    for k in range(2):
+        s = detect.run(cfg, dataset="faces", shard=(k, 2))
+        mine = ok[k::2]
+        assert s["videos"] == len(mine) and s["detected_now"] == len([v for v in redo if v in mine])
+        assert not (folder / "faces.h5").exists() and not (folder / ".state" / "detect.json").exists()
+    s = detect.run(cfg, dataset="faces")  # the merge: nothing left to detect
+    assert s["detected_now"] == 0 and s["resumed"] == 6 and s["tracked"] == 5
+    _assert_same_tracks(_tracks(folder / "faces.h5"), _tracks(face_dataset["dir"] / "faces.h5"))
+    fails = {f.video_id: f.kind for f in read_failures(folder / "failures.csv") if f.stage == "detect"}
+    assert fails["neutral/no_face"] == "no_face"  # a slice's failure reaches failures.csv through its part
 
 
 def test_force_recomputes_every_video_parts_included(face_dataset, monkeypatch):
