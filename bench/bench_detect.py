@@ -27,7 +27,9 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_VIDEOS = Path("/work/shared/testdata/videos")
+# Beside the clone on this project's development machines (`../shared/testdata/videos`); absent elsewhere,
+# and then the shipped clips alone are used (or pass --videos).
+SHARED_VIDEOS = REPO.parent / "shared" / "testdata" / "videos"
 REPO_VIDEOS = REPO / "tests" / "data" / "videos"
 LONG_VIDEO = "WolfgangLanger_Pexels.mp4"
 if str(REPO) not in sys.path:

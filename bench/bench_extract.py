@@ -110,57 +110,6 @@ def load(params: Path, data_root: Path, **sets):
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU detection: the torch port behind the RetinaFaceDetector interface (same pre/postprocessing)
-
-def torch_detector_class():
-    import torch
-
-    from pipeline.detector import RetinaFaceDetector
-
-    class TorchRetinaFaceDetector(RetinaFaceDetector):
-        """RetinaFace-MobileNet0.25 torch port (fp32, channels_last) on CUDA; numpy in and out."""
-
-        name = "retinaface_mnet025"
-
-        def __init__(self, det_size: int = 640, threshold: float = 0.5, nms_threshold: float = 0.4,
-                     min_face: int = 0, device: str = "cuda"):
-            from pipeline.retinaface_torch import load_retinaface_torch
-
-            self.det_size, self.threshold, self.nms_threshold, self.min_face = det_size, threshold, nms_threshold, min_face
-            self.device = torch.device(device)
-            self.model = load_retinaface_torch().to(self.device).to(memory_format=torch.channels_last)
-            self.provider = f"torch {self.device}"
-            self.providers = [self.provider]
-
-        def describe(self) -> str:
-            return f"RetinaFace-MobileNet0.25 (torch port) on {self.device}, long side {self.det_size}"
-
-        @torch.inference_mode()
-        def forward(self, batch: np.ndarray):
-            x = torch.from_numpy(batch).pin_memory().to(self.device, non_blocking=True)
-            loc, conf, landm = self.model(x.contiguous(memory_format=torch.channels_last))
-            return loc.cpu().numpy(), conf.cpu().numpy(), landm.cpu().numpy()  # .cpu() synchronises
-
-    return TorchRetinaFaceDetector
-
-
-@contextlib.contextmanager
-def gpu_detection():
-    """Make the detect stage build the torch port on CUDA instead of the onnxruntime session."""
-    import stages.detect as sd
-
-    cls = torch_detector_class()
-    original = sd.build_detector
-    sd.build_detector = lambda cfg: cls(cfg.det_size, cfg.threshold, cfg.nms_threshold, cfg.min_face)
-    sd._DETECTOR = None
-    try:
-        yield
-    finally:
-        sd.build_detector = original
-        sd._DETECTOR = None
-
-
-# ---------------------------------------------------------------------------------------------
 # Profiling hooks (bench-side only): wrap package functions with timers
 
 class Timers:
@@ -422,14 +371,14 @@ def main() -> None:
 
     device = "cpu"
     sets: dict = {"extract__weights": "random"}
-    ctx = contextlib.nullcontext
     if args.gpu:
         if not torch.cuda.is_available():
             print("no CUDA device")
             sys.exit(0)
         device = "cuda"
-        sets.update(extract__device="cuda", extract__precision="bf16", extract__batch_size=512)
-        ctx = gpu_detection
+        # The package's own torch RetinaFace port on the GPU (detect.runtime), not a bench-side copy of it.
+        sets.update(extract__device="cuda", extract__precision="bf16", extract__batch_size=512,
+                    detect__device="cuda", detect__runtime="torch")
     else:
         sets.update(extract__device="cpu", detect__device="cpu")
     out = args.out or REPO / "bench" / "results" / ("extract_gpu.md" if args.gpu else "extract_cpu.md")
@@ -455,8 +404,7 @@ def main() -> None:
                 variants = {"retinaface_mnet": {"extract__backbone": "retinaface_mnet"}}
                 if i == 0 and not args.gpu:  # bf16 autocast on the CPU: the existing extract.precision option
                     variants["resnet18 bf16"] = {"extract__precision": "bf16"}
-                with ctx():
-                    r = run_ours(params, work / f"run{k}", s, sets, variants)
+                r = run_ours(params, work / f"run{k}", s, sets, variants)
                 runs[s].append(r)
                 print(f"  rep {rep} ours@{s}: " + ", ".join(f"{n} {v:.2f} s" for n, v in r["t"].items()), flush=True)
                 if i == 0:  # naive right after the first ours run, on the frames that run chose
@@ -467,7 +415,7 @@ def main() -> None:
             if not args.no_profile:
                 k += 1
                 timers = Timers()
-                with ctx(), hooks(timers):
+                with hooks(timers):
                     r = run_ours(params, work / f"run{k}", sizes[0], {**sets, "extract__workers": 0})
                 profiles.append((r, timers))
                 print(f"  rep {rep} profile@{sizes[0]}: " + ", ".join(f"{n} {v:.2f} s" for n, v in r["t"].items()),

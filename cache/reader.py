@@ -8,12 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.store import CHECKSUM, list_shards, row_crc32
+from cache.store import CHECKSUM, list_shards, read_strings, row_crc32
 from pipeline.errors import PipelineError
-
-
-def _strings(ds) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in ds[:]]
 
 
 def _attr(v):
@@ -74,8 +70,8 @@ def load_cache(features_dir: Path) -> FeatureCache:
         with h5py.File(s, "r") as f:
             for k in parts:
                 parts[k].append(f[k][:])
-            ids = _strings(f["video_id"])
-            subject += _strings(f["subject"])
+            ids = read_strings(f["video_id"])
+            subject += read_strings(f["subject"])
             video_id += ids
             if not attrs:
                 attrs = {k: _attr(v) for k, v in f.attrs.items()}
@@ -99,7 +95,7 @@ class FeatureDataset:
     """A torch-style Dataset over the shards: `ds[i]` → (features (T, D) float32, label).
 
     HDF5 files are opened lazily inside each process (an open h5py file must never cross a
-    fork, REFERENCE §6), so this works with DataLoader workers.
+    fork, docs/reference.md §6), so this works with DataLoader workers.
     """
 
     def __init__(self, features_dir: Path):

@@ -1,6 +1,6 @@
 """Writing shards: `<data_root>/D/features/shard-00000.h5`, one array per field, one video per chunk.
 
-Layout measured in REFERENCE §6: one contiguous array per shard chunked (1, 105, D), uncompressed,
+Layout measured in docs/reference.md §6: one contiguous array per shard chunked (1, 105, D), uncompressed,
 reads random clips ~7x faster than one dataset per video, and fits h5py's 1 MiB chunk cache.
 """
 from __future__ import annotations
@@ -46,6 +46,11 @@ class ShardRecord:
 def shard_name(index: int, shard: tuple[int, int] | None = None) -> str:
     """`shard-00000.h5`; with `--shard k/N` the worker's index keeps names unique across processes."""
     return f"shard-{index:05d}.h5" if shard is None or shard[1] == 1 else f"shard-{shard[0]:03d}of{shard[1]:03d}-{index:05d}.h5"
+
+
+def read_strings(ds: h5py.Dataset) -> list[str]:
+    """A string dataset (`video_id`, `subject`) as Python str; h5py returns bytes unless asked."""
+    return ds.asstr()[:].tolist()
 
 
 def list_shards(features_dir: Path) -> list[Path]:
@@ -128,7 +133,7 @@ def _write_index(features_dir: Path) -> Path | None:
         with h5py.File(s, "r") as f:
             n = f["features"].shape[0]
             sizes.append(n)
-            ids += [v.decode() if isinstance(v, bytes) else v for v in f["video_id"][:]]
+            ids += read_strings(f["video_id"])
             shard_of += [s.name] * n
             rows += list(range(n))
             for name in ("features", "label", "frame_index", "flags"):

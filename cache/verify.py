@@ -9,7 +9,7 @@ import numpy as np
 
 from cache.integrity import check_open_shard
 from cache.reader import _attr
-from cache.store import list_shards
+from cache.store import list_shards, read_strings
 from pipeline.io import read_failures, read_manifest
 from pipeline.layout import layout_for
 
@@ -51,7 +51,7 @@ def _check_shard(path: Path, problems: list[str]) -> tuple[list[str], dict]:
         n_classes = len(attrs.get("class_names", []))
         if n_classes and (labels >= n_classes).any():
             problems.append(f"{path.name}: labels outside class_names")
-        ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_id"][:]]
+        ids = read_strings(f["video_id"])
     return ids, attrs
 
 

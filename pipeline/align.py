@@ -2,7 +2,7 @@
 
 We solve the similarity transform ourselves (Umeyama, 1991) instead of calling scikit-image's
 `SimilarityTransform.estimate`, which insightface uses and which is deprecated in skimage 0.26.
-`margin` widens the crop around the same face (0.25 ≈ Emotion-FAN's 25 % padding, REFERENCE §4).
+`margin` widens the crop around the same face (0.25 ≈ Emotion-FAN's 25 % padding, docs/reference.md §4).
 """
 from __future__ import annotations
 

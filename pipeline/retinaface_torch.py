@@ -7,7 +7,7 @@ per level (Najibi et al. 2017: 3x3, 5x5 and 7x7 receptive fields as stacked 3x3 
 ReLU), and per-level 1x1 heads with 2 anchors per cell.
 
 Why a port: onnxruntime on the CPU caps detection at ~50 frames/s at 640x640 on 2 cores
-(REFERENCE.md §8) and onnx2torch cannot convert this graph. This module runs the same network
+(docs/reference.md §8) and onnx2torch cannot convert this graph. This module runs the same network
 batched on any device and dtype torch supports (CUDA, MPS, CPU; fp32/bf16/fp16), so detection
 moves to the GPU next to the feature backbone.
 
@@ -162,7 +162,7 @@ class RetinaFace(nn.Module):
         Returns:
             loc (N, A, 4) box offsets, conf (N, A, 2) softmaxed [background, face],
             landmarks (N, A, 10) offsets; A = 2 * sum over strides 8/16/32 of ceil(H/s)*ceil(W/s).
-            Decode with the priors and variances 0.1/0.2 (REFERENCE.md §4).
+            Decode with the priors and variances 0.1/0.2 (docs/reference.md §4).
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")

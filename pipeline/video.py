@@ -1,4 +1,4 @@
-"""Decoding videos and frame folders, sequentially, never trusting header counts (REFERENCE §5).
+"""Decoding videos and frame folders, sequentially, never trusting header counts (docs/reference.md §5).
 
 A "video" is a file (decoded with OpenCV/FFmpeg, rotation metadata applied) or a folder of frames
 read in natural order. Decoding is always sequential: seeking frame by frame is ~6x slower, and
@@ -51,7 +51,7 @@ def _open(path: Path) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise VideoError("unreadable", f"FFmpeg cannot open {path.name} (not a video, or a damaged container)")
-    # OpenCV applies the container's rotation by default; say so explicitly (REFERENCE §5).
+    # OpenCV applies the container's rotation by default; say so explicitly (docs/reference.md §5).
     cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     return cap
 

@@ -38,13 +38,12 @@ def activation_examples(data: TrainingData, rows, clip_scores, rich_clip, pred, 
                         ) -> list[ActivationExample]:
     """The first `n` videos (by id) with their predicted class's clip scores over original frames."""
     th, cache, names = cfg.train_head, data.cache, data.class_names
+    sampler = ClipSampler.from_config(th, cache.frame_index.shape[1])
     order = sorted(range(len(rows)), key=lambda j: cache.video_id[rows[j]])[:n]
     out = []
     for j in order:
         row = rows[j]
-        spans = [(int(cache.frame_index[row, th.test_offset + c * th.clip_stride]),
-                  int(cache.frame_index[row, th.test_offset + c * th.clip_stride + th.clip_len - 1]))
-                 for c in range(th.n_clips)]
+        spans = [tuple(int(cache.frame_index[row, p]) for p in sampler.clip_span(c)) for c in range(th.n_clips)]
         out.append(ActivationExample(cache.video_id[row], names[cache.label[row]], names[pred[j]], spans,
                                      clip_scores[j, pred[j]], int(rich_clip[j]), data.apex[row]))
     return out

@@ -24,7 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cache.integrity import ShardCheck, check_open_shard
-from cache.store import FORMAT_VERSION, ShardRecord, drop_rows, list_shards, shard_name, write_index, write_shard
+from cache.store import (FORMAT_VERSION, ShardRecord, drop_rows, list_shards, read_strings, shard_name,
+                         write_index, write_shard)
 from pipeline.adapters import ADAPTERS
 from pipeline.align import align
 from pipeline.config import Config, ExtractConfig

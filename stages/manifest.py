@@ -3,7 +3,7 @@
 Reads the dataset root (params.yaml `datasets.<D>`, or `--adapter/--root`); writes
 `<data_root>/D/manifest.csv` (one row per listed video, failures included with their status) and
 the `manifest` rows of `failures.csv`. Probing decodes every frame once (grab only) because header
-frame counts lie (REFERENCE §5).
+frame counts lie (docs/reference.md §5).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from dataclasses import fields
 
 from joblib import Parallel, delayed
 from tqdm import tqdm
@@ -47,11 +48,15 @@ def fingerprint(listing: Listing) -> str:
     return h.hexdigest()[:16]
 
 
+# What the adapter listed is carried into the row by name; only `path` and `extra` change form (str, JSON).
+LISTED = tuple(f.name for f in fields(VideoEntry) if f.name not in ("path", "extra"))
+
+
 def probe_entry(entry: VideoEntry, fps_default: float) -> ManifestRow:
     crop = entry.extra.get("crop") or ""
-    row = ManifestRow(video_id=entry.video_id, path=str(entry.path), label=entry.label, subject=entry.subject,
-                      fold=entry.fold, split=entry.split, apex_start=entry.apex_start, apex_end=entry.apex_end,
-                      crop=crop, extra=json.dumps({k: v for k, v in entry.extra.items() if k != "crop"}) if entry.extra else "")
+    extra = {k: v for k, v in entry.extra.items() if k != "crop"}
+    row = ManifestRow(**{k: getattr(entry, k) for k in LISTED}, path=str(entry.path), crop=crop,
+                      extra=json.dumps(extra) if extra else "")
     try:
         info = probe(entry.path, fps_default=fps_default, crop=crop or None)
     except VideoError as err:

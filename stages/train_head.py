@@ -26,6 +26,7 @@ from pipeline.config import Config, flatten_overrides
 from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
 from pipeline.head.report import (Prediction, mean_std, per_class_recall, plot_training_curves, war_uar,
                                   write_history, write_json, write_predictions)
+from pipeline.head.sampling import ClipSampler
 from pipeline.head.sanity import ClipSpans, localisation, near_chance
 from pipeline.head.train import FoldResult, cross_validate, head_params, resolve_device, save_head
 from pipeline.io import clean_stale_temporaries
@@ -113,7 +114,7 @@ def provenance(data: TrainingData, cfg: Config, dataset: str, *, kind: str = "ce
         "center": cfg.train_head.center, "class_names": list(data.class_names),
         "backbone": str(attrs.get("backbone", "unknown")), "weights": weights,
         "warning": ("FEATURES FROM A RANDOM-WEIGHT BACKBONE: these numbers test the plumbing and say nothing "
-                    "about expression recognition (REFERENCE §9)") if weights.startswith("random") else None,
+                    "about expression recognition (docs/reference.md §9)") if weights.startswith("random") else None,
         "notes": NOTES,
         "params": {"train_head": dataclasses.asdict(cfg.train_head),
                    "dataset_overrides": dict(flatten_overrides(ds.overrides)),
@@ -124,10 +125,10 @@ def provenance(data: TrainingData, cfg: Config, dataset: str, *, kind: str = "ce
 
 def predictions(data: TrainingData, results: list[FoldResult], cfg: Config) -> list[Prediction]:
     th, cache, names = cfg.train_head, data.cache, data.class_names
+    sampler = ClipSampler.from_config(th, cache.frame_index.shape[1])
     out = []
     for r in results:
-        start, end = rich_clip_frames(cache, r.test, r.rich_clip, test_offset=th.test_offset,
-                                      clip_stride=th.clip_stride, clip_len=th.clip_len)
+        start, end = rich_clip_frames(cache, r.test, r.rich_clip, sampler)
         for j, row in enumerate(r.test):
             out.append(Prediction(cache.video_id[row], r.fold, names[cache.label[row]], names[r.pred[j]],
                                   dict(zip(names, r.probs[j].tolist())), int(start[j]), int(end[j])))

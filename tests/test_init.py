@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.commands.init import INIT_STAGES, VERSION_FILE, dvc_yaml
 from pipeline.config import BUILTIN_TOP, load_config
+from tests.conftest import cut_clip
 
 REPO = Path(__file__).resolve().parent.parent
 VIDEOS = REPO / "tests" / "data" / "videos"
@@ -86,8 +87,7 @@ def test_init_then_dvc_repro_outside_the_repository(tmp_path):
     videos = tmp_path / "videos"
     for label, name in [("happiness", "single_face.mp4"), ("happiness", "video_01.mp4"),
                         ("surprise", "face_noface.mov")]:
-        (videos / label).mkdir(parents=True, exist_ok=True)
-        shutil.copy(VIDEOS / name, videos / label / name)
+        cut_clip(VIDEOS / name, videos / label / name.replace(".mov", ".mp4"), 40)  # real, short
     proj = tmp_path / "proj"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     subprocess.run(["pipeline", "init", str(proj), "--dataset", "clips", "--root", str(videos), "--dvc"],

@@ -67,7 +67,7 @@ def _detector_input(frame_bgr: np.ndarray, width: int, height: int) -> np.ndarra
 
 
 def _best_box(conf: np.ndarray, loc: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Decode the highest-scoring anchor of one image to (x1, y1, x2, y2) pixels (REFERENCE.md §4)."""
+    """Decode the highest-scoring anchor of one image to (x1, y1, x2, y2) pixels (docs/reference.md §4)."""
     priors = []
     for step, sizes in ((8, (16, 32)), (16, (64, 128)), (32, (256, 512))):
         for i, j, s in itertools.product(range(-(-height // step)), range(-(-width // step)), sizes):

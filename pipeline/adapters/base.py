@@ -14,7 +14,7 @@ from typing import ClassVar
 from pipeline.errors import DatasetError
 
 # Canonical class vocabulary (lower case). Datasets map their own names onto these by name,
-# never by integer id: the orders differ between datasets (REFERENCE §3).
+# never by integer id: the orders differ between datasets (docs/reference.md §3).
 CANONICAL = (
     "anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral", "contempt",
     # MAFW's extra compound/other classes
@@ -81,6 +81,14 @@ class Listing:
     problems: list[tuple[str, str, str]] = field(default_factory=list)
     """(video_id, kind, message) for entries that could not be listed (missing file, unknown label)."""
 
+    def label_of(self, video_id: str, name: str) -> str | None:
+        """`name` mapped to the canonical vocabulary, or None after recording an `unknown_label` problem."""
+        try:
+            return canonical_label(name)
+        except KeyError as err:
+            self.problems.append((video_id, "unknown_label", str(err.args[0])))
+            return None
+
 
 class Adapter(abc.ABC):
     """Base class. Subclasses set the class attributes and implement `list_videos`."""
@@ -127,10 +135,8 @@ class Adapter(abc.ABC):
         for subject in subjects:
             for sequence in sorted(p for p in subject.iterdir() if p.is_dir()):
                 vid = video_id_for(sequence, self.root)
-                try:
-                    label = canonical_label(sequence.name)
-                except KeyError as err:
-                    listing.problems.append((vid, "unknown_label", str(err.args[0])))
+                label = listing.label_of(vid, sequence.name)
+                if label is None:
                     continue
                 if self.keep(label, listing):
                     listing.entries.append(VideoEntry(video_id=vid, path=sequence, label=label, subject=subject.name))

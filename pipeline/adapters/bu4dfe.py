@@ -1,6 +1,6 @@
 """`bu4dfe`: BU-4DFE (Binghamton University 3D dynamic facial expressions) 2-D texture frames.
 
-The CEFLNet paper calls this dataset "BU-3DFE" (606 sequences, 101 subjects, 25 fps, REFERENCE §1);
+The CEFLNet paper calls this dataset "BU-3DFE" (606 sequences, 101 subjects, 25 fps, docs/reference.md §1);
 it is BU-4DFE, so `bu3dfe` is registered as an alias. Each sequence folder holds one `.wrl` mesh and
 one texture image per frame (`000.jpg`, ...); the texture images are read as a video.
 """

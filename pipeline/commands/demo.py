@@ -4,7 +4,7 @@ Generates the demo dataset (adapter `demo`) on first use, runs every stage, and 
 report: WAR / UAR and clip localisation beside chance, the pictures written, and which backbone
 made the features. ResNet-18 with ImageNet weights when they are in the torch hub cache; otherwise
 the detector's own pretrained MobileNet body (`retinaface_mnet`, always on this machine). Never
-random weights, whose features carry no expression signal (REFERENCE §9).
+random weights, whose features carry no expression signal (docs/reference.md §9).
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from cache.reader import FeatureCache, load_cache
 from pipeline.config import Config
 from pipeline.errors import DatasetError
 from pipeline.head.inputs import per_video
+from pipeline.head.sampling import ClipSampler
 from pipeline.head.train import Fold, make_folds
 from pipeline.io import read_failures, read_manifest
 from pipeline.layout import layout_for
@@ -62,9 +63,8 @@ def load_training_data(cfg: Config, dataset: str) -> TrainingData:
     return TrainingData(cache, folds, protocol, apex, n_failed)
 
 
-def rich_clip_frames(cache: FeatureCache, rows: np.ndarray, rich_clip: np.ndarray, *, test_offset: int,
-                     clip_stride: int, clip_len: int) -> tuple[np.ndarray, np.ndarray]:
+def rich_clip_frames(cache: FeatureCache, rows: np.ndarray, rich_clip: np.ndarray, sampler: ClipSampler
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """First/last ORIGINAL frame number of each video's emotion-rich clip (test-time window)."""
-    start = test_offset + rich_clip * clip_stride  # cached frame positions
-    end = start + clip_len - 1
+    start, end = sampler.clip_span(rich_clip)  # cached frame positions
     return cache.frame_index[rows, start].astype(int), cache.frame_index[rows, end].astype(int)

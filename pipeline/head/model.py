@@ -1,6 +1,6 @@
 """CEFLNet head on cached per-frame features: clip-based feature encoder (CFE) + emotional
 intensity activation network (EIAN). Liu et al., "Clip-aware expressive feature learning for
-video-based facial expression recognition", Information Sciences 2022 (REFERENCE.md §1).
+video-based facial expression recognition", Information Sciences 2022 (docs/reference.md §1).
 
 Read top to bottom:
   SelfAttention      eq. 1     softmax(Q K^T / sqrt(d)) V over the K frames of one clip

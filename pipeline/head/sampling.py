@@ -1,6 +1,6 @@
 """Which cached frames reach the head: 7 clips x 5 frames out of a 75-frame window of the 105.
 
-From the paper and the authors' `data/NewDataset.py` (REFERENCE §1): the window starts at a random
+From the paper and the authors' `data/NewDataset.py` (docs/reference.md §1): the window starts at a random
 offset in 0..29 in training and at 15 at test; clip c covers window frames [10c, 10c + 15); training
 draws 5 distinct frames per clip at random (kept in time order), test takes offsets 0,3,6,9,12.
 Indices come out as one tensor for the whole batch, on the features' device, so a batch is one

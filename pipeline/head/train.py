@@ -1,7 +1,7 @@
 """Training the head on the resident cache: folds, the epoch loop, prediction, checkpoints.
 
 The hot loop never touches a DataLoader: all features sit in one tensor on the training device
-and a batch is a single gather with index tensors from `ClipSampler` (REFERENCE §8: a 1 M-parameter
+and a batch is a single gather with index tensors from `ClipSampler` (docs/reference.md §8: a 1 M-parameter
 head is far faster than any per-sample loader). Recipe from Table 1 and the authors' `main.py`:
 Adam (lr 1e-4, wd 1e-4), batch 8, 120 epochs, cosine annealing (T_max 160) damped by a 10-epoch
 linear warm-up, cross-entropy on the video logits (eq. 10-11).

@@ -48,7 +48,7 @@ def test_unknown_variant_and_kind():
 
 
 def test_paper_head_matches_reference_size():
-    """REFERENCE §8: a CEFLNet-sized head has 1.07 M parameters at D = H = 512 (7 classes)."""
+    """docs/reference.md §8: a CEFLNet-sized head has 1.07 M parameters at D = H = 512 (7 classes)."""
     n = sum(p.numel() for p in CEFLNet(512, 7).parameters())
     assert 1.05e6 < n < 1.08e6, n
 

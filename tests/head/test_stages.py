@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -132,15 +133,27 @@ def test_evaluate_without_training_says_what_to_run(tmp_path):
         evaluate.run(cfg, dataset="synth")
 
 
-def test_ablate_writes_table(tmp_path):
+@pytest.mark.parametrize("variant", ["paper", "authors"])
+def test_ablate_rows_share_folds_and_one_variant(tmp_path, variant):
+    from pipeline.head.baselines import build_head
+
     write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6, dim=16)
-    cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=16, threads=1), dataset="synth")
+    cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=16, threads=1, variant=variant), dataset="synth")
     out = ablate.run(cfg, dataset="synth")
     folder = cfg.results_dir("synth")
     assert {p.name for p in folder.iterdir()} == _declared("ablate")
     assert [r["head"] for r in out["rows"]] == ["meanpool", "lstm", "sal", "sal_lrl", "ceflnet"]
-    assert [r["paper_bu4dfe_accuracy"] for r in out["rows"]] == [62.77, 79.17, 84.17, 84.67, 85.33]
-    assert "| +SAL +LRL +EIAN (CEFLNet) |" in (folder / "ablation.md").read_text()
+    assert len({len(r["per_fold_war"]) for r in out["rows"]}) == 1  # every row on the same folds
+    # Every row, the full model included, is built from the paper's equations, whatever train_head.variant says:
+    # the full row's size is the paper head's, not the authors' (which differ: docs/head.md).
+    paper = dataclasses.replace(cfg.train_head, variant="paper")
+    sizes = {v: sum(t.numel() for t in build_head(dataclasses.replace(paper, variant=v), 16, 3).parameters())
+             for v in ("paper", "authors")}
+    assert sizes["paper"] != sizes["authors"]
+    assert out["variant"] == "paper" and out["rows"][-1]["head_params"] == sizes["paper"]
+    table = (folder / "ablation.md").read_text()
+    for r in out["rows"]:  # the table shows the JSON's numbers
+        assert f"| {r['model']} | {r['war']:.2f} ± {r['war_std']:.2f} |" in table
 
 
 def test_official_split_is_used(tmp_path):

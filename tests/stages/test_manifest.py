@@ -68,3 +68,22 @@ def test_unlabelled_videos_are_not_a_class(tmp_path):
     cfg = load_config(write_params(tmp_path, {"x": {"adapter": "folder", "root": str(root)}}, "x"))
     summary = manifest.run(cfg, dataset="x")
     assert summary["labels"] == {"happiness": 1} and summary["unlabelled"] == 1
+
+
+def test_every_listed_field_reaches_the_manifest_row(tmp_path):
+    """VideoEntry → ManifestRow is by field name: a field added to one and not the other fails here."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    from pipeline.adapters import VideoEntry
+    from pipeline.io import ManifestRow
+    from stages.manifest import probe_entry
+
+    assert {f.name for f in fields(VideoEntry)} <= {f.name for f in fields(ManifestRow)}
+    video = Path(__file__).resolve().parent.parent / "data" / "videos" / "single_face.mp4"
+    entry = VideoEntry(video_id="a/b", path=video, label="anger", subject="S1", fold=3, split="test",
+                       apex_start=5, apex_end=9, extra={"view": 2, "crop": "left"})
+    row = probe_entry(entry, 25.0)
+    assert (row.video_id, row.path, row.label, row.subject, row.fold, row.split, row.apex_start, row.apex_end) == \
+        ("a/b", str(video), "anger", "S1", 3, "test", 5, 9)
+    assert row.crop == "left" and row.extra == '{"view": 2}' and row.ok and row.n_frames > 0
