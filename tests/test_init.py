@@ -54,6 +54,8 @@ def test_init_writes_the_builtin_defaults_and_a_repo_free_dvc_yaml(tmp_path, mon
     for name, stage in stages.items():
         for dep in stage.get("do", stage).get("deps", []):
             assert dep == VERSION_FILE or dep.startswith("${"), (name, dep)  # data files only, no source paths
+    help_text = CliRunner().invoke(main, ["init", "--help"]).output
+    assert "Reads" in help_text and "writes" in help_text
     again = CliRunner().invoke(main, ["init", str(tmp_path / "proj")])
     assert again.exit_code != 0 and "--force" in again.output
 

@@ -64,3 +64,14 @@ def test_readme_dask_recipe_on_a_local_cluster(tmp_path, monkeypatch):
     assert any(n.startswith("shard-000of002") for n in shards) and any(n.startswith("shard-001of002") for n in shards)
     assert "neutral/no_face,detect,no_face" in (data / "failures.csv").read_text()
 
+
+
+def test_only_detect_and_extract_take_a_shard(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    params = write_params(tmp_path, {"x": {"adapter": "folder", "root": str(tmp_path)}}, "x")
+    res = CliRunner().invoke(main, ["run", "resample", "--params", str(params), "--shard", "0/2"])
+    assert res.exit_code == 2 and "only detect and extract" in res.output
+    assert not (tmp_path / "data").exists()  # refused before any stage ran

@@ -113,7 +113,10 @@ def command(folder: Path, dataset: str | None, adapter: str, root: Path | None, 
 
     The dvc.yaml tracks the installed package's version (`pipeline --version` into pipeline-version.txt),
     not source files, so it works wherever the package is pip-installed. Then `dvc repro` runs every
-    dataset in params.yaml `repro:` (the demo unless --dataset is given)."""
+    dataset in params.yaml `repro:` (the demo unless --dataset is given).
+
+    Reads nothing (the built-in defaults); writes FOLDER/params.yaml and FOLDER/dvc.yaml (and FOLDER/.dvc/ with
+    --dvc)."""
     from pipeline.config import BUILTIN_TOP
 
     if dataset and root is None:
