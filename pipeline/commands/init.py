@@ -42,7 +42,10 @@ def dvc_yaml(stages: Iterable[Stage]) -> dict:
 
 def field_docs(cls: type) -> dict[str, str]:
     """The attribute docstrings of a dataclass (the string right under a field), read from its source."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except OSError:  # installed without sources (.pyc only): the file is still valid, only uncommented
+        return {}
     body = tree.body[0].body
     docs = {}
     for stmt, nxt in zip(body, body[1:]):
