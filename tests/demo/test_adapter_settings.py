@@ -1,6 +1,9 @@
+import pytest
+
 from pipeline.adapters.demo import DemoAdapter
 
 
+@pytest.mark.slow
 def test_changed_options_regenerate_the_videos(tmp_path):
     small = {"videos_per_class_per_identity": 1, "n_frames": [50, 52], "size": 128, "identities": 4}
     first = DemoAdapter(tmp_path, options=small).list_videos()

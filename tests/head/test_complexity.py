@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.complexity import PAPER_GMACS, complexity_markdown, complexity_report
 
 
+@pytest.mark.slow
 def test_gmacs_within_one_percent_of_the_paper():
     rows = complexity_report()
     assert {(r["variant"], r["frames_per_clip"]) for r in rows} == {(v, k) for v in ("paper", "authors")

@@ -2,6 +2,8 @@
 noise. Averaging all 35 sampled frames dilutes it; the clip encoder + EIAN should find it."""
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from cache.reader import load_cache
@@ -11,6 +13,7 @@ from pipeline.head.train import cross_validate, make_folds
 from tests.head.conftest import write_synthetic_dataset
 
 
+@pytest.mark.slow
 def test_full_head_beats_mean_pool_on_a_short_episode(tmp_path):
     write_synthetic_dataset(tmp_path, n_videos=120, n_subjects=30, dim=16, signal=1.5, signal_len=5, failed=())
     cache = load_cache(tmp_path / "synth" / "features")

@@ -1,6 +1,8 @@
 """Folds in parallel processes: same numbers as in turn, and no worker recycled mid-run."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import warnings
 
@@ -12,6 +14,7 @@ from pipeline.config import TrainHeadConfig
 from pipeline.head.train import cross_validate, make_folds
 
 
+@pytest.mark.slow
 def test_parallel_folds_equal_serial_and_survive_a_pool_left_by_another_stage():
     rng = np.random.default_rng(0)
     # MMI-sized (22 MB): with torch, a fold's worker grows past loky's 300 MB "leak" limit.

@@ -1,6 +1,8 @@
 """Same parameters and seed, two data roots → identical faces.h5, features and metrics.json (CPU)."""
 from __future__ import annotations
 
+import pytest
+
 import csv
 import json
 
@@ -23,6 +25,7 @@ def _h5_arrays(path) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 def test_two_runs_in_separate_roots_are_identical(tmp_path):
     vids = tmp_path / "vids"
     cut_clip(VIDEOS / "single_face.mp4", vids / "a.mp4", 20)
@@ -46,6 +49,7 @@ def test_two_runs_in_separate_roots_are_identical(tmp_path):
         (d2 / "manifest.csv").read_bytes().replace(bytes(tmp_path / "r2"), b"")
 
 
+@pytest.mark.slow
 def test_train_head_metrics_are_identical_across_roots(tmp_path):
     from stages import train_head
     from tests.head.conftest import tiny_params, write_synthetic_dataset
