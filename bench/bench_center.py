@@ -40,6 +40,7 @@ def params_file(work: Path, args) -> Path:
     p["datasets"] = {f"bench-{f}": {"adapter": "demo", "root": str(work / "data" / f"bench-{f}" / "raw"),
                                     "options": {**options, "episode": f}} for f in args.flavours}
     p["dataset"] = f"bench-{args.flavours[0]}"
+    p["repro"] = list(p["datasets"])
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     return path

@@ -25,7 +25,7 @@ from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CENTERS = ("none", "video_median", "first_frames", "two_stream")
+CENTERS = ("none", "video_median", "first_frames", "two_stream", "two_stream_first")
 """`train_head.center` choices; what each does: pipeline/head/inputs.py."""
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -257,10 +257,10 @@ class TrainHeadConfig:
     """Folds trained at once in separate processes; 0: one per CPU core on the CPU, 1 on a GPU."""
     center: str = "none"
     """How the head's input is built from a video's frozen features (pipeline/head/inputs.py): `none` (the
-    paper), `video_median`, `first_frames` or `two_stream`; chosen per dataset family by measurement
+    paper), `video_median`, `first_frames`, `two_stream` or `two_stream_first`; chosen per dataset family by measurement
     (bench/results/center.md; a departure from the paper, documented in docs/head.md)."""
     identity_rank: int = 8
-    """`two_stream`: identity directions projected out of the raw stream, fitted on each training fold."""
+    """two-stream options: identity directions projected out of the raw stream, fitted on each training fold."""
     threads: int = 0
     """torch intra-op threads on CPU; 0: all cores. 1 is faster for tiny heads or a busy machine."""
     precision: str = "fp32"

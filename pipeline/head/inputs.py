@@ -16,6 +16,10 @@ parts, the training fold only — never test-fold labels or statistics:
                                                 out the `identity_rank` directions along which the
                                                 training subjects' mean frames differ most (nuisance
                                                 attribute projection, as in speaker verification)
+  two_stream_first [x - mean(x[:k]) : P(x - mu)]  as two_stream, the changing stream taken against the
+                                                first frames: a transient expression stands out
+                                                against its neutral onset, and a held one, which
+                                                the centred stream cancels, is still in the raw one
 
 The per-video part runs on the cached frames before clip sampling (`per_video`); the fitted part is
 `InputTransform`, the first module of every head, whose buffers are fitted once per fold on the
@@ -33,35 +37,40 @@ FIRST_FRAMES_SHARE = 0.1
 
 def input_dim(center: str, feature_dim: int) -> int:
     """Width of the head's input for a backbone of width `feature_dim`."""
-    return 2 * feature_dim if center == "two_stream" else feature_dim
+    return 2 * feature_dim if is_two_stream(center) else feature_dim
+
+
+def is_two_stream(center: str) -> bool:
+    return center in ("two_stream", "two_stream_first")
 
 
 def per_video(features: np.ndarray, center: str) -> np.ndarray:
     """(N, T, D) or (T, D) cached features -> the per-video part of the head's input (same dtype).
 
-    For `two_stream` the raw half is passed through; `InputTransform` centres and projects it."""
+    For the two-stream options the raw half is passed through; `InputTransform` centres and projects it."""
     if center not in CENTERS:
         raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
     if center == "none":
         return features
     x = features.astype(np.float32)
-    if center == "first_frames":
+    if center in ("first_frames", "two_stream_first"):
         k = max(1, round(FIRST_FRAMES_SHARE * x.shape[-2]))
-        return (x - x[..., :k, :].mean(axis=-2, keepdims=True)).astype(features.dtype)
-    changing = x - np.median(x, axis=-2, keepdims=True)
-    if center == "video_median":
+        changing = x - x[..., :k, :].mean(axis=-2, keepdims=True)
+    else:
+        changing = x - np.median(x, axis=-2, keepdims=True)
+    if not is_two_stream(center):
         return changing.astype(features.dtype)
-    return np.concatenate([changing, x], axis=-1).astype(features.dtype)  # two_stream
+    return np.concatenate([changing, x], axis=-1).astype(features.dtype)
 
 
 class InputTransform(nn.Module):
-    """The fitted part of the input: for `two_stream`, the raw half minus the training mean frame,
+    """The fitted part of the input: for the two-stream options, the raw half minus the training mean frame,
     with the `rank` identity directions projected out. Identity for every other option."""
 
     def __init__(self, in_dim: int, center: str = "none", rank: int = 0):
         super().__init__()
         self.center = center
-        self.raw = in_dim // 2 if center == "two_stream" else 0  # width of the raw half (the last dims)
+        self.raw = in_dim // 2 if is_two_stream(center) else 0  # width of the raw half (the last dims)
         self.register_buffer("mean", torch.zeros(self.raw))
         self.register_buffer("basis", torch.zeros(rank if self.raw else 0, self.raw))  # (r, D) orthonormal rows
 

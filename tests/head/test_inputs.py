@@ -26,25 +26,26 @@ def test_per_video_shapes(center):
     assert per_video(x[0], center).shape == (20, input_dim(center, 6))  # one video, as predict gives it
 
 
-def test_reference_options_remove_a_constant_offset_and_keep_the_episode():
+@pytest.mark.parametrize("center", ["video_median", "first_frames", "two_stream", "two_stream_first"])
+def test_reference_options_remove_a_constant_offset_and_keep_the_episode(center):
     x, _ = _videos()
-    for center in ("video_median", "first_frames"):
-        out = per_video(x, center).astype(np.float32)
-        assert np.abs(out[:, :5]).max() < 0.1  # neutral frames: identity gone
-        assert np.allclose(out[:, 10, 0], 1.0, atol=0.1)  # the episode stays
+    out = per_video(x, center).astype(np.float32)[..., :6]  # two-stream: the changing half comes first
+    assert np.abs(out[:, :5]).max() < 0.1  # neutral frames: identity gone
+    assert np.allclose(out[:, 10, 0], 1.0, atol=0.1)  # the episode stays
 
 
-def test_two_stream_fit_sees_only_training_rows_and_projects_identity_out():
+@pytest.mark.parametrize("center", ["two_stream", "two_stream_first"])
+def test_two_stream_fit_sees_only_training_rows_and_projects_identity_out(center):
     x, _ = _videos(n=12, d=8)
-    feats = torch.from_numpy(per_video(x, "two_stream").astype(np.float32))
+    feats = torch.from_numpy(per_video(x, center).astype(np.float32))
     subjects = np.repeat(np.arange(6), 2).astype(str)
     train = np.arange(8)
-    t = InputTransform(16, "two_stream", rank=3)
+    t = InputTransform(16, center, rank=3)
     t.fit(feats[train], subjects[train])
     before = {k: v.clone() for k, v in t.state_dict().items()}
     changed = feats.clone()
     changed[8:] += 100  # test rows change: the fitted statistics must not
-    t2 = InputTransform(16, "two_stream", rank=3)
+    t2 = InputTransform(16, center, rank=3)
     t2.fit(changed[train], subjects[train])
     for k, v in t2.state_dict().items():
         torch.testing.assert_close(v, before[k])

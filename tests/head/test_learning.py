@@ -27,3 +27,25 @@ def test_full_head_beats_mean_pool_on_a_short_episode(tmp_path):
         acc[kind] = np.mean([war_uar(cache.label[r.test], r.pred)[0] for r in results])
     assert acc["ceflnet"] >= 85, acc
     assert acc["ceflnet"] >= acc["meanpool"] + 15, acc
+
+
+def test_default_input_learns_the_expression_under_a_10x_identity_offset(tmp_path):
+    """Frozen features are dominated by who is in the video: every subject gets a constant offset ten
+    times the size of the expression, and the folds hold whole subjects out. The head's default input
+    (TrainHeadConfig().center, the one a `folder` or `csv` dataset gets) must still learn the
+    expression, not the people."""
+    write_synthetic_dataset(tmp_path, n_videos=120, n_subjects=40, dim=16, signal=1.5, signal_len=5, failed=())
+    cache = load_cache(tmp_path / "synth" / "features")
+    rng = np.random.default_rng(1)
+    signal = np.linalg.norm(1.5 * np.ones(16))  # the class prototypes' typical norm
+    offsets = {s: rng.normal(size=16) / 4 * 10 * signal for s in np.unique(cache.subject)}  # norm ~10x
+    feats = cache.features.astype(np.float32) + np.stack([offsets[s] for s in cache.subject])[:, None, :]
+    assert np.median([np.linalg.norm(o) for o in offsets.values()]) > 8 * signal
+    folds = make_folds(cache.label, cache.subject, k=3, seed=0)
+    cfg = TrainHeadConfig(epochs=30, hidden=32, lr=3e-3, batch_size=16, warmup_epochs=2, t_max=30, dropout=0.1,
+                          threads=1, device="cpu")
+    from pipeline.head.inputs import per_video
+    x = per_video(feats.astype(np.float16), cfg.center)
+    results = cross_validate(cfg, x, cache.label, folds, 3, subjects=cache.subject)
+    war = np.mean([war_uar(cache.label[r.test], r.pred)[0] for r in results])
+    assert war >= 80, (cfg.center, war)
