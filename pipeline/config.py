@@ -39,7 +39,7 @@ BUILTIN_TOP: dict[str, Any] = {
         "options": {"seed": 0, "videos_per_class_per_identity": 3, "identities": 4},
         # Nested, as in params.yaml (DVC's -S reaches each key); epochs: the demo's one time override.
         "overrides": {"extract": {"backbone": "retinaface_mnet"},
-                      "train_head": {"folds": 4, "epochs": 60, "batch_size": 16, "center": "video_median"}}}},
+                      "train_head": {"folds": 4, "epochs": 60, "batch_size": 16, "center": "first_frames"}}}},
 }
 
 
@@ -255,11 +255,11 @@ class TrainHeadConfig:
     """Width of the clip features inside the head."""
     fold_workers: int = 0
     """Folds trained at once in separate processes; 0: one per CPU core on the CPU, 1 on a GPU."""
-    center: str = "none"
+    center: str = "two_stream_first"
     """How the head's input is built from a video's frozen features (pipeline/head/inputs.py): `none` (the
     paper), `video_median`, `first_frames`, `two_stream` or `two_stream_first`; chosen per dataset family by measurement
     (bench/results/center.md; a departure from the paper, documented in docs/head.md)."""
-    identity_rank: int = 8
+    identity_rank: int = 64
     """two-stream options: identity directions projected out of the raw stream, fitted on each training fold."""
     threads: int = 0
     """torch intra-op threads on CPU; 0: all cores. 1 is faster for tiny heads or a busy machine."""

@@ -72,11 +72,12 @@ class InputTransform(nn.Module):
         self.center = center
         self.raw = in_dim // 2 if is_two_stream(center) else 0  # width of the raw half (the last dims)
         self.register_buffer("mean", torch.zeros(self.raw))
-        self.register_buffer("basis", torch.zeros(rank if self.raw else 0, self.raw))  # (r, D) orthonormal rows
+        self.register_buffer("basis", torch.zeros(min(rank, self.raw), self.raw))  # (r, D) orthonormal rows
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor, subjects: np.ndarray) -> None:
-        """x: (N, T, in_dim) training videos (per_video applied); subjects: (N,) their subject ids."""
+    def fit(self, x: torch.Tensor, subjects: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """x: (N, T, in_dim) training videos (per_video applied); subjects, labels: (N,) their subject ids and
+        classes (training rows only)."""
         if not self.raw:
             return
         raw = x[..., -self.raw:].float().mean(dim=1)  # (N, D) each video's mean frame
@@ -84,11 +85,19 @@ class InputTransform(nn.Module):
         r = self.basis.shape[0]
         if r == 0:
             return
+        if labels is not None:
+            # Subject means of what the class does not explain: with unbalanced classes per subject (the
+            # wild datasets) a subject's plain mean frame also points along its most frequent expression,
+            # and projecting that out would remove the held expression the raw stream is there to keep.
+            labels = np.asarray(labels)
+            for c in np.unique(labels):
+                rows = torch.as_tensor(labels == c)
+                raw[rows] = raw[rows] - raw[rows].mean(dim=0)
         ids = np.unique(subjects)
         means = torch.stack([raw[torch.as_tensor(subjects == s)].mean(dim=0) for s in ids])  # (S, D)
         means = means - means.mean(dim=0)
         _, _, vt = torch.linalg.svd(means, full_matrices=False)  # rows: directions of identity variance
-        k = min(r, len(ids) - 1)  # S subject means span at most S - 1 directions
+        k = min(r, len(ids) - 1, vt.shape[0])  # S subject means span at most S - 1 directions
         self.basis.zero_()
         self.basis[:k] = vt[:k]
 

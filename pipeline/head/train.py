@@ -237,7 +237,8 @@ def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, f
     model = build_head(cfg, feats.shape[-1], n_classes, kind).to(device)
     # The fitted part of the input sees the training fold only (no test-fold statistics).
     subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
-    model.input.fit(feats[torch.as_tensor(fold.train, device=device)], subjects[fold.train])
+    model.input.fit(feats[torch.as_tensor(fold.train, device=device)], subjects[fold.train],
+                    np.asarray(labels)[fold.train])
     result = train_fold(model, feats, labs, fold, sampler, cfg, seed=cfg.seed + 1000 + fold.index, progress=progress)
     if probe:
         with torch.no_grad():

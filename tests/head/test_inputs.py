@@ -61,3 +61,25 @@ def test_the_fitted_input_travels_in_the_head_state_dict():
     keys = set(model.state_dict())
     assert {"input.mean", "input.basis"} <= keys and any(k.startswith("head.") for k in keys)
     assert model(torch.randn(2, 7, 5, 12)).logits.shape == (2, 3)
+
+
+def test_identity_directions_leave_the_class_directions_alone():
+    """Subjects with unbalanced classes (the wild datasets): a subject's plain mean frame points along its
+    most frequent expression. The identity directions come from what the class does not explain, so a
+    held expression survives the projection; and the rank is capped by what the subjects can span."""
+    rng = np.random.default_rng(0)
+    n_subj, d = 6, 8
+    labels = np.repeat([0, 1], 30)  # subjects 0-2 mostly class 0, 3-5 mostly class 1
+    subjects = np.concatenate([rng.choice([0, 1, 2], 27), rng.choice([3, 4, 5], 3),
+                               rng.choice([0, 1, 2], 3), rng.choice([3, 4, 5], 27)]).astype(str)
+    identity = {str(s): np.r_[0, 0, 5 * rng.normal(size=d - 2)] for s in range(n_subj)}  # dims 2..7
+    x = np.stack([identity[s] for s in subjects]) + 3.0 * np.eye(d)[labels]  # class on dims 0 and 1
+    x = torch.from_numpy(np.repeat(x[:, None, :], 4, axis=1).astype(np.float32))  # (N, T=4, D)
+    feats = torch.cat([torch.zeros_like(x), x], dim=-1)  # a two-stream input: [changing : raw]
+    t = InputTransform(2 * d, "two_stream_first", rank=64)
+    t.fit(feats, subjects, labels)
+    assert t.basis.shape == (d, d) and int((t.basis.abs().sum(dim=1) > 0).sum()) == n_subj - 1
+    assert t.basis[:, :2].abs().max() < 0.05  # the class axes are untouched (0.22 from plain subject means)
+    raw = t(feats)[..., d:].mean(dim=1).numpy()
+    gap = raw[labels == 1, 1].mean() - raw[labels == 1, 0].mean()
+    assert gap > 2.5  # the held class survives the projection (0.77 from plain subject means)

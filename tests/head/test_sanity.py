@@ -37,3 +37,12 @@ def test_localisation_baselines_and_the_strict_criterion():
     miss = localisation(frame_index, apex, np.array([0, 0]), spans)
     assert miss["overlap"] == 0 and miss["strict"] == 0
     assert localisation(frame_index, [None, None], np.array([0, 0]), spans) is None
+
+
+def test_linear_probe_on_a_training_fold_of_one_class_predicts_that_class():
+    """Tiny datasets (three clips, two folds) leave one class in a training fold: scikit-learn refuses to
+    fit, and the probe's only honest answer is the constant."""
+    labels = np.array([0, 0, 1])
+    feats = np.random.default_rng(0).normal(size=(3, 4, 8))
+    war, uar, pred = linear_probe(feats, labels, np.array([0, 1]), np.array([2]))
+    assert list(pred) == [0] and war == 0 and uar == 0
