@@ -86,13 +86,14 @@ def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
     the folds are the checkpoints' (their test video ids), never recomputed from train_head.folds."""
     lay = layout_for(cfg, dataset)
     cache = load_cache(lay.features)
+    backbone_dim = cache.feature_dim
     cache.features = per_video(cache.features, head_cfg.center)
     by_id = {r.video_id: r for r in read_manifest(lay.manifest)} if lay.manifest.exists() else {}
     rows = [by_id.get(v) for v in cache.video_id]
     apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None
             else None for r in rows]
     n_failed = len({f.video_id for f in read_failures(lay.failures)} - set(cache.video_id))
-    return TrainingData(cache, [], "as recorded by train-head", apex, n_failed)
+    return TrainingData(cache, [], "as recorded by train-head", apex, n_failed, backbone_dim)
 
 
 def _fold_outputs(heads: list, data: TrainingData, dataset: str) -> dict[str, np.ndarray]:

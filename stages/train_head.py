@@ -167,7 +167,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
                        "params": json.dumps(attrs.get("params", {}))}
     for r in results:
         save_head(ckpt_dir / f"fold-{r.fold}.pt", r.state_dict, cfg.train_head, kind="ceflnet",
-                  in_dim=data.cache.feature_dim, class_names=data.class_names, fold=r.fold,
+                  in_dim=data.backbone_dim, class_names=data.class_names, fold=r.fold,
                   test_video_ids=[data.cache.video_id[i] for i in r.test], provenance=ckpt_provenance)
         write_history(hist_dir / f"fold-{r.fold}.csv", r.history)
     metrics = summarize(data, results, cfg)

@@ -25,6 +25,8 @@ class TrainingData:
     """Per cache row, the annotated apex span in original frame numbers, when the manifest has one."""
     n_failed: int
     """Distinct video ids in failures.csv."""
+    backbone_dim: int
+    """The cached features' width, before `per_video` (twice as wide for the two-stream inputs)."""
 
     @property
     def class_names(self) -> list[str]:
@@ -42,6 +44,7 @@ def load_training_data(cfg: Config, dataset: str) -> TrainingData:
                            "is empty), so there is nothing to train on. Label the videos, drop this dataset from "
                            "params.yaml `repro:`, or classify them with `pipeline predict VIDEO... --model RUN_DIR` "
                            "(RUN_DIR: the results folder of a trained dataset, e.g. results/demo).")
+    backbone_dim = cache.feature_dim
     cache.features = per_video(cache.features, cfg.train_head.center)
     manifest_path = layout.manifest
     by_id = {r.video_id: r for r in read_manifest(manifest_path)} if manifest_path.exists() else {}
@@ -60,7 +63,7 @@ def load_training_data(cfg: Config, dataset: str) -> TrainingData:
             else None for r in rows]
     # A failure row may share its id with a cached video (a duplicate manifest row): count videos lost.
     n_failed = len({f.video_id for f in read_failures(layout.failures)} - set(cache.video_id))
-    return TrainingData(cache, folds, protocol, apex, n_failed)
+    return TrainingData(cache, folds, protocol, apex, n_failed, backbone_dim)
 
 
 def rich_clip_frames(cache: FeatureCache, rows: np.ndarray, rich_clip: np.ndarray, sampler: ClipSampler

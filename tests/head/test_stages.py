@@ -108,7 +108,8 @@ def test_checkpoint_reloads_and_reproduces(trained):
     head = load_head(cfg.results_dir("synth") / "checkpoints" / "fold-1.pt")
     assert head.class_names == CLASSES and head.in_dim == 32 and head.fold == 1 and head.config.hidden == 32
     assert head.provenance["backbone"] == "synthetic" and len(head.test_video_ids) > 0
-    out = head.model(torch.zeros(2, 7, 5, 32))
+    from pipeline.head.inputs import input_dim
+    out = head.model(torch.zeros(2, 7, 5, input_dim(head.config.center, 32)))  # two-stream: twice as wide
     assert out.logits.shape == (2, 3) and not head.model.training
 
 
