@@ -148,7 +148,9 @@ def test_ablate_rows_share_folds_and_one_variant(tmp_path):
     # Every row, the full model included, is built from the paper's equations, whatever train_head.variant says:
     # the full row's size is the paper head's, not the authors' (which differ: docs/head.md).
     paper = dataclasses.replace(cfg.train_head, variant="paper")
-    sizes = {v: sum(t.numel() for t in build_head(dataclasses.replace(paper, variant=v), 16, 3).parameters())
+    from pipeline.head.inputs import input_dim
+    width = input_dim(paper.center, 16)  # the head's input: twice the cache's width for the two-stream inputs
+    sizes = {v: sum(t.numel() for t in build_head(dataclasses.replace(paper, variant=v), width, 3).parameters())
              for v in ("paper", "authors")}
     assert sizes["paper"] != sizes["authors"]
     assert out["variant"] == "paper" and out["rows"][-1]["head_params"] == sizes["paper"]
