@@ -39,7 +39,7 @@ BUILTIN_TOP: dict[str, Any] = {
         "options": {"seed": 0, "videos_per_class_per_identity": 3, "identities": 4},
         # Nested, as in params.yaml (DVC's -S reaches each key); epochs: the demo's one time override.
         "overrides": {"extract": {"backbone": "retinaface_mnet"},
-                      "train_head": {"folds": 4, "epochs": 60, "batch_size": 16, "center": "first_frames"}}}},
+                      "train_head": {"folds": 4, "epochs": 60, "batch_size": 16}}}},
 }
 
 
