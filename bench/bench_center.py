@@ -65,12 +65,16 @@ def main() -> None:
     ap.add_argument("--identities", type=int, default=0, help="first N shipped people (0: all)")
     ap.add_argument("--videos", type=int, default=3, help="videos per class and person")
     ap.add_argument("--folds", type=int, default=6)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=None, help="default: params.yaml's train_head.epochs")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: params.yaml's train_head.batch_size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="more --set for train-head")
     args = ap.parse_args()
     args.flavours = args.flavours.split(",")
+    # The user's defaults unless asked otherwise: the table must hold for what `pipeline run` trains.
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["train_head"]
+    args.epochs = args.epochs or section["epochs"]
+    args.batch_size = args.batch_size or section["batch_size"]
     options = args.options.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     params = params_file(args.work, args)

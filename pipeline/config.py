@@ -37,9 +37,8 @@ BUILTIN_TOP: dict[str, Any] = {
     "datasets": {"demo": {  # generated from real faces by `pipeline demo`; 72 videos: 6 classes x 4 people x 3
         "adapter": "demo", "root": "data/demo/raw",
         "options": {"seed": 0, "videos_per_class_per_identity": 3, "identities": 4},
-        # Nested, as in params.yaml (DVC's -S reaches each key); epochs: the demo's one time override.
-        "overrides": {"extract": {"backbone": "retinaface_mnet"},
-                      "train_head": {"folds": 4, "epochs": 60, "batch_size": 16}}}},
+        # Nested, as in params.yaml (DVC's -S reaches each key); the rest follows the sections.
+        "overrides": {"extract": {"backbone": "retinaface_mnet"}, "train_head": {"folds": 4}}}},
 }
 
 
@@ -253,6 +252,9 @@ class TrainHeadConfig:
     test_frame_offsets: tuple[int, ...] = (0, 3, 6, 9, 12)
     hidden: int = 512
     """Width of the clip features inside the head."""
+    clip_kernel: int = 1
+    """EIAN's clip-scoring layer over the clip axis: 1 is the paper's per-clip fully-connected layer (and the
+    authors' code); 3 also sees each clip's neighbours (docs/head.md, measured). Odd; `variant: paper` only."""
     fold_workers: int = 0
     """Folds trained at once in separate processes; 0: one per CPU core on the CPU, 1 on a GPU."""
     center: str = "two_stream_first"
@@ -295,6 +297,8 @@ class TrainHeadConfig:
             p.append(f"{key}.window: {self.n_clips} clips of {self.clip_len} at stride {self.clip_stride} do not fit in {self.window}")
         if not 0.0 <= self.dropout < 1.0:
             p.append(f"{key}.dropout: must be in [0, 1), got {self.dropout}")
+        if self.clip_kernel < 1 or self.clip_kernel % 2 == 0 or self.clip_kernel > 2 * self.n_clips - 1:
+            p.append(f"{key}.clip_kernel: must be odd, >= 1 and at most 2 * n_clips - 1, got {self.clip_kernel}")
         return p
 
 

@@ -118,7 +118,8 @@ def build_head(cfg, in_dim: int, n_classes: int, kind: str = "ceflnet") -> nn.Mo
 
 def _build(cfg, in_dim: int, n_classes: int, kind: str) -> nn.Module:
     if kind == "ceflnet":
-        return CEFLNet(in_dim, n_classes, hidden=cfg.hidden, variant=cfg.variant, dropout=cfg.dropout)
+        return CEFLNet(in_dim, n_classes, hidden=cfg.hidden, variant=cfg.variant, dropout=cfg.dropout,
+                       clip_kernel=cfg.clip_kernel)
     if kind == "meanpool":
         return MeanPoolHead(in_dim, n_classes, dropout=cfg.dropout)
     builders = {"lstm": LSTMHead, "sal": SALHead, "sal_lrl": SALLRLHead}

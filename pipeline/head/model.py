@@ -111,9 +111,13 @@ class CFE(nn.Module):
 class EIAN(nn.Module):
     """Emotional intensity activation network over the stacked clip features V (B, n, H)."""
 
-    def __init__(self, dim: int, n_classes: int, kernel: int = 3, dropout: float = 0.4):
+    def __init__(self, dim: int, n_classes: int, kernel: int = 1, dropout: float = 0.4):
         super().__init__()
-        # A 1-D conv over the clip axis scores every clip for every class from its neighbourhood.
+        # Scores every clip for every class. kernel 1 is the paper's "fully-connected layer" applied to
+        # each clip (and the authors' Conv1d(kernel_size=1)); a wider odd kernel also sees the clip's
+        # neighbours (zero padding at the ends), a departure measured in docs/head.md.
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"EIAN kernel must be odd and >= 1, got {kernel}")
         self.score = nn.Conv1d(dim, n_classes, kernel_size=kernel, padding=kernel // 2)
         self.drop = nn.Dropout(dropout)
         # Eq. 9: one linear read-out per class of that class's pooled activation map.
@@ -191,13 +195,13 @@ class CEFLNet(nn.Module):
     """CFE inside each clip, then EIAN across clips; `variant` picks the paper's or the authors' form."""
 
     def __init__(self, in_dim: int, n_classes: int, *, hidden: int = 512, variant: str = "paper",
-                 dropout: float = 0.4):
+                 dropout: float = 0.4, clip_kernel: int = 1):
         super().__init__()
         if variant not in ("paper", "authors"):
             raise ValueError(f"variant must be paper or authors, got {variant!r}")
         self.in_dim, self.n_classes, self.variant = in_dim, n_classes, variant
         if variant == "paper":
-            self.cfe, self.eian = CFE(in_dim, hidden), EIAN(hidden, n_classes, dropout=dropout)
+            self.cfe, self.eian = CFE(in_dim, hidden), EIAN(hidden, n_classes, kernel=clip_kernel, dropout=dropout)
         else:
             self.cfe, self.eian = AuthorsCFE(in_dim, hidden), AuthorsEIAN(hidden, n_classes, dropout=dropout)
 

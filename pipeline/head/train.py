@@ -318,6 +318,7 @@ def load_head(path: Path, device: str | torch.device = "cpu") -> LoadedHead:
     raw = dict(ck["train_head"])
     raw["test_frame_offsets"] = tuple(raw["test_frame_offsets"])
     known = {f.name for f in dataclasses.fields(TrainHeadConfig)}
+    raw.setdefault("clip_kernel", 3)  # checkpoints from before the parameter were trained with kernel 3
     cfg = TrainHeadConfig(**{k: v for k, v in raw.items() if k in known})
     # in_dim is the backbone's feature width; the head's input may be wider (two_stream)
     model = build_head(cfg, input_dim(cfg.center, ck["in_dim"]), len(ck["class_names"]), ck["kind"]).to(device)

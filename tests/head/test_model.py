@@ -88,3 +88,37 @@ def test_fast_cfe_has_the_gradients_of_the_equations():
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 5  # W_QK, W_V, q0 (w, b), q1
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def test_clip_kernel_one_scores_each_clip_alone():
+    """The paper's EIAN scores each clip with a fully-connected layer: kernel 1 sees only that clip, 3 its neighbours."""
+    torch.manual_seed(2)
+    v = torch.randn(1, 7, 8)
+    moved = v.clone()
+    moved[0, 3] += 5.0
+    for kernel, touched in ((1, {3}), (3, {2, 3, 4})):
+        eian = CEFLNet(8, 3, hidden=8, clip_kernel=kernel).eian.eval()
+        assert eian.score.weight.shape == (3, 8, kernel)
+        with torch.no_grad():
+            delta = (eian.score(moved.transpose(1, 2)) - eian.score(v.transpose(1, 2))).abs().sum(dim=1)[0]
+        assert {i for i in range(7) if delta[i] > 1e-6} == touched, kernel
+    with pytest.raises(ValueError, match="odd"):
+        CEFLNet(8, 3, clip_kernel=2)
+    problems = TrainHeadConfig(clip_kernel=4).check("train_head")
+    assert any("train_head.clip_kernel" in p for p in problems)
+
+
+def test_checkpoint_from_before_clip_kernel_reloads(tmp_path):
+    """Checkpoints written before `clip_kernel` existed hold kernel-3 weights; they still load."""
+    from pipeline.head.train import load_head, save_head
+
+    cfg = TrainHeadConfig(hidden=8, clip_kernel=3, center="none")
+    model = build_head(cfg, 8, 3)
+    path = tmp_path / "fold-0.pt"
+    save_head(path, model.state_dict(), cfg, kind="ceflnet", in_dim=8, class_names=["a", "b", "c"], fold=0,
+              test_video_ids=["v"], provenance={})
+    ck = torch.load(path, weights_only=True)
+    del ck["train_head"]["clip_kernel"]
+    torch.save(ck, path)
+    loaded = load_head(path)
+    assert loaded.config.clip_kernel == 3 and loaded.model.head.eian.score.weight.shape[-1] == 3
