@@ -186,7 +186,7 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
     wars = _metric_per_rev(shown, "war")
     assert {exp_lr, exp_ep} <= set(wars) and len(wars) >= 3, wars
     assert all(isinstance(v, float) for v in wars.values()), wars
-    diff = json.loads(_run(repo, "dvc", "metrics", "diff", "HEAD", exp_ep, "--json", stderr=False))
+    diff = json.loads(_run(repo, "dvc", "metrics", "diff", "HEAD", exp_ep, "--all", "--json", stderr=False))
     entry = diff["results/demo/metrics.json"]
     assert isinstance(entry["war"]["old"], float) and isinstance(entry["uar"]["new"], float)
     assert entry["epochs"] == {"old": 2, "new": 7, "diff": 5}
