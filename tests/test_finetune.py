@@ -244,3 +244,66 @@ def test_a_corrupt_crop_is_a_failure_row_and_the_run_goes_on(tmp_path):
     ck = torch.load(tmp_path / "data" / "ft" / "checkpoints" / "backbone-fold-0.pt", weights_only=True)
     assert "S1/v1" not in ck["trained_ids"]
     assert "S1/v1" not in load_cache(tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0").video_id
+
+
+# --------------------------------------------------------------------------- train-head on per-fold caches
+
+
+def _per_fold_caches(cfg, dataset: str, *, offset: float = 100.0, wrong_fold: int | None = None) -> None:
+    """Fold k's cache: the frozen features + k * offset, with the provenance finetune records."""
+    from pipeline.head.data import load_training_data
+    from pipeline.head.finetuned import fold_cache_dir, ids_sha256
+    from pipeline.layout import layout_for
+
+    lay = layout_for(cfg, dataset)
+    frozen = load_cache(lay.features)
+    for fold in load_training_data(cfg, dataset).folds:
+        test = [frozen.video_id[i] for i in fold.test]
+        sha = ids_sha256(test[1:] if fold.index == wrong_fold else test)
+        recs = [ShardRecord(v, int(frozen.label[i]), frozen.subject[i],
+                            (frozen.features[i].astype(np.float32) + fold.index * offset).astype(np.float16),
+                            frozen.frame_index[i], frozen.flags[i], np.zeros((frozen.features.shape[1], 5, 2), np.float32))
+                for i, v in enumerate(frozen.video_id)]
+        attrs = {**frozen.attrs, "fold": fold.index, "fold_test_ids_sha256": sha, "checkpoint_sha256": "x"}
+        write_shard(fold_cache_dir(lay, fold.index) / "shard-00000.h5", recs, attrs)
+
+
+def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
+    import pipeline.head.train as train_mod
+    from stages import train_head
+    from tests.head.conftest import tiny_params, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned"))
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="run `pipeline run finetune --dataset synth` first"):
+        train_head.run(cfg, dataset="synth")
+    _per_fold_caches(cfg, "synth")
+    seen = {}
+    real = train_mod._train_one
+
+    def spy(cfg_, features, labels, fold, *a, **kw):
+        frozen = load_cache(cfg.dataset_dir("synth") / "features").features
+        seen[fold.index] = round(float(np.median(features.astype(np.float32) - frozen.astype(np.float32))))  # fp16
+        return real(cfg_, features, labels, fold, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "_train_one", spy)
+    metrics = train_head.run(cfg, dataset="synth")
+    assert seen == {0: 0, 1: 100, 2: 200} and metrics["n_folds"] == 3
+    # A per-fold cache made for other folds is refused: its backbone may have seen this fold's test videos.
+    _per_fold_caches(cfg, "synth", wrong_fold=1)
+    with pytest.raises(PipelineError, match="made for other folds than train-head's fold 1"):
+        train_head.run(cfg, dataset="synth")  # the new caches' fingerprint makes train-head stale
+
+
+def test_frozen_default_never_reads_per_fold_caches(tmp_path, monkeypatch):
+    import pipeline.head.finetuned as finetuned_mod
+    from stages import train_head
+    from tests.head.conftest import tiny_params, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1))
+    assert cfg.train_head.features == "frozen"
+    monkeypatch.setattr(finetuned_mod, "load_fold_features", lambda *a, **k: pytest.fail("read per-fold caches"))
+    assert train_head.run(cfg, dataset="synth")["n_folds"] == 3

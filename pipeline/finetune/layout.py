@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.head.finetuned import fold_cache_dir
 from pipeline.layout import DatasetLayout
 
 
@@ -22,7 +23,7 @@ class FinetuneLayout:
         return self.data.features / "finetuned"
 
     def fold_features(self, fold: int) -> Path:
-        return self.finetuned / f"fold-{fold}"
+        return fold_cache_dir(self.data, fold)  # train-head reads it there
 
     @property
     def checkpoints(self) -> Path:

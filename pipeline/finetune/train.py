@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from pipeline.config import FinetuneConfig
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
 from pipeline.features import FeatureExtractor
+from pipeline.head.finetuned import ids_sha256
 from pipeline.finetune.model import (FrameClassifier, adapted_parameters, augment, blocks_of, l2sp_penalty,
                                      lr_factor, network_input)
 from pipeline.io import atomic_path
@@ -29,10 +30,6 @@ SPEED_KEYS = ("device", "threads")
 
 class LeakageError(PipelineError):
     """A fold's backbone trained on one of that fold's test videos: its features would leak the test set."""
-
-
-def ids_sha256(ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
