@@ -307,3 +307,36 @@ def test_frozen_default_never_reads_per_fold_caches(tmp_path, monkeypatch):
     assert cfg.train_head.features == "frozen"
     monkeypatch.setattr(finetuned_mod, "load_fold_features", lambda *a, **k: pytest.fail("read per-fold caches"))
     assert train_head.run(cfg, dataset="synth")["n_folds"] == 3
+
+
+def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
+    """The real clips: detect -> resample (the shared fixture) -> extract with crops -> finetune, on the CPU."""
+    import shutil
+
+    from stages import extract, finetune
+
+    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    over = ["extract.keep_crops=true", "extract.backbone=retinaface_mnet", "extract.crop_size=64",
+            "train_head.folds=2", *(f"finetune.{k}={v}" for k, v in {**FT, "epochs": 2, "frames_per_video": 4}.items())]
+    cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=over)
+    extract.run(cfg, dataset="faces")
+    summary = finetune.run(cfg, dataset="faces")
+    frozen = load_cache(tmp_path / "faces" / "features")
+    assert summary["folds"] == 2 and summary["bad_crop"] == 0
+    for k in (0, 1):
+        ck = torch.load(tmp_path / "faces" / "checkpoints" / f"backbone-fold-{k}.pt", weights_only=True)
+        assert ck["epochs"] == 2 and len(ck["trained_ids"]) == summary["per_fold"][str(k)]["n_train"]
+        cache = load_cache(tmp_path / "faces" / "features" / "finetuned" / f"fold-{k}")
+        assert cache.video_id == frozen.video_id and cache.features.shape == frozen.features.shape
+        assert cache.attrs["preprocess"]["crop_size"] == 64
+    # The starting backbone on the decoded crops gives extract's frozen features back (JPEG q95 apart):
+    # finetune feeds the network exactly as extract does.
+    from pipeline.finetune.crops import load_crops
+    from pipeline.finetune.model import features_of, trainable_extractor
+
+    crops, _ = load_crops(tmp_path / "faces" / "features", "faces", "finetune")
+    ext = trainable_extractor(cfg.extract)
+    start = features_of(ext, crops.crops[0], 32).numpy()
+    ref = frozen.features[frozen.video_id.index(crops.video_id[0])].astype(np.float32)
+    assert np.corrcoef(start.ravel(), ref.ravel())[0, 1] > 0.99
+    assert np.abs(start - ref).mean() < 0.05 * np.abs(ref).mean()
