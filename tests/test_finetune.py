@@ -291,6 +291,10 @@ def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "_train_one", spy)
     metrics = train_head.run(cfg, dataset="synth")
     assert seen == {0: 0, 1: 100, 2: 200} and metrics["n_folds"] == 3
+    from stages import evaluate
+
+    with pytest.raises(PipelineError, match="evaluate does not read them yet"):  # not silently the frozen cache
+        evaluate.run(cfg, dataset="synth")
     # A per-fold cache made for other folds is refused: its backbone may have seen this fold's test videos.
     _per_fold_caches(cfg, "synth", wrong_fold=1)
     with pytest.raises(PipelineError, match="made for other folds than train-head's fold 1"):
