@@ -18,6 +18,7 @@ import shutil
 import h5py
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from cache.integrity import check_open_shard
 from cache.reader import load_cache
@@ -115,6 +116,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     start_state = copy.deepcopy(ext.module.state_dict())
     fl.checkpoints.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(fl.checkpoints)
+    cache_row = {v: i for i, v in enumerate(cache.video_id)}
     per_fold = {}
     for fold in folds:
         train_ids = sorted(cache.video_id[i] for i in fold.train if cache.video_id[i] in crops.row)
@@ -128,9 +130,14 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
         if ck is None:
             ext.module.load_state_dict(start_state)
             rows = torch.as_tensor([crops.row[v] for v in train_ids], dtype=torch.long)
-            labels = torch.as_tensor([int(cache.label[cache.video_id.index(v)]) for v in train_ids])
+            labels = torch.as_tensor([int(cache.label[cache_row[v]]) for v in train_ids])
             log.info("finetune %s fold %d: %d training videos", dataset, fold.index, len(train_ids))
-            model, history = train_fold(ext, crops.crops[rows], labels, ft, n_classes, run)
+            with tqdm(total=ft.epochs, desc=f"{STAGE} {dataset} fold {fold.index}", unit="epoch", leave=False) as bar:
+                def progress(epoch: int, loss: float) -> None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}")
+
+                model, history = train_fold(ext, crops.crops[rows], labels, ft, n_classes, run, on_epoch=progress)
             save_checkpoint(ckpt_path, model, ext, run, ft, history)
             run.resume.unlink(missing_ok=True)
             ck = verify_checkpoint(ckpt_path, run, ft.epochs)

@@ -159,7 +159,7 @@ def input_fingerprint(cfg: Config, dataset: str) -> str:
         return ""
     from pipeline.head.finetuned import fingerprint
 
-    return fingerprint(layout_for(cfg, dataset), cfg.train_head.folds)
+    return fingerprint(layout_for(cfg, dataset))
 
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:

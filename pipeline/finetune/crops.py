@@ -65,32 +65,37 @@ def decode_video(jpegs: list[np.ndarray]) -> torch.Tensor:
 
 
 def load_crops(features_dir: Path, dataset: str, stage: str) -> tuple[CropSet, list[Failure]]:
-    """Every cached video's crops, shards in name order; videos with a crop that fails go to the failures."""
+    """Every cached video's crops, shards in name order; videos with a crop that fails go to the failures.
+
+    Decoded into one tensor allocated once (the whole set at its final size, no stacking copy)."""
     shards = list_shards(features_dir)
     if not shards:
         raise PipelineError(f"no feature shards under {features_dir}: run `pipeline run extract --dataset {dataset} "
                             "--keep-crops` first")
-    failures: list[Failure] = []
-    ids: list[str] = []
-    decoded: list[torch.Tensor] = []
-    for s in shards:
+    total = 0
+    for s in shards:  # every shard checked before a single crop is decoded
         with h5py.File(s, "r") as f:
             if "crops" not in f:
                 raise NoCropsError(no_crops_message(dataset, s))
+            total += f["video_id"].shape[0]
+    failures: list[Failure] = []
+    ids: list[str] = []
+    crops: torch.Tensor | None = None
+    for s in shards:
+        with h5py.File(s, "r") as f:
             vids = read_strings(f["video_id"])
             for i, vid in enumerate(vids):
                 try:
-                    decoded.append(decode_video(list(f["crops"][i])))
+                    video = decode_video(list(f["crops"][i]))
+                    if crops is None:
+                        crops = torch.empty((total, *video.shape), dtype=torch.uint8)
+                    elif video.shape != crops.shape[1:]:  # a video cropped at another size: a stale shard mixed in
+                        raise VideoError("bad_crop", f"crops {tuple(video.shape)}, the cache's are "
+                                                     f"{tuple(crops.shape[1:])}")
                 except VideoError as err:
                     failures.append(Failure(vid, stage, err.kind, err.message))
                     continue
+                crops[len(ids)] = video
                 ids.append(vid)
-    shapes = {tuple(d.shape) for d in decoded}
-    if len(shapes) > 1:  # one video cropped at another size than the rest: a stale shard mixed in
-        common = max(shapes, key=lambda sh: sum(tuple(d.shape) == sh for d in decoded))
-        keep = [i for i, d in enumerate(decoded) if tuple(d.shape) == common]
-        failures += [Failure(ids[i], stage, "bad_crop", f"crops {tuple(decoded[i].shape)}, the cache's are {common}")
-                     for i in range(len(ids)) if i not in set(keep)]
-        ids, decoded = [ids[i] for i in keep], [decoded[i] for i in keep]
-    crops = torch.stack(decoded) if decoded else torch.zeros((0, 0, 3, 0, 0), dtype=torch.uint8)
+    crops = crops[:len(ids)] if crops is not None else torch.zeros((0, 0, 3, 0, 0), dtype=torch.uint8)
     return CropSet(ids, crops, {v: i for i, v in enumerate(ids)}), failures

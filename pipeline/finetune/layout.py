@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.head.finetuned import fold_cache_dir
+from pipeline.head.finetuned import finetuned_dir, fold_cache_dir
 from pipeline.layout import DatasetLayout
 
 
@@ -18,9 +18,8 @@ class FinetuneLayout:
 
     @property
     def finetuned(self) -> Path:
-        """The per-fold caches, `features/finetuned/fold-<k>/`: beside the frozen shards, never among them
-        (the frozen cache's shard glob does not descend into folders)."""
-        return self.data.features / "finetuned"
+        """The per-fold caches' folder, `features/finetuned/` (fold-<k>/ inside)."""
+        return finetuned_dir(self.data)
 
     def fold_features(self, fold: int) -> Path:
         return fold_cache_dir(self.data, fold)  # train-head reads it there

@@ -25,9 +25,14 @@ from pipeline.layout import DatasetLayout
 log = logging.getLogger(__name__)
 
 
+def finetuned_dir(layout: DatasetLayout) -> Path:
+    """`<data_root>/D/features/finetuned/`: beside the frozen shards, never among them (the frozen cache's
+    shard glob does not descend into folders). The one definition of the path (finetune writes it)."""
+    return layout.features / "finetuned"
+
+
 def fold_cache_dir(layout: DatasetLayout, fold: int) -> Path:
-    """`<data_root>/D/features/finetuned/fold-<k>/`, the one definition of the path (finetune writes it)."""
-    return layout.features / "finetuned" / f"fold-{fold}"
+    return finetuned_dir(layout) / f"fold-{fold}"
 
 
 def ids_sha256(ids: Sequence[str]) -> str:
@@ -35,15 +40,16 @@ def ids_sha256(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
-def fingerprint(layout: DatasetLayout, n_folds: int) -> str:
+def fingerprint(layout: DatasetLayout) -> str:
     """What the per-fold caches hold (checkpoint hashes, folds, signatures): a rerun of finetune makes
     train-head stale. Missing caches give a fingerprint too; `load_fold_features` then says what to run."""
     parts = []
-    for k in range(n_folds):
-        for s in list_shards(fold_cache_dir(layout, k)):
+    folders = sorted(finetuned_dir(layout).glob("fold-*"))
+    for folder in folders:
+        for s in list_shards(folder):
             with h5py.File(s, "r") as f:
                 a = f.attrs
-                parts.append(f"{k}:{s.name}:{a.get('checkpoint_sha256')}:{a.get('fold_test_ids_sha256')}:{a.get('signature')}")
+                parts.append(f"{folder.name}:{s.name}:{a.get('checkpoint_sha256')}:{a.get('fold_test_ids_sha256')}:{a.get('signature')}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
