@@ -24,7 +24,7 @@ from cache.integrity import check_open_shard
 from cache.reader import load_cache
 from cache.store import ShardRecord, list_shards, read_strings, write_index, write_shard
 from pipeline.config import Config
-from pipeline.errors import DatasetError
+from pipeline.errors import DatasetError, PipelineError
 from pipeline.features import FeatureExtractor
 from pipeline.finetune.crops import CropSet, load_crops
 from pipeline.finetune.layout import FinetuneLayout, finetune_layout
@@ -141,7 +141,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
             save_checkpoint(ckpt_path, model, ext, run, ft, history)
             run.resume.unlink(missing_ok=True)
             ck = verify_checkpoint(ckpt_path, run, ft.epochs)
-            assert ck is not None, f"{ckpt_path} does not verify right after writing"
+            if ck is None:
+                raise PipelineError(f"{ckpt_path} does not verify right after writing it (disk or filesystem problem?)")
         # The guard reads the ids back from the checkpoint file, not from this run's memory.
         check_no_leakage(ck["trained_ids"], test_ids, fold.index)
         ext.module.load_state_dict(ck["state_dict"])

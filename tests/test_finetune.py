@@ -344,3 +344,22 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     ref = frozen.features[frozen.video_id.index(crops.video_id[0])].astype(np.float32)
     assert np.corrcoef(start.ravel(), ref.ravel())[0, 1] > 0.99
     assert np.abs(start - ref).mean() < 0.05 * np.abs(ref).mean()
+
+
+def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_path, monkeypatch):
+    """Folds that overlap (a bug the guard exists for) stop the stage before fold 0's cache is written."""
+    import stages.finetune as stage
+    from pipeline.finetune.train import LeakageError
+    from pipeline.head.train import Fold
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    real = stage.protocol_folds
+
+    def overlapping(*a, **kw):
+        folds, protocol = real(*a, **kw)
+        return [Fold(0, np.arange(4), folds[0].test)], protocol
+
+    monkeypatch.setattr(stage, "protocol_folds", overlapping)
+    with pytest.raises(LeakageError, match="fold 0: the backbone checkpoint trained on 2 of the fold's own test"):
+        stage.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+    assert not (tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0").exists()
