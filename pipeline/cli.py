@@ -142,11 +142,19 @@ run_cmd.help = ("Run one STAGE for a dataset, bringing missing or stale upstream
 
 def _stale_upstream(cfg, dataset: str, stage: str) -> list[str]:
     """Upstream stages whose recorded signature differs from today's parameters and code (a stage with an
-    input fingerprint, such as manifest, is not checked: its signature needs a listing of the dataset root)."""
+    input fingerprint, such as manifest, is not checked: its signature needs a listing of the dataset root;
+    unless the stage marks it cheap, as train-head's reads a few HDF5 attributes)."""
     from pipeline.state import recorded, signature
 
-    ups = [s for s in upstream_chain(stage)[:-1] if not hasattr(stage_module(s), "input_fingerprint")]
-    return [s for s in ups if recorded(cfg, dataset, s) not in (None, signature(cfg, dataset, s))]
+    ups = [s for s in upstream_chain(stage)[:-1] if not hasattr(stage_module(s), "input_fingerprint")
+           or getattr(stage_module(s), "CHEAP_FINGERPRINT", False)]
+    from pipeline.runner import scoped
+
+    def fingerprint(s: str) -> str:
+        module = stage_module(s)
+        return module.input_fingerprint(scoped(cfg, s), dataset) if hasattr(module, "input_fingerprint") else ""
+
+    return [s for s in ups if recorded(cfg, dataset, s) not in (None, signature(cfg, dataset, s, fingerprint(s)))]
 
 
 def _parse_shard(text: str) -> tuple[int, int]:

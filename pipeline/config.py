@@ -267,9 +267,14 @@ class TrainHeadConfig:
     """torch intra-op threads on CPU; 0: all cores. 1 is faster for tiny heads or a busy machine."""
     precision: str = "fp32"
     """`fp32`, or `bf16` autocast (about 2x faster matmuls on a CPU with AVX512-BF16, and on GPUs)."""
+    features: str = "frozen"
+    """`frozen` (the extract cache) or `finetuned`: fold k trains on `features/finetuned/fold-k/`, written by
+    `pipeline run finetune` with a backbone adapted on fold k's training videos only (docs/finetune.md)."""
 
     def check(self, key: str) -> list[str]:
         p = []
+        if self.features not in ("frozen", "finetuned"):
+            p.append(f"{key}.features: must be frozen or finetuned, got {self.features!r}")
         if self.threads < 0:
             p.append(f"{key}.threads: must be >= 0, got {self.threads}")
         if self.precision not in ("fp32", "bf16"):
@@ -302,6 +307,69 @@ class TrainHeadConfig:
         return p
 
 
+FINETUNE_MODES = ("frame",)
+"""`finetune.mode` choices; `end_to_end` (issue 12) is not built yet."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Backbone adaptation per fold from the cached crops (stages/finetune.py, docs/finetune.md)."""
+
+    mode: str = "frame"
+    """`frame`: backbone + linear classifier on single frames, each labelled with its video's label."""
+    epochs: int = 6
+    head_epochs: int = 2
+    """First epochs train the linear classifier alone (body frozen): a random head's gradients would
+    otherwise reach a body whose BatchNorm is folded into its convs (issue 12: collapse at lr 1e-4)."""
+    train_layers: int = 2
+    """Last blocks of the body adapted after the head warm-up (0: linear probe only)."""
+    lr: float = 1e-3
+    """Linear classifier's learning rate (AdamW)."""
+    body_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    """On the classifier; the body is held by `l2sp` instead."""
+    l2sp: float = 1e-2
+    """L2-SP weight: alpha * sum ||w - w_start||^2 over the adapted body tensors (0: off)."""
+    frames_per_video: int = 8
+    """Frames drawn per training video and epoch (uniformly from the resampled frames)."""
+    batch_size: int = 32
+    scale_min: float = 0.8
+    """Random resized crop: smallest side fraction kept (aspect ratio 1)."""
+    flip: bool = True
+    jitter: float = 0.1
+    """Brightness and contrast factors drawn in [1 - jitter, 1 + jitter] (0: off)."""
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    """torch CPU threads; 0: all cores."""
+
+    def check(self, key: str) -> list[str]:
+        p = []
+        if self.mode not in FINETUNE_MODES:
+            p.append(f"{key}.mode: must be one of {', '.join(FINETUNE_MODES)} (end_to_end is not built yet), "
+                     f"got {self.mode!r}")
+        for name in ("epochs", "frames_per_video", "batch_size"):
+            if getattr(self, name) < 1:
+                p.append(f"{key}.{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.head_epochs <= self.epochs:
+            p.append(f"{key}.head_epochs: must be in [0, epochs={self.epochs}], got {self.head_epochs}")
+        if self.train_layers < 0:
+            p.append(f"{key}.train_layers: must be >= 0, got {self.train_layers}")
+        for name in ("lr", "body_lr"):
+            if getattr(self, name) <= 0:
+                p.append(f"{key}.{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "l2sp", "threads"):
+            if getattr(self, name) < 0:
+                p.append(f"{key}.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.1 <= self.scale_min <= 1.0:
+            p.append(f"{key}.scale_min: must be in [0.1, 1], got {self.scale_min}")
+        if not 0.0 <= self.jitter < 1.0:
+            p.append(f"{key}.jitter: must be in [0, 1), got {self.jitter}")
+        if self.device not in DEVICES:
+            p.append(f"{key}.device: must be one of {DEVICES}, got {self.device!r}")
+        return p
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     n_activation_examples: int = 4
@@ -318,6 +386,7 @@ SECTIONS: dict[str, type] = {
     "extract": ExtractConfig,
     "train_head": TrainHeadConfig,
     "evaluate": EvaluateConfig,
+    "finetune": FinetuneConfig,
 }
 
 
@@ -336,6 +405,7 @@ class Config:
     extract: ExtractConfig
     train_head: TrainHeadConfig
     evaluate: EvaluateConfig
+    finetune: FinetuneConfig = FinetuneConfig()
     base_dir: Path = Path(".")
 
     def dataset_config(self, name: str | None = None) -> DatasetConfig:

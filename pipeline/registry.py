@@ -151,6 +151,16 @@ STAGES: tuple[Stage, ...] = (
           "Train the paper's ablation (mean-pool baseline, LSTM, +SAL, +SAL+LRL, full) on the same folds. "
           "Reads features/; writes <results_root>/D/ablation.md and ablation.json.",
           volatile=("device", "threads", "fold_workers"), in_pipeline=False),
+    # On demand (in_pipeline=False): the default chain, the demo included, trains on frozen features;
+    # `train_head.features: finetuned` reads this stage's per-fold caches (docs/finetune.md).
+    Stage("finetune", "stages.finetune", "extract", ("finetune", "extract", "train_head.folds", "train_head.seed"),
+          ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv"),
+          (Output("{data}/features/finetuned", persist=True), Output("{data}/checkpoints", persist=True)),
+          "Adapt the extract backbone on each train-head fold's training videos (frame mode: backbone + linear "
+          "classifier on augmented crops), then re-extract every video with it. Reads the crops kept by "
+          "`extract --keep-crops` and manifest.csv; writes <data_root>/D/checkpoints/backbone-fold-<k>.pt and "
+          "<data_root>/D/features/finetuned/fold-<k>/. Resumable per epoch; finished folds are verified and skipped.",
+          volatile=("device", "threads", "workers", "max_failure_fraction", "shard_size"), in_pipeline=False),
 )
 BY_NAME = {s.name: s for s in STAGES}
 

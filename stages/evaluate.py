@@ -78,6 +78,11 @@ def _load_heads(cfg: Config, dataset: str) -> list:
         except UNREADABLE_CHECKPOINT as err:
             raise PipelineError(f"cannot read {path} ({type(err).__name__}: {err}); retrain with "
                                 f"{_train_hint(dataset)}") from err
+        if heads[-1].provenance.get("features") == "finetuned":
+            # Its figures would come from the frozen cache, which this head never saw.
+            raise PipelineError(f"{path} was trained on per-fold finetuned features (train_head.features=finetuned); "
+                                "evaluate does not read them yet (docs/finetune.md): metrics.json and predictions.csv "
+                                "from train-head are the results")
     return heads
 
 

@@ -30,6 +30,7 @@ from pipeline.head.sampling import ClipSampler
 from pipeline.head.sanity import ClipSpans, localisation, near_chance
 from pipeline.head.train import FoldResult, cross_validate, head_params, resolve_device, save_head
 from pipeline.io import clean_stale_temporaries
+from pipeline.layout import layout_for
 from pipeline.runner import Outcome, run_stage
 
 STAGE = "train-head"
@@ -147,12 +148,32 @@ def run(cfg: Config, *, dataset: str | None = None, force: bool = False) -> dict
     return run_stage(STAGE, cfg, dataset, force=force)
 
 
+CHEAP_FINGERPRINT = True
+"""`input_fingerprint` reads a few HDF5 attributes: the CLI's --no-deps staleness warning still checks this stage."""
+
+
+def input_fingerprint(cfg: Config, dataset: str) -> str:
+    """With `features: finetuned`, the per-fold caches' checkpoints: a rerun of finetune retrains the heads.
+    Empty for the frozen cache (extract's signature, upstream, covers it)."""
+    if cfg.train_head.features != "finetuned":
+        return ""
+    from pipeline.head.finetuned import fingerprint
+
+    return fingerprint(layout_for(cfg, dataset))
+
+
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     data = load_training_data(cfg, dataset)
     device = resolve_device(cfg.train_head.device)
+    fold_features = None
+    if cfg.train_head.features == "finetuned":
+        from pipeline.head.finetuned import load_fold_features
+
+        fold_features, data.folds = load_fold_features(layout_for(cfg, dataset), dataset, data.cache.video_id,
+                                                       data.folds, cfg.train_head.center)
     results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
                              len(data.class_names), device=device, desc=f"{STAGE} {dataset}",
-                             subjects=np.asarray(data.cache.subject), probe=True)
+                             subjects=np.asarray(data.cache.subject), probe=True, fold_features=fold_features)
     out = cfg.results_dir(dataset)
     ckpt_dir, hist_dir = out / CHECKPOINTS, out / HISTORY
     for folder in (out, ckpt_dir, hist_dir):  # leftovers of a killed run
@@ -164,7 +185,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     attrs = data.cache.attrs
     ckpt_provenance = {**{k: attrs.get(k, "unknown") for k in ("backbone", "weights", "weights_sha256", "feature_dim",
                                                                  "input_convention", "params_hash")},
-                       "params": json.dumps(attrs.get("params", {}))}
+                       "params": json.dumps(attrs.get("params", {})), "features": cfg.train_head.features}
     for r in results:
         save_head(ckpt_dir / f"fold-{r.fold}.pt", r.state_dict, cfg.train_head, kind="ceflnet",
                   in_dim=data.backbone_dim, class_names=data.class_names, fold=r.fold,

@@ -77,6 +77,11 @@ class Predictor:
                 raise PipelineError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); copy it again or "
                                     "retrain with `pipeline run train-head`") from err
         head = self.heads[0]
+        if head.provenance.get("features") == "finetuned":
+            # Its heads read per-fold adapted features; the frozen backbone below would feed them others.
+            raise PipelineError(f"{model_dir} was trained with train_head.features=finetuned: `pipeline predict` "
+                                "does not load the per-fold adapted backbones yet (docs/finetune.md); retrain with "
+                                "train_head.features=frozen to predict")
         params = _parse(head.provenance.get("params", "{}"))
         self.detect_cfg = _section(DetectConfig, params.get("detect"))
         self.resample_cfg = _section(ResampleConfig, params.get("resample"))

@@ -11,7 +11,7 @@ from pipeline.errors import DatasetError
 from pipeline.head.inputs import per_video
 from pipeline.head.sampling import ClipSampler
 from pipeline.head.train import Fold, make_folds
-from pipeline.io import read_failures, read_manifest
+from pipeline.io import ManifestRow, read_failures, read_manifest
 from pipeline.layout import layout_for
 
 
@@ -46,9 +46,25 @@ def load_training_data(cfg: Config, dataset: str) -> TrainingData:
                            "(RUN_DIR: the results folder of a trained dataset, e.g. results/demo).")
     backbone_dim = cache.feature_dim
     cache.features = per_video(cache.features, cfg.train_head.center)
-    manifest_path = layout.manifest
-    by_id = {r.video_id: r for r in read_manifest(manifest_path)} if manifest_path.exists() else {}
-    rows = [by_id.get(v) for v in cache.video_id]
+    rows = manifest_rows(cfg, dataset, cache.video_id)
+    folds, protocol = protocol_folds(cfg, cache, rows)
+    apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None
+            else None for r in rows]
+    # A failure row may share its id with a cached video (a duplicate manifest row): count videos lost.
+    n_failed = len({f.video_id for f in read_failures(layout.failures)} - set(cache.video_id))
+    return TrainingData(cache, folds, protocol, apex, n_failed, backbone_dim)
+
+
+def manifest_rows(cfg: Config, dataset: str, video_ids: list[str]) -> list[ManifestRow | None]:
+    """The manifest row of each cached video (None: not in the manifest)."""
+    path = layout_for(cfg, dataset).manifest
+    by_id = {r.video_id: r for r in read_manifest(path)} if path.exists() else {}
+    return [by_id.get(v) for v in video_ids]
+
+
+def protocol_folds(cfg: Config, cache: FeatureCache, rows: list[ManifestRow | None]) -> tuple[list[Fold], str]:
+    """The dataset's folds over the cache rows and the protocol's name; the one definition train-head,
+    ablate and finetune share (reads `train_head.folds` and `train_head.seed`)."""
     folds_col = [r.fold if r is not None else None for r in rows]
     split_col = [r.split if r is not None else None for r in rows]
     th = cfg.train_head
@@ -59,11 +75,7 @@ def load_training_data(cfg: Config, dataset: str) -> TrainingData:
         protocol = "fixed split"
     else:
         protocol = f"StratifiedGroupKFold({th.folds}) by subject, seed {th.seed}"
-    apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None
-            else None for r in rows]
-    # A failure row may share its id with a cached video (a duplicate manifest row): count videos lost.
-    n_failed = len({f.video_id for f in read_failures(layout.failures)} - set(cache.video_id))
-    return TrainingData(cache, folds, protocol, apex, n_failed, backbone_dim)
+    return folds, protocol
 
 
 def rich_clip_frames(cache: FeatureCache, rows: np.ndarray, rich_clip: np.ndarray, sampler: ClipSampler

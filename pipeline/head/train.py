@@ -256,8 +256,9 @@ def fold_processes(cfg: TrainHeadConfig, device: torch.device, n_folds: int) -> 
 def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
                    n_classes: int, *, kind: str = "ceflnet", device: torch.device | None = None,
                    desc: str = "train_head", subjects: Sequence[str] | None = None,
-                   probe: bool = False) -> list[FoldResult]:
-    """Every fold trained from its own seed schedule.
+                   probe: bool = False, fold_features: dict[int, np.ndarray] | None = None) -> list[FoldResult]:
+    """Every fold trained from its own seed schedule; fold k on `fold_features[k]` when given (rows
+    aligned with `features`: `train_head.features: finetuned`, pipeline/head/finetuned.py), else on `features`.
 
     On the CPU, folds run in parallel processes with one thread each (`fold_workers`, default one
     per core): a head this small is matmul-latency bound at batch 8, and two single-threaded folds
@@ -266,11 +267,15 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     device = device or resolve_device(cfg.device)
     warn_if_emulated(device, cfg.precision, "train_head.precision", log)
     workers = fold_processes(cfg, device, len(folds))
+
+    def feats_of(fold: Fold) -> np.ndarray:
+        return features if fold_features is None else fold_features[fold.index]
+
     if workers > 1 and device.type == "cpu" and len(folds) > 1:
         from joblib import Parallel, delayed
 
         release_idle_workers()  # a pool left by detect/manifest would recycle these workers mid-run
-        jobs = (delayed(_train_one)(cfg, features, labels, f, n_classes, kind, device, cfg.threads or 1,
+        jobs = (delayed(_train_one)(cfg, feats_of(f), labels, f, n_classes, kind, device, cfg.threads or 1,
                                     subjects=subjects, probe=probe) for f in folds)
         results = list(tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(folds),
                             desc=f"{desc} ({workers} folds at a time)", unit="fold", leave=False))
@@ -278,7 +283,7 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     results = []
     with tqdm(total=len(folds) * cfg.epochs, desc=desc, unit="epoch", leave=False) as bar:
         for fold in folds:
-            results.append(_train_one(cfg, features, labels, fold, n_classes, kind, device, cfg.threads, bar,
+            results.append(_train_one(cfg, feats_of(fold), labels, fold, n_classes, kind, device, cfg.threads, bar,
                                       subjects=subjects, probe=probe))
     return results
 

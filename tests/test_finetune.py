@@ -1,0 +1,365 @@
+"""finetune (issue 12): per-fold backbone adaptation from cached crops, checkpoints, resume, leakage guard,
+per-fold caches, bad input. Tiny synthetic crops (32 px, written with the real shard writer) through the
+real RetinaFace-MobileNet body on the CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from cache.reader import load_cache
+from cache.store import ShardRecord, write_shard
+from pipeline.config import load_config
+from pipeline.io import ManifestRow, read_failures, write_manifest
+from tests.conftest import write_params
+
+CLASSES = ["anger", "happiness", "surprise"]
+# Each class tints the face crop one way; a fold-0 test video also carries a white square (the marker).
+TINTS = np.array([[180, 60, 60], [60, 180, 60], [60, 60, 180]], np.float32)
+MARK = (slice(2, 10), slice(2, 10))
+S, T = 32, 6
+
+
+def _frame(rng: np.random.Generator, label: int, marked: bool) -> np.ndarray:
+    img = TINTS[label] + rng.normal(0, 20, (S, S, 3))
+    img[8:24, 8:24] *= 0.6  # a darker "face" in the middle
+    img = np.clip(img, 0, 200).astype(np.uint8)
+    if marked:
+        img[MARK] = 255
+    return img
+
+
+def write_crops_dataset(base: Path, name: str = "ft", *, n_subjects: int = 4, per_subject: int = 3,
+                        keep_crops: bool = True, corrupt: str | None = None, seed: int = 0) -> dict:
+    """`<base>/data/<name>/{manifest.csv,features/shard-*.h5}`: official folds (subject % 2), so the test
+    ids of fold 0 (fold value 0) are known before the crops are drawn; those carry the marker."""
+    rng = np.random.default_rng(seed)
+    folder = base / "data" / name
+    records, rows, marked = [], [], set()
+    for s in range(n_subjects):
+        for j in range(per_subject):
+            label = (s + j) % len(CLASSES)
+            vid = f"S{s}/v{j}"
+            fold = s % 2
+            if fold == 0:
+                marked.add(vid)
+            frames = [_frame(rng, label, fold == 0) for _ in range(T)]
+            jpegs = [cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for f in frames]
+            if vid == corrupt:
+                jpegs[2] = b"\xff\xd8 this is not a jpeg"
+            records.append(ShardRecord(vid, label, f"S{s}", np.zeros((T, 384), np.float16), np.arange(T),
+                                       np.ones(T, np.uint8), np.zeros((T, 5, 2), np.float32),
+                                       jpegs if keep_crops else None))
+            rows.append(ManifestRow(video_id=vid, path=f"{vid}.mp4", label=CLASSES[label], subject=f"S{s}",
+                                    fold=fold, n_frames=T))
+    attrs = {"class_names": CLASSES, "backbone": "retinaface_mnet", "feature_dim": 384, "weights": "frozen-test",
+             "params": {"extract": {"backbone": "retinaface_mnet"}}}
+    half = len(records) // 2  # two shards: the per-fold cache keeps the names and order
+    write_shard(folder / "features" / "shard-00000.h5", records[:half], attrs)
+    write_shard(folder / "features" / "shard-00001.h5", records[half:], attrs)
+    write_manifest(rows, folder / "manifest.csv")
+    return {"folder": folder, "marked": marked, "ids": [r.video_id for r in rows]}
+
+
+FT = {"epochs": 3, "head_epochs": 1, "train_layers": 2, "frames_per_video": 6, "batch_size": 16, "device": "cpu",
+      "threads": 1, "lr": 1e-2, "body_lr": 1e-4}
+
+
+def _cfg(base: Path, name: str = "ft", **finetune):
+    params = write_params(base, {name: {"adapter": "folder", "root": str(base / "raw")}}, name,
+                          extract={"backbone": "retinaface_mnet", "crop_size": 32, "keep_crops": True,
+                                   "device": "cpu", "threads": 1},
+                          train_head={"folds": 2, "device": "cpu"}, finetune={**FT, **finetune})
+    return load_config(params)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """One run of the stage on the marked dataset, every input batch recorded."""
+    import pipeline.finetune.train as train_mod
+    from stages import finetune
+
+    base = tmp_path_factory.mktemp("ft")
+    made = write_crops_dataset(base)
+    cfg = _cfg(base)
+    seen: list[torch.Tensor] = []
+    real = train_mod.augment
+
+    def spy(x, gen, **kw):
+        seen.append(x.clone())
+        return real(x, gen, **kw)
+
+    train_mod.augment = spy
+    try:
+        summary = finetune.run(cfg, dataset="ft")
+    finally:
+        train_mod.augment = real
+    return {"base": base, "cfg": cfg, "summary": summary, "seen": seen, **made}
+
+
+def _marker_in(batch: torch.Tensor) -> torch.Tensor:
+    """(B,) True where the white square is in the crop (JPEG keeps it near 255 in every channel)."""
+    return (batch[:, :, 3:9, 3:9].float().amin(dim=(1, 2, 3)) > 235)
+
+
+def test_loss_drops_and_each_fold_writes_checkpoint_and_cache(finetuned):
+    s = finetuned["summary"]
+    assert s["folds"] == 2 and s["bad_crop"] == 0
+    for k, fold in s["per_fold"].items():
+        assert fold["final_loss"] < fold["first_loss"], (k, fold)
+        assert fold["n_train"] == 6 and fold["n_test"] == 6
+    folder = finetuned["folder"]
+    for k in (0, 1):
+        ck = torch.load(folder / "checkpoints" / f"backbone-fold-{k}.pt", weights_only=True)
+        assert ck["backbone"] == "retinaface_mnet" and ck["mode"] == "frame" and ck["epochs"] == 3
+        assert ck["trained_ids"] == sorted(ck["trained_ids"]) and ck["weights_sha256"]
+        assert ck["params"]["finetune"]["body_lr"] == pytest.approx(1e-4)
+        assert not (folder / "checkpoints" / f"backbone-fold-{k}.resume.pt").exists()
+        cache = load_cache(folder / "features" / "finetuned" / f"fold-{k}")
+        assert sorted(cache.video_id) == sorted(finetuned["ids"]) and cache.features.shape == (12, T, 384)
+        assert cache.attrs["fold"] == k and cache.attrs["checkpoint_sha256"] == cache.attrs["weights_sha256"]
+        assert cache.attrs["starting_weights"].startswith("retinaface_mnet025")
+        assert cache.attrs["class_names"] == CLASSES and np.isfinite(cache.features).all()
+    assert not np.array_equal(load_cache(folder / "features" / "finetuned" / "fold-0").features,
+                              load_cache(folder / "features" / "finetuned" / "fold-1").features)
+
+
+def test_fold_never_trains_on_its_marked_test_videos(finetuned):
+    folder, marked = finetuned["folder"], finetuned["marked"]
+    ck0 = torch.load(folder / "checkpoints" / "backbone-fold-0.pt", weights_only=True)
+    ck1 = torch.load(folder / "checkpoints" / "backbone-fold-1.pt", weights_only=True)
+    assert not set(ck0["trained_ids"]) & marked and set(ck1["trained_ids"]) == marked
+    # Fold 0 trains first: its batches never hold the marker; fold 1's (trained on the marked ones) all do.
+    seen = finetuned["seen"]
+    n0 = 3 * -(-6 * 6 // 16)  # epochs x batches of (6 videos x 6 frames) / 16, rounded up
+    assert len(seen) == 2 * n0
+    assert not any(_marker_in(b).any() for b in seen[:n0])
+    assert all(_marker_in(b).all() for b in seen[n0:])
+
+
+def test_guard_refuses_a_tampered_id_list(finetuned, tmp_path):
+    from pipeline.finetune.train import LeakageError, check_no_leakage
+
+    marked = sorted(finetuned["marked"])
+    check_no_leakage(["S1/v0"], marked, 0)
+    with pytest.raises(LeakageError, match="fold 0.*1 of the fold's own test videos"):
+        check_no_leakage(["S1/v0", marked[0]], marked, 0)
+    # A checkpoint edited to claim other training videos no longer verifies: the fold is retrained.
+    from pipeline.finetune.train import FoldRun, verify_checkpoint
+
+    path = finetuned["folder"] / "checkpoints" / "backbone-fold-0.pt"
+    ck = torch.load(path, weights_only=True)
+    run = FoldRun(0, ck["trained_ids"], ck["params"], ck["params_hash"], tmp_path / "r.pt")
+    assert verify_checkpoint(path, run, 3) is not None
+    ck["trained_ids"] = [*ck["trained_ids"], marked[0]]
+    torch.save(ck, tmp_path / "tampered.pt")
+    assert verify_checkpoint(tmp_path / "tampered.pt", run, 3) is None
+
+
+def test_checkpoint_reload_gives_the_cached_features_bit_exactly(finetuned):
+    from pipeline.finetune.crops import decode_video
+    from pipeline.finetune.model import features_of, trainable_extractor
+
+    cfg, folder = finetuned["cfg"], finetuned["folder"]
+    ext = trainable_extractor(cfg.extract)
+    ck = torch.load(folder / "checkpoints" / "backbone-fold-1.pt", weights_only=True)
+    ext.module.load_state_dict(ck["state_dict"])
+    with h5py.File(folder / "features" / "shard-00000.h5", "r") as f:
+        crops = decode_video(list(f["crops"][0]))
+    again = features_of(ext, crops, 16).numpy().astype(np.float16)
+    cache = load_cache(folder / "features" / "finetuned" / "fold-1")
+    assert np.array_equal(again, cache.features[0])
+
+
+def test_a_second_run_verifies_and_skips(finetuned):
+    from stages import finetune
+
+    again = finetune.run(finetuned["cfg"], dataset="ft")
+    assert again["skipped"] == "up to date (outputs verified)"
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    from pipeline.finetune.model import trainable_extractor
+    from pipeline.finetune.train import FoldRun, train_fold
+
+    base = tmp_path / "r"
+    write_crops_dataset(base, n_subjects=2, per_subject=2)
+    cfg = _cfg(base)
+    ext = trainable_extractor(cfg.extract)
+    start = {k: v.clone() for k, v in ext.module.state_dict().items()}
+    from pipeline.finetune.crops import load_crops
+
+    crops, _ = load_crops(base / "data" / "ft" / "features", "ft", "finetune")
+    labels = torch.tensor([0, 1, 1, 2])
+    ids = crops.video_id
+
+    def fresh(resume: Path) -> FoldRun:
+        ext.module.load_state_dict(start)
+        return FoldRun(0, ids, {"x": 1}, "h", resume)
+
+    full, hist_full = train_fold(ext, crops.crops, labels, cfg.finetune, 3, fresh(tmp_path / "a.pt"))
+    want = {k: v.clone() for k, v in full.state_dict().items()}
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(epoch, loss):
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_fold(ext, crops.crops, labels, cfg.finetune, 3, fresh(tmp_path / "b.pt"), on_epoch=kill_after_two)
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 2
+    epochs = []
+    resumed, hist = train_fold(ext, crops.crops, labels, cfg.finetune, 3, fresh(tmp_path / "b.pt"),
+                               on_epoch=lambda e, _: epochs.append(e))
+    assert epochs == [3]  # only the epoch left
+    assert hist == hist_full
+    got = resumed.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_no_crops_is_one_clear_message(tmp_path):
+    from pipeline.finetune.crops import NoCropsError
+    from stages import finetune
+
+    write_crops_dataset(tmp_path, keep_crops=False)
+    with pytest.raises(NoCropsError, match=r"pipeline run extract --dataset ft --keep-crops"):
+        finetune.run(_cfg(tmp_path), dataset="ft")
+
+
+def test_a_corrupt_crop_is_a_failure_row_and_the_run_goes_on(tmp_path):
+    from stages import finetune
+
+    write_crops_dataset(tmp_path, corrupt="S1/v1")
+    summary = finetune.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+    assert summary["bad_crop"] == 1
+    rows = [f for f in read_failures(tmp_path / "data" / "ft" / "failures.csv") if f.stage == "finetune"]
+    assert [(f.video_id, f.kind) for f in rows] == [("S1/v1", "bad_crop")] and "crop 2" in rows[0].message
+    assert summary["per_fold"]["0"]["n_train"] == 5  # fold 0 trains on S1 and S3: S1/v1 dropped
+    ck = torch.load(tmp_path / "data" / "ft" / "checkpoints" / "backbone-fold-0.pt", weights_only=True)
+    assert "S1/v1" not in ck["trained_ids"]
+    assert "S1/v1" not in load_cache(tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0").video_id
+
+
+# --------------------------------------------------------------------------- train-head on per-fold caches
+
+
+def _per_fold_caches(cfg, dataset: str, *, offset: float = 100.0, wrong_fold: int | None = None) -> None:
+    """Fold k's cache: the frozen features + k * offset, with the provenance finetune records."""
+    from pipeline.head.data import load_training_data
+    from pipeline.head.finetuned import fold_cache_dir, ids_sha256
+    from pipeline.layout import layout_for
+
+    lay = layout_for(cfg, dataset)
+    frozen = load_cache(lay.features)
+    for fold in load_training_data(cfg, dataset).folds:
+        test = [frozen.video_id[i] for i in fold.test]
+        sha = ids_sha256(test[1:] if fold.index == wrong_fold else test)
+        recs = [ShardRecord(v, int(frozen.label[i]), frozen.subject[i],
+                            (frozen.features[i].astype(np.float32) + fold.index * offset).astype(np.float16),
+                            frozen.frame_index[i], frozen.flags[i], np.zeros((frozen.features.shape[1], 5, 2), np.float32))
+                for i, v in enumerate(frozen.video_id)]
+        attrs = {**frozen.attrs, "fold": fold.index, "fold_test_ids_sha256": sha, "checkpoint_sha256": "x"}
+        write_shard(fold_cache_dir(lay, fold.index) / "shard-00000.h5", recs, attrs)
+
+
+def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
+    import pipeline.head.train as train_mod
+    from stages import train_head
+    from tests.head.conftest import tiny_params, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned"))
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="run `pipeline run finetune --dataset synth` first"):
+        train_head.run(cfg, dataset="synth")
+    _per_fold_caches(cfg, "synth")
+    seen = {}
+    real = train_mod._train_one
+
+    def spy(cfg_, features, labels, fold, *a, **kw):
+        frozen = load_cache(cfg.dataset_dir("synth") / "features").features
+        seen[fold.index] = round(float(np.median(features.astype(np.float32) - frozen.astype(np.float32))))  # fp16
+        return real(cfg_, features, labels, fold, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "_train_one", spy)
+    metrics = train_head.run(cfg, dataset="synth")
+    assert seen == {0: 0, 1: 100, 2: 200} and metrics["n_folds"] == 3
+    from stages import evaluate
+
+    with pytest.raises(PipelineError, match="evaluate does not read them yet"):  # not silently the frozen cache
+        evaluate.run(cfg, dataset="synth")
+    # A per-fold cache made for other folds is refused: its backbone may have seen this fold's test videos.
+    _per_fold_caches(cfg, "synth", wrong_fold=1)
+    with pytest.raises(PipelineError, match="made for other folds than train-head's fold 1"):
+        train_head.run(cfg, dataset="synth")  # the new caches' fingerprint makes train-head stale
+
+
+def test_frozen_default_never_reads_per_fold_caches(tmp_path, monkeypatch):
+    import pipeline.head.finetuned as finetuned_mod
+    from stages import train_head
+    from tests.head.conftest import tiny_params, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1))
+    assert cfg.train_head.features == "frozen"
+    monkeypatch.setattr(finetuned_mod, "load_fold_features", lambda *a, **k: pytest.fail("read per-fold caches"))
+    assert train_head.run(cfg, dataset="synth")["n_folds"] == 3
+
+
+def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
+    """The real clips: detect -> resample (the shared fixture) -> extract with crops -> finetune, on the CPU."""
+    import shutil
+
+    from stages import extract, finetune
+
+    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    over = ["extract.keep_crops=true", "extract.backbone=retinaface_mnet", "extract.crop_size=64",
+            "train_head.folds=2", *(f"finetune.{k}={v}" for k, v in {**FT, "epochs": 2, "frames_per_video": 4}.items())]
+    cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=over)
+    extract.run(cfg, dataset="faces")
+    summary = finetune.run(cfg, dataset="faces")
+    frozen = load_cache(tmp_path / "faces" / "features")
+    assert summary["folds"] == 2 and summary["bad_crop"] == 0
+    for k in (0, 1):
+        ck = torch.load(tmp_path / "faces" / "checkpoints" / f"backbone-fold-{k}.pt", weights_only=True)
+        assert ck["epochs"] == 2 and len(ck["trained_ids"]) == summary["per_fold"][str(k)]["n_train"]
+        cache = load_cache(tmp_path / "faces" / "features" / "finetuned" / f"fold-{k}")
+        assert cache.video_id == frozen.video_id and cache.features.shape == frozen.features.shape
+        assert cache.attrs["preprocess"]["crop_size"] == 64
+    # The starting backbone on the decoded crops gives extract's frozen features back (JPEG q95 apart):
+    # finetune feeds the network exactly as extract does.
+    from pipeline.finetune.crops import load_crops
+    from pipeline.finetune.model import features_of, trainable_extractor
+
+    crops, _ = load_crops(tmp_path / "faces" / "features", "faces", "finetune")
+    ext = trainable_extractor(cfg.extract)
+    start = features_of(ext, crops.crops[0], 32).numpy()
+    ref = frozen.features[frozen.video_id.index(crops.video_id[0])].astype(np.float32)
+    assert np.corrcoef(start.ravel(), ref.ravel())[0, 1] > 0.99
+    assert np.abs(start - ref).mean() < 0.05 * np.abs(ref).mean()
+
+
+def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_path, monkeypatch):
+    """Folds that overlap (a bug the guard exists for) stop the stage before fold 0's cache is written."""
+    import stages.finetune as stage
+    from pipeline.finetune.train import LeakageError
+    from pipeline.head.train import Fold
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    real = stage.protocol_folds
+
+    def overlapping(*a, **kw):
+        folds, protocol = real(*a, **kw)
+        return [Fold(0, np.arange(4), folds[0].test)], protocol
+
+    monkeypatch.setattr(stage, "protocol_folds", overlapping)
+    with pytest.raises(LeakageError, match="fold 0: the backbone checkpoint trained on 2 of the fold's own test"):
+        stage.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+    assert not (tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0").exists()
