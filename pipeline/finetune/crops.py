@@ -70,8 +70,8 @@ def load_crops(features_dir: Path, dataset: str, stage: str) -> tuple[CropSet, l
     Decoded into one tensor allocated once (the whole set at its final size, no stacking copy)."""
     shards = list_shards(features_dir)
     if not shards:
-        raise PipelineError(f"no feature shards under {features_dir}: run `pipeline run extract --dataset {dataset} "
-                            "--keep-crops` first")
+        hint = f"pipeline run extract --dataset {dataset} --keep-crops"
+        raise PipelineError(f"no feature shards under {features_dir}: run `{hint}` first")
     total = 0
     for s in shards:  # every shard checked before a single crop is decoded
         with h5py.File(s, "r") as f:
