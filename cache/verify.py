@@ -104,9 +104,13 @@ def info(cfg, dataset: str) -> dict:
     out: dict = {"dataset": dataset, "features": str(lay.features), "shards": len(shards), "videos": 0,
                  "bytes": sum(s.stat().st_size for s in shards)}
     labels: Counter = Counter()
+    crops = {"videos": 0, "bytes": 0}
     for s in shards:
         with h5py.File(s, "r") as f:
             out["videos"] += f["features"].shape[0]
+            if "crops" in f:
+                crops["videos"] += f["crops"].shape[0]
+                crops["bytes"] += _crops_bytes(s, f)
             out["shape_per_video"] = list(f["features"].shape[1:])
             attrs = {k: _attr(v) for k, v in f.attrs.items()}
             names = attrs.get("class_names", [])
@@ -122,4 +126,34 @@ def info(cfg, dataset: str) -> dict:
     out["per_class"] = dict(labels)
     out["failures"] = dict(Counter(f"{f.stage}:{f.kind}" for f in read_failures(lay.failures)))
     out["mb"] = round(out["bytes"] / 2**20, 2)
+    if crops["videos"]:
+        out["crops"] = {**crops, "mb": round(crops["bytes"] / 2**20, 2)}
+    finetuned = _finetuned_caches(lay.features / "finetuned")
+    if finetuned:
+        out["finetuned"] = finetuned
     return out
+
+
+def _crops_bytes(path: Path, f: h5py.File) -> int:
+    """On-disk size of a shard's JPEG crops: the file minus every other dataset's storage.
+
+    A variable-length dataset's own storage holds only pointers into the file's heap, so the crops are what
+    is left; reading every JPEG to measure it would cost as much as decoding the cache."""
+    others = 0
+
+    def visit(name: str, obj) -> None:
+        nonlocal others
+        if isinstance(obj, h5py.Dataset) and name != "crops":
+            others += obj.id.get_storage_size()
+
+    f.visititems(visit)
+    return max(0, path.stat().st_size - others)
+
+
+def _finetuned_caches(folder: Path) -> dict:
+    """`features/finetuned/fold-<k>/` written by `pipeline run finetune`: folds present and their size."""
+    folds = sorted(p for p in folder.glob("fold-*") if p.is_dir()) if folder.is_dir() else []
+    if not folds:
+        return {}
+    size = sum(f.stat().st_size for p in folds for f in p.glob("*.h5"))
+    return {"folds": [p.name for p in folds], "bytes": size, "mb": round(size / 2**20, 2)}

@@ -344,6 +344,17 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     ref = frozen.features[frozen.video_id.index(crops.video_id[0])].astype(np.float32)
     assert np.corrcoef(start.ravel(), ref.ravel())[0, 1] > 0.99
     assert np.abs(start - ref).mean() < 0.05 * np.abs(ref).mean()
+    # `pipeline cache info` reports the crops' size on disk and the per-fold caches.
+    from cache.verify import info
+
+    stats = info(cfg, "faces")
+    jpeg_bytes = 0
+    for shard in (tmp_path / "faces" / "features").glob("shard-*.h5"):
+        with h5py.File(shard, "r") as f:
+            jpeg_bytes += sum(len(c) for row in f["crops"][:] for c in row)
+    assert stats["crops"]["videos"] == len(frozen.video_id)
+    assert jpeg_bytes <= stats["crops"]["bytes"] <= min(stats["bytes"], 1.5 * jpeg_bytes + 2**20)
+    assert stats["finetuned"]["folds"] == ["fold-0", "fold-1"] and stats["finetuned"]["bytes"] > 0
 
 
 def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_path, monkeypatch):
