@@ -162,6 +162,22 @@ def input_fingerprint(cfg: Config, dataset: str) -> str:
     return fingerprint(layout_for(cfg, dataset))
 
 
+def backbone_of_fold(cfg: Config, dataset: str, fold: int) -> dict:
+    """With `features: finetuned`, where fold k's adapted backbone is and its sha256: `pipeline predict`
+    feeds head k the features of that backbone, as training did. Empty for the frozen cache."""
+    if cfg.train_head.features != "finetuned":
+        return {}
+    import h5py
+
+    from cache.store import list_shards
+    from pipeline.head.finetuned import backbone_checkpoint, fold_cache_dir
+
+    lay = layout_for(cfg, dataset)
+    with h5py.File(list_shards(fold_cache_dir(lay, fold))[0], "r") as f:  # the hash the fold's features were made with
+        sha = str(f.attrs.get("checkpoint_sha256", ""))
+    return {"backbone_checkpoint": str(backbone_checkpoint(lay, fold).resolve()), "backbone_checkpoint_sha256": sha}
+
+
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     data = load_training_data(cfg, dataset)
     device = resolve_device(cfg.train_head.device)
@@ -189,7 +205,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     for r in results:
         save_head(ckpt_dir / f"fold-{r.fold}.pt", r.state_dict, cfg.train_head, kind="ceflnet",
                   in_dim=data.backbone_dim, class_names=data.class_names, fold=r.fold,
-                  test_video_ids=[data.cache.video_id[i] for i in r.test], provenance=ckpt_provenance)
+                  test_video_ids=[data.cache.video_id[i] for i in r.test],
+                  provenance={**ckpt_provenance, **backbone_of_fold(cfg, dataset, r.fold)})
         write_history(hist_dir / f"fold-{r.fold}.csv", r.history)
     metrics = summarize(data, results, cfg)
     metrics["head_params"] = head_params(results[0].state_dict)

@@ -355,6 +355,27 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     assert stats["crops"]["videos"] == len(frozen.video_id)
     assert jpeg_bytes <= stats["crops"]["bytes"] <= min(stats["bytes"], 1.5 * jpeg_bytes + 2**20)
     assert stats["finetuned"]["folds"] == ["fold-0", "fold-1"] and stats["finetuned"]["bytes"] > 0
+    # Heads on the per-fold caches, then `pipeline predict` on a real video: head k is fed the features of
+    # fold k's adapted backbone (checked by its sha256), and a replaced backbone is refused.
+    from pipeline.commands.predict import Predictor
+    from pipeline.errors import PipelineError
+    from stages import train_head
+
+    cfg_ft = load_config(face_dataset["params"], data_root=str(tmp_path), results_root=str(tmp_path / "results"),
+                         overrides=[*over, "train_head.features=finetuned", "train_head.epochs=2",
+                                    "train_head.fold_workers=1"])
+    train_head.run(cfg_ft, dataset="faces")
+    model = tmp_path / "results" / "faces"
+    pred = Predictor(model, device="cpu")
+    assert pred.finetuned and len(pred.backbones) == 2
+    assert any(not torch.equal(pred.backbones[0][k], pred.backbones[1][k]) for k in pred.backbones[0])
+    video = next(p for p in sorted(face_dataset["root"].rglob("*.mp4")))
+    out = pred.predict(video, tmp_path / "clip.png")
+    assert out.label in pred.class_names and abs(sum(out.probabilities.values()) - 1) < 1e-3
+    ckpt = tmp_path / "faces" / "checkpoints" / "backbone-fold-1.pt"
+    ckpt.write_bytes(ckpt.read_bytes() + b"changed")
+    with pytest.raises(PipelineError, match="is not the backbone fold 1's head was trained with"):
+        Predictor(model, device="cpu")
 
 
 def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_path, monkeypatch):

@@ -77,17 +77,20 @@ class Predictor:
                 raise PipelineError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); copy it again or "
                                     "retrain with `pipeline run train-head`") from err
         head = self.heads[0]
-        if head.provenance.get("features") == "finetuned":
-            # Its heads read per-fold adapted features; the frozen backbone below would feed them others.
-            raise PipelineError(f"{model_dir} was trained with train_head.features=finetuned: `pipeline predict` "
-                                "does not load the per-fold adapted backbones yet (docs/finetune.md); retrain with "
-                                "train_head.features=frozen to predict")
         params = _parse(head.provenance.get("params", "{}"))
         self.detect_cfg = _section(DetectConfig, params.get("detect"))
         self.resample_cfg = _section(ResampleConfig, params.get("resample"))
         extract = _section(ExtractConfig, params.get("extract"))
         self.extract_cfg = dataclasses.replace(extract, device=device)
-        self.extractor = build_extractor(self.extract_cfg)
+        self.finetuned = head.provenance.get("features") == "finetuned"
+        if self.finetuned:
+            # Head k was trained on fold k's adapted backbone: each head gets that backbone's features.
+            from pipeline.finetune.model import trainable_extractor
+
+            self.backbones = [_backbone_state(h) for h in self.heads]
+            self.extractor = trainable_extractor(self.extract_cfg)
+        else:
+            self.extractor = build_extractor(self.extract_cfg)
         if self.extractor.dim != head.in_dim:
             raise PipelineError(f"model expects {head.in_dim}-d features, backbone gives {self.extractor.dim}")
         self.class_names = head.class_names
@@ -108,11 +111,18 @@ class Predictor:
                                 self.extractor.margin) for i in idx])
         from pipeline.head.inputs import per_video
 
-        cached = per_video(self.extractor(crops).astype(np.float16), self.heads[0].config.center)  # as in the cache
-        feats = torch.from_numpy(cached.astype(np.float32)).to(self.device)
-        x = feats[self.sampler.test_indices(self.device)].unsqueeze(0)  # (1, n, K, D)
-        with torch.inference_mode():
-            outs = [h.model(x) for h in self.heads]
+        index = self.sampler.test_indices(self.device)
+        outs = []
+        for k, h in enumerate(self.heads):
+            if self.finetuned:
+                self.extractor.module.load_state_dict(self.backbones[k])
+                raw = self._finetuned_features(crops)
+            elif k == 0:
+                raw = self.extractor(crops)  # one frozen backbone serves every head
+            cached = per_video(raw.astype(np.float16), h.config.center)  # as in the cache
+            feats = torch.from_numpy(cached.astype(np.float32)).to(self.device)
+            with torch.inference_mode():
+                outs.append(h.model(feats[index].unsqueeze(0)))  # (1, n, K, D)
         probs = torch.stack([o.logits.softmax(-1) for o in outs]).mean(0)[0].cpu().numpy()
         scores = torch.stack([o.clip_scores for o in outs]).mean(0)[0].cpu().numpy()  # (C, n)
         c = int(probs.argmax())
@@ -127,6 +137,39 @@ class Predictor:
         return Prediction(str(video), self.class_names[c], {n: round(float(p), 4) for n, p in zip(self.class_names, probs)},
                           rich, fr, (round(fr[0] / info.fps, 3), round((fr[1] + 1) / info.fps, 3)),
                           scores.round(4).tolist(), clip_frames, str(fig), info.fps)
+
+
+    def _finetuned_features(self, crops: np.ndarray) -> np.ndarray:
+        """(T, S, S, 3) aligned crops -> (T, D), through the loaded adapted backbone exactly as finetune
+        re-extracted the per-fold caches (pipeline/finetune/model.py)."""
+        from pipeline.finetune.model import features_of
+
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)  # (T, 3, S, S) uint8
+        return features_of(self.extractor, x, 64).numpy()
+
+
+def _backbone_state(head) -> dict:
+    """Fold k's adapted backbone weights, checked against the sha256 train-head recorded for them."""
+    from pipeline.finetune.train import file_sha256
+
+    path = Path(head.provenance.get("backbone_checkpoint", ""))
+    want = head.provenance.get("backbone_checkpoint_sha256")
+    if not path.name or not want:
+        raise PipelineError(f"fold {head.fold}'s head was trained on fine-tuned features but its checkpoint does not "
+                            "say which backbone made them (trained before predict supported it): rerun "
+                            "`pipeline run train-head` with train_head.features=finetuned")
+    if not path.is_file():
+        raise PipelineError(f"fold {head.fold}'s adapted backbone {path} is missing: the head needs the backbone its "
+                            "features came from. Copy that file back (or rerun `pipeline run finetune` and "
+                            "`pipeline run train-head`)")
+    if file_sha256(path) != want:
+        raise PipelineError(f"{path} is not the backbone fold {head.fold}'s head was trained with (sha256 differs: "
+                            "finetune ran again since); rerun `pipeline run train-head` with "
+                            "train_head.features=finetuned")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except UNREADABLE_CHECKPOINT as err:
+        raise PipelineError(f"cannot read {path} ({type(err).__name__}: {err})") from err
 
 
 def figure_names(videos: list[Path]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.head.finetuned import finetuned_dir, fold_cache_dir
+from pipeline.head.finetuned import backbone_checkpoint, finetuned_dir, fold_cache_dir
 from pipeline.layout import DatasetLayout
 
 
@@ -30,7 +30,7 @@ class FinetuneLayout:
         return self.data.root / "checkpoints"
 
     def checkpoint(self, fold: int) -> Path:
-        return self.checkpoints / f"backbone-fold-{fold}.pt"
+        return backbone_checkpoint(self.data, fold)  # defined beside the per-fold caches; train-head reads it
 
     def resume(self, fold: int) -> Path:
         """Model, optimiser and sampler state after the last completed epoch of an unfinished fold."""

@@ -35,6 +35,12 @@ def fold_cache_dir(layout: DatasetLayout, fold: int) -> Path:
     return finetuned_dir(layout) / f"fold-{fold}"
 
 
+def backbone_checkpoint(layout: DatasetLayout, fold: int) -> Path:
+    """`<data_root>/D/checkpoints/backbone-fold-<k>.pt`, fold k's adapted backbone (finetune writes it,
+    train-head records it for `pipeline predict`)."""
+    return layout.root / "checkpoints" / f"backbone-fold-{fold}.pt"
+
+
 def ids_sha256(ids: Sequence[str]) -> str:
     """Of a set of video ids (order-free): how finetune and train-head agree on a fold's videos."""
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
