@@ -263,10 +263,22 @@ class TrainHeadConfig:
     (bench/results/center.md; a departure from the paper, documented in docs/head.md)."""
     identity_rank: int = 64
     """two-stream options: identity directions projected out of the raw stream, fitted on each training fold."""
+    raw_dropout: float = 0.5
+    """two-stream options: share of training videos whose raw stream is zeroed in each batch (0: off). The head
+    must then also read the expression from the changing stream alone, not from the identity left in the raw
+    one (bench/results/center.md: +5.5 points on lab-style clips, +2.3 on held expressions)."""
     threads: int = 0
     """torch intra-op threads on CPU; 0: all cores. 1 is faster for tiny heads or a busy machine."""
     precision: str = "fp32"
     """`fp32`, or `bf16` autocast (about 2x faster matmuls on a CPU with AVX512-BF16, and on GPUs)."""
+    epoch_select: str = "fixed"
+    """`fixed`: train `epochs` epochs (the paper). `inner`: hold out a subject-independent part of each training
+    fold (`inner_folds`), train on the rest while scoring it, and retrain on the whole training fold for the
+    epoch count with the best held-out WAR (smoothed over 5 epochs) (never the test fold: docs/head.md, bench/results/center.md)."""
+    inner_folds: int = 5
+    """`epoch_select: inner`: 1 / inner_folds of the training fold's subjects is the held-out part."""
+    inner_patience: int = 30
+    """`epoch_select: inner`: stop the held-out run after this many epochs without a better held-out WAR (0: never)."""
     features: str = "frozen"
     """`frozen` (the extract cache) or `finetuned`: fold k trains on `features/finetuned/fold-k/`, written by
     `pipeline run finetune` with a backbone adapted on fold k's training videos only (docs/finetune.md)."""
@@ -275,6 +287,10 @@ class TrainHeadConfig:
         p = []
         if self.features not in ("frozen", "finetuned"):
             p.append(f"{key}.features: must be frozen or finetuned, got {self.features!r}")
+        if self.epoch_select not in ("fixed", "inner"):
+            p.append(f"{key}.epoch_select: must be fixed or inner, got {self.epoch_select!r}")
+        if self.inner_folds < 2 or self.inner_patience < 0:
+            p.append(f"{key}.inner_folds/inner_patience: inner_folds must be >= 2 and inner_patience >= 0")
         if self.threads < 0:
             p.append(f"{key}.threads: must be >= 0, got {self.threads}")
         if self.precision not in ("fp32", "bf16"):
@@ -283,6 +299,8 @@ class TrainHeadConfig:
             p.append(f"{key}.fold_workers: must be >= 0, got {self.fold_workers}")
         if self.center not in CENTERS:
             p.append(f"{key}.center: must be one of {', '.join(CENTERS)}, got {self.center!r}")
+        if not 0.0 <= self.raw_dropout < 1.0:
+            p.append(f"{key}.raw_dropout: must be in [0, 1), got {self.raw_dropout}")
         if self.identity_rank < 0:
             p.append(f"{key}.identity_rank: must be >= 0, got {self.identity_rank}")
         if self.variant not in ("paper", "authors"):

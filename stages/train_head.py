@@ -74,7 +74,10 @@ def summarize(data: TrainingData, results: list[FoldResult], cfg: Config) -> dic
                 "war": round(war, 2), "uar": round(uar, 2),
                 "near_chance": int(near_chance(int((true == r.pred).sum()), len(true), majority)),
                 **({"clip_localization": loc["overlap"], "clip_localization_strict": loc["strict"]} if loc else {}),
-                "best_epoch": best.epoch, "best_war": round(best.test_war, 2), "best_uar": round(best.test_uar, 2)}
+                "best_epoch": best.epoch, "best_war": round(best.test_war, 2), "best_uar": round(best.test_uar, 2),
+                "epochs": len(r.history)}  # trained epochs: fewer than train_head.epochs with epoch_select: inner
+        if r.held_out:
+            fold["held_out_loss"] = round(min(e.test_loss for e in r.held_out), 4)
         if r.probe is not None:
             fold.update(probe_war=round(r.probe[0], 2), probe_uar=round(r.probe[1], 2))
         per_fold[str(r.fold)] = fold
@@ -92,7 +95,8 @@ def summarize(data: TrainingData, results: list[FoldResult], cfg: Config) -> dic
         "chance_war": round(majority * 100, 2),
         "chance_uar": round(100 / len(names), 2),
         "n_folds_near_chance": sum(f["near_chance"] for f in folds),
-        "epochs": th.epochs, "n_videos": len(cache), "n_failed": data.n_failed, "n_folds": len(results),
+        "epochs": th.epochs, "epochs_trained": round(float(np.mean([f["epochs"] for f in folds])), 1),
+        "n_videos": len(cache), "n_failed": data.n_failed, "n_folds": len(results),
         "per_class_recall": per_class_recall(cache.label[all_rows], all_pred, names),
         **({"clip_localization": loc} if loc else {}),
         "per_fold": per_fold,

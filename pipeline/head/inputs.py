@@ -67,9 +67,10 @@ class InputTransform(nn.Module):
     """The fitted part of the input: for the two-stream options, the raw half minus the training mean frame,
     with the `rank` identity directions projected out. Identity for every other option."""
 
-    def __init__(self, in_dim: int, center: str = "none", rank: int = 0):
+    def __init__(self, in_dim: int, center: str = "none", rank: int = 0, raw_dropout: float = 0.0):
         super().__init__()
         self.center = center
+        self.raw_dropout = raw_dropout
         self.raw = in_dim // 2 if is_two_stream(center) else 0  # width of the raw half (the last dims)
         self.register_buffer("mean", torch.zeros(self.raw))
         self.register_buffer("basis", torch.zeros(min(rank, self.raw), self.raw))  # (r, D) orthonormal rows
@@ -106,4 +107,9 @@ class InputTransform(nn.Module):
             return x
         changing, raw = x[..., :-self.raw], x[..., -self.raw:] - self.mean
         raw = raw - (raw @ self.basis.T) @ self.basis  # project out the identity directions
+        if self.raw_dropout and self.training and torch.is_grad_enabled():
+            # Whole-video stream dropout while training: the head must also classify from the changing
+            # stream alone, so it cannot lean on the identity left in the raw one (never at test time).
+            keep = torch.rand(raw.shape[0], *([1] * (raw.dim() - 1)), device=raw.device) >= self.raw_dropout
+            raw = raw * keep
         return torch.cat([changing, raw], dim=-1)

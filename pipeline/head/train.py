@@ -142,6 +142,9 @@ class FoldResult:
     state_dict: dict | None = None
     probe: tuple[float, float] | None = None
     """(WAR, UAR) of the linear probe on the same fitted input and fold (pipeline/head/sanity.py)."""
+    held_out: list[EpochRecord] = field(default_factory=list)
+    """`epoch_select: inner`: the held-out run's per-epoch scores (its test_* columns are the held-out
+    training subjects); the fold then trained len(history) epochs."""
 
     @property
     def pred(self) -> np.ndarray:
@@ -171,8 +174,12 @@ def predict(model: nn.Module, features: torch.Tensor, rows: torch.Tensor, sample
 
 
 def train_fold(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, fold: Fold,
-               sampler: ClipSampler, cfg: TrainHeadConfig, *, seed: int, progress: tqdm | None = None) -> FoldResult:
-    """Train one fold from scratch for cfg.epochs; score the test fold after every epoch."""
+               sampler: ClipSampler, cfg: TrainHeadConfig, *, seed: int, progress: tqdm | None = None,
+               patience: int = 0) -> FoldResult:
+    """Train one fold from scratch for cfg.epochs; score the test fold after every epoch.
+
+    `patience` > 0 stops once the scored rows' smoothed WAR has not risen for that many epochs: only for the
+    held-out part of a training fold (`epoch_select: inner`), never for a test fold."""
     dev = features.device
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
@@ -215,10 +222,75 @@ def train_fold(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, f
         if progress is not None:
             progress.update(1)
             progress.set_postfix(fold=fold.index, loss=f"{history[-1].train_loss:.3f}", war=f"{war:.1f}")
+        if patience and epoch + 1 - best_held_out_epoch(history) >= patience:
+            break
     with autocast(dev, cfg.precision):
         out = {k: v.cpu().numpy() for k, v in predict(model, features, test_rows, sampler).items()}
     return FoldResult(fold.index, fold.test, out["probs"], out["rich_clip"], out["clip_scores"], out["embedding"],
                       history, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
+SMOOTH_EPOCHS = 5
+"""Held-out WAR is averaged over this many epochs before the best is picked: a few dozen held-out videos
+make single epochs jumpy."""
+
+
+def best_held_out_epoch(history: Sequence[EpochRecord], first: int = 1) -> int:
+    """1-based epoch (from `first` on) where the held-out WAR, averaged over the last SMOOTH_EPOCHS epochs, is
+    highest; ties go to the lower held-out loss, then to the earlier epoch.
+
+    Accuracy, not loss: on small data the held-out loss often rises early (a confident head is punished
+    hard for its few mistakes) while the accuracy still climbs, and a loss minimum then stops far too soon."""
+    if not history:
+        raise ValueError("no held-out epochs")
+    war = np.array([e.test_war for e in history])
+    smooth = np.array([war[max(0, i - SMOOTH_EPOCHS + 1):i + 1].mean() for i in range(len(war))])
+    candidates = [i for i, e in enumerate(history) if e.epoch >= first] or list(range(len(history)))
+    best = min(candidates, key=lambda i: (-round(float(smooth[i]), 6), history[i].test_loss, i))
+    return history[best].epoch
+
+
+def inner_split(labels: np.ndarray, subjects: np.ndarray, train: np.ndarray, k: int, seed: int) -> Fold | None:
+    """A subject-independent held-out part of a training fold (1 / k of its subjects, class-stratified), or
+    None when the fold has fewer than 2 subjects or classes to split by."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = subjects[train]
+    n_groups = len(set(groups.tolist()))
+    if n_groups < 2:
+        return None
+    sgkf = StratifiedGroupKFold(n_splits=min(k, n_groups), shuffle=True, random_state=seed)
+    import warnings
+
+    with warnings.catch_warnings():  # "least populated class has fewer members than n_splits": expected here
+        warnings.simplefilter("ignore", UserWarning)
+        tr, va = next(sgkf.split(np.zeros(len(train)), labels[train], groups=groups))
+    return Fold(-1, train[tr], train[va]) if len(tr) and len(va) else None
+
+
+def select_epochs(cfg: TrainHeadConfig, feats: torch.Tensor, labs: torch.Tensor, labels: np.ndarray,
+                  subjects: np.ndarray, fold: Fold, n_classes: int, kind: str,
+                  progress: tqdm | None = None) -> tuple[int, list[EpochRecord]]:
+    """`epoch_select: inner`: the epoch count for `fold`, read off a held-out part of its training videos.
+
+    The head (and its fitted input) trains on the rest of the training fold with the fold's own seeds
+    while the held-out subjects are scored each epoch; the count is the epoch of their best smoothed WAR
+    (`best_held_out_epoch`), at least the warm-up. Only training-fold videos are touched: the test fold never enters the choice."""
+    inner = inner_split(labels, subjects, fold.train, cfg.inner_folds, cfg.seed + fold.index)
+    if inner is None:
+        log.warning("fold %d: fewer than 2 training subjects, epoch_select=inner falls back to %d epochs",
+                    fold.index, cfg.epochs)
+        return cfg.epochs, []
+    device = feats.device
+    torch.manual_seed(cfg.seed + fold.index)
+    model = build_head(cfg, feats.shape[-1], n_classes, kind).to(device)
+    model.input.fit(feats[torch.as_tensor(inner.train, device=device)], subjects[inner.train], labels[inner.train])
+    sampler = ClipSampler.from_config(cfg, feats.shape[1])
+    held = train_fold(model, feats, labs, Fold(fold.index, inner.train, inner.test), sampler, cfg,
+                      seed=cfg.seed + 2000 + fold.index, progress=progress, patience=cfg.inner_patience)
+    if progress is not None and len(held.history) < cfg.epochs:  # the bar counted the held-out run's full length
+        progress.update(cfg.epochs - len(held.history))
+    return best_held_out_epoch(held.history, first=min(cfg.warmup_epochs, cfg.epochs)), held.history
 
 
 def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, fold: Fold, n_classes: int,
@@ -233,13 +305,21 @@ def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, f
     feats = torch.from_numpy(feats if feats.flags.writeable else feats.copy()).to(device)
     labs = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     sampler = ClipSampler.from_config(cfg, feats.shape[1])
+    subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
+    held_out: list[EpochRecord] = []
+    if cfg.epoch_select == "inner":
+        epochs, held_out = select_epochs(cfg, feats, labs, np.asarray(labels), subjects, fold, n_classes, kind, progress)
+        if progress is not None and epochs < cfg.epochs:
+            progress.total += epochs - cfg.epochs
+            progress.refresh()
+        cfg = dataclasses.replace(cfg, epochs=epochs)
     torch.manual_seed(cfg.seed + fold.index)
     model = build_head(cfg, feats.shape[-1], n_classes, kind).to(device)
     # The fitted part of the input sees the training fold only (no test-fold statistics).
-    subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
     model.input.fit(feats[torch.as_tensor(fold.train, device=device)], subjects[fold.train],
                     np.asarray(labels)[fold.train])
     result = train_fold(model, feats, labs, fold, sampler, cfg, seed=cfg.seed + 1000 + fold.index, progress=progress)
+    result.held_out = held_out
     if probe:
         with torch.no_grad():
             x = torch.cat([model.input(feats[s:s + 256].float()) for s in range(0, len(feats), 256)]).cpu().numpy()
@@ -281,7 +361,8 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
                             desc=f"{desc} ({workers} folds at a time)", unit="fold", leave=False))
         return sorted(results, key=lambda r: r.fold)
     results = []
-    with tqdm(total=len(folds) * cfg.epochs, desc=desc, unit="epoch", leave=False) as bar:
+    passes = 2 if cfg.epoch_select == "inner" else 1  # the held-out run, then the fold (shortened as chosen)
+    with tqdm(total=len(folds) * cfg.epochs * passes, desc=desc, unit="epoch", leave=False) as bar:
         for fold in folds:
             results.append(_train_one(cfg, feats_of(fold), labels, fold, n_classes, kind, device, cfg.threads, bar,
                                       subjects=subjects, probe=probe))

@@ -83,3 +83,22 @@ def test_identity_directions_leave_the_class_directions_alone():
     raw = t(feats)[..., d:].mean(dim=1).numpy()
     gap = raw[labels == 1, 1].mean() - raw[labels == 1, 0].mean()
     assert gap > 2.5  # the held class survives the projection (0.77 from plain subject means)
+
+
+def test_raw_dropout_zeroes_whole_videos_raw_stream_in_training_only():
+    x, _ = _videos()
+    t = InputTransform(12, "two_stream_first", rank=2, raw_dropout=0.5)
+    xs = torch.from_numpy(per_video(x, "two_stream_first")).float()
+    t.fit(xs, np.array([f"s{i % 4}" for i in range(12)]))
+    torch.manual_seed(0)
+    t.train()
+    out = t(xs[:, None])  # (B, 1, T, 12) as a batch of clips reaches it
+    raw = out[..., 6:].flatten(1)
+    dropped = (raw == 0).all(dim=1)
+    assert 0 < int(dropped.sum()) < 12  # some videos lose the raw stream, whole
+    assert torch.equal(out[..., :6], xs[:, None, :, :6])  # the changing stream is never touched
+    t.eval()
+    assert not (t(xs[:, None])[..., 6:].flatten(1) == 0).all(dim=1).any()  # never at test time
+    t.train()
+    with torch.no_grad():  # nor for the linear probe, which reads the input without gradients
+        assert not (t(xs[:, None])[..., 6:].flatten(1) == 0).all(dim=1).any()

@@ -49,3 +49,46 @@ def test_default_input_learns_the_expression_under_a_10x_identity_offset(tmp_pat
     results = cross_validate(cfg, x, cache.label, folds, 3, subjects=cache.subject)
     war = np.mean([war_uar(cache.label[r.test], r.pred)[0] for r in results])
     assert war >= 80, (cfg.center, war)
+
+
+def test_inner_epoch_selection_never_touches_the_test_fold_and_stops_early(tmp_path, monkeypatch):
+    """`epoch_select: inner` reads the epoch count off held-out *training* subjects only, then trains the
+    fold for that many epochs; a held-out run stops `inner_patience` epochs after its best."""
+    import pipeline.head.train as train
+
+    write_synthetic_dataset(tmp_path, n_videos=120, n_subjects=24, dim=16, signal=1.5, signal_len=5, failed=())
+    cache = load_cache(tmp_path / "synth" / "features")
+    folds = make_folds(cache.label, cache.subject, k=3, seed=0)
+    subjects = np.asarray(cache.subject)
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real = train.train_fold
+
+    def spy(model, features, labels, fold, *a, **kw):
+        seen.append((np.asarray(fold.train), np.asarray(fold.test)))
+        return real(model, features, labels, fold, *a, **kw)
+
+    monkeypatch.setattr(train, "train_fold", spy)
+    cfg = TrainHeadConfig(epochs=40, hidden=32, lr=3e-3, batch_size=16, warmup_epochs=2, t_max=40, dropout=0.1,
+                          threads=1, device="cpu", center="none", epoch_select="inner", inner_patience=15,
+                          fold_workers=1)  # in this process, where the spy sees every run
+    results = cross_validate(cfg, cache.features, cache.label, folds, 3, subjects=subjects)
+    assert len(seen) == 2 * len(folds)  # one held-out run and one fold run per fold
+    for fold, r, (held_train, held_out), (fold_train, fold_test) in zip(folds, results, seen[::2], seen[1::2]):
+        test_subjects = set(subjects[fold.test])
+        assert set(held_train) | set(held_out) == set(fold.train)  # the held-out run sees training rows only
+        assert not set(subjects[held_out]) & set(subjects[held_train])  # subject-independent
+        assert not set(subjects[held_out]) & test_subjects and not set(subjects[held_train]) & test_subjects
+        assert set(fold_train) == set(fold.train) and set(fold_test) == set(fold.test)
+        chosen = train.best_held_out_epoch(r.held_out, first=cfg.warmup_epochs)
+        assert len(r.history) == chosen <= cfg.epochs  # the fold trained exactly the chosen count
+        assert len(r.held_out) <= chosen + cfg.inner_patience
+    assert np.mean([war_uar(cache.label[r.test], r.pred)[0] for r in results]) >= 70
+
+
+def test_inner_split_falls_back_without_two_subjects():
+    from pipeline.head.train import inner_split
+
+    labels = np.array([0, 1, 0, 1])
+    assert inner_split(labels, np.array(["a"] * 4), np.arange(4), 5, 0) is None
+    split = inner_split(labels, np.array(["a", "a", "b", "b"]), np.arange(4), 5, 0)
+    assert split is not None and {*split.train} | {*split.test} == {0, 1, 2, 3}
