@@ -325,8 +325,8 @@ class TrainHeadConfig:
         return p
 
 
-FINETUNE_MODES = ("frame",)
-"""`finetune.mode` choices; `end_to_end` (issue 12) is not built yet."""
+FINETUNE_MODES = ("frame", "end_to_end")
+"""`finetune.mode` choices (docs/finetune.md)."""
 
 
 @dataclass(frozen=True)
@@ -334,7 +334,9 @@ class FinetuneConfig:
     """Backbone adaptation per fold from the cached crops (stages/finetune.py, docs/finetune.md)."""
 
     mode: str = "frame"
-    """`frame`: backbone + linear classifier on single frames, each labelled with its video's label."""
+    """`frame`: backbone + linear classifier on single frames, each labelled with its video's label.
+    `end_to_end`: backbone + the CEFLNet head (paper defaults) on the 7 x 5 crops the paper's sampler draws
+    per video, each video's features minus their median over those 35 frames (docs/finetune.md)."""
     epochs: int = 6
     head_epochs: int = 2
     """First epochs train the linear classifier alone (body frozen): a random head's gradients would
@@ -351,6 +353,7 @@ class FinetuneConfig:
     frames_per_video: int = 8
     """Frames drawn per training video and epoch (uniformly from the resampled frames)."""
     batch_size: int = 32
+    """Frames per batch (`frame`); `end_to_end` takes batch_size // 35 videos per batch, at least 1."""
     scale_min: float = 0.8
     """Random resized crop: smallest side fraction kept (aspect ratio 1)."""
     flip: bool = True
@@ -364,7 +367,7 @@ class FinetuneConfig:
     def check(self, key: str) -> list[str]:
         p = []
         if self.mode not in FINETUNE_MODES:
-            p.append(f"{key}.mode: must be one of {', '.join(FINETUNE_MODES)} (end_to_end is not built yet), "
+            p.append(f"{key}.mode: must be one of {', '.join(FINETUNE_MODES)}, "
                      f"got {self.mode!r}")
         for name in ("epochs", "frames_per_video", "batch_size"):
             if getattr(self, name) < 1:

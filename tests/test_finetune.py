@@ -34,7 +34,7 @@ def _frame(rng: np.random.Generator, label: int, marked: bool) -> np.ndarray:
 
 
 def write_crops_dataset(base: Path, name: str = "ft", *, n_subjects: int = 4, per_subject: int = 3,
-                        keep_crops: bool = True, corrupt: str | None = None, seed: int = 0) -> dict:
+                        keep_crops: bool = True, corrupt: str | None = None, seed: int = 0, n_frames: int = T) -> dict:
     """`<base>/data/<name>/{manifest.csv,features/shard-*.h5}`: official folds (subject % 2), so the test
     ids of fold 0 (fold value 0) are known before the crops are drawn; those carry the marker."""
     rng = np.random.default_rng(seed)
@@ -47,15 +47,15 @@ def write_crops_dataset(base: Path, name: str = "ft", *, n_subjects: int = 4, pe
             fold = s % 2
             if fold == 0:
                 marked.add(vid)
-            frames = [_frame(rng, label, fold == 0) for _ in range(T)]
+            frames = [_frame(rng, label, fold == 0) for _ in range(n_frames)]
             jpegs = [cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for f in frames]
             if vid == corrupt:
                 jpegs[2] = b"\xff\xd8 this is not a jpeg"
-            records.append(ShardRecord(vid, label, f"S{s}", np.zeros((T, 384), np.float16), np.arange(T),
-                                       np.ones(T, np.uint8), np.zeros((T, 5, 2), np.float32),
+            records.append(ShardRecord(vid, label, f"S{s}", np.zeros((n_frames, 384), np.float16), np.arange(n_frames),
+                                       np.ones(n_frames, np.uint8), np.zeros((n_frames, 5, 2), np.float32),
                                        jpegs if keep_crops else None))
             rows.append(ManifestRow(video_id=vid, path=f"{vid}.mp4", label=CLASSES[label], subject=f"S{s}",
-                                    fold=fold, n_frames=T))
+                                    fold=fold, n_frames=n_frames))
     attrs = {"class_names": CLASSES, "backbone": "retinaface_mnet", "feature_dim": 384, "weights": "frozen-test",
              "params": {"extract": {"backbone": "retinaface_mnet"}}}
     half = len(records) // 2  # two shards: the per-fold cache keeps the names and order
@@ -395,3 +395,47 @@ def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_pa
     with pytest.raises(LeakageError, match="fold 0: the backbone checkpoint trained on 2 of the fold's own test"):
         stage.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
     assert not (tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0").exists()
+
+
+def test_end_to_end_mode_trains_backbone_and_head_on_sampled_clips_never_on_test_videos(tmp_path):
+    """`mode: end_to_end`: backbone + CEFLNet head on the paper's 7 x 5 sampled crops per video (105 cached
+    frames); every batch is the fold's training videos only; the per-fold caches follow as in frame mode."""
+    import pipeline.finetune.train as train_mod
+    from stages import finetune
+
+    made = write_crops_dataset(tmp_path, n_frames=105)
+    cfg = _cfg(tmp_path, mode="end_to_end", epochs=3, head_epochs=1, batch_size=70, lr=1e-3)
+    seen: list[torch.Tensor] = []
+    real = train_mod.augment
+
+    def spy(x, gen, **kw):
+        seen.append(x.clone())
+        return real(x, gen, **kw)
+
+    train_mod.augment = spy
+    try:
+        summary = finetune.run(cfg, dataset="ft")
+    finally:
+        train_mod.augment = real
+    assert summary["mode"] == "end_to_end" and summary["folds"] == 2
+    assert all(len(b) == 70 for b in seen)  # 2 videos x 35 crops (6 training videos: 3 batches per epoch)
+    assert len(seen) == 2 * 3 * 3
+    folder = made["folder"]
+    ck0 = torch.load(folder / "checkpoints" / "backbone-fold-0.pt", weights_only=True)
+    assert ck0["mode"] == "end_to_end" and not set(ck0["trained_ids"]) & made["marked"]
+    assert any(k.startswith("head.") for k in ck0["classifier"])  # the CEFLNet head trained with it
+    # fold 0's 18 batches come first: none holds fold 0's marked test videos; fold 1 trains on exactly those.
+    assert not any(_marker_in(b).any() for b in seen[:9]) and all(_marker_in(b).all() for b in seen[9:])
+    for k, fold in summary["per_fold"].items():
+        assert fold["final_loss"] < fold["first_loss"], (k, fold)  # measured 1.103 -> 1.074, 1.116 -> 1.075
+        cache = load_cache(folder / "features" / "finetuned" / f"fold-{k}")
+        assert cache.features.shape == (12, 105, 384) and np.isfinite(cache.features).all()
+
+
+def test_end_to_end_on_too_few_cached_frames_is_a_clear_message(tmp_path):
+    from pipeline.errors import PipelineError
+    from stages import finetune
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)  # 6 frames per video
+    with pytest.raises(PipelineError, match="end_to_end draws the paper's 7 clips"):
+        finetune.run(_cfg(tmp_path, mode="end_to_end"), dataset="ft")

@@ -1,7 +1,7 @@
 """The trainable backbone, its frame classifier, the adapted blocks, L2-SP and batched augmentation.
 
 `frame` mode (issue 12): backbone + one linear layer on single frames, each labelled with its video's
-label. Robustness choices, because the detector body has its BatchNorm folded into its convolutions and
+label; `end_to_end`: backbone + the CEFLNet head on the paper's sampled clips (`ClipModel`). Robustness choices, because the detector body has its BatchNorm folded into its convolutions and
 plain fine-tuning collapsed to chance at lr 1e-4 (issue 12's measurement):
 
 - the classifier trains alone for `head_epochs` first (a random head's gradients never reach the body);
@@ -61,6 +61,34 @@ class FrameClassifier(nn.Module):
         return self.fc(self.backbone(x))  # (B, D) -> (B, C)
 
     def train(self, mode: bool = True) -> FrameClassifier:
+        super().train(mode)
+        self.backbone.eval()  # BatchNorm statistics frozen (module docstring)
+        return self
+
+
+class ClipModel(nn.Module):
+    """`end_to_end` mode: backbone -> per-video median centring -> CEFLNet head, on sampled crop clips.
+
+    The head is the paper's (TrainHeadConfig defaults, `center: none` on the already centred input): the
+    backbone is adapted through the head's gradients, as the authors train ResNet-18 with it. Centring
+    over the 35 sampled frames keeps identity out of what the head sees (issue 11), with no reference to
+    frames outside the batch. Only the backbone is kept: train-head trains its own head on the cache."""
+
+    def __init__(self, backbone: nn.Module, dim: int, n_classes: int):
+        super().__init__()
+        from pipeline.config import TrainHeadConfig
+        from pipeline.head.baselines import build_head
+
+        self.backbone = backbone
+        self.fc = build_head(TrainHeadConfig(center="none"), dim, n_classes)  # `fc`: the checkpoint's classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, n, K, 3, S, S) network input -> (B, C)
+        b, n, k = x.shape[:3]
+        f = self.backbone(x.flatten(0, 2)).float().view(b, n, k, -1)  # (B, n, K, D)
+        f = f - f.flatten(1, 2).median(dim=1).values.view(b, 1, 1, -1)
+        return self.fc(f).logits
+
+    def train(self, mode: bool = True) -> ClipModel:
         super().train(mode)
         self.backbone.eval()  # BatchNorm statistics frozen (module docstring)
         return self

@@ -19,8 +19,9 @@ from pipeline.config import FinetuneConfig
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
 from pipeline.features import FeatureExtractor
 from pipeline.head.finetuned import ids_sha256
-from pipeline.finetune.model import (FrameClassifier, adapted_parameters, augment, blocks_of, l2sp_penalty,
-                                     lr_factor, network_input)
+from pipeline.finetune.model import (ClipModel, FrameClassifier, adapted_parameters, augment, blocks_of,
+                                     l2sp_penalty, lr_factor, network_input)
+from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
 
 FORMAT = 1
@@ -98,7 +99,9 @@ def train_fold(ext: FeatureExtractor, crops: torch.Tensor, labels: torch.Tensor,
     assert len(crops) == len(labels) == len(run.trained_ids), (len(crops), len(labels), len(run.trained_ids))
     dev = ext.device
     torch.manual_seed(ft.seed + run.fold)
-    model = FrameClassifier(ext.module, ext.dim, n_classes).to(dev)
+    end_to_end = ft.mode == "end_to_end"
+    model = (ClipModel if end_to_end else FrameClassifier)(ext.module, ext.dim, n_classes).to(dev)
+    sampler = clip_sampler(crops.shape[1]) if end_to_end else None
     adapted = adapted_parameters(blocks_of(ext.backbone, ext.module), ft.train_layers)
     start = [p.detach().clone() for p in adapted]  # L2-SP's anchor: the starting weights, also on resume
     for p in ext.module.parameters():
@@ -125,15 +128,27 @@ def train_fold(ext: FeatureExtractor, crops: torch.Tensor, labels: torch.Tensor,
             p.requires_grad_(body_on)
         for g in opt.param_groups:
             g["lr"] = g["base"] * lr_factor(epoch, ft.epochs)
-        # `frames_per_video` frames of every training video, shuffled together: (n * fpv,) draws.
-        videos = torch.arange(n).repeat(ft.frames_per_video)[torch.randperm(n * ft.frames_per_video, generator=gen)]
-        frames = torch.randint(t, (len(videos),), generator=gen)
+        if end_to_end:  # every training video once, `videos_per_batch` at a time, 7 x 5 sampled crops each
+            videos = torch.randperm(n, generator=gen)
+            step = max(1, ft.batch_size // (sampler.n_clips * sampler.frames_per_clip))
+        else:  # `frames_per_video` frames of every training video, shuffled together: (n * fpv,) draws
+            videos = torch.arange(n).repeat(ft.frames_per_video)[torch.randperm(n * ft.frames_per_video, generator=gen)]
+            frames = torch.randint(t, (len(videos),), generator=gen)
+            step = ft.batch_size
         loss_sum = 0.0
-        for s in range(0, len(videos), ft.batch_size):
-            v, f = videos[s:s + ft.batch_size], frames[s:s + ft.batch_size]
-            x = augment(crops[v, f].to(dev), gen, scale_min=ft.scale_min, flip=ft.flip, jitter=ft.jitter)
+        for s in range(0, len(videos), step):
+            v = videos[s:s + step]
+            if end_to_end:
+                index = sampler.train_indices(len(v), gen)  # (b, n, K) into the resampled frames
+                clips = crops[v[:, None, None], index]  # (b, n, K, 3, S, S) uint8
+                x = augment(clips.flatten(0, 2).to(dev), gen, scale_min=ft.scale_min, flip=ft.flip, jitter=ft.jitter)
+                x = network_input(ext, x).view(*clips.shape[:3], *x.shape[1:])
+            else:
+                x = augment(crops[v, frames[s:s + step]].to(dev), gen, scale_min=ft.scale_min, flip=ft.flip,
+                            jitter=ft.jitter)
+                x = network_input(ext, x)
             with torch.autocast(dev.type, dtype=ext.autocast_dtype, enabled=ext.autocast_dtype is not None):
-                logits = model(network_input(ext, x))  # (B, C)
+                logits = model(x)  # (B, C)
             loss = F.cross_entropy(logits.float(), labels[v.to(dev)])
             total = loss + ft.l2sp * l2sp_penalty(adapted, start) if body_on and ft.l2sp else loss
             opt.zero_grad(set_to_none=True)
@@ -149,6 +164,17 @@ def train_fold(ext: FeatureExtractor, crops: torch.Tensor, labels: torch.Tensor,
             on_epoch(epoch + 1, history[-1])
     model.eval()
     return model, history
+
+
+def clip_sampler(n_frames: int) -> ClipSampler:
+    """`end_to_end`: the paper's sampler (TrainHeadConfig defaults) over a video's resampled crops."""
+    from pipeline.config import TrainHeadConfig
+
+    try:
+        return ClipSampler.from_config(TrainHeadConfig(), n_frames)
+    except ValueError as err:
+        raise PipelineError(f"finetune.mode=end_to_end draws the paper's 7 clips x 5 frames from a 75-frame window: "
+                            f"{err}; re-extract with resample.n_frames >= 105 or use finetune.mode=frame") from err
 
 
 def save_checkpoint(path: Path, model: FrameClassifier, ext: FeatureExtractor, run: FoldRun, ft: FinetuneConfig,
