@@ -19,7 +19,7 @@ from tests.head.conftest import CLASSES, tiny_params, write_synthetic_dataset
 
 METRIC_KEYS = {"epochs", "war", "war_std", "uar", "uar_std", "per_class_recall", "n_videos", "n_failed", "n_folds",
                "clip_localization", "chance_war", "chance_uar", "per_fold", "best_epoch", "head_params",
-               "n_folds_near_chance", "linear_probe"}
+               "n_folds_near_chance", "linear_probe", "epochs_trained"}
 
 
 def _declared(name: str) -> set[str]:
@@ -55,7 +55,8 @@ def test_train_head_writes_exactly_its_files_and_schema(trained):
     assert on_disk["chance_uar"] == pytest.approx(100 / 3, abs=0.01) and on_disk["chance_war"] == pytest.approx(33.33)
     assert set(on_disk["per_class_recall"]) == set(CLASSES)
     assert list(on_disk["per_fold"]) == ["0", "1", "2"]  # keyed by fold: `dvc metrics show` lists per_fold.1.war
-    assert on_disk["per_fold"]["0"].keys() >= {"war", "uar", "best_war", "n_test"}
+    assert on_disk["per_fold"]["0"].keys() >= {"war", "uar", "best_war", "n_test", "epochs"}
+    assert on_disk["epochs_trained"] == on_disk["epochs"] == cfg.train_head.epochs  # epoch_select: fixed
     assert on_disk["war"] == pytest.approx(np.mean([f["war"] for f in on_disk["per_fold"].values()]), abs=0.01)
     assert on_disk["best_epoch"]["war"] >= on_disk["war"] - 1e-6
     assert on_disk["clip_localization"]["n_videos"] == 36
