@@ -78,12 +78,27 @@ def _load_heads(cfg: Config, dataset: str) -> list:
         except UNREADABLE_CHECKPOINT as err:
             raise PipelineError(f"cannot read {path} ({type(err).__name__}: {err}); retrain with "
                                 f"{_train_hint(dataset)}") from err
-        if heads[-1].provenance.get("features") == "finetuned":
-            # Its figures would come from the frozen cache, which this head never saw.
-            raise PipelineError(f"{path} was trained on per-fold finetuned features (train_head.features=finetuned); "
-                                "evaluate does not read them yet (docs/finetune.md): metrics.json and predictions.csv "
-                                "from train-head are the results")
     return heads
+
+
+def _head_features(head, data: TrainingData, dataset: str, lay) -> torch.Tensor:
+    """What `head` was trained and tested on: the frozen cache, or with `features: finetuned` its own fold's
+    per-fold cache (aligned with the frozen rows, centred the same way), so the figures show that head's input."""
+    if head.provenance.get("features") != "finetuned":
+        return torch.from_numpy(data.cache.features)
+    from pipeline.head.finetuned import fold_cache_dir
+
+    folder = fold_cache_dir(lay, head.fold)
+    if not list(folder.glob("shard-*.h5")):
+        raise PipelineError(f"fold-{head.fold}.pt was trained on {folder}, which holds no features now; rerun "
+                            f"`pipeline run finetune --dataset {dataset}` and {_train_hint(dataset)}")
+    cache = load_cache(folder)
+    row = {v: i for i, v in enumerate(cache.video_id)}
+    raw = np.zeros((len(data.cache.video_id), *cache.features.shape[1:]), cache.features.dtype)
+    for i, v in enumerate(data.cache.video_id):
+        if v in row:  # a video finetune dropped (bad_crop) is in no fold's test ids either
+            raw[i] = cache.features[row[v]]
+    return torch.from_numpy(per_video(raw, head.config.center))
 
 
 def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
@@ -101,12 +116,12 @@ def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
     return TrainingData(cache, [], "as recorded by train-head", apex, n_failed, backbone_dim)
 
 
-def _fold_outputs(heads: list, data: TrainingData, dataset: str) -> dict[str, np.ndarray]:
-    """Re-run every fold checkpoint on its own test videos: embeddings and clip maps."""
+def _fold_outputs(heads: list, data: TrainingData, dataset: str, lay) -> dict[str, np.ndarray]:
+    """Re-run every fold checkpoint on its own test videos (and its own features): embeddings and clip maps."""
     row_of = {v: i for i, v in enumerate(data.cache.video_id)}
-    feats = torch.from_numpy(data.cache.features)
     parts: dict[str, list] = {"rows": [], "probs": [], "rich_clip": [], "clip_scores": [], "embedding": []}
     for head in heads:
+        feats = _head_features(head, data, dataset, lay)
         missing = [v for v in head.test_video_ids if v not in row_of]
         if missing:
             raise PipelineError(f"fold-{head.fold}.pt: {len(missing)} test videos are no longer in the cache "
@@ -204,7 +219,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     if data.class_names != classes:
         raise PipelineError(f"predictions.csv classes {classes} differ from the cache's {data.class_names}: "
                             f"the cache was rebuilt; retrain with {_train_hint(dataset)}")
-    fo = _fold_outputs(heads, data, dataset)
+    fo = _fold_outputs(heads, data, dataset, layout_for(cfg, dataset))
     fo_pred = fo["probs"].argmax(1)
     plot_activation_maps(out / "activation_maps.png",
                          activation_examples(data, fo["rows"], fo["clip_scores"], fo["rich_clip"], fo_pred, cfg,

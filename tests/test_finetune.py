@@ -293,8 +293,19 @@ def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     assert seen == {0: 0, 1: 100, 2: 200} and metrics["n_folds"] == 3
     from stages import evaluate
 
-    with pytest.raises(PipelineError, match="evaluate does not read them yet"):  # not silently the frozen cache
-        evaluate.run(cfg, dataset="synth")
+    # evaluate feeds each fold's head its own fold's cache: the checkpoints reproduce predictions.csv exactly
+    # (on the frozen cache, 100 and 200 away from what folds 1 and 2 trained on, they would not).
+    summary = evaluate.run(cfg, dataset="synth")
+    assert summary["checkpoint_agreement"] == 100.0, summary
+    import stages.evaluate as ev
+    from pipeline.layout import layout_for
+
+    heads = ev._load_heads(cfg, "synth")
+    data = ev.evaluation_data(cfg, "synth", heads[0].config)
+    frozen = load_cache(cfg.dataset_dir("synth") / "features").features.astype(np.float32)
+    for h in heads:
+        got = ev._head_features(h, data, "synth", layout_for(cfg, "synth")).numpy().astype(np.float32)
+        assert round(float(np.median(got - frozen))) == 100 * h.fold
     # A per-fold cache made for other folds is refused: its backbone may have seen this fold's test videos.
     _per_fold_caches(cfg, "synth", wrong_fold=1)
     with pytest.raises(PipelineError, match="made for other folds than train-head's fold 1"):
