@@ -450,3 +450,24 @@ def test_end_to_end_on_too_few_cached_frames_is_a_clear_message(tmp_path):
     write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)  # 6 frames per video
     with pytest.raises(PipelineError, match="end_to_end draws the paper's 7 clips"):
         finetune.run(_cfg(tmp_path, mode="end_to_end"), dataset="ft")
+
+
+def test_ablate_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
+    import pipeline.head.train as train_mod
+    from stages import ablate
+    from tests.head.conftest import tiny_params, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned"))
+    _per_fold_caches(cfg, "synth")
+    seen = {}
+    real = train_mod._train_one
+
+    def spy(cfg_, features, labels, fold, *a, **kw):
+        frozen = load_cache(cfg.dataset_dir("synth") / "features").features
+        seen[fold.index] = round(float(np.median(features.astype(np.float32) - frozen.astype(np.float32))))
+        return real(cfg_, features, labels, fold, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "_train_one", spy)
+    out = ablate.run(cfg, dataset="synth", kinds=("meanpool",))
+    assert seen == {0: 0, 1: 100, 2: 200} and out["features"] == "finetuned"
