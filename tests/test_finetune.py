@@ -77,15 +77,11 @@ def _cfg(base: Path, name: str = "ft", **finetune):
     return load_config(params)
 
 
-@pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
-    """One run of the stage on the marked dataset, every input batch recorded."""
+def run_recording_batches(cfg, dataset: str = "ft") -> tuple[dict, list[torch.Tensor]]:
+    """The finetune stage, every augmented input batch recorded (what reached the backbone)."""
     import pipeline.finetune.train as train_mod
     from stages import finetune
 
-    base = tmp_path_factory.mktemp("ft")
-    made = write_crops_dataset(base)
-    cfg = _cfg(base)
     seen: list[torch.Tensor] = []
     real = train_mod.augment
 
@@ -95,9 +91,18 @@ def finetuned(tmp_path_factory):
 
     train_mod.augment = spy
     try:
-        summary = finetune.run(cfg, dataset="ft")
+        return finetune.run(cfg, dataset=dataset), seen
     finally:
         train_mod.augment = real
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """One run of the stage on the marked dataset, every input batch recorded."""
+    base = tmp_path_factory.mktemp("ft")
+    made = write_crops_dataset(base)
+    cfg = _cfg(base)
+    summary, seen = run_recording_batches(cfg)
     return {"base": base, "cfg": cfg, "summary": summary, "seen": seen, **made}
 
 
@@ -411,23 +416,9 @@ def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_pa
 def test_end_to_end_mode_trains_backbone_and_head_on_sampled_clips_never_on_test_videos(tmp_path):
     """`mode: end_to_end`: backbone + CEFLNet head on the paper's 7 x 5 sampled crops per video (105 cached
     frames); every batch is the fold's training videos only; the per-fold caches follow as in frame mode."""
-    import pipeline.finetune.train as train_mod
-    from stages import finetune
-
     made = write_crops_dataset(tmp_path, n_frames=105)
     cfg = _cfg(tmp_path, mode="end_to_end", epochs=3, head_epochs=1, batch_size=70, lr=1e-3)
-    seen: list[torch.Tensor] = []
-    real = train_mod.augment
-
-    def spy(x, gen, **kw):
-        seen.append(x.clone())
-        return real(x, gen, **kw)
-
-    train_mod.augment = spy
-    try:
-        summary = finetune.run(cfg, dataset="ft")
-    finally:
-        train_mod.augment = real
+    summary, seen = run_recording_batches(cfg)
     assert summary["mode"] == "end_to_end" and summary["folds"] == 2
     assert all(len(b) == 70 for b in seen)  # 2 videos x 35 crops (6 training videos: 3 batches per epoch)
     assert len(seen) == 2 * 3 * 3
