@@ -130,7 +130,7 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
     text = (repo / "params.yaml").read_text()
     for old, new in (("videos_per_class_per_identity: 3", "videos_per_class_per_identity: 1"),
                      ("      seed: 0\n", "      n_frames:\n      - 50\n      - 60\n      seed: 0\n"),
-                     ("        folds: 6 ", "        folds: 2 "),
+                     ("  folds: 10\n", "  folds: 2\n"),
                      ("      identities: 12 ", "      identities: 4 "),
                      ("  epochs: 120\n", "  epochs: 2\n"), ("  det_size: 640", "  det_size: 256"),
                      ("  fold_workers: 0 ", "  fold_workers: 1 "), ("  tsne: true", "  tsne: false")):
