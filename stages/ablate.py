@@ -9,9 +9,9 @@ import logging
 from pipeline.config import Config
 from pipeline.head.baselines import KINDS
 from pipeline.head.data import load_training_data
+from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the runner reads input_fingerprint)
 from pipeline.head.report import mean_std, war_uar, write_json, write_text
 from pipeline.head.train import cross_validate, head_params, resolve_device
-from pipeline.layout import layout_for
 from pipeline.runner import Outcome, run_stage
 
 log = logging.getLogger(__name__)
@@ -30,28 +30,13 @@ def run(cfg: Config, *, dataset: str | None = None, kinds: tuple[str, ...] = KIN
     return run_stage(STAGE, cfg, dataset, force=force, **({"kinds": kinds} if kinds != KINDS else {}))
 
 
-CHEAP_FINGERPRINT = True
-
-
-def input_fingerprint(cfg: Config, dataset: str) -> str:
-    """With `features: finetuned`, the per-fold caches' checkpoints (as train-head): a rerun of finetune
-    makes the ablation stale. Empty for the frozen cache."""
-    if cfg.train_head.features != "finetuned":
-        return ""
-    from pipeline.head.finetuned import fingerprint
-
-    return fingerprint(layout_for(cfg, dataset))
+CHEAP_FINGERPRINT = True  # input_fingerprint: the per-fold caches', as train-head's
 
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tuple[str, ...] = KINDS) -> Outcome:
     data = load_training_data(cfg, dataset)
     th = cfg.train_head
-    fold_features = None
-    if th.features == "finetuned":  # fold k's rows from fold k's adapted backbone, as train-head trains
-        from pipeline.head.finetuned import load_fold_features
-
-        fold_features, data.folds = load_fold_features(layout_for(cfg, dataset), dataset, data.cache.video_id,
-                                                       data.folds, th.center)
+    fold_features = fold_features_for(cfg, dataset, data)  # fold k's cache for fold k, as train-head
     if th.variant != "paper":
         # The +SAL and +SAL +LRL rows exist only as the printed equations (pipeline/head/baselines.py): a full
         # row in the authors' variant would compare two different models across rows, not one added part.

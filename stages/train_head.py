@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.config import Config, flatten_overrides
 from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
+from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the runner reads input_fingerprint)
 from pipeline.head.report import (Prediction, mean_std, per_class_recall, plot_training_curves, war_uar,
                                   write_history, write_json, write_predictions)
 from pipeline.head.sampling import ClipSampler
@@ -153,17 +154,8 @@ def run(cfg: Config, *, dataset: str | None = None, force: bool = False) -> dict
 
 
 CHEAP_FINGERPRINT = True
-"""`input_fingerprint` reads a few HDF5 attributes: the CLI's --no-deps staleness warning still checks this stage."""
-
-
-def input_fingerprint(cfg: Config, dataset: str) -> str:
-    """With `features: finetuned`, the per-fold caches' checkpoints: a rerun of finetune retrains the heads.
-    Empty for the frozen cache (extract's signature, upstream, covers it)."""
-    if cfg.train_head.features != "finetuned":
-        return ""
-    from pipeline.head.finetuned import fingerprint
-
-    return fingerprint(layout_for(cfg, dataset))
+"""`input_fingerprint` (the per-fold caches' fingerprint with `features: finetuned`, pipeline/head/finetuned.py)
+reads a few HDF5 attributes: the CLI's --no-deps staleness warning still checks this stage."""
 
 
 def backbone_of_fold(cfg: Config, dataset: str, fold: int) -> dict:
@@ -185,12 +177,7 @@ def backbone_of_fold(cfg: Config, dataset: str, fold: int) -> dict:
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     data = load_training_data(cfg, dataset)
     device = resolve_device(cfg.train_head.device)
-    fold_features = None
-    if cfg.train_head.features == "finetuned":
-        from pipeline.head.finetuned import load_fold_features
-
-        fold_features, data.folds = load_fold_features(layout_for(cfg, dataset), dataset, data.cache.video_id,
-                                                       data.folds, cfg.train_head.center)
+    fold_features = fold_features_for(cfg, dataset, data)
     results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
                              len(data.class_names), device=device, desc=f"{STAGE} {dataset}",
                              subjects=np.asarray(data.cache.subject), probe=True, fold_features=fold_features)

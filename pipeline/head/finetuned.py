@@ -20,7 +20,7 @@ from cache.store import list_shards
 from pipeline.errors import PipelineError
 from pipeline.head.inputs import per_video
 from pipeline.head.train import Fold
-from pipeline.layout import DatasetLayout
+from pipeline.layout import DatasetLayout, layout_for
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +90,21 @@ def load_fold_features(layout: DatasetLayout, dataset: str, video_ids: Sequence[
         out[fold.index] = per_video(feats, center)
         kept.append(Fold(fold.index, fold.train[present[fold.train]], fold.test[present[fold.test]]))
     return out, kept
+
+
+def input_fingerprint(cfg, dataset: str) -> str:
+    """A stage's extra signature input (train-head, ablate): with `train_head.features: finetuned`, what the
+    per-fold caches hold, so a rerun of finetune makes the stage stale. Empty for the frozen cache
+    (extract's signature, upstream, covers it)."""
+    return fingerprint(layout_for(cfg, dataset)) if cfg.train_head.features == "finetuned" else ""
+
+
+def fold_features_for(cfg, dataset: str, data) -> dict[int, np.ndarray] | None:
+    """`cross_validate`'s `fold_features` for a stage's TrainingData: None for the frozen cache; with
+    `features: finetuned` fold k's rows from fold k's cache, and `data.folds` without the videos a per-fold
+    cache lacks."""
+    if cfg.train_head.features != "finetuned":
+        return None
+    feats, data.folds = load_fold_features(layout_for(cfg, dataset), dataset, data.cache.video_id, data.folds,
+                                           cfg.train_head.center)
+    return feats
