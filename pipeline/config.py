@@ -38,7 +38,7 @@ BUILTIN_TOP: dict[str, Any] = {
         "adapter": "demo", "root": "data/demo/raw",
         "options": {"seed": 0, "videos_per_class_per_identity": 3, "identities": 12},
         # Nested, as in params.yaml (DVC's -S reaches each key); the rest follows the sections.
-        "overrides": {"extract": {"backbone": "retinaface_mnet"}, "train_head": {"folds": 6}}}},
+        "overrides": {"extract": {"backbone": "retinaface_mnet"}}}},
 }
 
 
