@@ -363,6 +363,9 @@ class FinetuneConfig:
     device: str = "auto"
     threads: int = 0
     """torch CPU threads; 0: all cores."""
+    crops_memory_gb: float = 8.0
+    """Decoded crops held in memory up to this many GiB; a larger set is decoded per batch from the crops
+    pack (pipeline/finetune/crops.py). Speed and memory only: the batches are the same either way."""
 
     def check(self, key: str) -> list[str]:
         p = []
@@ -379,7 +382,7 @@ class FinetuneConfig:
         for name in ("lr", "body_lr"):
             if getattr(self, name) <= 0:
                 p.append(f"{key}.{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "l2sp", "threads"):
+        for name in ("weight_decay", "l2sp", "threads", "crops_memory_gb"):
             if getattr(self, name) < 0:
                 p.append(f"{key}.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0.1 <= self.scale_min <= 1.0:

@@ -75,7 +75,8 @@ def write_fold_cache(fl: FinetuneLayout, fold: int, ext: FeatureExtractor, crops
             subjects = read_strings(f["subject"])
             rows = [i for i, v in enumerate(ids) if v in crops.row]
             records = [ShardRecord(ids[i], int(f["label"][i]), subjects[i],
-                                   features_of(ext, crops.crops[crops.row[ids[i]]], batch_size).numpy().astype(np.float16),
+                                   features_of(ext, crops.source.video(crops.row[ids[i]]), batch_size)
+                                   .numpy().astype(np.float16),
                                    f["frame_index"][i], f["flags"][i], f["landmarks"][i]) for i in rows]
         if records:
             write_shard(out / s.name, records, {**attrs, **extra})
@@ -107,7 +108,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
         raise DatasetError(f"dataset {dataset!r}: {int((cache.label < 0).sum())} cached videos have no label; "
                            "fine-tuning needs every video labelled (as train-head does)")
     folds, protocol = protocol_folds(cfg, cache, manifest_rows(cfg, dataset, cache.video_id))
-    crops, failures = load_crops(lay.features, dataset, STAGE)
+    crops, failures = load_crops(lay.features, dataset, STAGE, memory_gb=ft.crops_memory_gb)
+    log.info("finetune %s: %s", dataset, crops.describe())
     for fl_ in failures:
         log.warning("%s: %s (dropped from fine-tuning and from the per-fold caches)", fl_.video_id, fl_.message)
     n_classes = len(cache.class_names)
@@ -137,7 +139,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}")
 
-                model, history = train_fold(ext, crops.crops[rows], labels, ft, n_classes, run, on_epoch=progress)
+                model, history = train_fold(ext, crops.source.subset(rows), labels, ft, n_classes, run,
+                                            on_epoch=progress)
             save_checkpoint(ckpt_path, model, ext, run, ft, history)
             run.resume.unlink(missing_ok=True)
             ck = verify_checkpoint(ckpt_path, run, ft.epochs)
@@ -162,6 +165,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
         if int(old.name.split("-")[1]) >= len(folds):
             shutil.rmtree(old)
     summary = {"stage": STAGE, "dataset": dataset, "backbone": ext.backbone, "mode": ft.mode, "protocol": protocol,
-               "folds": len(folds), "videos": len(cache), "bad_crop": len(failures), "per_fold": per_fold,
+               "folds": len(folds), "videos": len(cache), "bad_crop": len(failures),
+               "crops": "resident" if crops.resident else "streamed", "crops_pack": str(crops.pack.path),
+               "per_fold": per_fold,
                "features": str(fl.finetuned), "checkpoints": str(fl.checkpoints)}
     return Outcome(summary, failures, replace_ids=list(cache.video_id), n_items=len(cache))

@@ -228,6 +228,70 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_streamed_crops_are_the_resident_ones_and_train_bit_identically(tmp_path):
+    """`crops_memory_gb: 0` streams every batch from the pack: the same uint8 frames, the same adapted weights."""
+    from pipeline.finetune.crops import ResidentCrops, StreamedCrops, load_crops
+    from pipeline.finetune.model import trainable_extractor
+    from pipeline.finetune.train import FoldRun, train_fold
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    features = tmp_path / "data" / "ft" / "features"
+    resident, _ = load_crops(features, "ft", "finetune")
+    streamed, _ = load_crops(features, "ft", "finetune", memory_gb=0)
+    assert resident.resident and isinstance(resident.source, ResidentCrops)
+    assert not streamed.resident and isinstance(streamed.source, StreamedCrops)
+    assert streamed.video_id == resident.video_id and streamed.source.shape == resident.crops.shape
+    assert "decoded per batch" in streamed.describe() and "decoded in memory" in resident.describe()
+    with pytest.raises(AttributeError, match="streamed crops are not held in memory"):
+        streamed.crops
+    g = torch.Generator().manual_seed(0)
+    v, t = torch.randint(0, 4, (3, 5), generator=g), torch.randint(0, T, (3, 5), generator=g)
+    assert torch.equal(streamed.source.gather(v, t), resident.source.gather(v, t))
+    sub_r, sub_s = resident.source.subset(torch.tensor([3, 1])), streamed.source.subset(torch.tensor([3, 1]))
+    assert torch.equal(sub_s.video(0), resident.crops[3]) and torch.equal(sub_s.video(1), sub_r.video(1))
+
+    cfg = _cfg(tmp_path)
+    ext = trainable_extractor(cfg.extract)
+    start = {k: v.clone() for k, v in ext.module.state_dict().items()}
+    labels = torch.tensor([0, 1, 1, 2])
+    out = []
+    for i, crops in enumerate((resident, streamed)):
+        ext.module.load_state_dict(start)
+        model, hist = train_fold(ext, crops.source, labels, cfg.finetune, 3,
+                                 FoldRun(0, crops.video_id, {"x": 1}, "h", tmp_path / f"{i}.pt"))
+        out.append((hist, {k: v.clone() for k, v in model.state_dict().items()}))
+    assert out[0][0] == out[1][0] and all(torch.equal(out[0][1][k], out[1][1][k]) for k in out[0][1])
+
+
+def test_pack_is_written_once_and_rebuilt_when_a_shard_changes(tmp_path):
+    from pipeline.finetune.crops import load_crops, pack_dir
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2, corrupt="S1/v1")
+    features = tmp_path / "data" / "ft" / "features"
+    first, failures = load_crops(features, "ft", "finetune")
+    packs = sorted(pack_dir(features).glob("pack-*"))
+    assert [p.suffix for p in packs] == [".bin", ".npz"]
+    stamp = [p.stat().st_mtime_ns for p in packs]
+    assert [(f.video_id, f.kind) for f in failures] == [("S1/v1", "bad_crop")] and "S1/v1" not in first.row
+    # Second load: the same pack read back (not rewritten), its bad_crop replayed without decoding again.
+    import pipeline.finetune.crops as crops_mod
+
+    real = crops_mod.decode_video
+    crops_mod.decode_video = lambda *a: pytest.fail("re-decoded a video to pack it again")
+    try:
+        again, failures2 = load_crops(features, "ft", "finetune", memory_gb=0)
+    finally:
+        crops_mod.decode_video = real
+    assert [p.stat().st_mtime_ns for p in packs] == stamp and again.video_id == first.video_id
+    assert [(f.video_id, f.kind, f.message) for f in failures2] == [(f.video_id, f.kind, f.message) for f in failures]
+    # A shard rewritten (other crops, no corrupt video): a new pack, the old one removed.
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2, seed=1)
+    third, failures3 = load_crops(features, "ft", "finetune")
+    now = sorted(pack_dir(features).glob("pack-*"))
+    assert len(now) == 2 and not set(now) & set(packs) and failures3 == [] and len(third) == 4
+    assert not torch.equal(third.crops[0], first.crops[0])
+
+
 def test_no_crops_is_one_clear_message(tmp_path):
     from pipeline.finetune.crops import NoCropsError
     from stages import finetune
@@ -371,6 +435,7 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     assert stats["crops"]["videos"] == len(frozen.video_id)
     assert jpeg_bytes <= stats["crops"]["bytes"] <= min(stats["bytes"], 1.5 * jpeg_bytes + 2**20)
     assert stats["finetuned"]["folds"] == ["fold-0", "fold-1"] and stats["finetuned"]["bytes"] > 0
+    assert stats["crops_pack"]["bytes"] == jpeg_bytes  # the pack: the same JPEG bytes, end to end
     # Heads on the per-fold caches, then `pipeline predict` on a real video: head k is fed the features of
     # fold k's adapted backbone (checked by its sha256), and a replaced backbone is refused.
     from pipeline.commands.predict import Predictor

@@ -1,12 +1,28 @@
-"""The aligned crops extract keeps (`extract.keep_crops`), decoded once into one resident uint8 tensor.
+"""The aligned crops extract keeps (`extract.keep_crops`), as fine-tuning reads them: a pack written once,
+then either decoded whole into memory or decoded batch by batch.
 
-Each video's T JPEGs are decoded in one `torchvision.io.decode_jpeg` call (a list in, a list out: the
-batched decoder, on the CPU here; on a GPU it takes `device=`). Small data fits in memory: the demo's 72
-videos x 105 crops at 224 px are 1.1 GiB of uint8 (docs/finetune.md); a crops layout for data that does
-not fit is the rest of issue 12's item 1.
+Layout, measured (bench/results/finetune_crops.md): a crop is ~12.7 KB as the shards' JPEG (q95, 224 px)
+against 147 KB decoded, and `torchvision.io.decode_jpeg` decodes ~2,100 crops/s on one CPU core, about
+eight times what one CPU fold trains (~250 crops/s at 224 px). So data that does not fit in memory as
+uint8 is kept as JPEG and decoded per batch; data that fits is decoded once.
+
+- The **pack** (`<data_root>/D/crops/pack-<key>.bin` + `.npz`): every cached video's JPEG bytes end to end
+  in one flat file, with per-frame offsets, written once from the shards and reused by every fold and
+  every later run until a shard changes (the key is the shards' names, sizes, mtimes and signatures).
+  Packing decodes each video once to find crops that do not decode (`bad_crop`, recorded in the pack, so
+  they are reported again without re-decoding). The `.bin` is memory-mapped: the OS keeps as much of it
+  cached as memory allows, and a batch reads only the bytes of the frames it draws.
+- **Resident** (`ResidentCrops`): the whole set decoded into one uint8 tensor `(N, T, 3, S, S)` when it is
+  at most `finetune.crops_memory_gb`; a batch is one gather.
+- **Streamed** (`StreamedCrops`): otherwise; a batch's frames are decoded in one batched `decode_jpeg` call,
+  on the training device (nvJPEG on a GPU). On the CPU the batches equal the resident ones bit for bit
+  (tested), so the choice changes speed and memory, never the adapted weights.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +33,10 @@ from torchvision.io import decode_jpeg
 
 from cache.store import list_shards, read_strings
 from pipeline.errors import PipelineError, VideoError
-from pipeline.io import Failure
+from pipeline.io import Failure, atomic_path
+
+log = logging.getLogger(__name__)
+PACK_FORMAT = 1
 
 
 class NoCropsError(PipelineError):
@@ -30,19 +49,6 @@ def no_crops_message(dataset: str, shard: Path) -> str:
             "(re-extracts every video, keeping its crops) and set `extract.keep_crops: true` in params.yaml so later "
             f"runs keep them; or run `pipeline run finetune --dataset {dataset} --keep-crops`, which brings extract "
             "up to date first")
-
-
-@dataclass
-class CropSet:
-    """Decoded crops of the videos that decoded cleanly, one row per video."""
-
-    video_id: list[str]
-    crops: torch.Tensor  # (N, T, 3, S, S) uint8 RGB
-    row: dict[str, int]
-    """video id -> row of `crops`."""
-
-    def __len__(self) -> int:
-        return len(self.video_id)
 
 
 def decode_video(jpegs: list[np.ndarray]) -> torch.Tensor:
@@ -64,38 +70,250 @@ def decode_video(jpegs: list[np.ndarray]) -> torch.Tensor:
     return torch.stack(images)
 
 
-def load_crops(features_dir: Path, dataset: str, stage: str) -> tuple[CropSet, list[Failure]]:
-    """Every cached video's crops, shards in name order; videos with a crop that fails go to the failures.
+# ---------------------------------------------------------------- the pack
 
-    Decoded into one tensor allocated once (the whole set at its final size, no stacking copy)."""
+
+@dataclass
+class CropPack:
+    """Every cleanly decoding video's JPEG crops, end to end in one memory-mapped byte array."""
+
+    video_id: list[str]
+    offsets: np.ndarray  # (N, T + 1) int64: frame t of video i is data[offsets[i, t]:offsets[i, t + 1]]
+    data: np.ndarray  # (bytes,) uint8, memory-mapped read-only
+    frame_shape: tuple[int, int, int]  # (3, S, S)
+    failures: list[Failure]
+    path: Path
+
+    @property
+    def n_frames(self) -> int:
+        return self.offsets.shape[1] - 1
+
+    @property
+    def decoded_bytes(self) -> int:
+        return len(self.video_id) * self.n_frames * int(np.prod(self.frame_shape))
+
+    def jpegs(self, rows: np.ndarray, frames: np.ndarray) -> list[torch.Tensor]:
+        """The JPEG bytes of frame `frames[j]` of video `rows[j]`, each copied out of the map."""
+        lo, hi = self.offsets[rows, frames], self.offsets[rows, frames + 1]
+        return [torch.from_numpy(np.array(self.data[a:b])) for a, b in zip(lo.tolist(), hi.tolist())]
+
+
+def pack_key(shards: list[Path]) -> str:
+    """Changes whenever a shard is rewritten, added or removed."""
+    h = hashlib.sha256(f"pack-format-{PACK_FORMAT}".encode())
+    for s in shards:
+        st = s.stat()
+        with h5py.File(s, "r") as f:
+            sig = str(f.attrs.get("signature", ""))
+        h.update(f"{s.name}:{st.st_size}:{st.st_mtime_ns}:{sig}".encode())
+    return h.hexdigest()[:16]
+
+
+def pack_dir(features_dir: Path) -> Path:
+    """`<data_root>/D/crops/`, beside `features/`."""
+    return features_dir.parent / "crops"
+
+
+def open_pack(features_dir: Path, dataset: str, stage: str) -> CropPack:
+    """The current pack, written first when missing or stale (older packs removed once it is complete)."""
     shards = list_shards(features_dir)
     if not shards:
-        hint = f"pipeline run extract --dataset {dataset} --keep-crops"
-        raise PipelineError(f"no feature shards under {features_dir}: run `{hint}` first")
-    total = 0
-    for s in shards:  # every shard checked before a single crop is decoded
+        raise PipelineError(f"no feature shards under {features_dir}: run "
+                            f"`pipeline run extract --dataset {dataset} --keep-crops` first")
+    for s in shards:  # every shard checked before a single crop is read
         with h5py.File(s, "r") as f:
             if "crops" not in f:
                 raise NoCropsError(no_crops_message(dataset, s))
-            total += f["video_id"].shape[0]
-    failures: list[Failure] = []
+    folder = pack_dir(features_dir)
+    key = pack_key(shards)
+    meta, data = folder / f"pack-{key}.npz", folder / f"pack-{key}.bin"
+    if not (meta.exists() and data.exists()):
+        _write_pack(shards, meta, data, stage)
+        for old in folder.glob("pack-*"):
+            if old.name not in (meta.name, data.name) and not old.name.startswith("."):
+                old.unlink()
+    return _read_pack(meta, data, stage)
+
+
+def _write_pack(shards: list[Path], meta: Path, data: Path, stage: str) -> None:
+    """The .bin first, then the .npz: the .npz's presence is what marks a pack complete."""
+    from tqdm import tqdm
+
     ids: list[str] = []
-    crops: torch.Tensor | None = None
+    offsets: list[np.ndarray] = []
+    bad: list[tuple[str, str, str]] = []
+    frame_shape: tuple[int, ...] | None = None
+    total = 0
+    n_videos = 0
     for s in shards:
         with h5py.File(s, "r") as f:
-            vids = read_strings(f["video_id"])
-            for i, vid in enumerate(vids):
-                try:
-                    video = decode_video(list(f["crops"][i]))
-                    if crops is None:
-                        crops = torch.empty((total, *video.shape), dtype=torch.uint8)
-                    elif video.shape != crops.shape[1:]:  # a video cropped at another size: a stale shard mixed in
-                        raise VideoError("bad_crop", f"crops {tuple(video.shape)}, the cache's are "
-                                                     f"{tuple(crops.shape[1:])}")
-                except VideoError as err:
-                    failures.append(Failure(vid, stage, err.kind, err.message))
-                    continue
-                crops[len(ids)] = video
-                ids.append(vid)
-    crops = crops[:len(ids)] if crops is not None else torch.zeros((0, 0, 3, 0, 0), dtype=torch.uint8)
-    return CropSet(ids, crops, {v: i for i, v in enumerate(ids)}), failures
+            n_videos += f["video_id"].shape[0]
+    with atomic_path(data) as tmp, open(tmp, "wb") as out, \
+            tqdm(total=n_videos, desc="pack crops", unit="video", leave=False) as bar:
+        for s in shards:
+            with h5py.File(s, "r") as f:
+                for i, vid in enumerate(read_strings(f["video_id"])):
+                    bar.update(1)
+                    jpegs = list(f["crops"][i])
+                    try:
+                        video = decode_video(jpegs)
+                        if frame_shape is None:
+                            frame_shape = tuple(video.shape[1:])
+                        if tuple(video.shape[1:]) != frame_shape or (offsets and len(jpegs) != offsets[0].size - 1):
+                            # a video cropped at another size or length: a stale shard mixed in
+                            raise VideoError("bad_crop", f"crops {tuple(video.shape)}, the cache's are "
+                                                         f"({offsets[0].size - 1 if offsets else '?'}, {frame_shape})")
+                    except VideoError as err:
+                        bad.append((vid, err.kind, err.message))
+                        continue
+                    sizes = np.array([len(j) for j in jpegs], dtype=np.int64)
+                    offsets.append(total + np.concatenate([[0], np.cumsum(sizes)]))
+                    total += int(sizes.sum())
+                    for j in jpegs:
+                        out.write(np.asarray(j, dtype=np.uint8).tobytes())
+                    ids.append(vid)
+        out.flush()
+    with atomic_path(meta) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, video_id=np.array(ids, dtype=object).astype(str),
+                     offsets=np.stack(offsets) if offsets else np.zeros((0, 1), np.int64),
+                     frame_shape=np.array(frame_shape or (3, 0, 0)),
+                     failures=np.array(json.dumps(bad)), format=np.array(PACK_FORMAT))
+    log.info("packed the crops of %d videos (%.1f MiB) into %s", len(ids), total / 2**20, data)
+
+
+def _read_pack(meta: Path, data: Path, stage: str) -> CropPack:
+    with np.load(meta, allow_pickle=False) as z:
+        ids, offsets = [str(v) for v in z["video_id"]], z["offsets"]
+        frame_shape = tuple(int(x) for x in z["frame_shape"])
+        bad = json.loads(str(z["failures"]))
+    size = data.stat().st_size
+    mm = np.memmap(data, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+    if len(offsets) and int(offsets[-1, -1]) != size:
+        raise PipelineError(f"{data} is {size} bytes, its index says {int(offsets[-1, -1])}: delete {data.parent} "
+                            "and rerun (it is rebuilt from the shards)")
+    return CropPack(ids, offsets, mm, frame_shape, [Failure(v, stage, k, m) for v, k, m in bad], data)
+
+
+# ---------------------------------------------------------------- what training reads
+
+
+class CropSource:
+    """Crops of a set of videos, local rows `0..len-1` (a `subset` renumbers); uint8 RGB `(3, S, S)` frames."""
+
+    rows: torch.Tensor  # local row -> row of the underlying set
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(N, T, 3, S, S), as the resident tensor would be."""
+        raise NotImplementedError
+
+    def gather(self, videos: torch.Tensor, frames: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        """uint8 `(*videos.shape, 3, S, S)`: frame `frames[...]` of local video `videos[...]` (same shapes)."""
+        raise NotImplementedError
+
+    def video(self, row: int) -> torch.Tensor:
+        """(T, 3, S, S) uint8, every frame of local video `row`."""
+        t = self.shape[1]
+        return self.gather(torch.full((t,), row, dtype=torch.long), torch.arange(t))
+
+    def subset(self, rows: torch.Tensor) -> "CropSource":
+        raise NotImplementedError
+
+
+class ResidentCrops(CropSource):
+    def __init__(self, crops: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        assert crops.ndim == 5 and crops.shape[2] == 3, f"crops must be (N, T, 3, S, S), got {tuple(crops.shape)}"
+        self.crops = crops
+        self.rows = torch.arange(len(crops)) if rows is None else rows
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.crops.shape[1:])
+
+    def gather(self, videos, frames, device=None):
+        out = self.crops[self.rows[videos], frames]
+        return out if device is None else out.to(device)
+
+    def video(self, row: int) -> torch.Tensor:
+        return self.crops[int(self.rows[row])]
+
+    def subset(self, rows):
+        return ResidentCrops(self.crops, self.rows[rows])
+
+
+class StreamedCrops(CropSource):
+    def __init__(self, pack: CropPack, rows: torch.Tensor | None = None) -> None:
+        self.pack = pack
+        self.rows = torch.arange(len(pack.video_id)) if rows is None else rows
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), self.pack.n_frames, *self.pack.frame_shape)
+
+    def gather(self, videos, frames, device=None):
+        rows = self.rows[videos.reshape(-1)].numpy()
+        data = self.pack.jpegs(rows, frames.reshape(-1).numpy())
+        dev = device if device is not None and device.type == "cuda" else "cpu"
+        images = decode_jpeg(data, device=dev)  # one batched call; nvJPEG when training on a GPU
+        out = torch.stack(images).view(*videos.shape, *self.pack.frame_shape)
+        return out if device is None else out.to(device)
+
+    def subset(self, rows):
+        return StreamedCrops(self.pack, self.rows[rows])
+
+
+def as_source(crops: torch.Tensor | CropSource) -> CropSource:
+    return crops if isinstance(crops, CropSource) else ResidentCrops(crops)
+
+
+@dataclass
+class CropSet:
+    """The crops fine-tuning reads, one local row per cleanly decoding video."""
+
+    video_id: list[str]
+    source: CropSource
+    row: dict[str, int]
+    """video id -> row of `source`."""
+    resident: bool
+    pack: CropPack
+
+    def __len__(self) -> int:
+        return len(self.video_id)
+
+    def describe(self) -> str:
+        gib = self.pack.decoded_bytes / 2**30
+        where = "decoded in memory" if self.resident else "decoded per batch from the pack"
+        return (f"{len(self)} videos' crops {where} ({gib:.2f} GiB as uint8, "
+                f"pack {self.pack.data.size / 2**20:.1f} MiB: {self.pack.path})")
+
+    @property
+    def crops(self) -> torch.Tensor:
+        """The resident tensor (N, T, 3, S, S); streamed sets have none."""
+        if not isinstance(self.source, ResidentCrops):
+            raise AttributeError("streamed crops are not held in memory; use .source")
+        return self.source.crops
+
+
+def load_crops(features_dir: Path, dataset: str, stage: str, *,
+               memory_gb: float = 8.0) -> tuple[CropSet, list[Failure]]:
+    """Every cached video's crops (the pack's order: shards in name order) and the videos that failed.
+
+    Resident when the decoded set is at most `memory_gb` GiB (decoded once, into one tensor allocated at
+    its final size), else streamed from the pack."""
+    pack = open_pack(features_dir, dataset, stage)
+    n = len(pack.video_id)
+    resident = pack.decoded_bytes <= memory_gb * 2**30
+    if resident:
+        crops = torch.empty((n, pack.n_frames, *pack.frame_shape), dtype=torch.uint8)
+        t = torch.arange(pack.n_frames)
+        for i in range(n):
+            crops[i] = torch.stack(decode_jpeg(pack.jpegs(np.full(pack.n_frames, i), t.numpy())))
+        source: CropSource = ResidentCrops(crops)
+    else:
+        source = StreamedCrops(pack)
+    cs = CropSet(pack.video_id, source, {v: i for i, v in enumerate(pack.video_id)}, resident, pack)
+    return cs, list(pack.failures)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from pipeline.config import FinetuneConfig
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
 from pipeline.features import FeatureExtractor
+from pipeline.finetune.crops import CropSource, as_source
 from pipeline.head.finetuned import ids_sha256
 from pipeline.finetune.model import (ClipModel, FrameClassifier, adapted_parameters, augment, blocks_of,
                                      l2sp_penalty, lr_factor, network_input)
@@ -25,7 +26,7 @@ from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
 
 FORMAT = 1
-SPEED_KEYS = ("device", "threads")
+SPEED_KEYS = ("device", "threads", "crops_memory_gb")
 """finetune keys that change speed, not the adapted weights."""
 
 
@@ -84,18 +85,19 @@ def _resume_state(path: Path, run: FoldRun) -> dict | None:
     return state if same else None
 
 
-def train_fold(ext: FeatureExtractor, crops: torch.Tensor, labels: torch.Tensor, ft: FinetuneConfig,
-               n_classes: int, run: FoldRun, *,
+def train_fold(ext: FeatureExtractor, crops: torch.Tensor | CropSource, labels: torch.Tensor,
+               ft: FinetuneConfig, n_classes: int, run: FoldRun, *,
                on_epoch: Callable[[int, float], None] | None = None) -> tuple[FrameClassifier, list[float]]:
     """Adapt `ext.module` in place on one fold's training crops; returns the classifier and per-epoch loss.
 
     Args:
         ext: the backbone at its starting weights.
-        crops: (N, T, 3, S, S) uint8, the training videos only, in `run.trained_ids` order.
+        crops: the training videos only, in `run.trained_ids` order: a (N, T, 3, S, S) uint8 tensor or a
+            `CropSource` (resident or streamed from the pack: the same batches either way).
         labels: (N,) int64 video labels.
         on_epoch: called with (1-based epoch, mean loss) after each epoch is saved.
     """
-    assert crops.ndim == 5 and crops.shape[2] == 3, f"crops must be (N, T, 3, S, S), got {tuple(crops.shape)}"
+    crops = as_source(crops)
     assert len(crops) == len(labels) == len(run.trained_ids), (len(crops), len(labels), len(run.trained_ids))
     dev = ext.device
     torch.manual_seed(ft.seed + run.fold)
@@ -140,11 +142,11 @@ def train_fold(ext: FeatureExtractor, crops: torch.Tensor, labels: torch.Tensor,
             v = videos[s:s + step]
             if end_to_end:
                 index = sampler.train_indices(len(v), gen)  # (b, n, K) into the resampled frames
-                clips = crops[v[:, None, None], index]  # (b, n, K, 3, S, S) uint8
-                x = augment(clips.flatten(0, 2).to(dev), gen, scale_min=ft.scale_min, flip=ft.flip, jitter=ft.jitter)
+                clips = crops.gather(v[:, None, None].expand_as(index), index, dev)  # (b, n, K, 3, S, S) uint8
+                x = augment(clips.flatten(0, 2), gen, scale_min=ft.scale_min, flip=ft.flip, jitter=ft.jitter)
                 x = network_input(ext, x).view(*clips.shape[:3], *x.shape[1:])
             else:
-                x = augment(crops[v, frames[s:s + step]].to(dev), gen, scale_min=ft.scale_min, flip=ft.flip,
+                x = augment(crops.gather(v, frames[s:s + step], dev), gen, scale_min=ft.scale_min, flip=ft.flip,
                             jitter=ft.jitter)
                 x = network_input(ext, x)
             with torch.autocast(dev.type, dtype=ext.autocast_dtype, enabled=ext.autocast_dtype is not None):
