@@ -4,10 +4,14 @@ per-fold re-extraction's crops/s, against extract's own network path measured in
     python bench/bench_finetune.py                          # CPU: retinaface_mnet at 112 and 224 px, resnet18 at 224
     python bench/bench_finetune.py --backbones resnet18 --sizes 224 --gpu   # CUDA, bf16 autocast, batch 256
 
-What is timed (random uint8 crops: speed does not depend on the pixels; resnet18 with `weights: random`)
+What is timed (crops cut from the shipped face photos with random shifts and stored as extract stores
+them, JPEG q95, so the JPEG rows decode what a real pack holds; resnet18 with `weights: random`)
 - train (head only): `train_fold` with `train_layers: 0` — forward through the body, classifier step;
 - train (last 2 blocks): `train_layers: 2`, `head_epochs: 0`, L2-SP on — forward + the backward the
   adapted blocks need + AdamW; this is the default recipe's cost after its warm-up;
+- train (last 2 blocks, streamed): the same, but every batch decoded from a crops pack
+  (`finetune.crops_memory_gb` exceeded: `StreamedCrops`, nvJPEG with --gpu) instead of one resident tensor;
+- decode (batched decode_jpeg): the pack's crops decoded in batches of `--batch`, nothing else;
 - re-extract: `pipeline.finetune.model.features_of` (the per-fold cache's path, torch, eval mode);
 - extract (baseline): `pipeline.features.build_extractor(...)` on the same crops, the frozen cache's path
   (onnxruntime for retinaface_mnet on the CPU).
@@ -21,11 +25,13 @@ import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from pipeline.config import ExtractConfig, FinetuneConfig
 from pipeline.features import build_extractor
+from pipeline.finetune.crops import CropPack, StreamedCrops, decode_jpeg
 from pipeline.finetune.model import features_of, trainable_extractor
 from pipeline.finetune.train import FoldRun, train_fold
 
@@ -41,19 +47,50 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def face_crops(videos: int, frames: int, size: int, seed: int = 0) -> torch.Tensor:
+    """(videos, frames, 3, size, size) uint8 RGB: the shipped faces, each frame shifted by up to 1/8 side."""
+    from pipeline.demo.assets import load_faces
+
+    faces = [im for ims in load_faces().values() for im in ims]
+    rng = np.random.default_rng(seed)
+    pad = size // 8
+    out = torch.empty((videos, frames, 3, size, size), dtype=torch.uint8)
+    for i in range(videos):
+        big = cv2.resize(faces[i % len(faces)], (size + pad, size + pad))[..., ::-1]
+        for t in range(frames):
+            y, x = rng.integers(0, pad + 1, 2)
+            out[i, t] = torch.from_numpy(np.ascontiguousarray(big[y:y + size, x:x + size].transpose(2, 0, 1)))
+    return out
+
+
+def pack_of(crops: torch.Tensor, tmp: Path) -> CropPack:
+    """The crops as extract stores them (JPEG q95) in a pack's layout: flat bytes + per-frame offsets."""
+    jpegs = [[cv2.imencode(".jpg", c.permute(1, 2, 0).numpy()[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
+              for c in video] for video in crops]
+    sizes = np.array([[len(j) for j in v] for v in jpegs], dtype=np.int64)
+    offsets = np.concatenate([np.zeros((len(sizes), 1), np.int64), np.cumsum(sizes, axis=1)], axis=1)
+    offsets += np.concatenate([[0], np.cumsum(sizes.sum(1))[:-1]])[:, None]
+    data = np.concatenate([j.ravel() for v in jpegs for j in v])
+    return CropPack([f"v{i}" for i in range(len(crops))], offsets, data, tuple(crops.shape[2:]), [], tmp / "bench.bin")
+
+
 def bench(backbone: str, size: int, args, tmp: Path) -> list[tuple[str, float]]:
     device = "cuda" if args.gpu else "cpu"
     e = ExtractConfig(backbone=backbone, weights="random", crop_size=size, device=device, threads=args.threads)
     ext = trainable_extractor(e)
     start = {k: v.clone() for k, v in ext.module.state_dict().items()}
-    gen = torch.Generator().manual_seed(0)
-    crops = torch.randint(0, 256, (args.videos, args.frames, 3, size, size), dtype=torch.uint8, generator=gen)
+    crops = face_crops(args.videos, args.frames, size)
+    pack = pack_of(crops, tmp)
+    kb = pack.data.size / crops.shape[0] / crops.shape[1] / 1024
+    print(f"{backbone} {size} px: JPEG {kb:.1f} KB/crop, decoded {np.prod(crops.shape[2:]) / 1024:.0f} KB/crop")
+    streamed = StreamedCrops(pack)
     if args.gpu:
         crops = crops.cuda()
     labels = torch.arange(args.videos) % 6
     ids = [f"v{i}" for i in range(args.videos)]
     rows = []
-    for name, layers in (("train (head only)", 0), ("train (last 2 blocks)", 2)):
+    for name, layers, source in (("train (head only)", 0, crops), ("train (last 2 blocks)", 2, crops),
+                                 ("train (last 2 blocks, streamed)", 2, streamed)):
         ft = FinetuneConfig(epochs=1, head_epochs=0, train_layers=layers, frames_per_video=args.frames,
                             batch_size=args.batch, device=device, threads=args.threads)
 
@@ -61,9 +98,18 @@ def bench(backbone: str, size: int, args, tmp: Path) -> list[tuple[str, float]]:
             ext.module.load_state_dict(start)
             resume = tmp / f"{backbone}-{size}-{layers}.pt"
             resume.unlink(missing_ok=True)
-            train_fold(ext, crops, labels, ft, 6, FoldRun(0, ids, {}, "bench", resume))
+            train_fold(ext, source, labels, ft, 6, FoldRun(0, ids, {}, "bench", resume))
 
         rows.append((name, args.videos * args.frames / _timed(once)))
+    n = args.videos * args.frames
+    v, t = torch.arange(n) // args.frames, torch.arange(n) % args.frames
+
+    def decode_all():
+        for s in range(0, n, args.batch):
+            data = pack.jpegs(v[s:s + args.batch].numpy(), t[s:s + args.batch].numpy())
+            decode_jpeg(data, device=device)
+
+    rows.append(("decode (batched decode_jpeg)", n / _timed(decode_all)))
     flat = crops.reshape(-1, 3, size, size)
     rows.append(("re-extract", len(flat) / _timed(lambda: features_of(ext, flat, args.batch))))
     frozen = build_extractor(e)
@@ -91,6 +137,7 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     lines = ["| backbone | crop px | path | crops/s |", "|---|---|---|---|"]
+    torch.set_num_threads(args.threads or os.cpu_count())
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for backbone in args.backbones.split(","):

@@ -3,6 +3,8 @@ Frozen vs fine-tuned features on the demo, same folds and seeds, each `finetune.
 
     python bench/bench_finetune_accuracy.py                                   # 4 people, both modes
     python bench/bench_finetune_accuracy.py --identities 4,8,12 --episode sustained   # gain vs people
+    python bench/bench_finetune_accuracy.py --modes end_to_end --crop-size 112 \
+        --recipe "default:" --recipe "body 1e-4:body_lr=1e-4" --recipe "all blocks:train_layers=14"   # recipes
 
 Runs through the `pipeline` CLI, as a user would: per number of people N, the demo dataset (the episode
 flavour asked for) with the first N shipped people, `extract --keep-crops` with the detector body, then
@@ -52,7 +54,8 @@ def one_size(args, n: int) -> list[dict]:
     params = work / "params.yaml"
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     common = ["--params", str(params), "--dataset", "ftbench", "--set", "extract.backbone=retinaface_mnet",
-              "--set", "extract.keep_crops=true", "--set", f"train_head.folds={folds}"]
+              "--set", "extract.keep_crops=true", "--set", f"train_head.folds={folds}",
+              *(["--set", f"extract.crop_size={args.crop_size}"] if args.crop_size else [])]
     base = {"people": n, "folds": folds, "train_people": n - n // folds}
     rows = [{**base, "features": "extract (with crops)", "seconds": run("run", "extract", *common)}]
 
@@ -68,15 +71,26 @@ def one_size(args, n: int) -> list[dict]:
     rows.append({"features": "frozen", **head("frozen")})
     frozen = np.asarray(rows[-1]["per_fold"])
     for mode in args.modes.split(","):
-        sets = ["--set", f"finetune.mode={mode}", *[x for e in args.extra for x in ("--set", e)]]
-        sec = run("run", "finetune", *common, "--no-deps", "--force", *sets)
-        r = {"features": f"finetuned, {mode}", "finetune_seconds": round(sec, 1),
-             **head(f"finetuned-{mode}", "--set", "train_head.features=finetuned", *sets)}
-        gain = np.asarray(r["per_fold"]) - frozen
-        r["gain"], r["gain_std"] = float(gain.mean()), float(gain.std())
-        rows.append(r)
-        print(json.dumps(r), flush=True)
+        for recipe, changes in recipes(args):
+            sets = ["--set", f"finetune.mode={mode}", *[x for e in [*args.extra, *changes] for x in ("--set", e)]]
+            sec = run("run", "finetune", *common, "--no-deps", "--force", *sets)
+            name = f"finetuned, {mode}" + (f", {recipe}" if recipe else "")
+            r = {"features": name, "finetune_seconds": round(sec, 1),
+                 **head(f"finetuned-{mode}-{recipe or 'default'}", "--set", "train_head.features=finetuned", *sets)}
+            gain = np.asarray(r["per_fold"]) - frozen
+            r["gain"], r["gain_std"] = float(gain.mean()), float(gain.std())
+            rows.append(r)
+            print(json.dumps(r), flush=True)
     return rows
+
+
+def recipes(args) -> list[tuple[str, list[str]]]:
+    """`--recipe "name:key=value,key=value"` (finetune keys), each run in every mode; none: the defaults."""
+    out = []
+    for spec in args.recipe:
+        name, _, body = spec.partition(":")
+        out.append((name, [f"finetune.{kv}" for kv in body.split(",") if kv]))
+    return out or [("", [])]
 
 
 def main() -> None:
@@ -89,6 +103,9 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=None, help="fixed number of folds instead of --test-people")
     ap.add_argument("--modes", default="frame,end_to_end")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="more --set for finetune")
+    ap.add_argument("--recipe", action="append", default=[],
+                    help='"name:key=value,..." finetune settings compared in one run (repeatable)')
+    ap.add_argument("--crop-size", type=int, default=None, help="extract.crop_size (default: the backbone's)")
     args = ap.parse_args()
     t0 = time.time()
     rows: list[dict] = []
@@ -104,7 +121,8 @@ def write(args, rows: list[dict], seconds: float) -> None:
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
              f"{time.strftime('%Y-%m-%d')}; {seconds / 60:.0f} min in all.", "",
              f"Demo ({args.episode} flavour), the first N shipped people, 18 videos each, leave-people-out folds "
-             "(people per fold: N / folds), detector body (retinaface_mnet), every other parameter the params.yaml "
+             "(people per fold: N / folds), detector body (retinaface_mnet)"
+             + (f" at {args.crop_size} px" if args.crop_size else "") + ", every other parameter the params.yaml "
              "default (finetune and train_head sections). Last-epoch WAR, mean ± std over folds; chance 16.7 %. "
              "Gain: fine-tuned minus frozen WAR on the same fold, mean ± std over folds.", "",
              "| people | train people / fold | features | WAR % | UAR % | gain over frozen, points | linear probe WAR % "

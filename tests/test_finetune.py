@@ -292,6 +292,22 @@ def test_pack_is_written_once_and_rebuilt_when_a_shard_changes(tmp_path):
     assert not torch.equal(third.crops[0], first.crops[0])
 
 
+def test_decoding_without_torchvision_codecs_falls_back_to_opencv(tmp_path, monkeypatch):
+    """torchvision 0.29 deprecated its image codecs: without them the crops decode through OpenCV."""
+    import pipeline.finetune.crops as crops_mod
+    from pipeline.errors import VideoError
+
+    write_crops_dataset(tmp_path, n_subjects=1, per_subject=2)
+    with h5py.File(tmp_path / "data" / "ft" / "features" / "shard-00000.h5", "r") as f:
+        jpegs = list(f["crops"][0])
+    want = crops_mod.decode_video(jpegs)
+    monkeypatch.setattr(crops_mod, "_torchvision_decode", None)
+    got = crops_mod.decode_video(jpegs)
+    assert got.shape == want.shape == (T, 3, S, S) and (got.int() - want.int()).abs().max() <= 2
+    with pytest.raises(VideoError, match="crop 1 does not decode"):
+        crops_mod.decode_video([jpegs[0], np.frombuffer(b"\xff\xd8 not a jpeg", np.uint8)])
+
+
 def test_no_crops_is_one_clear_message(tmp_path):
     from pipeline.finetune.crops import NoCropsError
     from stages import finetune

@@ -29,14 +29,33 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torchvision.io import decode_jpeg
 
 from cache.store import list_shards, read_strings
 from pipeline.errors import PipelineError, VideoError
 from pipeline.io import Failure, atomic_path
 
+try:  # batched, libjpeg-turbo on the CPU, nvJPEG on a GPU
+    from torchvision.io import decode_jpeg as _torchvision_decode
+except ImportError:  # torchvision 0.29 deprecated its image codecs (TorchCodec replaces them): keep working
+    _torchvision_decode = None
+
 log = logging.getLogger(__name__)
 PACK_FORMAT = 1
+
+
+def decode_jpeg(data: list[torch.Tensor], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """(3, H, W) uint8 RGB per JPEG byte tensor; RuntimeError when one does not decode."""
+    if _torchvision_decode is not None:
+        return _torchvision_decode(data, device=device)
+    import cv2
+
+    out = []
+    for d in data:
+        im = cv2.imdecode(d.numpy(), cv2.IMREAD_COLOR)
+        if im is None:
+            raise RuntimeError("cv2.imdecode: not a decodable JPEG")
+        out.append(torch.from_numpy(np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1))))
+    return out
 
 
 class NoCropsError(PipelineError):
@@ -60,7 +79,7 @@ def decode_video(jpegs: list[np.ndarray]) -> torch.Tensor:
         # The batched call says only that one image failed: find which, on this rare path alone.
         for t, d in enumerate(data):
             try:
-                decode_jpeg(d)
+                decode_jpeg([d])
             except RuntimeError as err:
                 raise VideoError("bad_crop", f"crop {t} does not decode as JPEG ({str(err).splitlines()[0]})") from err
         raise
