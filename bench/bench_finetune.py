@@ -82,7 +82,9 @@ def bench(backbone: str, size: int, args, tmp: Path) -> list[tuple[str, float]]:
     crops = face_crops(args.videos, args.frames, size)
     pack = pack_of(crops, tmp)
     kb = pack.data.size / crops.shape[0] / crops.shape[1] / 1024
-    print(f"{backbone} {size} px: JPEG {kb:.1f} KB/crop, decoded {np.prod(crops.shape[2:]) / 1024:.0f} KB/crop")
+    sizes = f"{backbone} {size} px: JPEG {kb:.1f} KB/crop, decoded {np.prod(crops.shape[2:]) / 1024:.0f} KB/crop"
+    print(sizes)
+    args.sizes_seen.append(sizes)
     streamed = StreamedCrops(pack)
     if args.gpu:
         crops = crops.cuda()
@@ -131,6 +133,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     args.batch = args.batch or (256 if args.gpu else 32)
+    args.sizes_seen = []
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu: torch sees no CUDA device")
     import tempfile
@@ -148,8 +151,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.gpu else f"{os.cpu_count()} CPU cores"
     text = (f"# finetune throughput ({device}, torch {torch.__version__})\n\n"
             f"`python bench/bench_finetune.py{' --gpu' if args.gpu else ''}`: {args.videos} videos x {args.frames} "
-            f"frames, batch {args.batch}, random crops and weights. Load average {load:.2f} at start, "
-            f"{os.getloadavg()[0]:.2f} at end.\n\n" + "\n".join(lines) + "\n")
+            f"frames, batch {args.batch}, crops cut from the shipped faces (JPEG q95), random weights. Load average {load:.2f} at start, "
+            f"{os.getloadavg()[0]:.2f} at end.\n\n" + "\n".join(lines) + "\n\n" + "; ".join(args.sizes_seen) + ".\n")
     out = args.out or Path(__file__).parent / "results" / ("finetune_gpu.md" if args.gpu else "finetune_cpu.md")
     out.write_text(text)
     print(f"\nwrote {out}")
