@@ -1,10 +1,10 @@
 """The aligned crops extract keeps (`extract.keep_crops`), as fine-tuning reads them: a pack written once,
 then either decoded whole into memory or decoded batch by batch.
 
-Layout, measured (bench/results/finetune_crops.md): a crop is ~12.7 KB as the shards' JPEG (q95, 224 px)
-against 147 KB decoded, and `torchvision.io.decode_jpeg` decodes ~2,100 crops/s on one CPU core, about
-eight times what one CPU fold trains (~250 crops/s at 224 px). So data that does not fit in memory as
-uint8 is kept as JPEG and decoded per batch; data that fits is decoded once.
+Layout, measured (bench/results/finetune_cpu.md, docs/finetune.md): a 224 px crop is ~14.5 KB as the
+shards' JPEG (q95) against 147 KB decoded, and batched `decode_jpeg` runs ~2,600 crops/s on 2 CPU cores,
+15x what a CPU fold trains at 224 px. So data that does not fit in memory as uint8 stays JPEG and is
+decoded per batch; data that fits is decoded once.
 
 - The **pack** (`<data_root>/D/crops/pack-<key>.bin` + `.npz`): every cached video's JPEG bytes end to end
   in one flat file, with per-frame offsets, written once from the shards and reused by every fold and
