@@ -31,7 +31,7 @@ import torch
 
 from pipeline.config import ExtractConfig, FinetuneConfig
 from pipeline.features import build_extractor
-from pipeline.finetune.crops import CropPack, StreamedCrops, decode_jpeg
+from pipeline.finetune.crops import CropPack, StreamedCrops, decode_jpeg, open_pack
 from pipeline.finetune.model import features_of, trainable_extractor
 from pipeline.finetune.train import FoldRun, train_fold
 
@@ -64,14 +64,19 @@ def face_crops(videos: int, frames: int, size: int, seed: int = 0) -> torch.Tens
 
 
 def pack_of(crops: torch.Tensor, tmp: Path) -> CropPack:
-    """The crops as extract stores them (JPEG q95) in a pack's layout: flat bytes + per-frame offsets."""
-    jpegs = [[cv2.imencode(".jpg", c.permute(1, 2, 0).numpy()[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
-              for c in video] for video in crops]
-    sizes = np.array([[len(j) for j in v] for v in jpegs], dtype=np.int64)
-    offsets = np.concatenate([np.zeros((len(sizes), 1), np.int64), np.cumsum(sizes, axis=1)], axis=1)
-    offsets += np.concatenate([[0], np.cumsum(sizes.sum(1))[:-1]])[:, None]
-    data = np.concatenate([j.ravel() for v in jpegs for j in v])
-    return CropPack([f"v{i}" for i in range(len(crops))], offsets, data, tuple(crops.shape[2:]), [], tmp / "bench.bin")
+    """The crops as extract stores them (JPEG q95, the real shard writer), packed by finetune's own code."""
+    from cache.store import ShardRecord, write_shard
+
+    t = crops.shape[1]
+    records = [ShardRecord(f"v{i}", 0, f"s{i}", np.zeros((t, 1), np.float16), np.arange(t), np.ones(t, np.uint8),
+                           np.zeros((t, 5, 2), np.float32),
+                           [cv2.imencode(".jpg", c.permute(1, 2, 0).numpy()[..., ::-1],
+                                         [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for c in video])
+               for i, video in enumerate(crops)]
+    features = tmp / f"pack-{crops.shape[-1]}" / "features"
+    write_shard(features / "shard-00000.h5", records, {"class_names": ["x"]})
+    pack, _ = open_pack(features, "bench", "finetune")
+    return pack
 
 
 def bench(backbone: str, size: int, args, tmp: Path) -> list[tuple[str, float]]:

@@ -128,8 +128,10 @@ def info(cfg, dataset: str) -> dict:
     out["mb"] = round(out["bytes"] / 2**20, 2)
     if crops["videos"]:
         out["crops"] = {**crops, "mb": round(crops["bytes"] / 2**20, 2)}
-    packs = sorted((lay.features.parent / "crops").glob("pack-*.bin"))
-    if packs:  # finetune's pack of those crops (pipeline/finetune/crops.py): a second copy on disk
+    from pipeline.finetune.crops import pack_dir
+
+    packs = sorted(pack_dir(lay.features).glob("pack-*.bin"))
+    if packs:  # finetune's pack of those crops: a second copy on disk
         size = sum(p.stat().st_size for p in packs)
         out["crops_pack"] = {"files": [p.name for p in packs], "bytes": size, "mb": round(size / 2**20, 2)}
     finetuned = _finetuned_caches(lay.features / "finetuned")

@@ -2,8 +2,8 @@
 then either decoded whole into memory or decoded batch by batch.
 
 Layout, measured (bench/results/finetune_cpu.md, docs/finetune.md): a 224 px crop is ~14.5 KB as the
-shards' JPEG (q95) against 147 KB decoded, and batched `decode_jpeg` runs ~2,600 crops/s on 2 CPU cores,
-15x what a CPU fold trains at 224 px. So data that does not fit in memory as uint8 stays JPEG and is
+shards' JPEG (q95) against 147 KB decoded, and batched `decode_jpeg` runs ~3,300 crops/s on 2 CPU cores,
+12x what a CPU fold trains at 224 px. So data that does not fit in memory as uint8 stays JPEG and is
 decoded per batch; data that fits is decoded once.
 
 - The **pack** (`<data_root>/D/crops/pack-<key>.bin` + `.npz`): every cached video's JPEG bytes end to end
@@ -117,12 +117,15 @@ class CropPack:
         return [torch.from_numpy(np.array(self.data[a:b])) for a, b in zip(lo.tolist(), hi.tolist())]
 
 
-def pack_key(shards: list[Path]) -> str:
-    """Changes whenever a shard is rewritten, added or removed."""
+def pack_key(shards: list[Path], dataset: str) -> str:
+    """Changes whenever a shard is rewritten, added or removed; NoCropsError for a shard without crops
+    (every shard checked before a single crop is read)."""
     h = hashlib.sha256(f"pack-format-{PACK_FORMAT}".encode())
     for s in shards:
         st = s.stat()
         with h5py.File(s, "r") as f:
+            if "crops" not in f:
+                raise NoCropsError(no_crops_message(dataset, s))
             sig = str(f.attrs.get("signature", ""))
         h.update(f"{s.name}:{st.st_size}:{st.st_mtime_ns}:{sig}".encode())
     return h.hexdigest()[:16]
@@ -133,31 +136,34 @@ def pack_dir(features_dir: Path) -> Path:
     return features_dir.parent / "crops"
 
 
-def open_pack(features_dir: Path, dataset: str, stage: str) -> CropPack:
-    """The current pack, written first when missing or stale (older packs removed once it is complete)."""
+def open_pack(features_dir: Path, dataset: str, stage: str, *,
+              keep_bytes: float = 0) -> tuple[CropPack, torch.Tensor | None]:
+    """The current pack, written first when missing or stale (older packs removed once it is complete).
+
+    When it is written and its decoded videos fit `keep_bytes`, those are returned too (N, T, 3, S, S):
+    packing decodes every video anyway, so a resident load need not decode them a second time."""
     shards = list_shards(features_dir)
     if not shards:
         raise PipelineError(f"no feature shards under {features_dir}: run "
                             f"`pipeline run extract --dataset {dataset} --keep-crops` first")
-    for s in shards:  # every shard checked before a single crop is read
-        with h5py.File(s, "r") as f:
-            if "crops" not in f:
-                raise NoCropsError(no_crops_message(dataset, s))
     folder = pack_dir(features_dir)
-    key = pack_key(shards)
+    key = pack_key(shards, dataset)
     meta, data = folder / f"pack-{key}.npz", folder / f"pack-{key}.bin"
+    decoded = None
     if not (meta.exists() and data.exists()):
-        _write_pack(shards, meta, data, stage)
+        decoded = _write_pack(shards, meta, data, keep_bytes)
         for old in folder.glob("pack-*"):
             if old.name not in (meta.name, data.name) and not old.name.startswith("."):
                 old.unlink()
-    return _read_pack(meta, data, stage)
+    return _read_pack(meta, data, stage), decoded
 
 
-def _write_pack(shards: list[Path], meta: Path, data: Path, stage: str) -> None:
-    """The .bin first, then the .npz: the .npz's presence is what marks a pack complete."""
+def _write_pack(shards: list[Path], meta: Path, data: Path, keep_bytes: float) -> torch.Tensor | None:
+    """The .bin first, then the .npz: the .npz's presence is what marks a pack complete. Returns the
+    decoded good videos when all the shards' videos would fit `keep_bytes`, else None."""
     from tqdm import tqdm
 
+    kept: torch.Tensor | None = None
     ids: list[str] = []
     offsets: list[np.ndarray] = []
     bad: list[tuple[str, str, str]] = []
@@ -178,6 +184,8 @@ def _write_pack(shards: list[Path], meta: Path, data: Path, stage: str) -> None:
                         video = decode_video(jpegs)
                         if frame_shape is None:
                             frame_shape = tuple(video.shape[1:])
+                            if n_videos * video.numel() <= keep_bytes:
+                                kept = torch.empty((n_videos, *video.shape), dtype=torch.uint8)
                         if tuple(video.shape[1:]) != frame_shape or (offsets and len(jpegs) != offsets[0].size - 1):
                             # a video cropped at another size or length: a stale shard mixed in
                             raise VideoError("bad_crop", f"crops {tuple(video.shape)}, the cache's are "
@@ -190,6 +198,8 @@ def _write_pack(shards: list[Path], meta: Path, data: Path, stage: str) -> None:
                     total += int(sizes.sum())
                     for j in jpegs:
                         out.write(np.asarray(j, dtype=np.uint8).tobytes())
+                    if kept is not None:
+                        kept[len(ids)] = video
                     ids.append(vid)
         out.flush()
     with atomic_path(meta) as tmp:
@@ -199,6 +209,7 @@ def _write_pack(shards: list[Path], meta: Path, data: Path, stage: str) -> None:
                      frame_shape=np.array(frame_shape or (3, 0, 0)),
                      failures=np.array(json.dumps(bad)), format=np.array(PACK_FORMAT))
     log.info("packed the crops of %d videos (%.1f MiB) into %s", len(ids), total / 2**20, data)
+    return None if kept is None else kept[:len(ids)]
 
 
 def _read_pack(meta: Path, data: Path, stage: str) -> CropPack:
@@ -297,11 +308,14 @@ class CropSet:
     source: CropSource
     row: dict[str, int]
     """video id -> row of `source`."""
-    resident: bool
     pack: CropPack
 
     def __len__(self) -> int:
         return len(self.video_id)
+
+    @property
+    def resident(self) -> bool:
+        return isinstance(self.source, ResidentCrops)
 
     def describe(self) -> str:
         gib = self.pack.decoded_bytes / 2**30
@@ -312,7 +326,7 @@ class CropSet:
     @property
     def crops(self) -> torch.Tensor:
         """The resident tensor (N, T, 3, S, S); streamed sets have none."""
-        if not isinstance(self.source, ResidentCrops):
+        if not self.resident:
             raise AttributeError("streamed crops are not held in memory; use .source")
         return self.source.crops
 
@@ -323,16 +337,16 @@ def load_crops(features_dir: Path, dataset: str, stage: str, *,
 
     Resident when the decoded set is at most `memory_gb` GiB (decoded once, into one tensor allocated at
     its final size), else streamed from the pack."""
-    pack = open_pack(features_dir, dataset, stage)
+    pack, crops = open_pack(features_dir, dataset, stage, keep_bytes=memory_gb * 2**30)
     n = len(pack.video_id)
-    resident = pack.decoded_bytes <= memory_gb * 2**30
-    if resident:
-        crops = torch.empty((n, pack.n_frames, *pack.frame_shape), dtype=torch.uint8)
-        t = torch.arange(pack.n_frames)
-        for i in range(n):
-            crops[i] = torch.stack(decode_jpeg(pack.jpegs(np.full(pack.n_frames, i), t.numpy())))
+    if pack.decoded_bytes <= memory_gb * 2**30:
+        if crops is None:  # a pack written earlier (or its upper bound did not fit): decode it once here
+            crops = torch.empty((n, pack.n_frames, *pack.frame_shape), dtype=torch.uint8)
+            t = torch.arange(pack.n_frames).numpy()
+            for i in range(n):
+                crops[i] = torch.stack(decode_jpeg(pack.jpegs(np.full(pack.n_frames, i), t)))
         source: CropSource = ResidentCrops(crops)
     else:
         source = StreamedCrops(pack)
-    cs = CropSet(pack.video_id, source, {v: i for i, v in enumerate(pack.video_id)}, resident, pack)
+    cs = CropSet(pack.video_id, source, {v: i for i, v in enumerate(pack.video_id)}, pack)
     return cs, list(pack.failures)
