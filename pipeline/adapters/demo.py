@@ -8,7 +8,8 @@ from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, canonic
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 
-GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size", "episode", "identities")
+GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size", "episode", "identities", "rig",
+                    "distractors", "blends")
 
 
 class DemoAdapter(Adapter):
@@ -20,18 +21,24 @@ class DemoAdapter(Adapter):
               "  <root>/<class>/<identity>_<k>.mp4\n"
               "  Generated into <root> when labels.csv is missing (options: seed,\n"
               "  videos_per_class_per_identity, n_frames [min, max], size, episode transient|sustained,\n"
-              "  identities: how many of the shipped people, default all).")
+              "  identities: how many of the shipped people, default all; rig tps|au; distractors\n"
+              "  basic|rich; blends: morphs per pair of people, a family sharing one subject).")
     default_classes = BASIC6
     protocol = "subject-independent k-fold over the face identities (train-head --folds)"
 
     def settings(self) -> dict:
         """What the generated videos depend on; recorded in `.generation.json` beside labels.csv."""
+        from pipeline.demo.generate import GENERATOR_VERSION
+
         return {"seed": int(self.options.get("seed", 0)),
                 "videos_per_class_per_identity": int(self.options.get("videos_per_class_per_identity", 2)),
                 "n_frames": [int(n) for n in self.options.get("n_frames", (60, 90))],
                 "size": int(self.options.get("size", 256)), "fps": float(self.fps),
                 "episode": str(self.options.get("episode", "transient")),
-                "identities": int(self.options["identities"]) if self.options.get("identities") else None}
+                "identities": int(self.options["identities"]) if self.options.get("identities") else None,
+                "rig": str(self.options.get("rig", "tps")),
+                "distractors": str(self.options.get("distractors", "basic")),
+                "blends": int(self.options.get("blends", 0)), "generator": GENERATOR_VERSION}
 
     def list_videos(self) -> Listing:
         labels = self.root / "labels.csv"
@@ -81,4 +88,5 @@ class DemoAdapter(Adapter):
         st = self.settings()
         generate_demo(self.root, seed=st["seed"], videos_per_class_per_identity=st["videos_per_class_per_identity"],
                       n_frames=tuple(st["n_frames"]), size=st["size"], fps=self.fps, episode=st["episode"],
-                      n_identities=st["identities"])
+                      n_identities=st["identities"], rig=st["rig"], distractors=st["distractors"],
+                      blends=st["blends"])

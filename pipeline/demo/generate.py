@@ -32,6 +32,9 @@ import cv2
 import numpy as np
 
 from pipeline.demo.assets import SOURCES, identities, load_faces
+from pipeline.demo.blend import blend_faces, blend_weights, families
+from pipeline.demo.distractors import (DISTRACTORS, RichPlan, camera, occlusion_alpha, pose_homography, rich_plan,
+                                       speech_layers)
 from pipeline.demo.face import (EXPRESSIONS, FaceFrame, blink_layers, control_points, detect_landmarks,
                                 displacement_targets, shading, tps_backward_field)
 from pipeline.io import atomic_path
@@ -42,6 +45,14 @@ LABEL_COLUMNS = ("video", "label", "subject", "apex_start", "apex_end", "episode
 APEX_LEVEL = 0.9
 """Frames whose expression intensity is at least this are the apex span written to labels.csv."""
 EPISODES = ("transient", "sustained")
+GENERATOR_VERSION = 2
+"""Bumped whenever the output for the same options changes (a revised rig): the demo adapter records it,
+so a folder made by an older generator is made again instead of being read back."""
+RIGS = ("tps", "au")
+"""Expression rigs: `tps`, a thin-plate-spline warp of ~25 control points with per-class displacement
+tables (pipeline/demo/face.py); `au`, action-unit compositions on a 68-point mesh with a piecewise-affine
+warp (pipeline/demo/rig_au.py). Two independent rigs: a head that learned one rig's artefacts fails on
+the other."""
 SUSTAINED_ONSET_WITHIN = 0.15
 """A sustained expression reaches its apex within this share of the frames (or is on from frame 0)."""
 
@@ -196,7 +207,18 @@ def expression_layers(face: FaceModel, label: str, amplitude: float = 1.0,
     return field, shade
 
 
-def render_frames(face: FaceModel, field: np.ndarray, shade: np.ndarray, plan: VideoPlan, size: int):
+@dataclass(frozen=True)
+class RichRender:
+    """What the rich distractors add to one video: their plan, the face's speech layers, a noise stream."""
+
+    plan: RichPlan
+    speech_field: np.ndarray
+    speech_shade: np.ndarray
+    rng: np.random.Generator
+
+
+def render_frames(face: FaceModel, field: np.ndarray, shade: np.ndarray, plan: VideoPlan, size: int,
+                  rich: RichRender | None = None):
     """Yield the video's BGR uint8 frames (size x size)."""
     h, w = face.image.shape[:2]
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -206,19 +228,38 @@ def render_frames(face: FaceModel, field: np.ndarray, shade: np.ndarray, plan: V
     image = face.image.astype(np.float32)
     for t in range(plan.n_frames):
         a, b = float(plan.intensity[t]), float(plan.blink[t])
+        s = float(rich.plan.speech[t]) if rich else 0.0
         fx = gx + a * field[..., 0] + b * face.blink_field[..., 0]
         fy = gy + a * field[..., 1] + b * face.blink_field[..., 1]
+        if s > 0:
+            fx, fy = fx + s * rich.speech_field[..., 0], fy + s * rich.speech_field[..., 1]
         warped = cv2.remap(image, fx, fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-        if a > 0 or b > 0:
-            warped *= (1.0 - a * shade - b * face.blink_shade)[..., None]
+        if a > 0 or b > 0 or s > 0:
+            dark = a * shade + b * face.blink_shade
+            warped *= (1.0 - (dark + s * rich.speech_shade if s > 0 else dark))[..., None]
         dx, dy, angle, log_s = plan.motion[t]
         m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), float(angle),
                                     float(size / max(h, w) * np.exp(log_s)))
         # place the rotation centre where it would land without motion, then shift by dx, dy
         m[:, 2] += (centre * size / max(h, w) - centre) + np.array([dx, dy]) * size
-        frame = cv2.warpAffine(warped, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        if rich is None:
+            frame = cv2.warpAffine(warped, m, (size, size), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REFLECT101)
+        else:
+            full = pose_homography(*rich.plan.pose[t], m @ np.array([*centre, 1.0]), size) @ np.vstack([m, [0, 0, 1]])
+            frame = cv2.warpPerspective(warped, full, (size, size), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REFLECT101)
         light = plan.gain[t] * (1.0 + plan.tilt[t, 0] * ramp_x + plan.tilt[t, 1] * ramp_y)
-        yield np.clip(frame * light[..., None] + 0.5, 0, 255).astype(np.uint8)
+        if rich is None:
+            yield np.clip(frame * light[..., None] + 0.5, 0, 255).astype(np.uint8)
+            continue
+        frame = frame * light[..., None]
+        occ = rich.plan.occluder
+        alpha = occlusion_alpha(occ, t, face.frame, size, full, size / max(h, w) * float(np.exp(log_s))) if occ else None
+        if alpha is not None:
+            shaded = np.asarray(occ.colour, np.float32) * (0.8 + 0.2 * ramp_y[..., None]) * plan.gain[t]
+            frame = frame * (1 - alpha[..., None]) + shaded * alpha[..., None]
+        yield camera(frame, rich.plan, rich.rng)
 
 
 def write_video(path: Path, frames, fps: float, size: int) -> int:
@@ -257,21 +298,43 @@ class DemoVideo:
     n_frames: int
 
 
-def _video_rng(seed: int, identity_index: int, label: str, k: int) -> np.random.Generator:
-    return np.random.default_rng([seed, identity_index, CLASSES.index(label), k])
+def _video_rng(seed: int, identity_index: int, label: str, k: int, stream: int | None = None) -> np.random.Generator:
+    """The random stream of one video; `stream` 1 and 2 are the rich distractors' and the `au` rig's, so
+    adding them leaves the basic plan (stream None) exactly as it was."""
+    key = [seed, identity_index, CLASSES.index(label), k]
+    return np.random.default_rng(key if stream is None else [*key, stream])
 
 
 def make_video(face: FaceModel, identity_index: int, label: str, k: int, *, seed: int,
-               n_frames: tuple[int, int], fps: float, episode: str = "transient"
-               ) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
+               n_frames: tuple[int, int], fps: float, episode: str = "transient", rig: str = "tps",
+               subject: str | None = None) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
     """Plan one video and compute its warp layers (no frames rendered yet)."""
     rng = _video_rng(seed, identity_index, label, k)
     plan = plan_video(rng, n_frames, fps, episode)
     gains = {g: float(rng.uniform(0.8, 1.2)) for g in REGIONS}
-    field, shade = expression_layers(face, label, plan.amplitude, gains)
+    if rig == "tps":
+        field, shade = expression_layers(face, label, plan.amplitude, gains)
+    elif rig == "au":
+        from pipeline.demo.rig_au import au_expression_layers
+
+        field, shade = au_expression_layers(face, label, _video_rng(seed, identity_index, label, k, 2), plan.amplitude)
+    else:
+        raise ValueError(f"rig must be one of {RIGS}, got {rig!r}")
     (e0, e1), (a0, a1) = plan.episode(), plan.apex()
-    row = DemoVideo(f"{label}/{face.identity}_{k}.mp4", label, face.identity, a0, a1, e0, e1, plan.n_frames)
+    row = DemoVideo(f"{label}/{face.identity}_{k}.mp4", label, subject or face.identity, a0, a1, e0, e1, plan.n_frames)
     return row, plan, field, shade
+
+
+@dataclass(frozen=True)
+class Person:
+    """One identity of the generated set: a shipped person or a blend of two."""
+
+    name: str
+    subject: str
+    """The fold key: the person's own name, or the family (parents and their blends) when blending."""
+    index: int
+    """Keys the person's random streams (a shipped person's place in `identities()`; 100 + for blends)."""
+    photos: list
 
 
 def load_models(faces_dir: Path | None = None, n_identities: int | None = None) -> list[list[FaceModel]]:
@@ -280,9 +343,38 @@ def load_models(faces_dir: Path | None = None, n_identities: int | None = None) 
     return [[FaceModel.build(name, im) for im in images[name]] for name in identities(n_identities)]
 
 
+def people(n_identities: int | None = None, blends: int = 0) -> list[Person]:
+    """The shipped people, plus `blends` morphs of each consecutive pair of them (`pipeline.demo.blend`)."""
+    models = load_models(n_identities=n_identities)
+    if blends == 0:
+        return [Person(photos[0].identity, photos[0].identity, i, photos) for i, photos in enumerate(models)]
+    by_name = {photos[0].identity: (i, photos) for i, photos in enumerate(models)}
+    out = []
+    for f, family in enumerate(families(tuple(by_name))):
+        subject = "-".join(family)
+        out += [Person(name, subject, by_name[name][0], by_name[name][1]) for name in family]
+        if len(family) < 2:
+            continue
+        (a,), (b,) = (by_name[family[0]][1][:1], by_name[family[1]][1][:1])
+        for j, w in enumerate(blend_weights(blends)):
+            name = f"{family[0]}-{family[1]}-{j + 1}"
+            image = blend_faces(a.image, a.frame.landmarks, b.image, b.frame.landmarks, w)
+            out.append(Person(name, subject, 100 + 10 * f + j, [FaceModel.build(name, image)]))
+    return out
+
+
+def rich_render(face: FaceModel, identity_index: int, label: str, k: int, *, seed: int, n: int,
+                fps: float) -> RichRender:
+    """The rich distractors of one video (their own random stream)."""
+    rng = _video_rng(seed, identity_index, label, k, 1)
+    field, shade = speech_layers(face.frame, face.keys, face.points, face.image.shape[:2])
+    return RichRender(rich_plan(rng, n, fps), field, shade, rng)
+
+
 def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity: int = 2,
                   classes: tuple[str, ...] = CLASSES, n_frames: tuple[int, int] = (60, 90), size: int = 256,
-                  fps: float = 25, episode: str = "transient", n_identities: int | None = None) -> Path:
+                  fps: float = 25, episode: str = "transient", n_identities: int | None = None,
+                  rig: str = "tps", distractors: str = "basic", blends: int = 0) -> Path:
     """Write the demo videos and `labels.csv` under `out_dir`; returns the path of `labels.csv`.
 
     `labels.csv` is written last (atomically), so its presence means the set is complete.
@@ -294,18 +386,23 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
         raise ValueError(f"n_frames must be (min, max) with 1 <= min <= max, got {n_frames}")
     if videos_per_class_per_identity < 1:
         raise ValueError(f"videos_per_class_per_identity must be >= 1, got {videos_per_class_per_identity}")
-    if episode not in EPISODES:
-        raise ValueError(f"episode must be one of {EPISODES}, got {episode!r}")
+    for name, value, allowed in (("episode", episode, EPISODES), ("rig", rig, RIGS),
+                                 ("distractors", distractors, DISTRACTORS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if blends < 0:
+        raise ValueError(f"blends must be >= 0, got {blends}")
     out_dir = Path(out_dir)
-    models = load_models(n_identities=n_identities)
     rows = []
-    for i, photos in enumerate(models):
+    for person in people(n_identities, blends):
         for label in classes:
             for k in range(videos_per_class_per_identity):
-                face = photos[k % len(photos)]  # alternate between a person's photos
-                row, plan, field, shade = make_video(face, i, label, k, seed=seed, n_frames=n_frames, fps=fps,
-                                                     episode=episode)
-                written = write_video(out_dir / row.video, render_frames(face, field, shade, plan, size), fps, size)
+                face = person.photos[k % len(person.photos)]  # alternate between a person's photos
+                row, plan, field, shade = make_video(face, person.index, label, k, seed=seed, n_frames=n_frames,
+                                                     fps=fps, episode=episode, rig=rig, subject=person.subject)
+                rich = (rich_render(face, person.index, label, k, seed=seed, n=plan.n_frames, fps=fps)
+                        if distractors == "rich" else None)
+                written = write_video(out_dir / row.video, render_frames(face, field, shade, plan, size, rich), fps, size)
                 assert written == row.n_frames, (row.video, written, row.n_frames)
                 rows.append(row)
     labels = out_dir / "labels.csv"
@@ -317,5 +414,5 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
     return labels
 
 
-__all__ = ["CLASSES", "EPISODES", "EXPRESSIONS", "SOURCES", "DemoVideo", "FaceModel", "VideoPlan", "generate_demo",
+__all__ = ["CLASSES", "EPISODES", "RIGS", "DISTRACTORS", "EXPRESSIONS", "SOURCES", "DemoVideo", "FaceModel", "VideoPlan", "generate_demo",
            "plan_video", "render_frames"]

@@ -1,0 +1,91 @@
+"""Rich distractors and blended identities of the demo generator (issue 31)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.demo.blend import blend_faces, blend_weights, families
+from pipeline.demo.distractors import rich_plan
+from pipeline.demo.generate import generate_demo, load_models
+from pipeline.detector import RetinaFaceDetector
+
+SMALL = dict(videos_per_class_per_identity=1, n_frames=(40, 44), size=160, n_identities=2)
+
+
+def _rows(folder: Path) -> list[dict]:
+    with (folder / "labels.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while (ok_frame := cap.read())[0]:
+        out.append(ok_frame[1])
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rich")
+    generate_demo(out, seed=0, distractors="rich", blends=1, **SMALL)
+    return out
+
+
+def test_blends_form_one_family_with_their_parents(rich):
+    rows = _rows(rich)
+    people = {r["video"].split("/")[1].rsplit("_", 1)[0] for r in rows}
+    assert people == {"astronaut", "pyfeat", "astronaut-pyfeat-1"}
+    assert {r["subject"] for r in rows} == {"astronaut-pyfeat"}  # the fold key keeps the family together
+    assert len(rows) == 3 * 6
+
+
+def test_rich_videos_decode_and_are_deterministic(rich, tmp_path):
+    for r in _rows(rich):
+        assert len(_frames(rich / r["video"])) == int(r["n_frames"])
+    generate_demo(tmp_path, seed=0, distractors="rich", blends=1, **SMALL)
+    for r in _rows(rich)[:4]:
+        assert (tmp_path / r["video"]).read_bytes() == (rich / r["video"]).read_bytes()
+
+
+def test_rich_distractors_leave_the_plan_and_change_the_frames(rich, tmp_path):
+    generate_demo(tmp_path, seed=0, **SMALL)
+    basic = {r["video"]: r for r in _rows(tmp_path)}
+    for r in _rows(rich):
+        if r["video"] in basic:  # same episode and apex: the distractors have their own random stream
+            assert {k: r[k] for k in r if k != "subject"} == {k: v for k, v in basic[r["video"]].items() if k != "subject"}
+            a, b = _frames(rich / r["video"]), _frames(tmp_path / r["video"])
+            assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() > 3
+
+
+def test_rich_plan_has_speech_pose_and_camera_variety():
+    plans = [rich_plan(np.random.default_rng(i), 80, 25.0) for i in range(40)]
+    assert sum(p.speech.max() > 0.2 for p in plans) >= 10
+    assert sum(p.occluder is not None for p in plans) >= 5
+    assert {p.jpeg_quality for p in plans} >= {0, 40}
+    assert max(np.abs(p.pose).max() for p in plans) > 10
+    for p in plans:
+        assert 0 <= p.speech.min() and p.speech.max() <= 1
+
+
+def test_blended_face_is_a_face_between_its_parents():
+    (a,), (b,) = (m[:1] for m in load_models(n_identities=2))
+    blend = blend_faces(a.image, a.frame.landmarks, b.image, b.frame.landmarks, 0.5)
+    assert blend.shape == a.image.shape and blend.dtype == np.uint8
+    found = RetinaFaceDetector(threshold=0.5).detect([cv2.cvtColor(blend, cv2.COLOR_BGR2RGB)])[0]
+    assert len(found.scores) >= 1
+    diff = lambda x, y: float(np.abs(x.astype(int) - y.astype(int)).mean())  # noqa: E731
+    assert diff(blend, a.image) > 1 and diff(blend, b.image) > 1
+    with pytest.raises(ValueError, match="strictly between"):
+        blend_faces(a.image, a.frame.landmarks, b.image, b.frame.landmarks, 1.0)
+
+
+def test_families_and_weights():
+    assert families(("a", "b", "c")) == [("a", "b"), ("c",)]
+    assert blend_weights(1) == [0.5]
+    assert blend_weights(2) == pytest.approx([1 / 3, 2 / 3])
