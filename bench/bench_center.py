@@ -1,15 +1,23 @@
-"""Which head input holds on people the head has never seen? Every `train_head.center` option x both
-demo flavours, same folds, same seeds, the user's defaults otherwise (issue 11).
+"""Which head input holds on data unlike the data it was chosen on? Every input option x every source
+(rig x distractors x people) x both flavours, same leave-people-out folds, through the CLI, the user's
+defaults otherwise (issues 11 and 31). A default is chosen by its *worst* column.
 
-    python bench/bench_center.py                       # all identities, 3 videos per class and person
-    python bench/bench_center.py --options none,two_stream --flavours sustained
+    python bench/bench_center.py                               # the demo's own world: tps rig, basic, 12 people
+    python bench/bench_center.py --sources tps:rich:8,au:rich:8,tps:rich:12+1,au:rich:12+1 \\
+        --options first_frames,video_median,two_stream_first
+    python bench/bench_center.py --options two_stream_first --set train_head.raw_dropout=0
 
-For each flavour (`transient`: neutral → apex → neutral, as lab datasets; `sustained`: the expression
-held to the end, as in-the-wild clips) it generates the demo videos, runs manifest → extract once
-through the `pipeline` CLI (the detector's pretrained body, as the demo), then `pipeline run
-train-head` once per option with `--set train_head.center=<option>` and the demo's time settings,
-and writes bench/results/center.md (+ .json): WAR, UAR, strict and overlap clip localisation, the
-linear probe, folds within chance noise, mean ± std over the subject-independent folds (last epoch).
+A source `RIG:DISTRACTORS:N[+B]` is a demo dataset made with `rig` (tps|au), `distractors`
+(basic|rich), the first N shipped people and B blended identities per pair of them (a family of two
+parents and their blends shares one fold key). Folds: N/2 folds of 2 people without blends (so 8
+people give 6 training people a fold), one fold per family with blends (12+1: 18 people in 6
+families, 15 training people a fold).
+
+For each source and flavour it generates the videos, runs manifest → extract once through the
+`pipeline` CLI (the detector's pretrained body, as the demo), then `pipeline run train-head` once per
+option with `--set train_head.center=<option>`, and writes bench/results/center.md (+ .json): WAR,
+UAR, strict clip localisation, the linear probe, folds within chance noise, mean ± std over the
+folds (last epoch), and per option the minimum over every column.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -30,16 +39,48 @@ sys.path.insert(0, str(REPO))
 from pipeline.config import CENTERS  # noqa: E402
 
 
-def params_file(work: Path, args) -> Path:
-    """The repository's params.yaml plus one demo dataset per flavour, everything under `work`."""
+@dataclass(frozen=True)
+class Source:
+    rig: str
+    distractors: str
+    identities: int
+    blends: int
+
+    @classmethod
+    def parse(cls, spec: str) -> "Source":
+        try:
+            rig, distractors, people = spec.split(":")
+            n, _, b = people.partition("+")
+            return cls(rig, distractors, int(n), int(b or 0))
+        except ValueError as err:
+            raise SystemExit(f"--sources: {spec!r} is not RIG:DISTRACTORS:N[+B] ({err})") from None
+
+    @property
+    def name(self) -> str:
+        return f"{self.rig}-{self.distractors}-{self.identities}" + (f"+{self.blends}" if self.blends else "")
+
+    @property
+    def folds(self) -> int:
+        return self.identities // 2 if not self.blends else (self.identities + 1) // 2
+
+    @property
+    def training_people(self) -> int:
+        per_family = 2 + self.blends if self.blends else 2
+        return (self.folds - 1) * per_family
+
+
+def params_file(work: Path, args, sources: list[Source]) -> Path:
+    """The repository's params.yaml plus one demo dataset per source and flavour, everything under `work`."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     p["data_root"], p["results_root"] = str(work / "data"), str(work / "results")
-    options = {"seed": args.seed, "videos_per_class_per_identity": args.videos}
-    if args.identities:
-        options["identities"] = args.identities
-    p["datasets"] = {f"bench-{f}": {"adapter": "demo", "root": str(work / "data" / f"bench-{f}" / "raw"),
-                                    "options": {**options, "episode": f}} for f in args.flavours}
-    p["dataset"] = f"bench-{args.flavours[0]}"
+    p["datasets"] = {}
+    for s in sources:
+        for f in args.flavours:
+            name = f"bench-{s.name}-{f}".replace("+", "p")
+            p["datasets"][name] = {"adapter": "demo", "root": str(work / "data" / name / "raw"), "options": {
+                "seed": args.seed, "videos_per_class_per_identity": args.videos, "identities": s.identities,
+                "episode": f, "rig": s.rig, "distractors": s.distractors, "blends": s.blends}}
+    p["dataset"] = next(iter(p["datasets"]))
     p["repro"] = list(p["datasets"])
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
@@ -61,67 +102,81 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "work-center")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "center.md")
     ap.add_argument("--options", default=",".join(CENTERS))
+    ap.add_argument("--sources", default="tps:basic:12", help="comma list of RIG:DISTRACTORS:N[+B]")
     ap.add_argument("--flavours", default="transient,sustained")
-    ap.add_argument("--identities", type=int, default=0, help="first N shipped people (0: all)")
     ap.add_argument("--videos", type=int, default=3, help="videos per class and person")
-    ap.add_argument("--folds", type=int, default=6)
     ap.add_argument("--epochs", type=int, default=None, help="default: params.yaml's train_head.epochs")
     ap.add_argument("--batch-size", type=int, default=None, help="default: params.yaml's train_head.batch_size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="more --set for train-head")
     args = ap.parse_args()
     args.flavours = args.flavours.split(",")
+    sources = [Source.parse(s) for s in args.sources.split(",")]
     # The user's defaults unless asked otherwise: the table must hold for what `pipeline run` trains.
     section = yaml.safe_load((REPO / "params.yaml").read_text())["train_head"]
     args.epochs = args.epochs or section["epochs"]
     args.batch_size = args.batch_size or section["batch_size"]
     options = args.options.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
-    params = params_file(args.work, args)
+    params = params_file(args.work, args, sources)
     common = ["--params", str(params), "--set", "extract.backbone=retinaface_mnet"]
     rows, t0 = [], time.time()
-    for flavour in args.flavours:
-        ds = f"bench-{flavour}"
-        pipeline("run", "extract", "--dataset", ds, *common)
-        for option in options:
-            results = args.work / "results" / option
-            t = time.time()
-            pipeline("run", "train-head", "--dataset", ds, *common, "--no-deps", "--results-root", str(results),
-                     "--folds", str(args.folds), "--set", f"train_head.epochs={args.epochs}",
-                     "--set", f"train_head.batch_size={args.batch_size}", "--set", f"train_head.center={option}",
-                     *[x for e in args.extra for x in ("--set", e)])
-            m = json.loads((results / ds / "metrics.json").read_text())
-            loc, probe = m.get("clip_localization") or {}, m.get("linear_probe") or {}
-            rows.append({"flavour": flavour, "center": option, "war": m["war"], "war_std": m["war_std"],
-                         "uar": m["uar"], "uar_std": m["uar_std"], "strict": loc.get("strict"),
-                         "overlap": loc.get("overlap"), "random_strict": loc.get("random_strict"),
-                         "probe_war": probe.get("war"), "probe_war_std": probe.get("war_std"),
-                         "near_chance": m.get("n_folds_near_chance"), "n_folds": m["n_folds"],
-                         "n_videos": m["n_videos"], "seconds": round(time.time() - t, 1)})
-            print(json.dumps(rows[-1]), flush=True)
-    write(args, rows, time.time() - t0)
+    for source in sources:
+        for flavour in args.flavours:
+            ds = f"bench-{source.name}-{flavour}".replace("+", "p")
+            pipeline("run", "extract", "--dataset", ds, *common)
+            for option in options:
+                results = args.work / "results" / option
+                t = time.time()
+                pipeline("run", "train-head", "--dataset", ds, *common, "--no-deps", "--results-root", str(results),
+                         "--folds", str(source.folds), "--set", f"train_head.epochs={args.epochs}",
+                         "--set", f"train_head.batch_size={args.batch_size}", "--set", f"train_head.center={option}",
+                         *[x for e in args.extra for x in ("--set", e)])
+                m = json.loads((results / ds / "metrics.json").read_text())
+                loc, probe = m.get("clip_localization") or {}, m.get("linear_probe") or {}
+                rows.append({"source": source.name, "training_people": source.training_people, "flavour": flavour,
+                             "center": option, "war": m["war"], "war_std": m["war_std"],
+                             "uar": m["uar"], "uar_std": m["uar_std"], "strict": loc.get("strict"),
+                             "overlap": loc.get("overlap"), "random_strict": loc.get("random_strict"),
+                             "probe_war": probe.get("war"), "probe_war_std": probe.get("war_std"),
+                             "near_chance": m.get("n_folds_near_chance"), "n_folds": m["n_folds"],
+                             "n_videos": m["n_videos"], "seconds": round(time.time() - t, 1)})
+                print(json.dumps(rows[-1]), flush=True)
+                write(args, rows, time.time() - t0)  # after every run: a stopped sweep keeps what it measured
 
 
 def write(args, rows: list[dict], seconds: float) -> None:
-    lines = ["# Head input options x demo flavours (issue 11)", "",
+    columns = list(dict.fromkeys((r["source"], r["flavour"]) for r in rows))
+    options = list(dict.fromkeys(r["center"] for r in rows))
+    cell = {(r["center"], r["source"], r["flavour"]): r for r in rows}
+    lines = ["# Head input options x sources x flavours (issues 11, 31)", "",
              f"`python bench/bench_center.py {' '.join(sys.argv[1:])}`".replace("  ", " "), "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
              f"{time.strftime('%Y-%m-%d')}; {seconds / 60:.0f} min in all.", "",
-             f"Demo videos of {rows[0]['n_videos'] if rows else '?'} per flavour, detector-body features "
-             f"(retinaface_mnet), {args.folds} subject-independent folds (StratifiedGroupKFold by person, seed "
-             f"{args.seed}), {args.epochs} epochs, batch {args.batch_size}, every other setting the params.yaml "
-             "default. Last-epoch numbers, mean ± std over folds. Chance WAR 16.7 %. *Strict*: the emotion-rich "
-             "clip's centre frame lies inside the apex span (a random clip's rate in brackets). *Probe*: logistic "
-             "regression on the same input, mean-pooled.", "",
-             "| flavour | center | WAR % | UAR % | strict loc. % | overlap loc. % | probe WAR % | folds near chance |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Detector-body features (retinaface_mnet), {args.videos} videos per class and person, leave-people-out "
+             f"folds (StratifiedGroupKFold by subject, seed {args.seed}), {args.epochs} epochs, batch "
+             f"{args.batch_size}, every other setting the params.yaml default"
+             + (f", plus `{' '.join(args.extra)}`" if args.extra else "") + ". Last-epoch WAR %, mean ± std over "
+             "folds; chance 16.7 %. A source is RIG-DISTRACTORS-PEOPLE (`+B`: B blends per pair of people); the "
+             "training people per fold in brackets. **min** is the worst column: a default must hold there.", "",
+             "| center | " + " | ".join(f"{s} ({cell[(options[0], s, f)]['training_people'] if (options[0], s, f) in cell else '?'}) {f}"
+                                        for s, f in columns) + " | **min** |",
+             "|---|" + "---|" * (len(columns) + 1)]
+    for o in options:
+        wars = [cell[(o, s, f)]["war"] for s, f in columns if (o, s, f) in cell]
+        lines.append(f"| `{o}` | " + " | ".join(fmt(cell[(o, s, f)]["war"], cell[(o, s, f)]["war_std"])
+                                                if (o, s, f) in cell else "—" for s, f in columns)
+                     + f" | **{min(wars):.1f}** |")
+    lines += ["", "Details (strict: the emotion-rich clip's centre frame inside the apex span, a random clip's rate "
+              "in brackets; probe: logistic regression on the same input, mean-pooled):", "",
+              "| source | flavour | center | WAR % | UAR % | strict loc. % | probe WAR % | folds near chance | s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         strict = f"{r['strict']:.1f} ({r['random_strict']:.1f})" if r["strict"] is not None else "—"
-        overlap = f"{r['overlap']:.1f}" if r["overlap"] is not None else "—"
         probe = fmt(r["probe_war"], r["probe_war_std"]) if r["probe_war"] is not None else "—"
-        lines.append(f"| {r['flavour']} | `{r['center']}` | {fmt(r['war'], r['war_std'])} | "
-                     f"{fmt(r['uar'], r['uar_std'])} | {strict} | {overlap} | {probe} | "
-                     f"{r['near_chance']} of {r['n_folds']} |")
+        lines.append(f"| {r['source']} | {r['flavour']} | `{r['center']}` | {fmt(r['war'], r['war_std'])} | "
+                     f"{fmt(r['uar'], r['uar_std'])} | {strict} | {probe} | {r['near_chance']} of {r['n_folds']} | "
+                     f"{r['seconds']:.0f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
