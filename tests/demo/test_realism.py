@@ -45,6 +45,8 @@ def test_summarise_counts_both_readings():
     assert "FLAGGED" in text and "s1: happiness" in text and "confusion" in text
     assert "confusion" not in r.format(short=True) and "s1: happiness" in r.format(short=True)
     assert json.loads(r.to_json())["flagged"] == ["s1"]
+    sustained = summarise(videos[2:], [])  # apex from frame 0: nothing to correct against
+    assert sustained.corrected is None and "no video has neutral frames" in sustained.format(short=True)
 
 
 def test_labels_problems_are_reported_at_once(tmp_path):
