@@ -28,6 +28,7 @@ def test_demo_report_names_backbone_numbers_and_pictures(demo_run):
     assert "detector's pretrained MobileNet-0.25 body" in out
     assert "WAR" in out and "UAR" in out and "chance" in out and "localisation" in out
     assert "random weights" not in out
+    assert "realism check" in out and "baseline-corrected" in out  # issue 31: read by a real-face model
     metrics = json.loads((base / "results" / "demo" / "metrics.json").read_text())
     provenance = json.loads((base / "results" / "demo" / "provenance.json").read_text())
     assert metrics["n_videos"] == 24 and provenance["backbone"] == "retinaface_mnet"

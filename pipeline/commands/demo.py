@@ -59,6 +59,17 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         sys.exit(err.exit_code)
     metrics = json.loads((cfg.results_dir("demo") / "metrics.json").read_text())
     click.echo(report(cfg, metrics, time.time() - t0))
+    click.echo(realism(cfg))
+
+
+def realism(cfg) -> str:
+    """Do the demo's expressions read as intended to a model trained on real faces? (issue 31)"""
+    from pipeline.demo.realism import check_videos
+
+    try:
+        return "\n" + check_videos(cfg.resolve_root("demo")).format(short=True)
+    except PipelineError as err:  # the report above stands; say why this part is missing
+        return f"\nrealism check not run: {err}"
 
 
 def report(cfg, m: dict, seconds: float) -> str:
