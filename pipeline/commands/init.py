@@ -190,7 +190,7 @@ def next_steps(folder: Path, dataset: str | None, dvc_ready: bool) -> list[str]:
         return lines
     return [f"params.yaml runs the demo: `{'dvc repro' if dvc_ready else 'pipeline demo'}` generates 216 videos "
             "of real faces and trains 10 folds x 120 epochs (about 10 minutes on 2 CPU cores);",
-            "  `pipeline demo --quick` is a one-minute smoke run.",
+            "  `pipeline demo --quick` is a 1-2 minute smoke run.",
             f"for your videos: pipeline init {shlex.quote(str(folder))} --force --dataset NAME --root "
             "/path/to/videos  (one subfolder per label),",
             "  or add an entry under `datasets:` in params.yaml and set both `dataset:` and `repro:` to its name."]
