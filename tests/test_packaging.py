@@ -54,3 +54,71 @@ def test_scrfd_without_insightface_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError) as err:
         InsightFaceDetector(str(tmp_path))
     assert "ceflnet-pipeline[scrfd]" in str(err.value) and "detect.backend=retinaface" in str(err.value)
+
+
+# --------------------------------------------------------------------------- references a wheel user meets
+
+REF = re.compile(r"\b(?:docs|bench/results)/[\w.-]+\.(?:md|png)|\bREADME\b|\bsee ([\w/]+\.py)\b")
+
+
+def _shipped_strings() -> dict[str, str]:
+    """Where each string comes from -> its text: init's params.yaml, every command's --help, and every
+    string constant of the package's code that is not a docstring (messages, help texts, titles)."""
+    import click
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.commands.init import params_text
+    from pipeline.config import BUILTIN_TOP
+
+    out = {"pipeline init's params.yaml": params_text(BUILTIN_TOP)}
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        out[f"pipeline {' '.join(path)} --help"] = CliRunner().invoke(main, [*path, "--help"]).output
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(main, [])
+    for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("cache/*.py")]:
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                out[f"{path.relative_to(REPO)}:{node.lineno}"] = node.value
+    return out
+
+
+def test_every_reference_resolves_for_a_wheel_user():
+    """README, docs/*.md, bench/results/*.md and source files named in help, params.yaml comments and
+    messages ship with the package (`pipeline docs REF` prints them), matched by setup.cfg's package_data."""
+    from fnmatch import fnmatch
+
+    from pipeline.commands.docs import MANUAL, resolve
+
+    patterns = [p.strip() for p in _setup_cfg()["options.package_data"]["pipeline"].split(",")]
+    found, unresolved = 0, []
+    for where, text in _shipped_strings().items():
+        for m in REF.finditer(re.sub(r"\s*\n\s*(?:#\s*)?", " ", text)):  # wrapped comment lines joined
+            ref = m.group(1) or m.group(0)
+            path = resolve(ref)
+            found += 1
+            if path is None:
+                unresolved.append(f"{where}: {ref}")
+            elif path.is_relative_to(MANUAL) or MANUAL in path.parents:
+                shipped = f"manual/{path.relative_to(MANUAL).as_posix()}"
+                if not any(fnmatch(shipped, p) for p in patterns):
+                    unresolved.append(f"{where}: {ref} (not in package_data)")
+    assert found > 10  # the scan sees the references (params comments, help texts, messages)
+    assert not unresolved, "\n".join(unresolved)
+
+
+def test_pipeline_docs_prints_a_named_document():
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    res = CliRunner().invoke(main, ["docs", "docs/head.md"])
+    assert res.exit_code == 0 and res.output.startswith("# The CEFLNet head")
+    listed = CliRunner().invoke(main, ["docs"]).output
+    assert "bench/results/center.md" in listed and "README.md" in listed
+    assert CliRunner().invoke(main, ["docs", "docs/nope.md"]).exit_code == 2
