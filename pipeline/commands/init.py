@@ -167,6 +167,47 @@ def _scm_init(folder: Path) -> list[str]:
     return ran
 
 
+PLOTS_TEMPLATE = "plots-offline.html"
+"""`dvc plots show`'s page, in .dvc/ (DVC reads `plots.html_template` relative to it): Vega, Vega-Lite and
+Vega-Embed inline, so charts draw with no network (DVC's own page loads them from a CDN)."""
+PLOTS_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+    {refresh_tag}
+    <meta charset="utf-8">
+    <title>DVC Plot (offline)</title>
+    <!-- Written by `pipeline init`: no scripts placeholder, so DVC adds no CDN script tags. -->
+    <script type="text/javascript">
+%s
+    </script>
+    <style>
+        table {
+            border-spacing: 15px;
+        }
+    </style>
+</head>
+<body>
+    {plot_divs}
+</body>
+</html>
+"""
+
+
+def write_plots_template(folder: Path) -> str:
+    """The offline page for `dvc plots show` in FOLDER/.dvc/ and `dvc config plots.html_template` pointing at
+    it; returns what was done. The scripts come from vl-convert-python (the `[dvc]` extra), bundled for
+    Vega-Lite 5, the schema of DVC's templates."""
+    try:
+        import vl_convert
+    except ImportError:
+        return ("dvc plots show loads its chart scripts from a CDN (blank charts without network): "
+                "pip install 'ceflnet-pipeline[dvc]' and rerun `pipeline init --force` for an offline page")
+    bundle = vl_convert.javascript_bundle(vl_version="v5.21").replace("</script", "<\\/script")
+    (folder / ".dvc" / PLOTS_TEMPLATE).write_text(PLOTS_PAGE % bundle, encoding="utf-8")
+    subprocess.run([shutil.which("dvc"), "config", "plots.html_template", PLOTS_TEMPLATE], cwd=folder, check=True)
+    return f"wrote .dvc/{PLOTS_TEMPLATE} (dvc plots show draws offline)"
+
+
 def _usable_folder(folder: Path) -> None:
     """Exit 2 before anything is written when FOLDER cannot be a folder (a file on its path)."""
     for p in [folder, *folder.parents]:
@@ -256,6 +297,7 @@ def command(folder: Path, dataset: str | None, adapter: str, root: Path | None, 
     if with_dvc:
         for ran in _scm_init(folder):
             click.echo(f"ran {ran}")
+        click.echo(write_plots_template(folder))
     dvc_ready = (folder / ".dvc").is_dir()
     for line in next_steps(folder, dataset, dvc_ready):
         click.echo(line)
