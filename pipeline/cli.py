@@ -81,6 +81,9 @@ def main() -> None:
 
     Stages: manifest → detect → resample → extract → train-head → evaluate (pipeline/registry.py). Parameters come from
     params.yaml; outputs go to <data_root>/<dataset>/ and <results_root>/<dataset>/ (README: Output layout).
+
+    Documents named here and in messages (README, docs/*.md, bench/results/*.md) are installed with the package:
+    `pipeline docs docs/head.md` prints one, `pipeline docs` lists them.
     """
 
 
@@ -232,7 +235,7 @@ def _register_commands() -> None:
     import importlib
 
     for module in ("pipeline.commands.demo", "pipeline.commands.predict", "pipeline.commands.report",
-                   "pipeline.commands.init"):
+                   "pipeline.commands.init", "pipeline.commands.docs"):
         main.add_command(importlib.import_module(module).command)
 
 

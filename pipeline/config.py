@@ -101,7 +101,7 @@ class DetectConfig:
     smooth_window: int = 5
     """Centred moving-average window (frames) for landmarks and boxes; 1 disables smoothing."""
     max_jump: float = 0.5
-    """A detection joins the track only if its IoU with the last box is at least 1 - max_jump ... (see tracking.py)."""
+    """A detection joins the track only if its IoU with the last box is at least 1 - max_jump ... (see pipeline/tracking.py)."""
     device: str = "auto"
     runtime: str = "auto"
     """retinaface backend runtime: `onnxruntime`, `torch` (the port, batched on GPU), or `auto` (onnxruntime,

@@ -224,6 +224,13 @@ class InsightFaceDetector:
 
     def __init__(self, pack_dir: str, det_size: int = 640, threshold: float = 0.5, device: str = "auto",
                  min_face: int = 0):
+        try:  # an extra (`[scrfd]`): it pulls the GUI opencv-python, which slim servers cannot load
+            from insightface.model_zoo import get_model
+        except ImportError as err:
+            raise MissingWeightsError(
+                f"detect.backend=insightface needs the `insightface` library, which is not installed ({err}).\n"
+                "Install the extra: pip install 'ceflnet-pipeline[scrfd]'  (in a clone: pip install -e \".[scrfd]\"), "
+                "or use detect.backend=retinaface (shipped).") from err
         pack = Path(pack_dir).expanduser()
         candidates = sorted(pack.glob("det_*.onnx")) + sorted(pack.glob("scrfd*.onnx")) if pack.is_dir() else []
         if not candidates:
@@ -231,8 +238,6 @@ class InsightFaceDetector:
                 f"detect.backend=insightface: no SCRFD model (det_*.onnx or scrfd*.onnx) in {pack}. "
                 "Copy an insightface pack there (e.g. buffalo_l, unzipped; its models are for non-commercial "
                 "research only) or set detect.insightface_pack to the folder that has it. Nothing is downloaded.")
-        from insightface.model_zoo import get_model
-
         self.providers = resolve_providers(device)
         self.model = get_model(str(candidates[0]), providers=self.providers)
         # det_size fixed: left unset, insightface runs two passes (docs/reference.md §4).

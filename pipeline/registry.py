@@ -124,8 +124,9 @@ STAGES: tuple[Stage, ...] = (
            # DVC takes one y column per stage-level plot: test WAR, overlaid across folds and
            # experiments; every column is in the CSVs (`dvc plots show <dir> -y train_loss`), the
            # train-vs-test picture in training_curves.png.
-           Output("{results}/history", "plots", plot={"x": "epoch", "y": "test_war",
-                                                      "title": "test WAR per epoch (one line per fold)"}),
+           Output("{results}/history", "plots", plot={
+               "x": "epoch", "y": "test_war",
+               "title": "test WAR per epoch: one chart per fold (fold-0 first), one line per revision"}),
            Output("{results}/training_curves.png", "plots", cache=True),
            Output("{results}/predictions.csv", "plots", cache=True,
                   plot={"template": "confusion", "x": "predicted", "y": "true", "title": "confusion (last epoch)"}),

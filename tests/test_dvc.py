@@ -125,7 +125,7 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
         if f.startswith(("tests/data/", "bench/", "docs/", "results/")) or f == "dvc.lock":
             continue
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, repo / f)
+        shutil.copy2(ROOT / f, repo / f, follow_symlinks=False)  # pipeline/manual: links
     # Tiny demo: 24 short videos, 2 folds, 2 epochs. Edited as text so params.yaml stays block style.
     text = (repo / "params.yaml").read_text()
     for old, new in (("videos_per_class_per_identity: 3", "videos_per_class_per_identity: 1"),

@@ -30,7 +30,10 @@ def choose_backbone() -> list[str]:
 @click.option("--data-root", default=None, help="Where the demo cache goes (default: params.yaml data_root).")
 @click.option("--results-root", default=None, help="Where results go (default: params.yaml results_root).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any parameter.")
-def command(params_path: str | None, data_root: str | None, results_root: str | None, overrides: tuple[str, ...]) -> None:
+@click.option("--quick", is_flag=True, help="A smoke run of 1-2 minutes (dataset demo-quick: 12 videos of 2 people, "
+              "2 folds x 3 epochs): checks that every stage runs; its numbers mean nothing.")
+def command(params_path: str | None, data_root: str | None, results_root: str | None, overrides: tuple[str, ...],
+            quick: bool) -> None:
     """Generate the demo dataset from real face photos (no data needed) and run every stage on it.
 
     Reads params.yaml (`datasets.demo`); writes <data_root>/demo/ (videos, manifest, faces.h5,
@@ -45,38 +48,64 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
     t0 = time.time()
     try:
         backbone = choose_backbone()
-        cfg = load(params_path, "demo", None, None, (*backbone, *overrides), data_root, results_root)
+        name, adapter, root = ("demo-quick", "demo", "data/demo-quick/raw") if quick else ("demo", None, None)
+        cfg = load(params_path, name, adapter, root, (*backbone, *(QUICK if quick else ()), *overrides), data_root,
+                   results_root)
+        click.secho(announce(cfg, name), fg="yellow" if quick else None, bold=quick, err=True)
         from pipeline.workers import orphan_safe_workers
 
         for stage in pipeline_stages():
             t = time.time()
             with orphan_safe_workers():  # joblib workers exit if the demo is killed (as in `pipeline run`)
-                summary = stage.load().run(cfg, dataset="demo")
+                summary = stage.load().run(cfg, dataset=name)
             click.echo(f"[{stage.name}] {'up to date' if summary.get('skipped') else 'done'} in "
                        f"{time.time() - t:.0f} s", err=True)
     except PipelineError as err:
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)
-    metrics = json.loads((cfg.results_dir("demo") / "metrics.json").read_text())
-    click.echo(report(cfg, metrics, time.time() - t0))
-    click.echo(realism(cfg))
+    metrics = json.loads((cfg.results_dir(name) / "metrics.json").read_text())
+    click.echo(report(cfg, metrics, time.time() - t0, name))
+    click.echo(realism(cfg, name))
+    if quick:
+        click.secho(SMOKE, fg="yellow", bold=True)
 
 
-def realism(cfg) -> str:
+def realism(cfg, name: str = "demo") -> str:
     """Do the demo's expressions read as intended to a model trained on real faces? (issue 31)"""
     from pipeline.demo.realism import check_videos
 
     try:
-        return "\n" + check_videos(cfg.resolve_root("demo")).format(short=True)
+        return "\n" + check_videos(cfg.resolve_root(name)).format(short=True)
     except PipelineError as err:  # the report above stands; say why this part is missing
         return f"\nrealism check not run: {err}"
 
 
-def report(cfg, m: dict, seconds: float) -> str:
+QUICK = ("datasets.demo-quick.options.seed=0", "datasets.demo-quick.options.identities=2",
+         "datasets.demo-quick.options.videos_per_class_per_identity=1", "datasets.demo-quick.options.n_frames=[50, 60]",
+         "detect.det_size=256", "train_head.folds=2", "train_head.epochs=3",
+         "evaluate.tsne=false", "evaluate.n_activation_examples=1")
+"""`--quick`: its own dataset (the full demo's videos and results stay), the fewest people and epochs that
+still run every stage with subject-independent folds."""
+SMOKE = "SMOKE RUN (pipeline demo --quick): every stage ran; its numbers mean nothing (12 videos, 3 epochs)."
+
+
+def announce(cfg, name: str) -> str:
+    """What the demo is about to do and how long it takes, before it starts."""
+    opts, th = cfg.datasets[name].options, cfg.train_head
+    people = opts.get("identities") or 12
+    what = (f"{6 * people * opts.get('videos_per_class_per_identity', 2)} videos (6 expressions x {people} people), "
+            f"{th.folds} folds x {th.epochs} epochs")
+    if name == "demo-quick":
+        return f"{SMOKE.split(':')[0]}: {what}, about 1-2 minutes; a check that every stage runs, not a result."
+    return (f"pipeline demo: {what}; about 10 minutes on 2 CPU cores with the defaults (`pipeline demo --quick`: "
+            "a 1-2 minute smoke run).")
+
+
+def report(cfg, m: dict, seconds: float, name: str = "demo") -> str:
     from cache import load_cache
     from pipeline.layout import layout_for
 
-    attrs = load_cache(layout_for(cfg, "demo").features).attrs
+    attrs = load_cache(layout_for(cfg, name).features).attrs
     what = (f"ResNet-18, {attrs['weights']}" if attrs["backbone"] == "resnet18" else
             "the detector's pretrained MobileNet-0.25 body (retinaface_mnet, WIDER FACE weights; "
             "ImageNet ResNet-18 weights are not cached on this machine)")
@@ -100,7 +129,7 @@ def report(cfg, m: dict, seconds: float) -> str:
                      f"(random clip {loc['random_overlap']:.1f} / {loc['random_strict']:.1f} %, "
                      f"centre clip {loc['centre_overlap']:.1f} / {loc['centre_strict']:.1f} %)")
     lines.append("(last-epoch numbers, mean ± std over folds; best-epoch numbers in metrics.json, labelled)")
-    pictures = sorted(p for p in [*cfg.results_dir("demo").glob("*.png"), *(layout_for(cfg, "demo").qc.glob("*.png"))])
+    pictures = sorted(p for p in [*cfg.results_dir(name).glob("*.png"), *(layout_for(cfg, name).qc.glob("*.png"))])
     lines.append("pictures:")
     lines += [f"  {p}" for p in pictures]
     lines.append(f"total time {seconds / 60:.1f} min")

@@ -123,7 +123,8 @@ class Predictor:
             feats = torch.from_numpy(cached.astype(np.float32)).to(self.device)
             with torch.inference_mode():
                 outs.append(h.model(feats[index].unsqueeze(0)))  # (1, n, K, D)
-        probs = torch.stack([o.logits.softmax(-1) for o in outs]).mean(0)[0].cpu().numpy()
+        per_head = torch.stack([o.logits.softmax(-1) for o in outs])[:, 0].cpu().numpy()  # (heads, C)
+        probs = per_head.mean(0)
         scores = torch.stack([o.clip_scores for o in outs]).mean(0)[0].cpu().numpy()  # (C, n)
         c = int(probs.argmax())
         rich = int(scores[c].argmax())
@@ -133,7 +134,8 @@ class Predictor:
             clip_frames.append((int(idx[a]), int(idx[b])))
             mids.append((a + b) // 2)
         fr = clip_frames[rich]
-        plot_prediction(fig, video.name, scores, self.class_names, c, probs, clip_frames, crops[mids], info.fps)
+        plot_prediction(fig, video.name, scores, self.class_names, c, probs, clip_frames, crops[mids], info.fps,
+                        chance_note(probs, per_head, self.class_names))
         return Prediction(str(video), self.class_names[c], {n: round(float(p), 4) for n, p in zip(self.class_names, probs)},
                           rich, fr, (round(fr[0] / info.fps, 3), round((fr[1] + 1) / info.fps, 3)),
                           scores.round(4).tolist(), clip_frames, str(fig), info.fps)
@@ -189,9 +191,30 @@ def figure_names(videos: list[Path]) -> list[str]:
     return names
 
 
+CHANCE_MARGIN = 0.10
+"""Smallest top-2 probability margin that is not a coin flip. The heads are trained on a few hundred
+videos at most; one video more or less in a fold moves a class probability by several points (the fold
+heads of one model disagree by that much), so a margin under ten points says nothing about the video."""
+
+
+def chance_note(probs: np.ndarray, per_head: np.ndarray, classes: list[str]) -> str | None:
+    """Why the prediction is within noise of chance, or None. Noise: `CHANCE_MARGIN`, or, with several
+    fold heads, twice the spread (std) of the heads' own margins between the same two classes if larger."""
+    first, second = np.argsort(-probs)[:2]
+    margin = float(probs[first] - probs[second])
+    spread = float(np.std(per_head[:, first] - per_head[:, second])) if len(per_head) > 1 else 0.0
+    noise = max(CHANCE_MARGIN, 2 * spread)
+    if margin >= noise:
+        return None
+    return (f"AT CHANCE: {classes[first]} {100 * probs[first]:.0f}% vs {classes[second]} "
+            f"{100 * probs[second]:.0f}% (margin {100 * margin:.0f} < {100 * noise:.0f} points of noise)")
+
+
 def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[str], c: int, probs: np.ndarray,
-                    clip_frames: list[tuple[int, int]], thumbs: np.ndarray, fps: float) -> None:
-    """Clip scores of every class over time, the emotion-rich clip shaded, one thumbnail per clip."""
+                    clip_frames: list[tuple[int, int]], thumbs: np.ndarray, fps: float, note: str | None = None):
+    """Clip scores of every class over time on a fixed [0, 1] axis (auto-scaling made flat scores look
+    like swings), the emotion-rich clip shaded, one thumbnail per clip, `note` (`chance_note`) over the
+    plot. Returns the (closed) figure, whose artists tests read."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,7 +223,7 @@ def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[st
     n = len(clip_frames)
     centres = np.array([(a + b) / 2 / fps for a, b in clip_frames])
     fig = plt.figure(figsize=(max(8, 1.4 * n), 5.2))
-    ax = fig.add_axes([0.07, 0.42, 0.72, 0.5])
+    ax = fig.add_axes([0.1, 0.42, 0.69, 0.5])  # left margin: room for the y label and its ticks
     for k, name in enumerate(classes):
         ax.plot(centres, scores[k], marker="o", lw=2.5 if k == c else 1, alpha=1 if k == c else 0.5,
                 label=f"{name} {100 * probs[k]:.0f}%")
@@ -208,17 +231,22 @@ def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[st
     a, b = clip_frames[rich]
     ax.axvspan(a / fps, (b + 1) / fps, color="orange", alpha=0.25, label="emotion-rich clip")
     ax.set_xlabel("time (s)")
+    ax.set_ylim(0, 1)
     ax.set_ylabel("clip score (softmax over clips)")
+    if note:
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=11, color="darkred",
+                wrap=True, bbox={"facecolor": "white", "edgecolor": "darkred", "alpha": 0.9})
     ax.set_title(f"{title}: {classes[c]} ({100 * probs[c]:.0f}%), frames {a}-{b}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     for k in range(n):  # thumbnail of each clip's middle frame
-        tax = fig.add_axes([0.07 + 0.72 * k / n, 0.04, 0.72 / n * 0.95, 0.26])
+        tax = fig.add_axes([0.1 + 0.69 * k / n, 0.04, 0.69 / n * 0.95, 0.26])
         tax.imshow(thumbs[k])
         tax.set_axis_off()
         tax.set_title(f"clip {k}", fontsize=7, color="darkorange" if k == rich else "black")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")  # nothing cut: labels, legend
     plt.close(fig)
+    return fig
 
 
 @click.command("predict")

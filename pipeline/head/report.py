@@ -149,20 +149,29 @@ def plot_activation_maps(path: Path, examples: Sequence[ActivationExample]) -> N
     plt.close(fig)
 
 
+TSNE_MIN_VIDEOS = 30
+"""Below this, t-SNE (perplexity < n/3, a handful of neighbours) scatters points whatever the embedding
+holds: a picture that looks like a result and is noise. The figure says so instead."""
+
+
 def plot_tsne(path: Path, embedding: np.ndarray | None, labels: np.ndarray, class_names: Sequence[str],
-              seed: int) -> None:
-    """t-SNE of the embeddings; `embedding=None` writes a figure saying it was turned off (evaluate.tsne)."""
+              seed: int):
+    """t-SNE of the embeddings; `embedding=None` (evaluate.tsne off) or fewer than `TSNE_MIN_VIDEOS` videos
+    write a figure saying why there is no map. Returns the (closed) figure."""
     from sklearn.manifold import TSNE
 
     plt = _plt()
-    if embedding is None:
+    why = ("t-SNE turned off (evaluate.tsne: false)" if embedding is None else
+           f"t-SNE not drawn: {len(embedding)} test videos (fewer than {TSNE_MIN_VIDEOS});\n"
+           "a 2-D map of so few points shows no structure worth reading" if len(embedding) < TSNE_MIN_VIDEOS else None)
+    if why:
         fig, ax = plt.subplots(figsize=(6, 1.5))
-        ax.text(0.5, 0.5, "t-SNE turned off (evaluate.tsne: false)", ha="center", va="center")
+        ax.text(0.5, 0.5, why, ha="center", va="center")
         ax.axis("off")
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=80)
         plt.close(fig)
-        return
+        return fig
     n = len(embedding)
     # perplexity must stay below the number of points; tiny test caches need a small one.
     xy = TSNE(n_components=2, perplexity=float(min(30, max(2, (n - 1) // 3))), init="pca",
@@ -180,6 +189,7 @@ def plot_tsne(path: Path, embedding: np.ndarray | None, labels: np.ndarray, clas
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+    return fig
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -206,8 +216,11 @@ def write_history(path: Path, records: Sequence) -> None:
             w.writerow([r.epoch, *(f"{getattr(r, c):.4f}" for c in HISTORY_COLUMNS[1:])])
 
 
-def plot_training_curves(path: Path, histories: dict[int, Sequence]) -> None:
-    """Train vs test loss and train accuracy vs test WAR per epoch, one line per fold."""
+def plot_training_curves(path: Path, histories: dict[int, Sequence]):
+    """Train vs test loss and train accuracy vs test WAR per epoch, one line per fold, whole-epoch ticks.
+    Returns the (closed) figure."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for k, (fold, recs) in enumerate(sorted(histories.items())):
@@ -221,7 +234,10 @@ def plot_training_curves(path: Path, histories: dict[int, Sequence]) -> None:
     ax_acc.set(xlabel="epoch", ylabel="%", title="train accuracy (solid) vs test WAR (dashed)")
     if len(histories) <= 10:
         ax_loss.legend(fontsize=6, ncol=2)
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.25
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+    return fig
