@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: params.yaml's train_head.batch_size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="more --set for train-head")
+    ap.add_argument("--extract-only", action="store_true", help="make the sources' feature caches and stop")
     args = ap.parse_args()
     args.flavours = args.flavours.split(",")
     sources = [Source.parse(s) for s in args.sources.split(",")]
@@ -125,7 +126,7 @@ def main() -> None:
         for flavour in args.flavours:
             ds = f"bench-{source.name}-{flavour}".replace("+", "p")
             pipeline("run", "extract", "--dataset", ds, *common)
-            for option in options:
+            for option in options if not args.extract_only else ():
                 results = args.work / "results" / option
                 t = time.time()
                 pipeline("run", "train-head", "--dataset", ds, *common, "--no-deps", "--results-root", str(results),
