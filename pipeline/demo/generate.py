@@ -11,7 +11,13 @@ fixed anchor points are placed; each class moves a subset of them, following the
 units of the prototypical expressions (Ekman & Friesen, FACS; e.g. happiness AU6+12, sadness
 AU1+4+15, surprise AU1+2+5+26, anger AU4+5+7+23, disgust AU9+10, fear AU1+2+4+5+20+26).
 Distractors make the task non-trivial: head translation/rotation/scale drift, blinks anywhere in
-the video, and lighting drift.
+the video, and lighting drift (`distractors: basic`); `rich` adds what real videos have besides
+(`pipeline/demo/distractors.py`): speech-like mouth motion, out-of-plane head pose, a passing
+occluder, white balance, sensor noise, resolution loss and JPEG compression. `rig: au` swaps the
+expression rig for an independent one (action units on a 68-point mesh, `pipeline/demo/rig_au.py`),
+and `blends: B` adds B morphs of each pair of shipped people (`pipeline/demo/blend.py`), the pair and
+its morphs sharing one `subject` so that folds never split a family. Whether the expressions read as
+intended to a model trained on real faces: `pipeline/demo/realism.py`.
 
 Everything random comes from `numpy.random.default_rng((seed, identity, class, k))`, so a video
 does not depend on which other videos are generated, and the same seed gives byte-identical files
