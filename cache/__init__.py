@@ -1,4 +1,4 @@
-"""The HDF5 feature store: shards of per-frame features with their provenance (README: "Shard format")."""
+"""The HDF5 feature store: shards of per-frame features with their provenance (docs/cache.md, "Shard format")."""
 from cache.reader import FeatureCache, FeatureDataset, load_cache
 from cache.store import FORMAT_VERSION, ShardRecord, list_shards, write_shard
 

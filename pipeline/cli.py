@@ -80,7 +80,7 @@ def main() -> None:
     """Video facial expression recognition (CEFLNet) as an offline preprocessing + feature-cache pipeline.
 
     Stages: manifest → detect → resample → extract → train-head → evaluate (pipeline/registry.py). Parameters come from
-    params.yaml; outputs go to <data_root>/<dataset>/ and <results_root>/<dataset>/ (README: Output layout).
+    params.yaml; outputs go to <data_root>/<dataset>/ and <results_root>/<dataset>/ (docs/cache.md).
 
     Documents named here and in messages (README, docs/*.md, bench/results/*.md) are installed with the package:
     `pipeline docs docs/head.md` prints one, `pipeline docs` lists them.

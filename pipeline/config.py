@@ -164,7 +164,7 @@ class ResampleConfig:
 class ExtractConfig:
     backbone: str = "resnet18"
     """`resnet18` (the paper's, 512-d), `retinaface_mnet` (the detector's pretrained body, 384-d, offline),
-    or a plug-in (README "Choosing a backbone"): `timm:<model_name>`, `open_clip:<arch>`."""
+    or a plug-in (docs/backbones.md): `timm:<model_name>`, `open_clip:<arch>`."""
     weights: str = "imagenet"
     """resnet18: `imagenet` (torch hub cache), `random` (seeded, plumbing tests only) or a checkpoint path;
     plug-ins: a checkpoint path (.safetensors/.pth/.bin), `pretrained[:<tag>]` (local HF cache) or `random`."""

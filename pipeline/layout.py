@@ -1,4 +1,4 @@
-"""Where each stage's outputs live for a dataset (README: "Output layout"); written here once."""
+"""Where each stage's outputs live for a dataset (docs/cache.md); written here once."""
 from __future__ import annotations
 
 from dataclasses import dataclass

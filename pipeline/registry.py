@@ -9,7 +9,7 @@ here, so an undeclared read fails loudly instead of going unnoticed by DVC and b
 
 Adding a stage: write `stages/<name>.py` with `work(cfg, dataset, *, sig, force, **options) ->
 Outcome` and a `run()` that calls `pipeline.runner.run_stage`, then add one `Stage(...)` line here
-and regenerate `dvc.yaml` with `python -m pipeline.registry > dvc.yaml` (README "Adding a stage").
+and regenerate `dvc.yaml` with `python -m pipeline.registry > dvc.yaml` (docs/extending.md).
 """
 from __future__ import annotations
 

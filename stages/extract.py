@@ -1,7 +1,7 @@
 """extract: aligned 224x224 faces → per-frame backbone features, cached in HDF5 shards.
 
 Reads `faces.h5` (tracks), `frames.h5` (the 105 chosen frame numbers) and the videos; writes
-`features/shard-*.h5` (README: "Shard format") and `features/index.h5`, plus `extract` rows of
+`features/shard-*.h5` (docs/cache.md, "Shard format") and `features/index.h5`, plus `extract` rows of
 `failures.csv`. Decoding + alignment run in worker processes while the network runs here
 (bounded in flight, so memory does not grow with the number of videos). Each shard is written
 under a temporary name and renamed when complete; a rerun verifies existing shards and skips

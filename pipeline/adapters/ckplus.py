@@ -1,6 +1,6 @@
 """`ckplus`: the Extended Cohn-Kanade dataset (CK+) as shipped (Lucey et al., CVPRW 2010).
 
-Layout read (docs/reference.md §3; checked against public preprocessing code, see README, Datasets):
+Layout read (docs/reference.md §3; checked against public preprocessing code, see docs/datasets.md):
 `cohn-kanade-images/S005/001/S005_001_00000001.png` frames running from neutral to the peak, and
 for the 327 labelled sequences one `Emotion/S005/001/S005_001_00000011_emotion.txt` holding a
 single float (`   3.0000000e+00`); the frame number in its name is the peak frame.

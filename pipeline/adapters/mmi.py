@@ -1,6 +1,6 @@
 """`mmi`: the MMI Facial Expression Database as shipped (iBUG, Imperial College London).
 
-Layout read (docs/reference.md §3; checked against a public preprocessing script, see README, Datasets):
+Layout read (docs/reference.md §3; checked against a public preprocessing script, see docs/datasets.md):
 one folder per recording session under `Sessions/`, holding the video `S###-###.avi`, its
 annotation `S###-###.xml` whose `<Metatag Name="Emotion" Value="4"/>` holds the emotion code,
 and `session.xml` whose `view` attribute says how the camera saw the face.

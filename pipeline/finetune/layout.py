@@ -1,4 +1,4 @@
-"""Where finetune's outputs live for a dataset, beside `pipeline/layout.py`'s (README: "Output layout").
+"""Where finetune's outputs live for a dataset, beside `pipeline/layout.py`'s (docs/cache.md).
 
 Kept apart from `DatasetLayout` on purpose: every stage imports pipeline/layout.py, so an edit there
 changes every stage's code hash and recomputes detect and extract on whole datasets (pipeline/registry.py).
