@@ -133,7 +133,7 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
                      ("  folds: 10\n", "  folds: 2\n"),
                      ("      identities: 12 ", "      identities: 4 "),
                      ("  epochs: 120\n", "  epochs: 2\n"), ("  det_size: 640", "  det_size: 256"),
-                     ("  fold_batch: 0 ", "  fold_batch: 2 "), ("  tsne: true", "  tsne: false")):
+                     ("  fold_workers: 0 ", "  fold_workers: 1 "), ("  tsne: true", "  tsne: false")):
         assert old in text, old
         text = text.replace(old, new)
     (repo / "params.yaml").write_text(text)

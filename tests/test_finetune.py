@@ -359,7 +359,7 @@ def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     from tests.head.conftest import tiny_params, write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
-    cfg = load_config(tiny_params(tmp_path, epochs=1, center="none", features="finetuned"))
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned"))
     from pipeline.errors import PipelineError
 
     with pytest.raises(PipelineError, match="run `pipeline run finetune --dataset synth` first"):
@@ -404,7 +404,7 @@ def test_frozen_default_never_reads_per_fold_caches(tmp_path, monkeypatch):
     from tests.head.conftest import tiny_params, write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
-    cfg = load_config(tiny_params(tmp_path, epochs=1))
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1))
     assert cfg.train_head.features == "frozen"
     monkeypatch.setattr(finetuned_mod, "load_fold_features", lambda *a, **k: pytest.fail("read per-fold caches"))
     assert train_head.run(cfg, dataset="synth")["n_folds"] == 3
@@ -460,7 +460,8 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     from stages import train_head
 
     cfg_ft = load_config(face_dataset["params"], data_root=str(tmp_path), results_root=str(tmp_path / "results"),
-                         overrides=[*over, "train_head.features=finetuned", "train_head.epochs=2"])
+                         overrides=[*over, "train_head.features=finetuned", "train_head.epochs=2",
+                                    "train_head.fold_workers=1"])
     train_head.run(cfg_ft, dataset="faces")
     model = tmp_path / "results" / "faces"
     pred = Predictor(model, device="cpu")
@@ -530,7 +531,7 @@ def test_ablate_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     from tests.head.conftest import tiny_params, write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
-    cfg = load_config(tiny_params(tmp_path, epochs=1, center="none", features="finetuned"))
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned"))
     _per_fold_caches(cfg, "synth")
     seen = {}
     real = train_mod.fold_run

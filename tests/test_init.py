@@ -98,7 +98,7 @@ def test_init_then_dvc_repro_outside_the_repository(tmp_path):
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["detect"].update(det_size=320)
     params["extract"].update(backbone="retinaface_mnet", shard_size=2)
-    params["train_head"].update(folds=2, epochs=2)
+    params["train_head"].update(folds=2, epochs=2, fold_workers=1)
     params["evaluate"].update(tsne=False, n_activation_examples=1)
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
     res = subprocess.run(["dvc", "repro"], cwd=proj, env=env, capture_output=True, text=True)

@@ -32,6 +32,7 @@ from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
 from pipeline.precision import warn_if_emulated
 from pipeline.head.stack import CEFLNetStack, FoldAdam, ModuleStack, rng_state, stack_heads
+from pipeline.workers import release_idle_workers
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +387,37 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
     return results
 
 
+def _train_share(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
+                 n_classes: int, kind: str, device: torch.device, threads: int, subjects: np.ndarray, probe: bool,
+                 fold_features: dict[int, np.ndarray] | None, progress: tqdm | None = None) -> list[FoldResult]:
+    """One process's share of the folds, `fold_batch` at a time as one batched model."""
+    set_threads(threads, device)
+    seed_everything(cfg.seed, device)
+    resident: dict[int, torch.Tensor] = {}
+
+    def feats_of(fold: Fold) -> torch.Tensor:
+        """float16 resident (half the memory: DFEW is 1.2 GiB), moved once; each gathered batch is cast to fp32."""
+        src = features if fold_features is None else fold_features[fold.index]
+        if id(src) not in resident:
+            a = np.ascontiguousarray(src)  # joblib hands a worker a read-only memory map; torch wants it writable
+            resident[id(src)] = torch.from_numpy(a if a.flags.writeable else a.copy()).to(device)
+        return resident[id(src)]
+
+    size = cfg.fold_batch or len(folds)
+    results: list[FoldResult] = []
+    for s in range(0, len(folds), size):
+        group = folds[s:s + size]
+        results += train_folds(cfg, group, [feats_of(f) for f in group], labels, subjects, n_classes, kind,
+                               progress, probe)
+    return results
+
+
+def fold_processes(cfg: TrainHeadConfig, device: torch.device, n_folds: int) -> int:
+    """How many processes share the folds: `fold_workers`, else one per core (capped by the folds) on the CPU
+    and one on a GPU."""
+    return cfg.fold_workers or (min(os.cpu_count() or 1, n_folds) if device.type == "cpu" else 1)
+
+
 def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
                    n_classes: int, *, kind: str = "ceflnet", device: torch.device | None = None,
                    desc: str = "train_head", subjects: Sequence[str] | None = None,
@@ -393,35 +425,34 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     """Every fold trained from its own seed schedule; fold k on `fold_features[k]` when given (rows
     aligned with `features`: `train_head.features: finetuned`, pipeline/head/finetuned.py), else on `features`.
 
-    The folds train together as one batched model, `fold_batch` of them at a time (0: all): one step of k
-    folds costs far less than k steps of one on a CPU or a GPU (bench/results/head_cpu.md), and every fold's
-    numbers are those of training it alone (tests/head/test_fold_stack.py).
+    The folds train as one batched model (`fold_batch` at most at a time): one step of k folds pays the
+    per-step overhead once instead of k times. On the CPU the folds are shared among `fold_workers`
+    single-threaded processes (default one per core): measured on a busy 2-core machine, one process on two
+    threads ran the same steps 3x slower than one thread, its OpenMP pool spinning against other processes
+    (bench/results/head_cpu.md). Every fold's numbers are those of training it alone, whichever the grouping
+    (tests/head/test_fold_stack.py, tests/head/test_parallel.py).
     """
     device = device or resolve_device(cfg.device)
     warn_if_emulated(device, cfg.precision, "train_head.precision", log)
-    set_threads(cfg.threads, device)
-    seed_everything(cfg.seed, device)
     labels = np.asarray(labels)
     subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
-    resident: dict[int, torch.Tensor] = {}
+    workers = fold_processes(cfg, device, len(folds))
+    if workers > 1 and device.type == "cpu" and len(folds) > 1:
+        from joblib import Parallel, delayed
 
-    def feats_of(fold: Fold) -> torch.Tensor:
-        """float16 resident (half the memory: DFEW is 1.2 GiB), moved once; each gathered batch is cast to fp32."""
-        src = features if fold_features is None else fold_features[fold.index]
-        if id(src) not in resident:
-            a = np.ascontiguousarray(src)  # a read-only memory map is copied: torch wants a writable array
-            resident[id(src)] = torch.from_numpy(a if a.flags.writeable else a.copy()).to(device)
-        return resident[id(src)]
-
-    size = cfg.fold_batch or len(folds)
+        release_idle_workers()  # a pool left by detect/manifest would recycle these workers mid-run
+        shares = [folds[i * len(folds) // workers:(i + 1) * len(folds) // workers] for i in range(workers)]
+        jobs = (delayed(_train_share)(cfg, features, labels, share, n_classes, kind, device, cfg.threads or 1,
+                                      subjects, probe, None if fold_features is None else
+                                      {f.index: fold_features[f.index] for f in share}) for share in shares)
+        results = [r for part in tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=workers,
+                                      desc=f"{desc} ({workers} processes, folds batched)", unit="share", leave=False)
+                   for r in part]
+        return sorted(results, key=lambda r: r.fold)
     passes = 2 if cfg.epoch_select == "inner" else 1  # the held-out run, then the fold (shortened as chosen)
-    results: list[FoldResult] = []
     with tqdm(total=len(folds) * cfg.epochs * passes, desc=desc, unit="epoch", leave=False) as bar:
-        for s in range(0, len(folds), size):
-            group = folds[s:s + size]
-            results += train_folds(cfg, group, [feats_of(f) for f in group], labels, subjects, n_classes, kind,
-                                   bar, probe)
-    return results
+        return _train_share(cfg, features, labels, folds, n_classes, kind, device, cfg.threads, subjects, probe,
+                            fold_features, bar)
 
 
 # --------------------------------------------------------------------------- checkpoints

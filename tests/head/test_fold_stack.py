@@ -57,7 +57,7 @@ def test_a_fold_in_the_batch_equals_the_fold_trained_alone(kind, dropout, kernel
     feats, labels, subjects = small_cache()
     folds = make_folds(labels, subjects, k=3, seed=0)
     assert len({len(f.train) for f in folds}) > 1 and any(len(f.train) % 4 for f in folds)
-    cfg = TrainHeadConfig(folds=3, epochs=3, batch_size=4, hidden=16, threads=1, device="cpu", lr=1e-3,
+    cfg = TrainHeadConfig(folds=3, epochs=3, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu", lr=1e-3,
                           dropout=dropout, raw_dropout=dropout, clip_kernel=kernel, center="two_stream_first",
                           identity_rank=4)
     batched = cross_validate(cfg, feats, labels, folds, 3, kind=kind, subjects=subjects)
@@ -73,7 +73,8 @@ def test_fold_groups_give_the_same_folds():
     """`fold_batch` only bounds memory: folds trained two at a time equal folds trained all together."""
     feats, labels, subjects = small_cache()
     folds = make_folds(labels, subjects, k=3, seed=0)
-    cfg = TrainHeadConfig(folds=3, epochs=2, batch_size=4, hidden=16, threads=1, device="cpu", center="none")
+    cfg = TrainHeadConfig(folds=3, epochs=2, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu",
+                          center="none")
     together = cross_validate(cfg, feats, labels, folds, 3, subjects=subjects)
     pairs = cross_validate(dataclasses.replace(cfg, fold_batch=2), feats, labels, folds, 3, subjects=subjects)
     for a, b in zip(together, pairs):

@@ -69,7 +69,8 @@ def test_inner_epoch_selection_never_touches_the_test_fold_and_stops_early(tmp_p
 
     monkeypatch.setattr(train, "train_group", spy)
     cfg = TrainHeadConfig(epochs=40, hidden=32, lr=3e-3, batch_size=16, warmup_epochs=2, t_max=40, dropout=0.1,
-                          threads=1, device="cpu", center="none", epoch_select="inner", inner_patience=15)
+                          threads=1, device="cpu", center="none", epoch_select="inner", inner_patience=15,
+                          fold_workers=1)  # in this process, where the spy sees every run
     results = cross_validate(cfg, cache.features, cache.label, folds, 3, subjects=subjects)
     assert [len(c) for c in calls] == [len(folds), len(folds)]  # the held-out runs together, then the folds
     for fold, r, (held_train, held_out), (fold_train, fold_test) in zip(folds, results, *calls):

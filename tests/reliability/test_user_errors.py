@@ -95,7 +95,7 @@ def test_evaluate_checks_its_inputs_before_running_upstream_stages(tmp_path):
 def test_evaluate_takes_its_folds_from_the_checkpoints(tmp_path):
     """After `train-head --folds 2`, a plain evaluate refused: `train_head.folds=10 but ... 6 subjects`."""
     write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6, dim=8)
-    params = tiny_params(tmp_path, folds=10, epochs=1, hidden=8, threads=1)
+    params = tiny_params(tmp_path, folds=10, epochs=1, hidden=8, threads=1, fold_workers=1)
     assert _invoke("run", "train-head", "--no-deps", "--params", str(params), "--folds", "2").exit_code == 0
     res = _invoke("run", "evaluate", "--params", str(params))
     assert res.exit_code == 0, res.output
@@ -268,7 +268,7 @@ def test_ablation_first_row_names_the_cache_backbone(tmp_path):
     from stages import ablate
 
     write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6, dim=8)
-    cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=8, threads=1), dataset="synth")
+    cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=8, threads=1, fold_workers=1), dataset="synth")
     out = ablate.run(cfg, dataset="synth", kinds=("meanpool",))
     assert out["rows"][0]["model"] == "synthetic features (mean-pool + linear)"
     assert "ResNet-18" not in (cfg.results_dir("synth") / "ablation.md").read_text().split("|---|", 1)[1]
