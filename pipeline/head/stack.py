@@ -163,7 +163,7 @@ class ModuleStack:
         self.n_folds = len(models)
         self.device = next(models[0].parameters()).device
         self.rng: list[torch.Tensor] = []  # one per fold, set by stack_heads
-        self.training = True
+        self.training = models[0].training
 
     def train(self, mode: bool = True) -> None:
         self.training = mode

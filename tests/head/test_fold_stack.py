@@ -129,3 +129,12 @@ def test_batched_outputs_equal_the_module_in_eval():
                 torch.testing.assert_close(getattr(out, field)[f], getattr(ref, field), rtol=1e-5, atol=1e-6)
             assert torch.equal(out.rich_clip[f], ref.rich_clip)
     assert isinstance(stack_heads([build_head(cfg, 32, 3, "lstm")], [torch.get_rng_state()]), ModuleStack)
+
+
+def test_predict_leaves_an_eval_model_in_eval_mode():
+    from pipeline.head.train import predict
+
+    cfg = TrainHeadConfig(hidden=8, center="none")
+    model = build_head(cfg, 16, 3).eval()
+    out = predict(model, torch.randn(4, 105, 16), torch.arange(4), ClipSampler.from_config(cfg, 105))
+    assert out["probs"].shape == (4, 3) and not model.training
