@@ -152,7 +152,8 @@ def main() -> None:
                  ("floor: those matmuls + the fused Adam update, extrapolated", None, gemm_adam)]
     lines = [f"{'DFEW' if args.dfew else 'MMI'}-size cache: {n} videos x 105 x 512 fp16, {k} folds x {cfg.epochs} "
              f"epochs = {total_steps} optimizer steps of batch {cfg.batch_size}, {args.variant} head, "
-             f"{args.precision}, device {device}, {workers} fold process(es) x {cfg.threads or 1} thread",
+             f"{args.precision}, device {device}, {workers} process(es) x {cfg.threads or 1} thread, each training its "
+             f"share of the folds as one batched model",
              "", "| loop | s / epoch (one fold) | full protocol, s | vs naive |", "|---|---|---|---|"]
     lines += [f"| {name} | {'' if per is None else f'{per:.3f}'} | {total:.1f} | {naive_total / total:.2f}x |"
               for name, per, total in rows]

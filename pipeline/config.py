@@ -256,7 +256,11 @@ class TrainHeadConfig:
     """EIAN's clip-scoring layer over the clip axis: 1 is the paper's per-clip fully-connected layer (and the
     authors' code); 3 also sees each clip's neighbours (docs/head.md, measured). Odd; `variant: paper` only."""
     fold_workers: int = 0
-    """Folds trained at once in separate processes; 0: one per CPU core on the CPU, 1 on a GPU."""
+    """Processes sharing the folds, each training its share as one batched model; 0: one per CPU core on the
+    CPU (one thread each), 1 on a GPU. Every fold's numbers are the same either way."""
+    fold_batch: int = 0
+    """At most this many folds in one batched model (pipeline/head/stack.py); 0: all of a process's folds.
+    Lower it only when their weights and batches do not fit in memory; the numbers are the same either way."""
     center: str = "two_stream_first"
     """How the head's input is built from a video's frozen features (pipeline/head/inputs.py): `none` (the
     paper), `video_median`, `first_frames`, `two_stream` or `two_stream_first`; chosen per dataset family by measurement
@@ -295,8 +299,8 @@ class TrainHeadConfig:
             p.append(f"{key}.threads: must be >= 0, got {self.threads}")
         if self.precision not in ("fp32", "bf16"):
             p.append(f"{key}.precision: must be fp32 or bf16, got {self.precision!r}")
-        if self.fold_workers < 0:
-            p.append(f"{key}.fold_workers: must be >= 0, got {self.fold_workers}")
+        if self.fold_workers < 0 or self.fold_batch < 0:
+            p.append(f"{key}.fold_workers/fold_batch: must be >= 0, got {self.fold_workers}/{self.fold_batch}")
         if self.center not in CENTERS:
             p.append(f"{key}.center: must be one of {', '.join(CENTERS)}, got {self.center!r}")
         if not 0.0 <= self.raw_dropout < 1.0:

@@ -135,7 +135,7 @@ STAGES: tuple[Stage, ...] = (
           "folds. Reads features/ and manifest.csv; writes <results_root>/D/metrics.json, provenance.json "
           "(effective parameters), history/fold-<k>.csv, training_curves.png, predictions.csv and per-fold "
           "checkpoints.",
-          volatile=("device", "threads", "fold_workers")),
+          volatile=("device", "threads", "fold_workers", "fold_batch")),
     Stage("evaluate", "stages.evaluate", "train-head", ("evaluate", "train_head"),
           ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv", "{results}/predictions.csv",
            "{results}/checkpoints"),
@@ -145,13 +145,13 @@ STAGES: tuple[Stage, ...] = (
            Output("{results}/tsne.png", "plots", cache=True)),
           "Rebuild the report (tables, confusion, activation maps, t-SNE) from predictions and checkpoints "
           "without retraining. Reads <results_root>/D/; writes report.md and figures there.",
-          volatile=("device", "threads", "fold_workers")),
+          volatile=("device", "threads", "fold_workers", "fold_batch")),
     Stage("ablate", "stages.ablate", "extract", ("train_head",),
           ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv"),
           (Output("{results}/ablation.json"), Output("{results}/ablation.md")),
           "Train the paper's ablation (mean-pool baseline, LSTM, +SAL, +SAL+LRL, full) on the same folds. "
           "Reads features/; writes <results_root>/D/ablation.md and ablation.json.",
-          volatile=("device", "threads", "fold_workers"), in_pipeline=False),
+          volatile=("device", "threads", "fold_workers", "fold_batch"), in_pipeline=False),
     # On demand (in_pipeline=False): the default chain, the demo included, trains on frozen features;
     # `train_head.features: finetuned` reads this stage's per-fold caches (docs/finetune.md).
     Stage("finetune", "stages.finetune", "extract", ("finetune", "extract", "train_head.folds", "train_head.seed"),

@@ -164,14 +164,14 @@ def test_head_trains_on_plugin_features(plugin_cache):
     """The CEFLNet head builds itself for the cache's width (64 here) and learns for two epochs."""
     import dataclasses
 
-    from pipeline.head.train import Fold, _train_one
+    from pipeline.head.train import Fold, cross_validate
 
     cfg, _, feats = plugin_cache
     cache = load_cache(feats)
     th = dataclasses.replace(cfg.train_head, epochs=2, hidden=16, batch_size=2, warmup_epochs=1, device="cpu")
     rows = np.arange(len(cache))
-    res = _train_one(th, cache.features, cache.label, Fold(0, rows, rows), len(cache.class_names), "ceflnet",
-                     torch.device("cpu"), 1)
+    [res] = cross_validate(th, cache.features, cache.label, [Fold(0, rows, rows)], len(cache.class_names),
+                           device=torch.device("cpu"))
     assert len(res.history) == 2 and res.probs.shape == (5, len(cache.class_names))
     assert np.isfinite(res.probs).all()
     first = [v for k, v in res.state_dict.items() if v.ndim == 2 and not k.startswith("input.")][0]

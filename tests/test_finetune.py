@@ -366,14 +366,15 @@ def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
         train_head.run(cfg, dataset="synth")
     _per_fold_caches(cfg, "synth")
     seen = {}
-    real = train_mod._train_one
+    real = train_mod.fold_run
 
-    def spy(cfg_, features, labels, fold, *a, **kw):
+    def spy(cfg_, features, labels, subjects, fold, *a, **kw):
         frozen = load_cache(cfg.dataset_dir("synth") / "features").features
-        seen[fold.index] = round(float(np.median(features.astype(np.float32) - frozen.astype(np.float32))))  # fp16
-        return real(cfg_, features, labels, fold, *a, **kw)
+        got = features.cpu().numpy().astype(np.float32)
+        seen[fold.index] = round(float(np.median(got - frozen.astype(np.float32))))  # fp16
+        return real(cfg_, features, labels, subjects, fold, *a, **kw)
 
-    monkeypatch.setattr(train_mod, "_train_one", spy)
+    monkeypatch.setattr(train_mod, "fold_run", spy)
     metrics = train_head.run(cfg, dataset="synth")
     assert seen == {0: 0, 1: 100, 2: 200} and metrics["n_folds"] == 3
     from stages import evaluate
@@ -533,13 +534,14 @@ def test_ablate_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned"))
     _per_fold_caches(cfg, "synth")
     seen = {}
-    real = train_mod._train_one
+    real = train_mod.fold_run
 
-    def spy(cfg_, features, labels, fold, *a, **kw):
+    def spy(cfg_, features, labels, subjects, fold, *a, **kw):
         frozen = load_cache(cfg.dataset_dir("synth") / "features").features
-        seen[fold.index] = round(float(np.median(features.astype(np.float32) - frozen.astype(np.float32))))
-        return real(cfg_, features, labels, fold, *a, **kw)
+        got = features.cpu().numpy().astype(np.float32)
+        seen[fold.index] = round(float(np.median(got - frozen.astype(np.float32))))
+        return real(cfg_, features, labels, subjects, fold, *a, **kw)
 
-    monkeypatch.setattr(train_mod, "_train_one", spy)
+    monkeypatch.setattr(train_mod, "fold_run", spy)
     out = ablate.run(cfg, dataset="synth", kinds=("meanpool",))
     assert seen == {0: 0, 1: 100, 2: 200} and out["features"] == "finetuned"

@@ -31,6 +31,7 @@ from pipeline.head.sanity import linear_probe
 from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
 from pipeline.precision import warn_if_emulated
+from pipeline.head.stack import CEFLNetStack, FoldAdam, ModuleStack, rng_state, stack_heads
 from pipeline.workers import release_idle_workers
 
 log = logging.getLogger(__name__)
@@ -151,83 +152,155 @@ class FoldResult:
         return self.probs.argmax(axis=1)
 
 
+def gather(features: Sequence[torch.Tensor], rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(F, B) cache rows and (F, B, n, K) frame indices -> (F, B, n, K, D) float32 head input; one gather when
+    the folds share one cache (fold f reads features[f]: `train_head.features: finetuned` gives each its own)."""
+    if all(f is features[0] for f in features):
+        return features[0][rows[..., None, None], index].float()
+    return torch.stack([f[r[:, None, None], i] for f, r, i in zip(features, rows, index)]).float()
+
+
 @torch.no_grad()
+def predict_folds(stack: CEFLNetStack | ModuleStack, features: Sequence[torch.Tensor], rows: Sequence[torch.Tensor],
+                  sampler: ClipSampler, chunk: int = 512) -> list[dict[str, torch.Tensor]]:
+    """Test-time forward (fixed offsets) of fold f's cache rows `rows[f]` through fold f's head; per fold:
+    probs, rich_clip, clip_scores, embedding. All folds in one forward per chunk, shorter ones padded."""
+    was_training = stack.training
+    stack.eval()
+    index = sampler.test_indices(rows[0].device)  # (n, K)
+    outs: list[dict[str, list]] = [{"probs": [], "rich_clip": [], "clip_scores": [], "embedding": []} for _ in rows]
+    for s in range(0, max(len(r) for r in rows), chunk):
+        part = [r[s:s + chunk] for r in rows]
+        b = max(len(p) for p in part)
+        padded = torch.stack([torch.cat([p, p.new_zeros(b - len(p))]) for p in part])  # (F, b)
+        o = stack(gather(features, padded, index.expand(len(rows), b, *index.shape)), [len(p) for p in part])
+        for f, p in enumerate(part):
+            n = len(p)
+            outs[f]["probs"].append(torch.softmax(o.logits[f, :n].float(), dim=1))
+            outs[f]["rich_clip"].append(o.rich_clip[f, :n])
+            outs[f]["clip_scores"].append(o.clip_scores[f, :n].float())
+            outs[f]["embedding"].append(o.embedding[f, :n].float())
+    stack.train(was_training)
+    return [{k: torch.cat(v) for k, v in out.items()} for out in outs]
+
+
 def predict(model: nn.Module, features: torch.Tensor, rows: torch.Tensor, sampler: ClipSampler,
             chunk: int = 512) -> dict[str, torch.Tensor]:
-    """Test-time forward of cache rows (fixed offsets); returns probs, rich_clip, clip_scores, embedding."""
-    was_training = model.training
-    model.eval()
-    index = sampler.test_indices(features.device)  # (n, K)
-    outs: dict[str, list] = {"probs": [], "rich_clip": [], "clip_scores": [], "embedding": []}
-    for s in range(0, len(rows), chunk):
-        r = rows[s:s + chunk]
-        o = model(features[r[:, None, None], index].float())  # (b, n, K, D) -> HeadOutput
-        outs["probs"].append(torch.softmax(o.logits.float(), dim=1))
-        outs["rich_clip"].append(o.rich_clip)
-        outs["clip_scores"].append(o.clip_scores.float())
-        outs["embedding"].append(o.embedding.float())
-    model.train(was_training)
-    return {k: torch.cat(v) for k, v in outs.items()}
+    """Test-time forward of cache rows through one head (fixed offsets); probs, rich_clip, clip_scores, embedding."""
+    return predict_folds(ModuleStack([model]), [features], [rows], sampler, chunk)[0]
 
 
 # --------------------------------------------------------------------------- training
 
 
-def train_fold(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, fold: Fold,
-               sampler: ClipSampler, cfg: TrainHeadConfig, *, seed: int, progress: tqdm | None = None,
-               patience: int = 0) -> FoldResult:
-    """Train one fold from scratch for cfg.epochs; score the test fold after every epoch.
+@dataclass
+class FoldRun:
+    """One fold's training inside a batched group, everything it would have if trained alone."""
 
-    `patience` > 0 stops once the scored rows' smoothed WAR has not risen for that many epochs: only for the
-    held-out part of a training fold (`epoch_select: inner`), never for a test fold."""
-    dev = features.device
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(seed)
-    train_rows = torch.as_tensor(fold.train, device=dev)
-    test_rows = torch.as_tensor(fold.test, device=dev)
-    test_true = labels[test_rows].cpu().numpy()
-    # fused Adam runs the whole update as one kernel (CPU and CUDA): the step is a large share of a
-    # tiny head's time at batch 8.
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    history = []
-    model.train()
-    for epoch in range(cfg.epochs):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(epoch, cfg)
-        order = train_rows[torch.randperm(len(train_rows), generator=gen, device=dev)]
+    fold: Fold
+    """`train`: the rows it trains on; `test`: the rows scored after every epoch."""
+    model: nn.Module
+    """Its head, built from its own seed, input transform fitted on `fold.train`."""
+    rng: torch.Tensor
+    """The global RNG state right after the head was built: where its dropout masks come from."""
+    features: torch.Tensor
+    """(N, T, D) the resident cache it reads."""
+    seed: int
+    """Its data order and clip offsets (a generator of its own)."""
+    epochs: int
+    patience: int = 0
+    """> 0: stop once the scored rows' smoothed WAR has not risen for this many epochs (held-out runs only)."""
+
+
+def fold_run(cfg: TrainHeadConfig, features: torch.Tensor, labels: np.ndarray, subjects: np.ndarray, fold: Fold,
+             n_classes: int, kind: str, *, seed: int, epochs: int, patience: int = 0) -> FoldRun:
+    """Fold `fold`'s head from the fold's own seed; the fitted part of its input sees the training rows only
+    (no test-fold statistics)."""
+    torch.manual_seed(cfg.seed + fold.index)
+    model = build_head(cfg, features.shape[-1], n_classes, kind).to(features.device)
+    rows = torch.as_tensor(fold.train, device=features.device)
+    model.input.fit(features[rows], subjects[fold.train], labels[fold.train])
+    return FoldRun(fold, model, rng_state(features.device), features, seed, epochs, patience)
+
+
+def epoch_plan(train_rows: torch.Tensor, sampler: ClipSampler, batch: int,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fold's epoch drawn from its generator in the order training alone draws it: the shuffled rows
+    (n,), then each batch's frame indices, concatenated (n, n_clips, K)."""
+    order = train_rows[torch.randperm(len(train_rows), generator=gen, device=gen.device)]
+    index = [sampler.train_indices(len(order[s:s + batch]), gen) for s in range(0, len(order), batch)]
+    empty = torch.zeros((0, sampler.n_clips, sampler.frames_per_clip), dtype=torch.long, device=gen.device)
+    return order, torch.cat(index) if index else empty
+
+
+def train_group(runs: Sequence[FoldRun], labels: torch.Tensor, sampler: ClipSampler, cfg: TrainHeadConfig,
+                progress: tqdm | None = None) -> list[FoldResult]:
+    """Train the runs' folds together as one batched model (pipeline/head/stack.py), each from scratch for its
+    `epochs`, its scored rows evaluated after every epoch; fold f's numbers are those of training it alone.
+
+    Each step takes one batch of every fold still in its epoch. Folds differ in size: a fold whose epoch has
+    fewer batches sits the last steps out (its rows are padding with zero loss weight, no dropout draw, and
+    no Adam step), and a short last batch is padded the same way."""
+    dev, fn, b = labels.device, len(runs), cfg.batch_size
+    stack = stack_heads([r.model for r in runs], [r.rng for r in runs])
+    opt = FoldAdam(stack, cfg.lr, cfg.weight_decay)
+    gens = [torch.Generator(device=dev).manual_seed(r.seed) for r in runs]
+    feats = [r.features for r in runs]
+    train_rows = [torch.as_tensor(r.fold.train, device=dev) for r in runs]
+    test_rows = [torch.as_tensor(r.fold.test, device=dev) for r in runs]
+    test_true = [labels[t].cpu().numpy() for t in test_rows]
+    history: list[list[EpochRecord]] = [[] for _ in runs]
+    last: list[dict] = [{} for _ in runs]
+    live, epoch = list(range(fn)), 0
+    while live := [f for f in live if epoch < runs[f].epochs]:
+        stack.train()
+        opt.lr = lr_at(epoch, cfg)
+        plans = {f: epoch_plan(train_rows[f], sampler, b, gens[f]) for f in live}
+        n = [len(plans[f][0]) if f in plans else 0 for f in range(fn)]
+        width = -(-max(n) // b) * b
+        rows = torch.zeros((fn, width), dtype=torch.long, device=dev)  # padding: row 0, weight 0
+        index = torch.zeros((fn, width, sampler.n_clips, sampler.frames_per_clip), dtype=torch.long, device=dev)
+        for f, (order, idx) in plans.items():
+            rows[f, :n[f]], index[f, :n[f]] = order, idx
+        weight = (torch.arange(width, device=dev) < torch.tensor(n, device=dev)[:, None]).float()  # (F, width)
         # Summed on the device and read once per epoch: a .item() per batch would sync every step.
-        loss_sum = torch.zeros((), device=dev)
-        hits = torch.zeros((), device=dev, dtype=torch.long)
-        for s in range(0, len(order), cfg.batch_size):
-            rows = order[s:s + cfg.batch_size]  # (B,)
-            index = sampler.train_indices(len(rows), gen)  # (B, n, K)
-            x = features[rows[:, None, None], index].float()  # (B, n, K, D)
+        loss_sum = torch.zeros(fn, device=dev)
+        hits = torch.zeros(fn, device=dev)
+        for s in range(0, width, b):
+            counts = [min(max(c - s, 0), b) for c in n]  # real rows of each fold in this step
+            r, w = rows[:, s:s + b], weight[:, s:s + b]  # (F, B)
             with autocast(dev, cfg.precision):
-                logits = model(x).logits  # (B, C)
-            loss = F.cross_entropy(logits.float(), labels[rows])  # eq. 10-11
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(rows)
-            hits += (logits.detach().argmax(1) == labels[rows]).sum()
-        # The test fold's scores reuse the one forward pass the WAR needs (no extra evaluation).
+                logits = stack(gather(feats, r, index[:, s:s + b]), counts).logits  # (F, B, C)
+            y = labels[r]
+            ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(w) * w
+            per_fold = torch.tensor([max(c, 1) for c in counts], device=dev, dtype=ce.dtype)
+            stack.zero_grad()
+            (ce.sum(dim=1) / per_fold).sum().backward()  # each fold's mean loss (eq. 10-11); folds share no weight
+            opt.step([f for f, c in enumerate(counts) if c])
+            loss_sum += ce.detach().sum(dim=1)
+            hits += ((logits.detach().argmax(-1) == y) * w).sum(dim=1)
+        # The scored rows' outputs reuse the one forward pass the WAR needs (no extra evaluation).
         with autocast(dev, cfg.precision):
-            out = predict(model, features, test_rows, sampler)
-        probs = out["probs"]
-        test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels[test_rows])) if len(test_rows) else 0.0
-        war, uar = war_uar(test_true, probs.argmax(1).cpu().numpy())
-        n = max(len(order), 1)
-        history.append(EpochRecord(epoch + 1, float(loss_sum) / n, 100.0 * float(hits) / n,
-                                   test_loss, war, uar))
+            out = predict_folds(stack, feats, test_rows, sampler)
+        loss_sum, hits = loss_sum.tolist(), hits.tolist()
+        for f in live:
+            probs, truth = out[f]["probs"], labels[test_rows[f]]
+            test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), truth)) if len(truth) else 0.0
+            war, uar = war_uar(test_true[f], probs.argmax(1).cpu().numpy())
+            seen = max(n[f], 1)
+            history[f].append(EpochRecord(epoch + 1, loss_sum[f] / seen, 100.0 * hits[f] / seen, test_loss, war, uar))
+            last[f] = out[f]
         if progress is not None:
-            progress.update(1)
-            progress.set_postfix(fold=fold.index, loss=f"{history[-1].train_loss:.3f}", war=f"{war:.1f}")
-        if patience and epoch + 1 - best_held_out_epoch(history) >= patience:
-            break
-    with autocast(dev, cfg.precision):
-        out = {k: v.cpu().numpy() for k, v in predict(model, features, test_rows, sampler).items()}
-    return FoldResult(fold.index, fold.test, out["probs"], out["rich_clip"], out["clip_scores"], out["embedding"],
-                      history, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+            progress.update(len(live))
+            f = live[0]
+            progress.set_postfix(fold=runs[f].fold.index, loss=f"{history[f][-1].train_loss:.3f}",
+                                 war=f"{history[f][-1].test_war:.1f}")
+        live = [f for f in live if not (runs[f].patience
+                                        and epoch + 1 - best_held_out_epoch(history[f]) >= runs[f].patience)]
+        epoch += 1
+    return [FoldResult(r.fold.index, r.fold.test, *(last[f][k].cpu().numpy() for k in
+                                                     ("probs", "rich_clip", "clip_scores", "embedding")),
+                       history[f], stack.state_dict(f)) for f, r in enumerate(runs)]
 
 
 SMOOTH_EPOCHS = 5
@@ -268,67 +341,79 @@ def inner_split(labels: np.ndarray, subjects: np.ndarray, train: np.ndarray, k: 
     return Fold(-1, train[tr], train[va]) if len(tr) and len(va) else None
 
 
-def select_epochs(cfg: TrainHeadConfig, feats: torch.Tensor, labs: torch.Tensor, labels: np.ndarray,
-                  subjects: np.ndarray, fold: Fold, n_classes: int, kind: str,
-                  progress: tqdm | None = None) -> tuple[int, list[EpochRecord]]:
-    """`epoch_select: inner`: the epoch count for `fold`, read off a held-out part of its training videos.
+def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[torch.Tensor], labels: np.ndarray,
+                subjects: np.ndarray, n_classes: int, kind: str, progress: tqdm | None = None,
+                probe: bool = False) -> list[FoldResult]:
+    """One group of folds (fold i reads features[i]) trained together; with `epoch_select: inner`, first the
+    held-out runs of all of them (together too), then each fold for the epoch count its held-out run chose.
 
-    The head (and its fitted input) trains on the rest of the training fold with the fold's own seeds
-    while the held-out subjects are scored each epoch; the count is the epoch of their best smoothed WAR
-    (`best_held_out_epoch`), at least the warm-up. Only training-fold videos are touched: the test fold never enters the choice."""
-    inner = inner_split(labels, subjects, fold.train, cfg.inner_folds, cfg.seed + fold.index)
-    if inner is None:
-        log.warning("fold %d: fewer than 2 training subjects, epoch_select=inner falls back to %d epochs",
-                    fold.index, cfg.epochs)
-        return cfg.epochs, []
-    device = feats.device
-    torch.manual_seed(cfg.seed + fold.index)
-    model = build_head(cfg, feats.shape[-1], n_classes, kind).to(device)
-    model.input.fit(feats[torch.as_tensor(inner.train, device=device)], subjects[inner.train], labels[inner.train])
-    sampler = ClipSampler.from_config(cfg, feats.shape[1])
-    held = train_fold(model, feats, labs, Fold(fold.index, inner.train, inner.test), sampler, cfg,
-                      seed=cfg.seed + 2000 + fold.index, progress=progress, patience=cfg.inner_patience)
-    if progress is not None and len(held.history) < cfg.epochs:  # the bar counted the held-out run's full length
-        progress.update(cfg.epochs - len(held.history))
-    return best_held_out_epoch(held.history, first=min(cfg.warmup_epochs, cfg.epochs)), held.history
+    The held-out run of a fold trains on part of its training subjects, with the fold's own seeds, while the
+    rest of its training subjects are scored each epoch; the count is the epoch of their best smoothed WAR
+    (`best_held_out_epoch`), at least the warm-up. The test fold never enters the choice."""
+    labs = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(features[0].device)
+    sampler = ClipSampler.from_config(cfg, features[0].shape[1])
+    epochs = {fold.index: cfg.epochs for fold in folds}
+    held: dict[int, list[EpochRecord]] = {}
+    if cfg.epoch_select == "inner":
+        runs = []
+        for fold, feats in zip(folds, features):
+            inner = inner_split(labels, subjects, fold.train, cfg.inner_folds, cfg.seed + fold.index)
+            if inner is None:
+                log.warning("fold %d: fewer than 2 training subjects, epoch_select=inner falls back to %d epochs",
+                            fold.index, cfg.epochs)
+                if progress is not None:
+                    progress.update(cfg.epochs)
+                continue
+            runs.append(fold_run(cfg, feats, labels, subjects, Fold(fold.index, inner.train, inner.test), n_classes,
+                                 kind, seed=cfg.seed + 2000 + fold.index, epochs=cfg.epochs,
+                                 patience=cfg.inner_patience))
+        for run, res in zip(runs, train_group(runs, labs, sampler, cfg, progress) if runs else []):
+            held[run.fold.index] = res.history
+            epochs[run.fold.index] = best_held_out_epoch(res.history, first=min(cfg.warmup_epochs, cfg.epochs))
+            if progress is not None:  # the bar counted the held-out run's full length, and the fold's
+                progress.update(cfg.epochs - len(res.history))
+                progress.total -= cfg.epochs - epochs[run.fold.index]
+                progress.refresh()
+    runs = [fold_run(cfg, feats, labels, subjects, fold, n_classes, kind, seed=cfg.seed + 1000 + fold.index,
+                     epochs=epochs[fold.index]) for fold, feats in zip(folds, features)]
+    results = train_group(runs, labs, sampler, cfg, progress)
+    for run, res in zip(runs, results):
+        res.held_out = held.get(run.fold.index, [])
+        if probe:
+            x = run.features
+            with torch.no_grad():
+                x = torch.cat([run.model.input(x[s:s + 256].float()) for s in range(0, len(x), 256)]).cpu().numpy()
+            res.probe = linear_probe(x, labels, run.fold.train, run.fold.test, cfg.seed)[:2]
+    return results
 
 
-def _train_one(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, fold: Fold, n_classes: int,
-               kind: str, device: torch.device, threads: int, progress: tqdm | None = None,
-               subjects: np.ndarray | None = None, probe: bool = False) -> FoldResult:
-    """One fold from its own seeds: the same result whether folds run in turn or in parallel processes."""
+def _train_share(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
+                 n_classes: int, kind: str, device: torch.device, threads: int, subjects: np.ndarray, probe: bool,
+                 fold_features: dict[int, np.ndarray] | None, progress: tqdm | None = None) -> list[FoldResult]:
+    """One process's share of the folds, `fold_batch` at a time as one batched model."""
     set_threads(threads, device)
     seed_everything(cfg.seed, device)
-    # float16 resident (half the memory: DFEW is 1.2 GiB); each gathered batch is cast to float32.
-    feats = np.ascontiguousarray(features)
-    # joblib hands a worker a read-only memory map; torch wants a writable array (it never writes here).
-    feats = torch.from_numpy(feats if feats.flags.writeable else feats.copy()).to(device)
-    labs = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-    sampler = ClipSampler.from_config(cfg, feats.shape[1])
-    subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
-    held_out: list[EpochRecord] = []
-    if cfg.epoch_select == "inner":
-        epochs, held_out = select_epochs(cfg, feats, labs, np.asarray(labels), subjects, fold, n_classes, kind, progress)
-        if progress is not None and epochs < cfg.epochs:
-            progress.total += epochs - cfg.epochs
-            progress.refresh()
-        cfg = dataclasses.replace(cfg, epochs=epochs)
-    torch.manual_seed(cfg.seed + fold.index)
-    model = build_head(cfg, feats.shape[-1], n_classes, kind).to(device)
-    # The fitted part of the input sees the training fold only (no test-fold statistics).
-    model.input.fit(feats[torch.as_tensor(fold.train, device=device)], subjects[fold.train],
-                    np.asarray(labels)[fold.train])
-    result = train_fold(model, feats, labs, fold, sampler, cfg, seed=cfg.seed + 1000 + fold.index, progress=progress)
-    result.held_out = held_out
-    if probe:
-        with torch.no_grad():
-            x = torch.cat([model.input(feats[s:s + 256].float()) for s in range(0, len(feats), 256)]).cpu().numpy()
-        result.probe = linear_probe(x, np.asarray(labels), fold.train, fold.test, cfg.seed)[:2]
-    return result
+    resident: dict[int, torch.Tensor] = {}
+
+    def feats_of(fold: Fold) -> torch.Tensor:
+        """float16 resident (half the memory: DFEW is 1.2 GiB), moved once; each gathered batch is cast to fp32."""
+        src = features if fold_features is None else fold_features[fold.index]
+        if id(src) not in resident:
+            a = np.ascontiguousarray(src)  # joblib hands a worker a read-only memory map; torch wants it writable
+            resident[id(src)] = torch.from_numpy(a if a.flags.writeable else a.copy()).to(device)
+        return resident[id(src)]
+
+    size = cfg.fold_batch or len(folds)
+    results: list[FoldResult] = []
+    for s in range(0, len(folds), size):
+        group = folds[s:s + size]
+        results += train_folds(cfg, group, [feats_of(f) for f in group], labels, subjects, n_classes, kind,
+                               progress, probe)
+    return results
 
 
 def fold_processes(cfg: TrainHeadConfig, device: torch.device, n_folds: int) -> int:
-    """How many folds train at once: `fold_workers`, else one per core (capped by the folds) on the CPU
+    """How many processes share the folds: `fold_workers`, else one per core (capped by the folds) on the CPU
     and one on a GPU."""
     return cfg.fold_workers or (min(os.cpu_count() or 1, n_folds) if device.type == "cpu" else 1)
 
@@ -340,33 +425,34 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     """Every fold trained from its own seed schedule; fold k on `fold_features[k]` when given (rows
     aligned with `features`: `train_head.features: finetuned`, pipeline/head/finetuned.py), else on `features`.
 
-    On the CPU, folds run in parallel processes with one thread each (`fold_workers`, default one
-    per core): a head this small is matmul-latency bound at batch 8, and two single-threaded folds
-    finish sooner than one fold on two threads (bench/bench_head.py). On a GPU folds run in turn.
+    The folds train as one batched model (`fold_batch` at most at a time): one step of k folds pays the
+    per-step overhead once instead of k times. On the CPU the folds are shared among `fold_workers`
+    single-threaded processes (default one per core): measured on a busy 2-core machine, one process on two
+    threads ran the same steps 3x slower than one thread, its OpenMP pool spinning against other processes
+    (bench/results/head_cpu.md). Every fold's numbers are those of training it alone, whichever the grouping
+    (tests/head/test_fold_stack.py, tests/head/test_parallel.py).
     """
     device = device or resolve_device(cfg.device)
     warn_if_emulated(device, cfg.precision, "train_head.precision", log)
+    labels = np.asarray(labels)
+    subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
     workers = fold_processes(cfg, device, len(folds))
-
-    def feats_of(fold: Fold) -> np.ndarray:
-        return features if fold_features is None else fold_features[fold.index]
-
     if workers > 1 and device.type == "cpu" and len(folds) > 1:
         from joblib import Parallel, delayed
 
         release_idle_workers()  # a pool left by detect/manifest would recycle these workers mid-run
-        jobs = (delayed(_train_one)(cfg, feats_of(f), labels, f, n_classes, kind, device, cfg.threads or 1,
-                                    subjects=subjects, probe=probe) for f in folds)
-        results = list(tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(folds),
-                            desc=f"{desc} ({workers} folds at a time)", unit="fold", leave=False))
+        shares = [folds[i * len(folds) // workers:(i + 1) * len(folds) // workers] for i in range(workers)]
+        jobs = (delayed(_train_share)(cfg, features, labels, share, n_classes, kind, device, cfg.threads or 1,
+                                      subjects, probe, None if fold_features is None else
+                                      {f.index: fold_features[f.index] for f in share}) for share in shares)
+        results = [r for part in tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=workers,
+                                      desc=f"{desc} ({workers} processes, folds batched)", unit="share", leave=False)
+                   for r in part]
         return sorted(results, key=lambda r: r.fold)
-    results = []
     passes = 2 if cfg.epoch_select == "inner" else 1  # the held-out run, then the fold (shortened as chosen)
     with tqdm(total=len(folds) * cfg.epochs * passes, desc=desc, unit="epoch", leave=False) as bar:
-        for fold in folds:
-            results.append(_train_one(cfg, feats_of(fold), labels, fold, n_classes, kind, device, cfg.threads, bar,
-                                      subjects=subjects, probe=probe))
-    return results
+        return _train_share(cfg, features, labels, folds, n_classes, kind, device, cfg.threads, subjects, probe,
+                            fold_features, bar)
 
 
 # --------------------------------------------------------------------------- checkpoints

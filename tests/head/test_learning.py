@@ -60,20 +60,20 @@ def test_inner_epoch_selection_never_touches_the_test_fold_and_stops_early(tmp_p
     cache = load_cache(tmp_path / "synth" / "features")
     folds = make_folds(cache.label, cache.subject, k=3, seed=0)
     subjects = np.asarray(cache.subject)
-    seen: list[tuple[np.ndarray, np.ndarray]] = []
-    real = train.train_fold
+    calls: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    real = train.train_group
 
-    def spy(model, features, labels, fold, *a, **kw):
-        seen.append((np.asarray(fold.train), np.asarray(fold.test)))
-        return real(model, features, labels, fold, *a, **kw)
+    def spy(runs, *a, **kw):
+        calls.append([(np.asarray(r.fold.train), np.asarray(r.fold.test)) for r in runs])
+        return real(runs, *a, **kw)
 
-    monkeypatch.setattr(train, "train_fold", spy)
+    monkeypatch.setattr(train, "train_group", spy)
     cfg = TrainHeadConfig(epochs=40, hidden=32, lr=3e-3, batch_size=16, warmup_epochs=2, t_max=40, dropout=0.1,
                           threads=1, device="cpu", center="none", epoch_select="inner", inner_patience=15,
                           fold_workers=1)  # in this process, where the spy sees every run
     results = cross_validate(cfg, cache.features, cache.label, folds, 3, subjects=subjects)
-    assert len(seen) == 2 * len(folds)  # one held-out run and one fold run per fold
-    for fold, r, (held_train, held_out), (fold_train, fold_test) in zip(folds, results, seen[::2], seen[1::2]):
+    assert [len(c) for c in calls] == [len(folds), len(folds)]  # the held-out runs together, then the folds
+    for fold, r, (held_train, held_out), (fold_train, fold_test) in zip(folds, results, *calls):
         test_subjects = set(subjects[fold.test])
         assert set(held_train) | set(held_out) == set(fold.train)  # the held-out run sees training rows only
         assert not set(subjects[held_out]) & set(subjects[held_train])  # subject-independent

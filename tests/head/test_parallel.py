@@ -1,4 +1,5 @@
-"""Folds in parallel processes: same numbers as in turn, and no worker recycled mid-run."""
+"""Folds shared among processes: the numbers of all folds batched in one process (to float rounding: the
+batched matmuls differ in size), and no worker recycled mid-run."""
 from __future__ import annotations
 
 import pytest
@@ -33,5 +34,6 @@ def test_parallel_folds_equal_serial_and_survive_a_pool_left_by_another_stage():
     assert not [w for w in caught if "worker stopped" in str(w.message)], [str(w.message) for w in caught]
     for par, ser in zip(runs[2], runs[1]):
         assert par.fold == ser.fold
-        np.testing.assert_array_equal(par.probs, ser.probs)
-        assert par.history == ser.history
+        np.testing.assert_allclose(par.probs, ser.probs, rtol=1e-5, atol=1e-7)
+        assert [e.test_war for e in par.history] == [e.test_war for e in ser.history]
+        np.testing.assert_allclose([e.train_loss for e in par.history], [e.train_loss for e in ser.history], rtol=1e-5)

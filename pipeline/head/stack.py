@@ -1,0 +1,256 @@
+"""The k folds of a run as one model: every parameter gets a leading fold dimension (issue 28).
+
+A step of 8 videos is far too small to keep a CPU (or a GPU) busy; one step of all folds at once is
+k times larger and pays the per-step overhead once. Each fold still trains exactly as it would alone:
+
+- its own parameters, initialised from its own seed, and its own fitted input (InputTransform buffers);
+- its own Adam moments and step count (`FoldAdam`): Adam is elementwise, so the fused update of one fold's
+  slices is that fold's update, and a fold without a batch in this step is left untouched;
+- its own dropout masks, drawn from its own generator in the order training alone draws them: the
+  generator starts from the global RNG state right after the fold's model was built, which is where a
+  fold trained alone draws its masks from (so the masks equal a lone run's on the CPU, dropout on or off).
+
+`CEFLNetStack` is the paper's head (`WithInput(InputTransform, CEFLNet(variant=paper))`) written with
+batched matmuls: the same equations as pipeline/head/model.py in the same order (tests check values and
+gradients against the module), with the big weights stored transposed so that their gradients come
+out of the matmul in the stored layout. Measured on 2 cores (bench/results/head_cpu.md): torch.func's
+vmap over the module was ~1.5x slower per step (a transposing copy of every weight gradient) and has
+no batching rule for nn.LSTM. `ModuleStack` runs any other head (the ablation rows, `variant: authors`)
+fold after fold inside the step, each fold under its own RNG state: the same numbers as training alone.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.optim.adam import adam
+
+from pipeline.head.baselines import WithInput
+from pipeline.head.model import CEFLNet, HeadOutput
+
+TRANSPOSED = ("head.cfe.sal.qk.weight", "head.cfe.sal.v.weight", "head.cfe.lrl.q1.weight")
+"""nn.Linear weights (out, in) kept as (F, in, out): `x @ W` then yields the gradient in that layout."""
+
+
+def rng_state(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def set_rng_state(state: torch.Tensor, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
+class CEFLNetStack:
+    """k fitted `WithInput(InputTransform, CEFLNet paper)` heads as one batched model (F = k)."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        first = models[0]
+        self.n_folds = len(models)
+        self.device = next(first.parameters()).device
+        self.raw, self.raw_dropout = first.input.raw, first.input.raw_dropout
+        cfe, eian = first.head.cfe, first.head.eian
+        self.scale, self.dropout, self.kernel = cfe.sal.scale, eian.drop.p, eian.score.kernel_size[0]
+        self.param_names = [k for k, _ in first.named_parameters()]
+        self.buffer_names = [k for k, _ in first.named_buffers()]
+        states = [m.state_dict() for m in models]
+
+        def stacked(key: str) -> torch.Tensor:
+            return torch.stack([s[key].t() if key in TRANSPOSED else s[key] for s in states]).contiguous()
+
+        self.params = {k: stacked(k).requires_grad_() for k in self.param_names}
+        self.buffers = {k: stacked(k) for k in self.buffer_names}
+        self.generators: list[torch.Generator] = []  # one per fold, set by stack_heads
+        self.training = True
+
+    def train(self, mode: bool = True) -> None:
+        self.training = mode
+
+    def eval(self) -> None:
+        self.training = False
+
+    def fold_params(self, f: int) -> list[torch.Tensor]:
+        return [self.params[k][f] for k in self.param_names]
+
+    def fold_grads(self, f: int) -> list[torch.Tensor | None]:
+        return [None if self.params[k].grad is None else self.params[k].grad[f] for k in self.param_names]
+
+    def zero_grad(self) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+    def state_dict(self, f: int) -> dict[str, torch.Tensor]:
+        """Fold f's weights as the module's state_dict (checkpoints keep today's format)."""
+        out = {}
+        for k in self.param_names + self.buffer_names:
+            t = self.params[k] if k in self.params else self.buffers[k]
+            out[k] = (t[f].t() if k in TRANSPOSED else t[f]).detach().cpu().contiguous()
+        return out
+
+    def _keep(self, shape: tuple[int, ...], counts: Sequence[int], draw) -> torch.Tensor:
+        """(F, B, *shape) dropout factors: fold f's first counts[f] rows from its own generator, 0 elsewhere
+        (padding rows and folds sitting the step out carry no loss)."""
+        out = torch.zeros(self.n_folds, self.batch, *shape, device=self.device)
+        for f, n in enumerate(counts):
+            if n:
+                out[f, :n] = draw((n, *shape), self.generators[f])
+        return out
+
+    def __call__(self, x: torch.Tensor, counts: Sequence[int] | None = None) -> HeadOutput:
+        """x: (F, B, n, K, in_dim) -> HeadOutput with a leading F on every field. `counts`: the real rows of
+        each fold in this batch (training only: whose dropout masks to draw)."""
+        p, buf = self.params, self.buffers
+        fn, b, n, k, _ = x.shape
+        self.batch = b
+        drop = self.training and torch.is_grad_enabled()
+        if self.raw:  # InputTransform (pipeline/head/inputs.py)
+            changing, raw = x[..., :-self.raw], x[..., -self.raw:] - buf["input.mean"].view(fn, 1, 1, 1, -1)
+            flat = raw.reshape(fn, -1, self.raw)  # (F, B*n*K, R)
+            basis = buf["input.basis"]  # (F, r, R)
+            raw = (flat - (flat @ basis.transpose(1, 2)) @ basis).view_as(raw)
+            if self.raw_dropout and drop:
+                keep = self._keep((1, 1, 1), counts,
+                                  lambda s, g: torch.rand(s, generator=g, device=self.device) >= self.raw_dropout)
+                raw = raw * keep
+            x = torch.cat([changing, raw], dim=-1)
+        d = x.shape[-1]
+        # CFE (model.CFE.forward, eq. 1-3), with F * B * n clips
+        tokens = x.reshape(fn, b * n * k, d)  # (F, T, D)
+        q, key = (tokens @ p["head.cfe.sal.qk.weight"]).chunk(2, dim=-1)  # 2 x (F, T, H)
+        q, key = q.reshape(fn * b * n, k, -1), key.reshape(fn * b * n, k, -1)  # (N, K, H), N = F*B*n
+        att = torch.softmax(q @ key.transpose(-2, -1) * self.scale, dim=-1)  # (N, K, K)
+        wv = p["head.cfe.sal.v.weight"]  # (F, D, H)
+        u = p["head.cfe.lrl.q0.weight"].view(fn, 2, -1) @ wv.transpose(1, 2)  # (F, 2, D)
+        fu = att @ (tokens @ u.transpose(1, 2)).view(fn * b * n, k, 2)  # (N, K, 2)
+        logit = (fu[..., 0].mean(dim=1, keepdim=True) + fu[..., 1]).view(fn, b * n, k) \
+            + p["head.cfe.lrl.q0.bias"].view(fn, 1, 1)  # (F, B*n, K)   eq. 2
+        w = torch.sigmoid(logit).view(fn * b * n, k)  # (N, K)
+        c = (w.unsqueeze(1) @ att).squeeze(1) / w.sum(dim=1, keepdim=True)  # (N, K)
+        pooled = (c.unsqueeze(1) @ tokens.view(fn * b * n, k, d)).view(fn, b * n, d)  # (F, B*n, D)
+        v = (pooled @ wv) @ p["head.cfe.lrl.q1.weight"]  # (F, B*n, H)   eq. 3
+        h = v.shape[-1]
+        # EIAN (model.EIAN.forward, eq. 4-9): the clip-scoring conv as one matmul per kernel tap
+        sw = p["head.eian.score.weight"]  # (F, C, H, kernel)
+        pad = self.kernel // 2
+        vp = F.pad(v.view(fn, b, n, h), (0, 0, pad, pad))  # (F, B, n + 2 pad, H)
+        score = sum(vp[:, :, t:t + n].reshape(fn, b * n, h) @ sw[..., t].transpose(1, 2) for t in range(self.kernel))
+        score = score + p["head.eian.score.bias"].view(fn, 1, -1)  # (F, B*n, C)
+        a = torch.softmax(score.view(fn, b, n, -1).transpose(2, 3), dim=-1)  # (F, B, C, n)   eq. 5
+        m = a.unsqueeze(-1) * v.view(fn, b, 1, n, h)  # (F, B, C, n, H)   eq. 7
+        clip_max = m.amax(dim=3)  # (F, B, C, H)   eq. 8
+        read = clip_max
+        if self.dropout and drop:
+            keep = 1.0 - self.dropout  # F.dropout's mask: bernoulli_(1 - p), divided by 1 - p
+            read = clip_max * self._keep(clip_max.shape[2:], counts, lambda s, g: torch.empty(
+                s, device=self.device).bernoulli_(keep, generator=g).div_(keep))
+        logits = (read * p["head.eian.fc_weight"].unsqueeze(1)).sum(-1) + p["head.eian.fc_bias"].unsqueeze(1)  # (F, B, C)
+        pred = logits.argmax(dim=-1, keepdim=True)  # (F, B, 1)
+        rich = a.gather(2, pred[..., None].expand(-1, -1, 1, n)).squeeze(2).argmax(dim=-1)  # (F, B)   eq. 6
+        emb = clip_max.gather(2, pred[..., None].expand(-1, -1, 1, h)).squeeze(2)  # (F, B, H)
+        return HeadOutput(logits, a, rich, emb)
+
+
+class ModuleStack:
+    """Any head, one module per fold, run fold after fold inside each batched step under the fold's own RNG
+    state (so its dropout masks are those of training alone). Outputs are padded to (F, B, ...)."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        self.models = list(models)
+        self.n_folds = len(models)
+        self.device = next(models[0].parameters()).device
+        self.rng: list[torch.Tensor] = []  # one per fold, set by stack_heads
+        self.training = models[0].training
+
+    def train(self, mode: bool = True) -> None:
+        self.training = mode
+        for m in self.models:
+            m.train(mode)
+
+    def eval(self) -> None:
+        self.train(False)
+
+    def fold_params(self, f: int) -> list[torch.Tensor]:
+        return list(self.models[f].parameters())
+
+    def fold_grads(self, f: int) -> list[torch.Tensor | None]:
+        return [p.grad for p in self.models[f].parameters()]
+
+    def zero_grad(self) -> None:
+        for m in self.models:
+            m.zero_grad(set_to_none=True)
+
+    def state_dict(self, f: int) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.models[f].state_dict().items()}
+
+    def __call__(self, x: torch.Tensor, counts: Sequence[int] | None = None) -> HeadOutput:
+        counts = list(counts) if counts is not None else [x.shape[1]] * self.n_folds
+        outs = []
+        for f, (model, c) in enumerate(zip(self.models, counts)):
+            if not c:
+                outs.append(None)
+                continue
+            if self.training:
+                set_rng_state(self.rng[f], self.device)
+            outs.append(model(x[f, :c]))
+            if self.training:
+                self.rng[f] = rng_state(self.device)
+        ref = next(o for o in outs if o is not None)
+
+        def padded(field: str) -> torch.Tensor:
+            like = getattr(ref, field)
+            out = like.new_zeros((self.n_folds, x.shape[1], *like.shape[1:]))
+            return torch.stack([torch.cat([getattr(o, field), out[f, len(getattr(o, field)):]]) if o is not None
+                                else out[f] for f, o in enumerate(outs)])
+
+        return HeadOutput(*(padded(k) for k in ("logits", "clip_scores", "rich_clip", "embedding")))
+
+
+def is_paper_ceflnet(model: nn.Module) -> bool:
+    return isinstance(model, WithInput) and isinstance(model.head, CEFLNet) and model.head.variant == "paper"
+
+
+def stack_heads(models: Sequence[nn.Module], rng_states: Sequence[torch.Tensor]) -> CEFLNetStack | ModuleStack:
+    """The batched model of these fold heads; `rng_states[f]`: the global RNG state right after fold f's head
+    was built (where training alone draws its dropout masks from)."""
+    if all(is_paper_ceflnet(m) for m in models):
+        stack = CEFLNetStack(models)
+        stack.generators = []
+        for s in rng_states:
+            g = torch.Generator(device=stack.device)
+            g.set_state(s)
+            stack.generators.append(g)
+        return stack
+    stack = ModuleStack(models)
+    stack.rng = list(rng_states)
+    return stack
+
+
+class FoldAdam:
+    """torch.optim.Adam (fused) applied fold by fold on the stack's per-fold parameters: each fold keeps its
+    own moments and step count, and `step(folds)` updates only the folds that had a batch."""
+
+    def __init__(self, stack: CEFLNetStack | ModuleStack, lr: float, weight_decay: float):
+        self.stack, self.lr, self.weight_decay = stack, lr, weight_decay
+        self.params = [stack.fold_params(f) for f in range(stack.n_folds)]
+        self.exp_avg = [[torch.zeros_like(p, memory_format=torch.preserve_format) for p in ps] for ps in self.params]
+        self.exp_avg_sq = [[torch.zeros_like(p, memory_format=torch.preserve_format) for p in ps] for ps in self.params]
+        self.steps = [[torch.zeros((), dtype=torch.float32, device=p.device) for p in ps] for ps in self.params]
+
+    @torch.no_grad()
+    def step(self, folds: Sequence[int]) -> None:
+        lists: tuple[list, ...] = ([], [], [], [], [])
+        for f in folds:
+            for i, g in enumerate(self.stack.fold_grads(f)):
+                if g is None:  # as torch.optim: a parameter without a gradient is skipped, its step not counted
+                    continue
+                for lst, t in zip(lists, (self.params[f][i], g, self.exp_avg[f][i], self.exp_avg_sq[f][i],
+                                          self.steps[f][i])):
+                    lst.append(t)
+        if lists[0]:
+            params, grads, m, v, steps = lists
+            adam(params, grads, m, v, [], steps, fused=True, amsgrad=False, beta1=0.9, beta2=0.999, lr=self.lr,
+                 weight_decay=self.weight_decay, eps=1e-8, maximize=False)
