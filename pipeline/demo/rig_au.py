@@ -9,8 +9,8 @@ head that learned one rig's artefacts fails on the other:
   fit to RetinaFace's 5 landmarks, then bent so its eye centres, nose tip (30) and mouth corners
   (48, 54) land on them; plus a few skin points (cheeks, glabella, forehead, under the chin) and
   fixed anchors (hairline, face border, image border);
-- warp: piecewise affine over a Delaunay triangulation of the moved mesh; every pixel finds its
-  triangle there and takes its source from the same barycentric coordinates in the neutral mesh;
+- warp: piecewise affine over one Delaunay triangulation per photo; every pixel finds its triangle in
+  the moved mesh and takes its source from the same barycentric coordinates in the neutral mesh;
 - expressions: compositions of FACS action units (Ekman, Friesen & Hager 2002, *FACS Manual*), each
   a displacement of mesh points at intensity E; a class is an EMFACS prototype (Friesen & Ekman
   1983) with a variant, per-AU intensities and a left/right asymmetry drawn per video;
@@ -144,9 +144,7 @@ def _ring(chain: tuple[int, ...]) -> list[int]:
 
 MOUTH_HOLE = tuple(_ring(_LIP_CHAINS[2]) + _ring(_LIP_CHAINS[3]))
 """The inner-lip outline, midpoints included, in order (upper lip left to right, lower back)."""
-CONTACT = np.zeros(N_MOVING, bool)
-CONTACT[list(MOUTH_HOLE)] = True
-"""Points on the closed lips' contact line (see `folded`)."""
+
 LANDMARK_POINTS = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47), (30,), (48,), (54,))
 """Mesh points that correspond to RetinaFace's 5 landmarks (image-left eye, image-right eye, nose
 tip, image-left and image-right mouth corner): an eye is the mean of its 6 points."""
@@ -165,12 +163,20 @@ def _landmark_positions(points: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FaceMesh:
-    """One photo's neutral mesh: moving points first (N_MOVING), then the fixed anchors."""
+    """One photo's neutral mesh and its triangulation (see `triangulate`)."""
 
     points: np.ndarray
-    """(N, 2) image coordinates."""
+    """(N, 2) image coordinates: moving points first (N_MOVING), then the fixed anchors."""
     frame: FaceFrame
     shape: tuple[int, int]
+    simplices: np.ndarray
+    """(T, 3) point indices of the triangles."""
+    orientation: np.ndarray
+    """(T,) +1/-1: each triangle's orientation with the mouth opened a little; a move that turns a
+    triangle the other way folds the mesh."""
+    thin: np.ndarray
+    """(T,) bool: triangles under MIN_HEIGHT pixels high with the mouth opened a little, which can
+    turn over without anything visible folding (a straight lip edge that arches)."""
 
     @property
     def d(self) -> float:
@@ -202,7 +208,7 @@ def _residual_weights() -> np.ndarray:
     half = TEMPLATE[54, 0]
     for i in range(48, 68):
         t = float(np.clip(x[i] / half, -1, 1))
-        g = 0.5 + 0.5 * abs(t)
+        g = 0.5 + 0.5 * t * t  # smooth in t: a smiling photo's lips curve, they do not kink
         w[i] = [0, 0, 1 - g, g * (1 - t) / 2, g * (1 + t) / 2]
     for name in ("forehead", "forehead_out", "forehead_l", "forehead_out_l"):
         i = SKIN_INDEX[name]
@@ -246,7 +252,77 @@ def fit_mesh(frame: FaceFrame, shape: tuple[int, int]) -> FaceMesh:
                        if x in (lo[0], hi[0]) or y in (lo[1], hi[1])])
     gap = MIN_ANCHOR_GAP * frame.d
     keep = [p for p in (*anchors, *border) if np.min(np.hypot(*(moving - p).T)) > gap]
-    return FaceMesh(np.vstack([moving, np.array(keep).reshape(-1, 2)]), frame, (h, w))
+    points = np.vstack([moving, np.array(keep).reshape(-1, 2)])
+    return FaceMesh(points, frame, (h, w), *triangulate(points, frame))
+
+
+OPEN_AT_REST = 0.03
+"""Inter-ocular units the lower lip is lowered by to orient the mouth's strip (see `triangulate`)."""
+MIN_HEIGHT = 0.5
+"""Pixels: a triangle lower than this is a line (see `FaceMesh.thin`)."""
+
+
+def _crosses(p: np.ndarray, q: np.ndarray, r: np.ndarray, s: np.ndarray) -> bool:
+    """Whether segments pq and rs cross at a point inside both."""
+    side = lambda a, b, c: (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])  # noqa: E731
+    return side(p, q, r) * side(p, q, s) < 0 and side(r, s, p) * side(r, s, q) < 0
+
+
+def _force_edge(simplices: np.ndarray, points: np.ndarray, a: int, b: int) -> None:
+    """Flip edges of the triangulation (in place) until a-b is one of its edges (Lawson flips: each
+    replaces an edge that a-b crosses by the other diagonal of its convex quadrilateral)."""
+    for _ in range(len(simplices)):
+        has = lambda *v: np.isin(simplices, v).sum(1) == len(v)  # noqa: E731
+        if has(a, b).any():
+            return
+        for t in np.flatnonzero(has(a)):
+            c, d = (int(i) for i in simplices[t] if i != a)
+            if not _crosses(points[a], points[b], points[c], points[d]):
+                continue
+            u = next(k for k in np.flatnonzero(has(c, d)) if k != t)
+            e = next(int(i) for i in simplices[u] if i not in (c, d))
+            if _crosses(points[a], points[e], points[c], points[d]):  # convex: the flip is valid
+                simplices[t], simplices[u] = (a, c, e), (a, e, d)
+                break
+        else:
+            raise ValueError(f"cannot make {a}-{b} an edge of the face mesh")
+    raise ValueError(f"cannot make {a}-{b} an edge of the face mesh")
+
+
+def triangulate(points: np.ndarray, frame: FaceFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(simplices, orientation, thin) of a neutral mesh, fixed for every expression of the photo.
+
+    The closed lips' upper and lower contact points coincide. Delaunay triangulates the mesh without
+    the lower ones; then the mesh is cut along the contact line (a triangle below it takes the lower
+    twins of its contact points) and the cut is bridged by a strip of triangles, flat at rest, that
+    the warp stretches into the mouth cavity when the lips part. The lips' outline stays a line of
+    triangle edges whatever the move (a Delaunay triangulation of each moved mesh would not keep it:
+    it can join parted contact points to an outer-lip point and tear the lip by the mouth corner).
+    """
+    upper, lower = list(MOUTH_HOLE[:9]), [60, *MOUTH_HOLE[:8:-1], 64]  # both left corner to right
+    twin = dict(zip(upper[1:-1], lower[1:-1]))
+    keep = np.setdiff1d(np.arange(len(points)), lower[1:-1])
+    simplices = keep[Delaunay(points[keep]).simplices]
+    for a, b in zip(upper[:-1], upper[1:]):  # the cut runs along triangle edges
+        _force_edge(simplices, points, a, b)
+    # the lower lip's triangles: centroid below the contact line (face frame: y grows downwards)
+    xy = np.stack([(points - frame.origin) @ frame.u, (points - frame.origin) @ frame.v], 1)
+    line_x, line_y = xy[upper, 0], xy[upper, 1]
+    centre = xy[simplices].mean(1)
+    below = centre[:, 1] > np.interp(centre[:, 0], line_x, line_y)
+    for t in np.flatnonzero(below & np.isin(simplices, list(twin)).any(1)):
+        simplices[t] = [twin.get(int(i), int(i)) for i in simplices[t]]
+    strip = [tri for k in range(8) for tri in ((upper[k], upper[k + 1], lower[k + 1]),
+                                                (upper[k], lower[k + 1], lower[k]))
+             if len(set(tri)) == 3]
+    simplices = np.vstack([simplices, strip])
+    # orientations with the lower lip lowered a little, where the strip has an area
+    opened = points.copy()
+    opened[lower[1:-1]] += OPEN_AT_REST * frame.d * frame.v
+    tri = opened[simplices]
+    area = _signed_area(tri)
+    longest = np.max([np.hypot(*(tri[:, i] - tri[:, (i + 1) % 3]).T) for i in range(3)], axis=0)
+    return simplices, np.sign(area), np.abs(area) / longest < MIN_HEIGHT
 
 
 @functools.lru_cache(maxsize=64)
@@ -269,61 +345,67 @@ def _pixel_grid(shape: tuple[int, int]) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], 1)
 
 
-MIN_HEIGHT = 0.5
-"""Pixels: a neutral triangle lower than this is a line (see `folded`)."""
-
-
 def _signed_area(tri: np.ndarray) -> np.ndarray:
     """(T,) twice the signed area of (T, 3, 2) triangles."""
     a, b = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
 
 
-def folded(neutral: np.ndarray, moved: np.ndarray, simplices: np.ndarray,
-           contact: np.ndarray | None = None) -> np.ndarray:
-    """(T,) bool: triangles that the move turns over.
-
-    A triangle that is a line in the neutral mesh only ever shows that line of pixels stretched,
-    whichever way round: a tear, not a fold. Such are the triangles between the inner lips (`contact`:
-    (N,) bool, the points on the closed lips' contact line, which part when the mouth opens;
-    `mesh_displacement` keeps the lower lip from passing the upper one) and any triangle under
-    MIN_HEIGHT pixels high (a straight lip edge that arches).
-    """
-    tri = neutral[simplices]
-    rest, now = _signed_area(tri), _signed_area(moved[simplices])
-    longest = np.max([np.hypot(*(tri[:, i] - tri[:, (i + 1) % 3]).T) for i in range(3)], axis=0)
-    line = np.abs(rest) / np.maximum(longest, 1e-9) <= MIN_HEIGHT
-    if contact is not None:
-        line |= contact[simplices].all(1)
-    return (rest * now < 0) & ~line
+def folded(mesh: FaceMesh, moved: np.ndarray) -> np.ndarray:
+    """(T,) bool: the mesh's triangles that `moved` turns over (a triangle squashed flat, as the
+    mouth strip of closed lips, is not turned over)."""
+    now = _signed_area(moved[mesh.simplices])
+    return (now * mesh.orientation < -1e-6 * mesh.d ** 2) & ~mesh.thin
 
 
-def piecewise_affine_field(neutral: np.ndarray, moved: np.ndarray, shape: tuple[int, int],
-                           contact: np.ndarray | None = None) -> np.ndarray:
+def _neighbours(simplices: np.ndarray) -> np.ndarray:
+    """(T, 3) the triangle across each edge of each triangle (itself on the hull)."""
+    across: dict[tuple[int, int], list[int]] = {}
+    for t, tri in enumerate(simplices):
+        for k in range(3):
+            across.setdefault(tuple(sorted((int(tri[k]), int(tri[(k + 1) % 3])))), []).append(t)
+    out = np.repeat(np.arange(len(simplices))[:, None], 3, 1)
+    for t, tri in enumerate(simplices):
+        for k in range(3):
+            out[t, k] = next((u for u in across[tuple(sorted((int(tri[k]), int(tri[(k + 1) % 3]))))] if u != t), t)
+    return out
+
+
+def piecewise_affine_field(neutral: np.ndarray, moved: np.ndarray, simplices: np.ndarray,
+                           shape: tuple[int, int]) -> np.ndarray:
     """(H, W, 2) backward displacement `f`: image(x + f(x)) shows the mesh moved neutral → moved.
 
-    Each pixel is located in the Delaunay triangulation of the moved points; its source is the point
-    with the same barycentric coordinates in the same triangle of the neutral mesh (in an opened
-    mouth, a point of the lips' contact line). Raises when a triangle turns over (the move would fold
-    the face onto itself; `contact` as in `folded`).
+    Every pixel's triangle in the moved mesh comes from one rasterisation of the triangles' indices,
+    corrected on their edges (a pixel drawn by a neighbour goes to whichever of the two holds its
+    centre); its source is the point with the same barycentric coordinates in the same triangle of
+    the neutral mesh, i.e. one affine map per triangle (in an opened mouth, onto the lips' contact
+    line). Triangles flat in the moved mesh (the strip of closed lips) hold no pixel.
     """
-    tri = Delaunay(moved)
-    flipped = folded(neutral, moved, tri.simplices, contact)
-    if flipped.any():
-        raise ValueError(f"{int(flipped.sum())} mesh triangles turn over: the action units move too far")
-    grid = _pixel_grid(tuple(shape))
-    # every pixel is inside the anchors' frame; a brute-force search over the ~250 triangles is ~20x
-    # faster here than Qhull's directed walk (measured: 0.09 s against 1.7 s for 320x320)
-    simplex = tri.find_simplex(grid, bruteforce=True)
-    inside = simplex >= 0
-    s = simplex[inside]
-    t = tri.transform[s]  # (M, 3, 2): barycentric coordinates = T[:2] @ (x - T[2])
-    bary = np.einsum("mij,mj->mi", t[:, :2], grid[inside] - t[:, 2])
-    bary = np.concatenate([bary, 1 - bary.sum(1, keepdims=True)], 1)  # (M, 3)
-    source = np.einsum("mk,mkd->md", bary, neutral[tri.simplices[s]])
-    field = np.zeros_like(grid)
-    field[inside] = source - grid[inside]
-    return field.reshape(*shape, 2).astype(np.float32)
+    h, w = shape
+    tri_now, tri_rest = moved[simplices], neutral[simplices]  # (T, 3, 2)
+    area = np.abs(_signed_area(tri_now))
+    flat = area <= 1e-6
+    index = np.full((h, w), -1, np.int32)
+    for t in np.flatnonzero(~flat):
+        cv2.fillConvexPoly(index, np.round(tri_now[t] * 16).astype(np.int32), int(t), cv2.LINE_8, 4)
+    t = index.ravel()
+    if (t < 0).any():
+        raise ValueError(f"{int((t < 0).sum())} pixels are outside the mesh: its frame must cover the image")
+    # barycentric coordinates: [x y 1] @ inv([corners | 1]); a flat triangle gets none
+    corners = np.concatenate([tri_now, np.ones((len(simplices), 3, 1))], 2)
+    inv = np.zeros((len(simplices), 3, 3))
+    inv[~flat] = np.linalg.inv(corners[~flat])
+    grid = _pixel_grid((h, w))
+    xy1 = np.concatenate([grid, np.ones((len(grid), 1))], 1)
+    bary = np.einsum("mi,mij->mj", xy1, inv[t])
+    edge = np.flatnonzero(bary.min(1) < -1e-6)  # drawn by a neighbour: try the neighbours
+    cand = np.concatenate([t[edge, None], _neighbours(simplices)[t[edge]]], 1)  # (E, 4)
+    cand = np.where(flat[cand], t[edge, None], cand)
+    fit = np.einsum("ei,ekij->ekj", xy1[edge], inv[cand]).min(2)  # (E, 4): inside when >= 0
+    t[edge] = cand[np.arange(len(edge)), fit.argmax(1)]
+    bary[edge] = np.einsum("ei,eij->ej", xy1[edge], inv[t[edge]])
+    source = np.einsum("mk,mkd->md", bary, tri_rest[t])
+    return (source - grid).reshape(h, w, 2).astype(np.float32)
 
 
 # ------------------------------------------------------------------ action units
@@ -388,10 +470,11 @@ ACTION_UNITS: dict[int, ActionUnit] = {
         54: (0.01, -0.02), 64: (0.0, -0.03), 35: (0.02, -0.03), 34: (0.0, -0.02), 33: (0.0, -0.01),
         "cheek": (0.0, -0.03)}),
     # zygomaticus major: the lip corners are pulled back and up along the muscle's line (~8 mm out,
-    # ~7 mm up), the lips stretch, the cheeks bunch up and push the lower lids
+    # ~7 mm up), the lips stretch into an upward curve (the rise grows with the square of the
+    # distance from the middle), the cheeks bunch up and push the lower lids
     12: ActionUnit("lip corner puller", {
-        54: (0.13, -0.11), 64: (0.12, -0.10), 53: (0.07, -0.05), 52: (0.03, -0.02), 63: (0.05, -0.04),
-        55: (0.07, -0.05), 56: (0.03, -0.015), 65: (0.05, -0.04), "cheek": (0.03, -0.05),
+        54: (0.13, -0.11), 64: (0.12, -0.10), 53: (0.07, -0.05), 52: (0.03, -0.015), 63: (0.04, -0.02),
+        55: (0.07, -0.05), 56: (0.03, -0.015), 65: (0.04, -0.02), "cheek": (0.03, -0.05),
         35: (0.015, -0.01), 46: (0.0, -0.015), 47: (0.0, -0.01), 12: (0.01, -0.01), 11: (0.01, -0.01)}),
     # depressor anguli oris: the lip corners are pulled down (~5 mm) and slightly out
     15: ActionUnit("lip corner depressor", {
@@ -547,7 +630,7 @@ WRINKLES: dict[int, tuple[Band, ...]] = {
     1: (_forehead(0.14, 0.16, False), _forehead(0.25, 0.12, False)),
     2: (_forehead(0.15, 0.14, True), _forehead(0.26, 0.10, True)),
     # vertical glabella furrows between the lowered brows
-    4: (Band(((22, -0.045, 0.03), (22, -0.04, -0.06), (22, -0.02, -0.14)), 0.2, 0.02, lit=(0.0, 0.0)),),
+    4: (Band(((22, -0.045, 0.04), (22, -0.04, -0.06), (22, -0.02, -0.15)), 0.15, 0.024, lit=(0.0, 0.0)),),
     # crow's feet fanning from the outer eye corner, and the lower-lid bulge (infraorbital furrow
     # under the raised lower lid, lit above)
     6: tuple(Band(((45, 0.07, -0.03 + 0.04 * k), (45, 0.19, -0.08 + 0.09 * k)), 0.14, 0.015,
@@ -568,12 +651,15 @@ WRINKLES: dict[int, tuple[Band, ...]] = {
 }
 BULGE_LIGHT = 0.25
 """Brightening of a wrinkle's lit ridge relative to its crease's darkening."""
-CAVITY_LUMA = (0.35, 0.12)
-"""Brightness of the mouth cavity relative to the face's skin, at its rim and in its middle (the
-inside of an open mouth is in shadow, deepest away from the lips). A target brightness, not a fixed
-darkening: the cavity is stretched from the lips' contact line, dark on one photo, teeth on another."""
+CAVITY_LUMA = (0.12, 0.3)
+"""Brightness of the mouth cavity relative to the face's skin, under the upper lip and above the
+lower one: the upper lip shades the cavity, the tongue and lower teeth catch light. A target
+brightness, not a fixed darkening: the cavity is stretched from the lips' contact line, dark on one
+photo, teeth on another. The gradient also keeps the onset honest: the renderer scales this apex
+shading with the intensity, and the apex cavity's lower part is lower lip and chin earlier on."""
 TEETH_LUMA = 0.8
-"""Brightness of the bared upper teeth relative to the face's skin."""
+"""Brightness of the bared upper teeth relative to the face's skin (teeth already brighter, on a photo
+that shows them, are left as they are)."""
 TEETH_GAIN = 0.5
 """At most this much brighter than what the warp puts there: the shade cannot change its colour, and
 on a closed-mouth photo that is the lips' contact line, whose red turns neon pink when lit further."""
@@ -633,6 +719,13 @@ def _skin_luma(mesh: FaceMesh, gray: np.ndarray) -> float:
     return float(np.median(gray[near])) if near.any() else float(np.median(gray))
 
 
+def _distance_to(polyline: np.ndarray, shape: tuple[int, int], scale: int) -> np.ndarray:
+    """(H, W) distance in pixels to a polyline given in cv2's fixed point (`scale` = 16)."""
+    line = np.full(shape, 255, np.uint8)
+    cv2.polylines(line, [np.round(polyline).astype(np.int32)], False, 0, 1, cv2.LINE_8, 4)
+    return cv2.distanceTransform(line, cv2.DIST_L2, 3)
+
+
 def _lip_gap(points: np.ndarray, v: np.ndarray) -> float:
     return float(np.mean([(points[b] - points[a]) @ v for a, b in _LIP_PAIRS]))
 
@@ -657,7 +750,11 @@ def _mouth(mesh: FaceMesh, moved: np.ndarray, act: Activation, image: np.ndarray
     cv2.fillPoly(mask, [np.round(hole * scale).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
     edge = max(0.6, 0.012 * f.d)
     mask = cv2.GaussianBlur(mask, (0, 0), edge)
-    depth = np.clip(2 * cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.04 * f.d)) - 0.5, 0, 1)  # 1 away from the lips
+    # 0 along the upper inner lip, 1 along the lower one
+    half = len(MOUTH_HOLE) // 2
+    to_upper, to_lower = (_distance_to(hole[idx] * scale, shape, scale) for idx in
+                          (slice(0, half + 1), np.r_[half:len(hole), 0]))
+    down = to_upper / np.maximum(to_upper + to_lower, 1e-6)
     # what the warp puts in the hole (the contact line's pixels, drawn out into streaks) is brought
     # to the target brightness pixel by pixel, which also flattens the streaks
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -666,7 +763,7 @@ def _mouth(mesh: FaceMesh, moved: np.ndarray, act: Activation, image: np.ndarray
                                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101), (0, 0), 0.8)
     seen = np.maximum(seen, 1.0)
     skin = _skin_luma(mesh, gray)
-    cavity = skin * (CAVITY_LUMA[0] + (CAVITY_LUMA[1] - CAVITY_LUMA[0]) * depth)
+    cavity = skin * (CAVITY_LUMA[0] + (CAVITY_LUMA[1] - CAVITY_LUMA[0]) * down ** 1.5)
     shade = strength * mask * np.clip(1 - cavity / seen, 0, 0.95)
     if TEETH_AUS & set(act.aus):
         height = _lip_gap(moved, f.v)
@@ -679,7 +776,7 @@ def _mouth(mesh: FaceMesh, moved: np.ndarray, act: Activation, image: np.ndarray
         gy, gx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
         along = np.abs((gx - centre[0]) * f.u[0] + (gy - centre[1]) * f.u[1]) / max(half_w, 1.0)
         teeth = cv2.GaussianBlur(teeth, (0, 0), edge) * mask * np.clip((1.0 - along) / 0.3, 0, 1)
-        shade = shade * (1 - teeth) + strength * teeth * np.clip(1 - TEETH_LUMA * skin / seen, -TEETH_GAIN, 0.3)
+        shade = shade * (1 - teeth) + strength * teeth * np.clip(1 - TEETH_LUMA * skin / seen, -TEETH_GAIN, 0.0)
     return shade
 
 
@@ -689,35 +786,28 @@ def _mouth(mesh: FaceMesh, moved: np.ndarray, act: Activation, image: np.ndarray
 UNFOLD_STEPS = 30
 
 
-def _contact(n: int) -> np.ndarray:
-    """(n,) CONTACT for a mesh of n points (the anchors after the moving points are not on it)."""
-    return np.concatenate([CONTACT, np.zeros(n - N_MOVING, bool)])
-
-
-def unfold(neutral: np.ndarray, disp: np.ndarray) -> np.ndarray:
-    """`disp` of a FaceMesh's points, changed where it would turn a triangle of the mesh over.
+def unfold(mesh: FaceMesh, disp: np.ndarray) -> np.ndarray:
+    """`disp` of the mesh's points, changed where it would turn a triangle over.
 
     Skin cannot pass through skin: where the summed AU moves would fold the mesh (features that sit
-    closer in a photo than in the mean face, e.g. a smiling upper lip near the nose, or a chin near
-    the image border), the corners of each turned-over triangle are pulled halfway towards their
-    common move, which translates the triangle rigidly in the limit; repeated until nothing folds.
+    closer in a photo than in the mean face, e.g. a smiling upper lip near the nose), the corners of
+    each turned-over triangle are pulled halfway towards their common move, which translates the
+    triangle rigidly in the limit; repeated until nothing folds.
     """
     disp = disp.copy()
     for _ in range(UNFOLD_STEPS):
-        moved = neutral + disp
-        simplices = Delaunay(moved).simplices
-        flipped = simplices[folded(neutral, moved, simplices, _contact(len(neutral)))]
+        flipped = mesh.simplices[folded(mesh, mesh.points + disp)]
         if not len(flipped):
             return disp
         for tri in flipped:
             disp[tri] = 0.5 * disp[tri] + 0.5 * disp[tri].mean(0)
-    return disp  # still folded: `piecewise_affine_field` raises (never seen with the AU table)
+    raise ValueError(f"{len(flipped)} mesh triangles still turn over: the action units move too far")
 
 
 def au_layers(mesh: FaceMesh, act: Activation, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(backward field, shade) at the apex of an activation on a photo (BGR) and its mesh."""
-    moved = mesh.points + unfold(mesh.points, mesh_displacement(mesh, act))
-    field = piecewise_affine_field(mesh.points, moved, mesh.shape, _contact(len(moved)))
+    moved = mesh.points + unfold(mesh, mesh_displacement(mesh, act))
+    field = piecewise_affine_field(mesh.points, moved, mesh.simplices, mesh.shape)
     shade = _wrinkles(mesh, moved, act) + _mouth(mesh, moved, act, image, field)
     return field, np.clip(shade, -1.0, 0.95).astype(np.float32)
 
@@ -743,7 +833,7 @@ def mesh_image(face: FaceModel, size: int = 480) -> np.ndarray:
     k = size / max(mesh.shape)
     out = cv2.resize(face.image, (round(mesh.shape[1] * k), round(mesh.shape[0] * k)), interpolation=cv2.INTER_CUBIC)
     pts = mesh.points * k
-    for s in Delaunay(mesh.points).simplices:
+    for s in mesh.simplices:
         cv2.polylines(out, [np.round(pts[s] * 16).astype(np.int32)], True, (200, 160, 60), 1, cv2.LINE_AA, 4)
     for i, p in enumerate(pts):
         colour = (0, 230, 0) if i < 68 else (0, 230, 230) if i < N_MOVING else (0, 0, 230)

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from pipeline.demo.generate import CLASSES, load_models
-from pipeline.demo.rig_au import (ACTION_UNITS, AU_PROTOTYPES, CONTACT, INTENSITY, MOUTH_HOLE, N_BASE, SKIN_INDEX,
-                                  TEMPLATE, Activation, au_expression_layers, au_layers, face_mesh, fit_mesh,
-                                  mesh_displacement, piecewise_affine_field, unfold)
+from scipy.spatial import Delaunay
+
+from pipeline.demo.rig_au import (ACTION_UNITS, AU_PROTOTYPES, INTENSITY, MOUTH_HOLE, N_BASE, SKIN_INDEX, TEMPLATE,
+                                  Activation, au_expression_layers, au_layers, face_mesh, fit_mesh, mesh_displacement,
+                                  piecewise_affine_field, unfold)
 
 EXTREME = INTENSITY[1] * 1.075  # the strongest side of the strongest draw
 
@@ -27,7 +29,7 @@ def _act(aus: tuple[int, ...], level: float = 1.0) -> Activation:
 def _moved(face, act: Activation) -> tuple[np.ndarray, np.ndarray]:
     """(neutral, moved) mesh points in face-frame units (x towards the image-right eye, y down)."""
     mesh = face_mesh(face.frame, face.image.shape[:2])
-    moved = mesh.points + unfold(mesh.points, mesh_displacement(mesh, act))
+    moved = mesh.points + unfold(mesh, mesh_displacement(mesh, act))
     f = face.frame
     to_frame = lambda p: np.stack([(p - f.origin) @ f.u, (p - f.origin) @ f.v], 1) / f.d  # noqa: E731
     return to_frame(mesh.points), to_frame(moved)
@@ -76,7 +78,7 @@ def _check_never_folds(faces: list, label: str) -> None:
         mesh = face_mesh(face.frame, face.image.shape[:2])
         for variant in AU_PROTOTYPES[label]:
             act = _act(variant, EXTREME)
-            moved = mesh.points + unfold(mesh.points, mesh_displacement(mesh, act))
+            moved = mesh.points + unfold(mesh, mesh_displacement(mesh, act))
             field, shade = au_layers(mesh, act, face.image)
             assert np.isfinite(field).all() and np.isfinite(shade).all()
             # inside the face (jaw and brows' hull), away from the opened mouth (a tear by design)
@@ -108,7 +110,7 @@ def test_unfold_barely_changes_the_documented_moves(photos):
         for variants in AU_PROTOTYPES.values():
             for variant in variants:
                 disp = mesh_displacement(mesh, _act(variant, EXTREME))
-                change = np.hypot(*(unfold(mesh.points, disp) - disp).T).max() / mesh.d
+                change = np.hypot(*(unfold(mesh, disp) - disp).T).max() / mesh.d
                 assert change < 0.08, (face.identity, variant, change)
 
 
@@ -162,7 +164,6 @@ def test_lips_never_pass_each_other(photos):
     for variant in ((17, 24), (17, 23), (9, 15, 17)):
         rest, m = _moved(photos[0], _act(variant, EXTREME))
         assert (m[[67, 66, 65], 1] >= m[[61, 62, 63], 1] - 1e-9).all(), variant
-    assert CONTACT[60:68].all()
 
 
 def test_same_rng_same_layers_other_rng_other_layers(photos):
@@ -183,5 +184,5 @@ def test_piecewise_affine_field_reproduces_an_affine_move():
     """A rigid shift of every point is a constant field (the interpolation is exact for affine moves)."""
     rng = np.random.default_rng(0)
     pts = np.vstack([rng.uniform(5, 60, (30, 2)), [[-10, -10], [-10, 80], [80, -10], [80, 80]]])
-    field = piecewise_affine_field(pts, pts + [3.0, -2.0], (64, 64))
+    field = piecewise_affine_field(pts, pts + [3.0, -2.0], Delaunay(pts).simplices, (64, 64))
     assert np.allclose(field, [-3.0, 2.0], atol=1e-4)
