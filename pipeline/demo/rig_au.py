@@ -9,8 +9,9 @@ head that learned one rig's artefacts fails on the other:
   fit to RetinaFace's 5 landmarks, then bent so its eye centres, nose tip (30) and mouth corners
   (48, 54) land on them; plus a few skin points (cheeks, glabella, forehead, under the chin) and
   fixed anchors (hairline, face border, image border);
-- warp: piecewise affine over one Delaunay triangulation per photo; every pixel finds its triangle in
-  the moved mesh and takes its source from the same barycentric coordinates in the neutral mesh;
+- warp: piecewise affine over one Delaunay triangulation per photo, cut along the closed lips'
+  contact line; every pixel finds its triangle in the moved mesh and takes its source from the same
+  barycentric coordinates in the neutral mesh (an opened mouth stretches the contact line);
 - expressions: compositions of FACS action units (Ekman, Friesen & Hager 2002, *FACS Manual*), each
   a displacement of mesh points at intensity E; a class is an EMFACS prototype (Friesen & Ekman
   1983) with a variant, per-AU intensities and a left/right asymmetry drawn per video;
@@ -127,7 +128,7 @@ def _template() -> tuple[np.ndarray, dict[str, int]]:
             names[name if side > 0 else f"{name}_l"] = 68 + len(skin)
             skin.append((side * x, y))
     assert not np.isnan(pts).any(), "every iBUG point is given on one side or on the midline"
-    return np.vstack([pts, skin]), names  # the lip midpoints are added by `_with_midpoints`
+    return np.vstack([pts, skin]), names  # the lip midpoints (LIP_MID) follow in a fitted mesh
 
 
 TEMPLATE, SKIN_INDEX = _template()
@@ -828,7 +829,7 @@ DEFAULT_SHEET = Path(__file__).resolve().parents[2] / "docs" / "demo_expressions
 
 def mesh_image(face: FaceModel, size: int = 480) -> np.ndarray:
     """`face`'s photo (BGR) with its fitted mesh: triangles, the 68 points (green), the skin points
-    (yellow), the fixed anchors (red) and RetinaFace's 5 landmarks (magenta crosses)."""
+    and lip midpoints (yellow), the fixed anchors (red) and RetinaFace's 5 landmarks (magenta)."""
     mesh = face_mesh(face.frame, face.image.shape[:2])
     k = size / max(mesh.shape)
     out = cv2.resize(face.image, (round(mesh.shape[1] * k), round(mesh.shape[0] * k)), interpolation=cv2.INTER_CUBIC)
