@@ -110,7 +110,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="more --set for train-head")
     ap.add_argument("--extract-only", action="store_true", help="make the sources' feature caches and stop")
+    ap.add_argument("--tables", default="", help="comma list of .json files of earlier runs: write their rows "
+                    "as one table (sweeps run in parts) and stop")
     args = ap.parse_args()
+    if args.tables:
+        rows = [r for f in args.tables.split(",") for r in json.loads(Path(f).read_text())]
+        args.epochs, args.batch_size = args.epochs or "?", args.batch_size or "?"
+        write(args, rows, 0.0)
+        return
     args.flavours = args.flavours.split(",")
     sources = [Source.parse(s) for s in args.sources.split(",")]
     # The user's defaults unless asked otherwise: the table must hold for what `pipeline run` trains.
