@@ -113,17 +113,15 @@ def main() -> None:
     ap.add_argument("--tables", default="", help="comma list of .json files of earlier runs: write their rows "
                     "as one table (sweeps run in parts) and stop")
     args = ap.parse_args()
-    if args.tables:
-        rows = [r for f in args.tables.split(",") for r in json.loads(Path(f).read_text())]
-        args.epochs, args.batch_size = args.epochs or "?", args.batch_size or "?"
-        write(args, rows, 0.0)
-        return
     args.flavours = args.flavours.split(",")
     sources = [Source.parse(s) for s in args.sources.split(",")]
     # The user's defaults unless asked otherwise: the table must hold for what `pipeline run` trains.
     section = yaml.safe_load((REPO / "params.yaml").read_text())["train_head"]
     args.epochs = args.epochs or section["epochs"]
     args.batch_size = args.batch_size or section["batch_size"]
+    if args.tables:
+        write(args, [r for f in args.tables.split(",") for r in json.loads(Path(f).read_text())], 0.0)
+        return
     options = args.options.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     params = params_file(args.work, args, sources)
