@@ -186,3 +186,14 @@ def test_piecewise_affine_field_reproduces_an_affine_move():
     pts = np.vstack([rng.uniform(5, 60, (30, 2)), [[-10, -10], [-10, 80], [80, -10], [80, 80]]])
     field = piecewise_affine_field(pts, pts + [3.0, -2.0], Delaunay(pts).simplices, (64, 64))
     assert np.allclose(field, [-3.0, 2.0], atol=1e-4)
+
+
+def test_contact_sheet_renders_a_rig(photos):
+    """`contact_sheet.apex_image` takes a rig's layers (the sheet `python -m pipeline.demo.rig_au` draws)."""
+    from pipeline.demo.contact_sheet import apex_image
+
+    face = photos[0]
+    layers = lambda f, label: au_expression_layers(f, label, np.random.default_rng(0))  # noqa: E731
+    neutral, smile = apex_image(face, None, 96), apex_image(face, "happiness", 96, layers)
+    assert smile.shape == (96, 96, 3) and smile.dtype == np.uint8
+    assert (np.abs(smile.astype(int) - neutral).max(2) > 10).sum() > 30  # the mouth and cheeks moved
