@@ -82,7 +82,7 @@ def params_file(work: Path, args, sources: list[Source]) -> Path:
                 "episode": f, "rig": s.rig, "distractors": s.distractors, "blends": s.blends}}
     p["dataset"] = next(iter(p["datasets"]))
     p["repro"] = list(p["datasets"])
-    path = work / "params.yaml"
+    path = work / f"params-{'_'.join(s.name for s in sources)}.yaml"  # one per sweep part: parts run at once
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     return path
 
