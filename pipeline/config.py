@@ -183,7 +183,8 @@ class ExtractConfig:
     """Videos per HDF5 shard."""
     device: str = "auto"
     precision: str = "auto"
-    """`auto` (bf16 autocast on GPU, fp32 on CPU), `fp32`, `bf16`, `fp16`."""
+    """`auto` (bf16 autocast on GPU, fp32 on CPU), `fp32`, `bf16`, `fp16`, or `int8` (CPU, resnet18 and
+    retinaface_mnet: onnxruntime static quantization, fidelity to fp32 recorded per shard; docs/int8.md)."""
     workers: int = 1
     """Decode/align worker processes overlapping with the network (0: decode in the main process)."""
     threads: int = 0
@@ -217,8 +218,10 @@ class ExtractConfig:
             p.append(f"{key}.workers/threads: must be >= 0 (workers 0: decode in the main process)")
         if self.device not in DEVICES:
             p.append(f"{key}.device: must be one of {DEVICES}, got {self.device!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            p.append(f"{key}.precision: must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
+            p.append(f"{key}.precision: must be auto, fp32, bf16, fp16 or int8, got {self.precision!r}")
+        elif self.precision == "int8" and self.backbone not in ("resnet18", "retinaface_mnet"):
+            p.append(f"{key}.precision: int8 is built for resnet18 and retinaface_mnet, got backbone {self.backbone!r}")
         if not 1 <= self.jpeg_quality <= 100:
             p.append(f"{key}.jpeg_quality: must be in [1, 100], got {self.jpeg_quality}")
         if not 0.0 <= self.max_failure_fraction <= 1.0:
