@@ -88,6 +88,11 @@ class DetectConfig:
     """Local directory of an insightface pack (never downloaded)."""
     det_size: int = 640
     """Frames are resized so their long side is this many pixels before detection."""
+    adaptive_min_face: int = 96
+    """Detection at the size the faces need (retinaface): per video, each batch detected at det_size sets the
+    input of the next ones to the smallest of 320/480/det_size where its smallest face stays >= this many
+    pixels; a frame with no face at a smaller size is detected again at det_size. 0: always det_size. SCRFD
+    (insightface) is prepared for one input size: always det_size."""
     batch_size: int = 16
     threshold: float = 0.5
     """Minimum face score."""
@@ -121,6 +126,8 @@ class DetectConfig:
             p.append(f"{key}.backend: must be retinaface or insightface, got {self.backend!r}")
         if not 64 <= self.det_size <= 4096:
             p.append(f"{key}.det_size: must be in [64, 4096], got {self.det_size}")
+        if self.adaptive_min_face < 0:
+            p.append(f"{key}.adaptive_min_face: must be >= 0 (0: always det_size), got {self.adaptive_min_face}")
         for name in ("batch_size", "stride", "smooth_window", "workers"):
             if getattr(self, name) < 1:
                 p.append(f"{key}.{name}: must be >= 1, got {getattr(self, name)}")
