@@ -191,7 +191,7 @@ class ExtractConfig:
     device: str = "auto"
     precision: str = "auto"
     """`auto` (bf16 autocast on GPU, fp32 on CPU), `fp32`, `bf16`, `fp16`, or `int8` (CPU, resnet18 and
-    retinaface_mnet: onnxruntime static quantization, fidelity to fp32 recorded per shard; docs/int8.md)."""
+    retinaface_mnet: onnxruntime static quantization, fidelity to fp32 recorded per shard; docs/cpu_speed.md)."""
     workers: int = 1
     """Decode/align worker processes overlapping with the network (0: decode in the main process)."""
     threads: int = 0

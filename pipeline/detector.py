@@ -264,7 +264,7 @@ class InsightFaceDetector:
 
 # Detector inputs `detect.adaptive_min_face` chooses from (with det_size itself). 224 is left out: on the
 # real test videos it moved landmarks ~10 % of the inter-ocular distance from det_size 640, beyond the
-# 7 % by which 640 itself moves them from native resolution (docs/detect_size.md).
+# 7 % by which 640 itself moves them from native resolution (docs/cpu_speed.md).
 ADAPTIVE_SIZES = (320, 480)
 
 
