@@ -98,11 +98,12 @@ class FeatureExtractor:
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
         x = self._prepare(t)
+        net = self.module if module is None else module
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                y = (module or self.module)(x)
+                y = net(x)
         else:
-            y = (module or self.module)(x)
+            y = net(x)
         return y.float().cpu().numpy()
 
     def fidelity(self, crops: np.ndarray, features: np.ndarray) -> dict:
