@@ -266,7 +266,8 @@ def main() -> None:
             f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {info.get('gpu', 'CPU (tiny smoke run)')}, "
             f"{info['nproc']} cores{' — TINY' if args.tiny else ''}{'' if done else ' (in progress)'}",
             "",
-            f"`python bench/gpu.py {' '.join(sys.argv[1:])}` — {time.perf_counter() - began:.0f} s so far. "
+            f"`python bench/gpu.py {' '.join(sys.argv[1:])}` — {time.perf_counter() - began:.0f} s"
+            f"{' in all' if done else ' so far'}. "
             "Method: the docstring of bench/gpu.py.",
             "",
             *rows,
