@@ -88,6 +88,11 @@ class DetectConfig:
     """Local directory of an insightface pack (never downloaded)."""
     det_size: int = 640
     """Frames are resized so their long side is this many pixels before detection."""
+    adaptive_min_face: int = 96
+    """Detection at the size the faces need (retinaface): per video, each batch detected at det_size sets the
+    input of the next ones to the smallest of 320/480/det_size where its smallest face stays >= this many
+    pixels; a frame with no face at a smaller size is detected again at det_size. 0: always det_size. SCRFD
+    (insightface) is prepared for one input size: always det_size."""
     batch_size: int = 16
     threshold: float = 0.5
     """Minimum face score."""
@@ -121,6 +126,8 @@ class DetectConfig:
             p.append(f"{key}.backend: must be retinaface or insightface, got {self.backend!r}")
         if not 64 <= self.det_size <= 4096:
             p.append(f"{key}.det_size: must be in [64, 4096], got {self.det_size}")
+        if self.adaptive_min_face < 0:
+            p.append(f"{key}.adaptive_min_face: must be >= 0 (0: always det_size), got {self.adaptive_min_face}")
         for name in ("batch_size", "stride", "smooth_window", "workers"):
             if getattr(self, name) < 1:
                 p.append(f"{key}.{name}: must be >= 1, got {getattr(self, name)}")
@@ -183,7 +190,8 @@ class ExtractConfig:
     """Videos per HDF5 shard."""
     device: str = "auto"
     precision: str = "auto"
-    """`auto` (bf16 autocast on GPU, fp32 on CPU), `fp32`, `bf16`, `fp16`."""
+    """`auto` (bf16 autocast on GPU, fp32 on CPU), `fp32`, `bf16`, `fp16`, or `int8` (CPU, resnet18 and
+    retinaface_mnet: onnxruntime static quantization, fidelity to fp32 recorded per shard; docs/cpu_speed.md)."""
     workers: int = 1
     """Decode/align worker processes overlapping with the network (0: decode in the main process)."""
     threads: int = 0
@@ -217,8 +225,10 @@ class ExtractConfig:
             p.append(f"{key}.workers/threads: must be >= 0 (workers 0: decode in the main process)")
         if self.device not in DEVICES:
             p.append(f"{key}.device: must be one of {DEVICES}, got {self.device!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            p.append(f"{key}.precision: must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
+            p.append(f"{key}.precision: must be auto, fp32, bf16, fp16 or int8, got {self.precision!r}")
+        elif self.precision == "int8" and self.backbone not in ("resnet18", "retinaface_mnet"):
+            p.append(f"{key}.precision: int8 is built for resnet18 and retinaface_mnet, got backbone {self.backbone!r}")
         if not 1 <= self.jpeg_quality <= 100:
             p.append(f"{key}.jpeg_quality: must be in [1, 100], got {self.jpeg_quality}")
         if not 0.0 <= self.max_failure_fraction <= 1.0:

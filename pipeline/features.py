@@ -6,8 +6,10 @@ copies. The uint8 crops travel to the device as uint8 (4x less traffic) and are 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,11 +53,14 @@ class FeatureExtractor:
     interpolation: str = "bilinear"
     extra: dict = field(default_factory=dict)
     """Plug-in provenance: model, library and version, weights file, feature output."""
+    reference: nn.Module | None = None
+    """int8 only: the fp32 module the int8 one was quantized from, to measure fidelity against."""
 
     def provenance(self) -> dict:
+        precision = str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "fp32"
         return {"backbone": self.backbone, "feature_dim": self.dim, "weights": self.weights,
                 "weights_sha256": self.weights_sha256, "input_convention": self.input_convention,
-                "precision": str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "fp32",
+                "precision": "int8" if self.reference is not None else precision,
                 "preprocess": self.preprocess(), **self.extra}
 
     def preprocess(self) -> dict:
@@ -87,18 +92,26 @@ class FeatureExtractor:
         return x.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """(B, H, W, 3) uint8 aligned crops → (B, D) float32 features."""
+    def __call__(self, crops: np.ndarray, module: nn.Module | None = None) -> np.ndarray:
+        """(B, H, W, 3) uint8 aligned crops → (B, D) float32 features (of `module`: default self.module)."""
         t = torch.from_numpy(np.ascontiguousarray(crops))
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
         x = self._prepare(t)
+        net = self.module if module is None else module
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                y = self.module(x)
+                y = net(x)
         else:
-            y = self.module(x)
+            y = net(x)
         return y.float().cpu().numpy()
+
+    def fidelity(self, crops: np.ndarray, features: np.ndarray) -> dict:
+        """int8 only: cosine similarity of `features` (this extractor's, of `crops`) to the fp32 reference's."""
+        from pipeline.backbones.int8 import cosine_per_row
+
+        cos = cosine_per_row(features, self(crops, self.reference))
+        return {"frames": len(cos), "cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
 
 
 def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
@@ -130,6 +143,12 @@ def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
         convention = "detector"  # RGB 0..255, BGR mean subtracted inside the module
     module = module.to(device).eval().to(memory_format=torch.channels_last)
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    int8 = precision == "int8"
+    if int8:  # quantized after the fp32 build below, which becomes its reference
+        if device.type != "cpu" or cfg.backbone not in ("resnet18", "retinaface_mnet"):
+            raise PipelineError(f"extract.precision=int8 is a CPU path for resnet18 and retinaface_mnet; got backbone "
+                                f"{cfg.backbone} on {device}: set extract.precision to auto (or extract.device=cpu)")
+        precision = "fp32"
     if cfg.backbone == "retinaface_mnet" and device.type == "cpu" and precision != "fp32":
         # onnxruntime's CPU graph is fp32 only; the shard records what ran, not what was asked (issue 13).
         log.warning("extract.precision=%s does not apply to retinaface_mnet on the CPU (onnxruntime runs fp32): "
@@ -143,5 +162,40 @@ def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
     log.info("backbone %s (%s, %d-d) on %s, %s, channels_last; crops %dpx, margin %.2f", cfg.backbone, weights, dim,
              device, precision, crop, margin)
     norm = {"mean": plugin.mean, "std": plugin.std, "interpolation": plugin.interpolation} if plugin else {}
-    return FeatureExtractor(module, cfg.backbone, dim, weights, sha, convention, device, autocast, crop, margin,
-                            input_size, extra=extra, **norm)
+    fe = FeatureExtractor(module, cfg.backbone, dim, weights, sha, convention, device, autocast, crop, margin,
+                          input_size, extra=extra, **norm)
+    return quantized(fe, cfg.threads) if int8 else fe
+
+
+def quantized(fe: FeatureExtractor, threads: int) -> FeatureExtractor:
+    """`fe` with its backbone replaced by an onnxruntime int8 graph calibrated on the shipped faces; the fp32
+    module stays as `reference` (pipeline/backbones/int8.py)."""
+    import onnxruntime
+
+    from pipeline.backbones import int8
+
+    start = time.perf_counter()
+    x = fe._prepare(torch.from_numpy(int8.calibration_crops(fe.crop_size, fe.margin)))
+    if fe.backbone == "resnet18":
+        inputs = x.contiguous().numpy()
+
+        def graph() -> bytes:
+            return int8.export_onnx(fe.module, fe.crop_size)
+    else:  # retinaface_mnet: the body-only graph the fp32 CPU path runs
+        from pipeline.retinaface_torch import onnx_body_only
+
+        inputs, graph = fe.module.graph_input(x), onnx_body_only
+    key = {"backbone": fe.backbone, "weights": fe.weights, "weights_sha256": fe.weights_sha256,
+           "calibration": int8.calibration_key(inputs), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    model = int8.cached(key, lambda: int8.quantize(graph(), inputs))
+    if fe.backbone == "resnet18":
+        module = int8.OrtInt8Features(model, threads)
+    else:
+        from pipeline.backbones.mnet import OrtMNetFeatures
+
+        module = OrtMNetFeatures(threads, model=model)
+    log.info("int8 %s: ready in %.1f s (onnxruntime static QDQ, %d calibration crops)", fe.backbone,
+             time.perf_counter() - start, len(x))
+    extra = {**fe.extra, "int8": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations (MinMax); "
+                                 f"calibration: pipeline/assets/faces, {len(x)} aligned crops incl. mirrors"}
+    return dataclasses.replace(fe, module=module.eval(), reference=fe.module, extra=extra)

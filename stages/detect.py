@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pipeline.align import builtin_margin
 from pipeline.config import Config, DetectConfig
-from pipeline.detector import Detections, build_detector
+from pipeline.detector import Detections, RetinaFaceDetector, build_detector, size_for_faces, smallest_face
 from pipeline.errors import PipelineError, VideoError
 from pipeline.io import Failure, ManifestRow, atomic_path, clean_stale_temporaries, read_manifest
 from pipeline.layout import layout_for
@@ -49,6 +49,8 @@ class VideoResult:
     height: int = 0
     kind: str = ""
     message: str = ""
+    det_size: int = 0
+    """Smallest detector input (long side) any batch of the video ran at (`detect.adaptive_min_face`)."""
 
 
 def part_path(parts: Path, video_id: str) -> Path:
@@ -63,15 +65,37 @@ def _detector(cfg: DetectConfig):
 
 
 def detect_video(row: ManifestRow, cfg: DetectConfig) -> VideoResult:
-    """Stream the video in batches through the detector (every `stride`-th frame), then track."""
+    """Stream the video in batches through the detector (every `stride`-th frame), then track.
+
+    `adaptive_min_face`: a batch detected at det_size sets the input size of the next batches from its
+    smallest face (`size_for_faces`); at a smaller size, frames with no face are detected again at
+    det_size, and when that finds a face the size is chosen again from it."""
     detector = _detector(cfg)
+    adaptive = cfg.adaptive_min_face > 0 and isinstance(detector, RetinaFaceDetector)
     dets: list[Detections | None] = []  # None: frame skipped by stride
     batch: list[np.ndarray] = []
     batch_idx: list[int] = []
     shape = (0, 0)
+    size = cfg.det_size  # the first batch probes at full size
+    sizes: list[int] = []  # input size of each batch, for the record
 
     def flush() -> None:
-        for i, d in zip(batch_idx, detector.detect(batch)):
+        nonlocal size
+        found = detector.detect(batch, size) if adaptive else detector.detect(batch)
+        sizes.append(size)
+        if adaptive:
+            h, w = batch[0].shape[:2]
+            probe, empty = found, []
+            if size != cfg.det_size:
+                empty = [k for k, d in enumerate(found) if not len(d)]
+                probe = detector.detect([batch[k] for k in empty], cfg.det_size) if empty else []
+                for k, d in zip(empty, probe):
+                    found[k] = d
+            # Chosen again after every full-size look: no face there (a cut, a face turned away) means
+            # full size until faces come back, so a faceless stretch costs no more than without this.
+            if size == cfg.det_size or empty:
+                size = size_for_faces(smallest_face(probe), h, w, cfg.det_size, cfg.adaptive_min_face)
+        for i, d in zip(batch_idx, found):
             dets[i] = d
         batch.clear()
         batch_idx.clear()
@@ -99,13 +123,14 @@ def detect_video(row: ManifestRow, cfg: DetectConfig) -> VideoResult:
                         max_jump=cfg.max_jump)
     if not (track.flags == DETECTED).any():
         return VideoResult(row.video_id, None, len(dets), w, h, "no_face", f"no face found in {len(dets)} frames")
-    return VideoResult(row.video_id, track, len(dets), w, h)
+    return VideoResult(row.video_id, track, len(dets), w, h, det_size=min(sizes, default=cfg.det_size))
 
 
 def save_part(path: Path, res: VideoResult, sig: str) -> None:
     buf = io.BytesIO()
     arrays = {"video_id": np.array(res.video_id), "signature": np.array(sig), "n_frames": np.array(res.n_frames),
-              "size": np.array([res.width, res.height]), "kind": np.array(res.kind), "message": np.array(res.message)}
+              "size": np.array([res.width, res.height]), "kind": np.array(res.kind), "message": np.array(res.message),
+              "det_size": np.array(res.det_size)}
     if res.track is not None:
         arrays.update(boxes=res.track.boxes, landmarks=res.track.landmarks, scores=res.track.scores, flags=res.track.flags)
     np.savez(buf, **arrays)
@@ -125,11 +150,12 @@ def load_part(path: Path, video_id: str, sig: str) -> VideoResult | None:
             if str(z["kind"]):
                 return VideoResult(video_id, None, n, w, h, str(z["kind"]), str(z["message"]))
             track = FaceTrack(z["boxes"], z["landmarks"], z["scores"], z["flags"])
+            det_size = int(z["det_size"])
     except (OSError, ValueError, KeyError):
         return None
     if not (len(track.boxes) == len(track.flags) == n and np.isfinite(track.landmarks).all()):
         return None
-    return VideoResult(video_id, track, n, w, h)
+    return VideoResult(video_id, track, n, w, h, det_size=det_size)
 
 
 def write_faces(path: Path, results: list[VideoResult], attrs: dict) -> None:
@@ -144,6 +170,7 @@ def write_faces(path: Path, results: list[VideoResult], attrs: dict) -> None:
             g.create_dataset("flags", data=r.track.flags.astype(np.uint8))
             g.attrs["n_frames"] = r.n_frames
             g.attrs["width"], g.attrs["height"] = r.width, r.height
+            g.attrs["det_size"] = r.det_size
 
 
 def read_track(f: h5py.File, video_id: str) -> FaceTrack:

@@ -177,8 +177,11 @@ def _prepared_stream(tasks: list[VideoTask], e: ExtractConfig, workers: int) -> 
 
 
 def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, batch_size: int,
-                  on_video) -> tuple[list[ShardRecord], list[Failure]]:
-    """Features for one shard's videos, batching frames across videos in a fixed order (reproducible)."""
+                  on_video, fidelity: dict | None = None) -> tuple[list[ShardRecord], list[Failure]]:
+    """Features for one shard's videos, batching frames across videos in a fixed order (reproducible).
+
+    int8: `fidelity` receives the cosine similarity to fp32 on the chunk's first batch (its own crops,
+    not the calibration set), which the caller records in the shard's attributes."""
     records: list[ShardRecord] = []
     failures: list[Failure] = []
     queue: list[tuple[ShardRecord, np.ndarray]] = []  # videos whose features are still being filled
@@ -186,7 +189,10 @@ def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, bat
     owners: list[tuple[int, int]] = []  # (position in queue, frame) for each buffered crop
 
     def run_batch(n: int) -> None:
-        feats = extractor(np.stack(buf[:n]))
+        crops = np.stack(buf[:n])
+        feats = extractor(crops)
+        if extractor.reference is not None and fidelity is not None and not fidelity:
+            fidelity.update(extractor.fidelity(crops, feats))
         for (q, j), ft in zip(owners[:n], feats):
             queue[q][1][j] = ft
         del buf[:n], owners[:n]
@@ -273,10 +279,16 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
     with tqdm(total=len(pending), desc=f"extract {dataset}", unit="video") as bar:
         for start in range(0, len(pending), e.shard_size):
             chunk = pending[start:start + e.shard_size]
-            records, fails = extract_chunk(_prepared_stream(chunk, e, n_workers), extractor, e.batch_size, bar.update)
+            fidelity: dict = {}
+            records, fails = extract_chunk(_prepared_stream(chunk, e, n_workers), extractor, e.batch_size, bar.update,
+                                           fidelity)
             failures += fails
             if records:
-                write_shard(lay.features / shard_name(next_index, shard), records, attrs)
+                fid = {f"int8_fidelity_{k}": v for k, v in fidelity.items()}
+                if fidelity:
+                    log.info("int8 fidelity (cosine to fp32, %d frames): mean %.4f, min %.4f", fidelity["frames"],
+                             fidelity["cos_mean"], fidelity["cos_min"])
+                write_shard(lay.features / shard_name(next_index, shard), records, {**attrs, **fid})
                 next_index += 1
     write_index(lay.features)
     n_cached = len(done) + len(pending) - len(failures)

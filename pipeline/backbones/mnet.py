@@ -70,22 +70,23 @@ class OrtMNetFeatures(nn.Module):
     `onnx_body_only`'s docstring); outputs equal the torch port's within 1e-5 relative.
     """
 
-    def __init__(self, threads: int = 0, mean_bgr: tuple[float, float, float] = TRAIN_MEAN_BGR):
+    def __init__(self, threads: int = 0, mean_bgr: tuple[float, float, float] = TRAIN_MEAN_BGR,
+                 model: bytes | None = None):
+        """`model`: the body-only graph to run (default `onnx_body_only()`; its int8 version for
+        `extract.precision: int8`, pipeline/backbones/int8.py)."""
         super().__init__()
-        import os
-
-        import onnxruntime as ort
-
+        from pipeline.backbones.int8 import session
         from pipeline.retinaface_torch import onnx_body_only
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        self.session = ort.InferenceSession(onnx_body_only(), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session = session(model or onnx_body_only(), threads)
         self.mean = torch.tensor(mean_bgr, dtype=torch.float32).view(1, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def graph_input(self, x: torch.Tensor) -> np.ndarray:
+        """(B, 3, H, W) RGB 0..255 -> the graph's input: BGR minus the training mean, NCHW float32."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) RGB crops, got shape {tuple(x.shape)}")
-        bgr = (x.float().flip(1) - self.mean).contiguous().numpy()
-        s2, s3 = self.session.run(["stage2", "stage3"], {"input": bgr})
+        return (x.float().flip(1) - self.mean).contiguous().numpy()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s2, s3 = self.session.run(["stage2", "stage3"], {"input": self.graph_input(x)})
         return torch.from_numpy(np.concatenate([s2.mean(axis=(2, 3)), s3.mean(axis=(2, 3))], axis=1))
