@@ -102,6 +102,57 @@ def _floor_worker(cfg: TrainHeadConfig, dim: int, n_classes: int, steps: int) ->
     return gemm, (time.perf_counter() - start) / steps
 
 
+def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: int) -> dict[str, float]:
+    """Milliseconds for one optimizer step of all k folds on one thread, data and test passes left out (best of
+    `repeats`): the batched model (pipeline/head/stack.py), k steps of the module one fold after another, and
+    the floor's work (k x the Q/K GEMMs + k fused Adam updates). Tells per-step overhead from compute."""
+    from pipeline.head.stack import FoldAdam, stack_heads
+
+    torch.set_num_threads(1)
+    models = []
+    for f in range(k):
+        torch.manual_seed(f)
+        models.append(build_head(cfg, dim, n_classes))
+    stack = stack_heads(models, [torch.get_rng_state()] * k)
+    adam = FoldAdam(stack, cfg.lr, cfg.weight_decay)
+    x = torch.randn(k, cfg.batch_size, cfg.n_clips, cfg.frames_per_clip, dim)
+    y = torch.randint(0, n_classes, (k, cfg.batch_size))
+    module = models[0]
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    w = module.head.cfe.sal.qk.weight.detach().clone().requires_grad_()
+    tokens = x[0].reshape(-1, dim)
+    go = torch.randn(len(tokens), w.shape[0])
+
+    def batched() -> None:
+        logits = stack(x, [cfg.batch_size] * k).logits
+        stack.zero_grad()
+        F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").div(cfg.batch_size).backward()
+        adam.step(range(k))
+
+    def one_by_one() -> None:
+        for f in range(k):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(module(x[f]).logits, y[f]).backward()
+            opt.step()
+
+    def floor() -> None:
+        for _ in range(k):
+            w.grad = None
+            F.linear(tokens, w).backward(go)
+            opt.step()
+
+    out = {}
+    for name, fn in (("batched", batched), ("one_by_one", one_by_one), ("floor", floor)):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        out[name] = 1e3 * min(times)
+    return out
+
+
 def floor_seconds(cfg: TrainHeadConfig, dim: int, n_classes: int, total_steps: int, workers: int,
                   probe_steps: int) -> tuple[float, float]:
     """(Q/K GEMMs only, Q/K GEMMs + Adam) for the whole protocol, measured in `workers` parallel
@@ -122,6 +173,8 @@ def main() -> None:
     ap.add_argument("--naive-epochs", type=int, default=2)
     ap.add_argument("--floor-steps", type=int, default=400, help="steps per process timed for the floor (0: skip)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--fold-workers", type=int, default=0, help="train_head.fold_workers (0: one process per core)")
+    ap.add_argument("--probe-repeats", type=int, default=5, help="one-step probe repeats (0: skip)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--variant", default="paper", choices=["paper", "authors"])
     ap.add_argument("--device", default="auto")
@@ -129,7 +182,8 @@ def main() -> None:
     args = ap.parse_args()
     n, n_subj, k, n_cls = (12059, 1000, 5, 7) if args.dfew else (205, 30, 10, 6)
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
-                          precision=args.precision, variant=args.variant, device=args.device)
+                          precision=args.precision, variant=args.variant, device=args.device,
+                          fold_workers=args.fold_workers)
     device = resolve_device(cfg.device)
     set_threads(cfg.threads, device)
     info = machine_info()
@@ -157,6 +211,11 @@ def main() -> None:
              "", "| loop | s / epoch (one fold) | full protocol, s | vs naive |", "|---|---|---|---|"]
     lines += [f"| {name} | {'' if per is None else f'{per:.3f}'} | {total:.1f} | {naive_total / total:.2f}x |"
               for name, per, total in rows]
+    if device.type == "cpu" and args.probe_repeats and args.variant == "paper":
+        probe = step_probe(cfg, 512, n_cls, k, args.probe_repeats)
+        lines += ["", f"One optimizer step of all {k} folds on one thread (no data, no test pass; best of "
+                  f"{args.probe_repeats}):", "", "| step | ms | vs floor |", "|---|---|---|"]
+        lines += [f"| {name} | {ms:.0f} | {ms / probe['floor']:.2f}x |" for name, ms in probe.items()]
     lines += ["", "Machine:", "", *machine_lines(info)]
     text = "\n".join(lines)
     print("\n" + text)

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -234,7 +235,7 @@ def epoch_plan(train_rows: torch.Tensor, sampler: ClipSampler, batch: int,
 
 
 def train_group(runs: Sequence[FoldRun], labels: torch.Tensor, sampler: ClipSampler, cfg: TrainHeadConfig,
-                progress: tqdm | None = None) -> list[FoldResult]:
+                progress: tqdm | QueueProgress | None = None) -> list[FoldResult]:
     """Train the runs' folds together as one batched model (pipeline/head/stack.py), each from scratch for its
     `epochs`, its scored rows evaluated after every epoch; fold f's numbers are those of training it alone.
 
@@ -342,7 +343,7 @@ def inner_split(labels: np.ndarray, subjects: np.ndarray, train: np.ndarray, k: 
 
 
 def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[torch.Tensor], labels: np.ndarray,
-                subjects: np.ndarray, n_classes: int, kind: str, progress: tqdm | None = None,
+                subjects: np.ndarray, n_classes: int, kind: str, progress: tqdm | QueueProgress | None = None,
                 probe: bool = False) -> list[FoldResult]:
     """One group of folds (fold i reads features[i]) trained together; with `epoch_select: inner`, first the
     held-out runs of all of them (together too), then each fold for the epoch count its held-out run chose.
@@ -389,7 +390,7 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
 
 def _train_share(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
                  n_classes: int, kind: str, device: torch.device, threads: int, subjects: np.ndarray, probe: bool,
-                 fold_features: dict[int, np.ndarray] | None, progress: tqdm | None = None) -> list[FoldResult]:
+                 fold_features: dict[int, np.ndarray] | None, progress: tqdm | QueueProgress | None = None) -> list[FoldResult]:
     """One process's share of the folds, `fold_batch` at a time as one batched model."""
     set_threads(threads, device)
     seed_everything(cfg.seed, device)
@@ -437,22 +438,70 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     labels = np.asarray(labels)
     subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
     workers = fold_processes(cfg, device, len(folds))
+    passes = 2 if cfg.epoch_select == "inner" else 1  # the held-out run, then the fold (shortened as chosen)
+    bar = tqdm(total=len(folds) * cfg.epochs * passes, unit="epoch", leave=False,
+               desc=f"{desc} ({workers} processes, folds batched)" if workers > 1 else desc)
     if workers > 1 and device.type == "cpu" and len(folds) > 1:
+        import multiprocessing
+
         from joblib import Parallel, delayed
 
         release_idle_workers()  # a pool left by detect/manifest would recycle these workers mid-run
         shares = [folds[i * len(folds) // workers:(i + 1) * len(folds) // workers] for i in range(workers)]
-        jobs = (delayed(_train_share)(cfg, features, labels, share, n_classes, kind, device, cfg.threads or 1,
-                                      subjects, probe, None if fold_features is None else
-                                      {f.index: fold_features[f.index] for f in share}) for share in shares)
-        results = [r for part in tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=workers,
-                                      desc=f"{desc} ({workers} processes, folds batched)", unit="share", leave=False)
-                   for r in part]
+        with bar, multiprocessing.Manager() as manager:
+            queue = manager.Queue()
+            pump = threading.Thread(target=_pump, args=(queue, bar), daemon=True)
+            pump.start()
+            jobs = (delayed(_train_share)(cfg, features, labels, share, n_classes, kind, device, cfg.threads or 1,
+                                          subjects, probe, None if fold_features is None else
+                                          {f.index: fold_features[f.index] for f in share}, QueueProgress(queue))
+                    for share in shares)
+            try:
+                results = [r for part in Parallel(n_jobs=workers)(jobs) for r in part]
+            finally:
+                queue.put(None)
+                pump.join()
         return sorted(results, key=lambda r: r.fold)
-    passes = 2 if cfg.epoch_select == "inner" else 1  # the held-out run, then the fold (shortened as chosen)
-    with tqdm(total=len(folds) * cfg.epochs * passes, desc=desc, unit="epoch", leave=False) as bar:
+    with bar:
         return _train_share(cfg, features, labels, folds, n_classes, kind, device, cfg.threads, subjects, probe,
                             fold_features, bar)
+
+
+class QueueProgress:
+    """The part of tqdm a fold process uses (update, total, refresh, set_postfix), sent to the parent's bar:
+    the user sees epochs go by, not two shares that finish at the end."""
+
+    def __init__(self, queue):
+        self.queue, self._total = queue, 0
+
+    def update(self, n: int = 1) -> None:
+        self.queue.put(("update", n))
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @total.setter
+    def total(self, value: int) -> None:  # train_folds shortens the bar by what epoch selection skips
+        self.queue.put(("total", value - self._total))
+        self._total = value
+
+    def refresh(self) -> None:
+        pass
+
+    def set_postfix(self, **_: object) -> None:
+        pass
+
+
+def _pump(queue, bar: tqdm) -> None:
+    """Parent side of QueueProgress: apply the fold processes' messages to the bar until None."""
+    while (message := queue.get()) is not None:
+        kind, n = message
+        if kind == "update":
+            bar.update(n)
+        else:
+            bar.total += n
+            bar.refresh()
 
 
 # --------------------------------------------------------------------------- checkpoints
