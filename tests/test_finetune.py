@@ -313,7 +313,7 @@ def test_no_crops_is_one_clear_message(tmp_path):
     from stages import finetune
 
     write_crops_dataset(tmp_path, keep_crops=False)
-    with pytest.raises(NoCropsError, match=r"pipeline run extract --dataset ft --keep-crops"):
+    with pytest.raises(NoCropsError, match=r"pipeline run extract --dataset ft --set extract.keep_crops=true"):
         finetune.run(_cfg(tmp_path), dataset="ft")
 
 

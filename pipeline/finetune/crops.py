@@ -63,11 +63,12 @@ class NoCropsError(PipelineError):
 
 
 def no_crops_message(dataset: str, shard: Path) -> str:
-    return (f"{shard} holds no crops: dataset {dataset!r} was extracted without extract.keep_crops, and fine-tuning "
-            f"reads the aligned crops. Add them with\n  pipeline run extract --dataset {dataset} --keep-crops\n"
-            "(re-extracts every video, keeping its crops) and set `extract.keep_crops: true` in params.yaml so later "
-            f"runs keep them; or run `pipeline run finetune --dataset {dataset} --keep-crops`, which brings extract "
-            "up to date first")
+    return (f"{shard} holds no crops: dataset {dataset!r} was extracted with extract.keep_crops false, and "
+            f"fine-tuning reads the aligned crops. Add them with\n"
+            f"  pipeline run extract --dataset {dataset} --set extract.keep_crops=true\n"
+            "(re-extracts every video once, keeping its crops; a cache that holds crops keeps them in every later "
+            f"extract). To make it this dataset's setting, put under datasets.{dataset} in params.yaml:\n"
+            "  overrides:\n    extract:\n      keep_crops: true\n")
 
 
 def decode_video(jpegs: list[np.ndarray]) -> torch.Tensor:
@@ -145,7 +146,7 @@ def open_pack(features_dir: Path, dataset: str, stage: str, *,
     shards = list_shards(features_dir)
     if not shards:
         raise PipelineError(f"no feature shards under {features_dir}: run "
-                            f"`pipeline run extract --dataset {dataset} --keep-crops` first")
+                            f"`pipeline run extract --dataset {dataset} --set extract.keep_crops=true` first")
     folder = pack_dir(features_dir)
     key = pack_key(shards, dataset)
     meta, data = folder / f"pack-{key}.npz", folder / f"pack-{key}.bin"
