@@ -543,3 +543,80 @@ def test_ablate_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "_train_one", spy)
     out = ablate.run(cfg, dataset="synth", kinds=("meanpool",))
     assert seen == {0: 0, 1: 100, 2: 200} and out["features"] == "finetuned"
+
+
+# --------------------------------------------------------------------------- pack integrity (issue 29)
+
+
+def _packed(tmp_path) -> tuple[Path, Path, np.ndarray]:
+    """A written pack: (params.yaml, pack .bin, offsets)."""
+    from pipeline.finetune.crops import load_crops, pack_dir
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    _cfg(tmp_path, epochs=1, head_epochs=1)
+    features = tmp_path / "data" / "ft" / "features"
+    load_crops(features, "ft", "finetune")
+    data = next(pack_dir(features).glob("pack-*.bin"))
+    with np.load(data.with_suffix(".npz")) as z:
+        offsets = z["offsets"]
+    return tmp_path / "params.yaml", data, offsets
+
+
+def _flip_still_decoding(data: Path, lo: int, hi: int) -> None:
+    """Flip one bit in the entropy-coded part of one crop such that it still decodes, to other pixels."""
+    from pipeline.finetune.crops import decode_jpeg
+
+    raw = bytearray(data.read_bytes())
+    clean = decode_jpeg([torch.frombuffer(bytes(raw[lo:hi]), dtype=torch.uint8)])[0]
+    for pos in range(hi - 8, (lo + hi) // 2, -1):
+        crop = bytearray(raw[lo:hi])
+        crop[pos - lo] ^= 0x10
+        try:
+            img = decode_jpeg([torch.frombuffer(bytes(crop), dtype=torch.uint8)])[0]
+        except RuntimeError:
+            continue
+        if not torch.equal(img, clean):
+            raw[lo:hi] = crop
+            data.write_bytes(bytes(raw))
+            return
+    pytest.fail("no single-bit flip of this crop still decodes")
+
+
+@pytest.mark.parametrize("damage", ["still_decodes", "undecodable"])
+def test_a_damaged_pack_is_caught_with_the_repair_command(tmp_path, damage):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    params, data, offsets = _packed(tmp_path)
+    lo, hi = int(offsets[1, 2]), int(offsets[1, 3])
+    if damage == "still_decodes":
+        _flip_still_decoding(data, lo, hi)
+    else:
+        raw = bytearray(data.read_bytes())
+        raw[lo:hi] = bytes(hi - lo)  # zeros: not a JPEG at all
+        data.write_bytes(bytes(raw))
+    fix = f"rm {data.parent}/pack-*"
+    verify = CliRunner().invoke(main, ["cache", "verify", "--params", str(params), "--dataset", "ft"])
+    assert verify.exit_code == 1 and fix in verify.output and "pipeline run finetune --dataset ft" in verify.output, \
+        verify.output
+    run = CliRunner().invoke(main, ["run", "finetune", "--no-deps", "--force", "--params", str(params), "--dataset", "ft"])
+    assert run.exit_code == 1, run.output
+    assert fix in run.output and "fails its checksum" in run.output and "Traceback" not in run.output
+    for p in data.parent.glob("pack-*"):  # following the advice repairs it
+        p.unlink()
+    res = CliRunner().invoke(main, ["run", "finetune", "--no-deps", "--params", str(params), "--dataset", "ft"])
+    assert res.exit_code == 0, res.output
+    assert "pack" not in CliRunner().invoke(main, ["cache", "verify", "--params", str(params), "--dataset", "ft"]).output
+
+
+def test_a_temporary_pack_left_by_a_kill_is_removed_by_the_next_run(tmp_path):
+    from pipeline.finetune.crops import load_crops
+
+    _, data, _ = _packed(tmp_path)
+    stale = data.parent / f".{data.name}.abc123.tmp"  # what atomic_path leaves when the packer is killed
+    stale.write_bytes(b"half a pack")
+    for p in data.parent.glob("pack-*"):  # killed before the pack was complete: none under its final name
+        p.unlink()
+    load_crops(tmp_path / "data" / "ft" / "features", "ft", "finetune")
+    assert not stale.exists() and data.exists()
