@@ -41,7 +41,7 @@ def _check_shard(path: Path, problems: list[str]) -> tuple[list[str], dict]:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         check = check_open_shard(f, path)
         if not check.ok:
-            problems.append(check.problem(str(attrs.get("dataset") or path.parent.parent.name)))
+            problems.append(check.problem(str(attrs.get("dataset") or check.dataset)))
         for k in PROVENANCE:
             if k not in attrs:
                 problems.append(f"{path.name}: attribute {k} missing")

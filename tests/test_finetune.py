@@ -620,3 +620,31 @@ def test_a_temporary_pack_left_by_a_kill_is_removed_by_the_next_run(tmp_path):
         p.unlink()
     load_crops(tmp_path / "data" / "ft" / "features", "ft", "finetune")
     assert not stale.exists() and data.exists()
+
+
+def test_a_damaged_fold_cache_names_its_folder_and_the_advice_repairs_it(tmp_path):
+    """Issue 29: the advice for `features/finetuned/fold-k/` is finetune's (extract would redo the
+    frozen cache and leave the fold's as it is); running it repairs the fold's cache."""
+    import re
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.errors import PipelineError
+    from stages import finetune
+    from tests.cache.test_integrity import damage_row
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    finetune.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+    fold = tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0"
+    checkpoint = tmp_path / "data" / "ft" / "checkpoints" / "backbone-fold-0.pt"
+    trained = checkpoint.read_bytes()
+    damage_row(fold / "shard-00000.h5", 0, 0x01)
+    with pytest.raises(PipelineError) as err:
+        load_cache(fold)  # what train-head and evaluate read with `features: finetuned`
+    msg = str(err.value)
+    assert "features/finetuned/fold-0/shard-00000.h5" in msg and "pipeline run extract" not in msg, msg
+    command = re.search(r"`(pipeline run finetune --dataset ft)`", msg).group(1).split()[1:]
+    res = CliRunner().invoke(main, [*command, "--no-deps", "--params", str(tmp_path / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    assert len(load_cache(fold)) == 4 and checkpoint.read_bytes() == trained  # rewritten from the checkpoint
