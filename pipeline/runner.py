@@ -17,7 +17,7 @@ from pipeline.errors import TooManyFailures
 from pipeline.io import Failure, update_failures
 from pipeline.layout import layout_for
 from pipeline.registry import Stage, stage
-from pipeline.state import is_current, mark_done, signature
+from pipeline.state import clear_done, is_current, mark_done, signature
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def run_stage(name: str, cfg: Config, dataset: str | None = None, *, force: bool
             return {"stage": name, "dataset": dataset, "skipped": "up to date"}
         if module.verify_outputs(view, dataset, sig):
             return {"stage": name, "dataset": dataset, "skipped": "up to date (outputs verified)"}
+    clear_done(cfg, dataset, name)  # no claim of currency while outputs change; mark_done below is last
     out: Outcome = module.work(view, dataset, sig=sig, force=force, **options)
     summary = out.summary
     if out.failures is not None:

@@ -68,6 +68,13 @@ def mark_done(cfg: Config, dataset: str, name: str, sig: str, summary: dict) -> 
         tmp.write_text(json.dumps({"signature": sig, "summary": summary, "params": params}, indent=1, default=str))
 
 
+def clear_done(cfg: Config, dataset: str, name: str) -> None:
+    """Withdraw the stage's claim that its outputs are current, before any of them is touched: a run
+    stopped half-way (Ctrl-C, a full disk) leaves a mix of old and new files and no record saying they
+    belong together, so the next run recomputes (issue 29). `mark_done` writes the record last."""
+    state_path(cfg, dataset, name).unlink(missing_ok=True)
+
+
 def is_current(cfg: Config, dataset: str, name: str, sig: str) -> bool:
     """Recorded with the same signature, and every declared output still there."""
     outs = [resolve(o.path, cfg, dataset) for o in stage(name).outs]
