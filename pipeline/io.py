@@ -57,6 +57,67 @@ def file_lock(target: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+_HELD: dict[Path, int] = {}
+"""Folders this process holds a run lock on (a second `flock` on a new descriptor would refuse itself)."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold `<folder>/.lock` for a run that writes `folder`, or raise FolderBusy naming who holds it.
+
+    Refuses at once rather than waiting: the other run may be hours of training, and a command that
+    silently waits looks hung (issue 29). `--shard k/N` slices share the lock (they write disjoint
+    files by design); a whole-dataset run needs it alone. The holder's pid and command are written
+    into the file, for the message."""
+    from pipeline.errors import FolderBusy
+
+    folder = Path(folder).resolve()
+    if folder in _HELD:
+        _HELD[folder] += 1
+        try:
+            yield
+        finally:
+            _HELD[folder] -= 1
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holders = [line for line in fh.read().splitlines() if _alive(line)]
+            raise FolderBusy(f"{folder} is in use by another run ({'; '.join(holders) or 'a process'}); wait "
+                             "for it to finish, or stop it, then rerun (a stopped run resumes)") from None
+        if not shared:
+            fh.truncate(0)
+        fh.write(f"pid {os.getpid()}: {' '.join(_command())}\n")
+        fh.flush()
+        _HELD[folder] = 1
+        try:
+            yield
+        finally:
+            del _HELD[folder]
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _command() -> list[str]:
+    import sys
+
+    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+
+
+def _alive(line: str) -> bool:
+    """A `pid N: command` line of a process still running."""
+    try:
+        os.kill(int(line.split(":", 1)[0].removeprefix("pid ")), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def clean_stale_temporaries(folder: Path, pattern: str = ".*.tmp") -> int:
     """Remove `.tmp` leftovers of a killed run matching `pattern`; returns how many were removed.
 
