@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -30,11 +31,16 @@ def _guard(fn: Callable[[], Any]) -> Any:
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        click.secho(f"error: no space left while writing ({err}). Nothing half-written was kept under a final "
-                    "name; free some space and rerun the same command to resume.", fg="red", err=True)
-        sys.exit(1)
+        click.secho(f"error: no space left while writing {err.filename or ''} ({err.strerror}; EFBIG: the file size "
+                    "limit, `ulimit -f`). Nothing half-written was kept under a final name; free some space (or raise "
+                    "the limit) and rerun the same command to resume.", fg="red", err=True)
+        # Not sys.exit: HDF5 flushes a file whose write failed once more at interpreter exit and
+        # crashes (exit 139, measured under `ulimit -f`); the temporaries are already removed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def config_options(fn: Callable) -> Callable:

@@ -34,13 +34,36 @@ def atomic_path(final: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except RuntimeError as err:
+            raise _as_disk_error(err, final) or err
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _as_disk_error(err: RuntimeError, path: Path) -> OSError | None:
+    """The OSError behind a writer's RuntimeError when the disk refused a write (full, or over `ulimit
+    -f`): HDF5 says "Can't close dataset (file write failed: ... errno = 27 ...)", torch.save only
+    "unexpected pos N vs M". Raised as such, the CLI reports the disk, not a traceback (issue 29)."""
+    import errno
+    import re
+
+    text = str(err)
+    found = re.search(r"errno = (\d+)", text)
+    if found and int(found.group(1)) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        code = int(found.group(1))
+    elif "unexpected pos" in text:
+        code = errno.ENOSPC
+    else:
+        return None
+    out = OSError(code, f"{os.strerror(code)} ({text.splitlines()[0][:200]})", str(path))
+    out.__cause__ = err
+    return out
 
 
 @contextlib.contextmanager

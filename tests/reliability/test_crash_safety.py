@@ -236,3 +236,40 @@ def test_disk_full_mid_write_leaves_no_partial_file_and_rerun_completes(bad_batc
     assert (summary["resumed"], summary["cached"]) == (2, 9)
     a, b = load_cache(bad_batch["dir"] / "features"), load_cache(feats)
     assert a.video_id == b.video_id and a.features.tobytes() == b.features.tobytes()
+
+
+def _under_file_limit(kb: int, *args: str) -> subprocess.CompletedProcess:
+    """`pipeline ...` under `ulimit -f` (a disk that takes no file larger than `kb` KiB)."""
+    import shlex
+
+    cmd = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "pipeline.cli", *args))
+    return subprocess.run(["bash", "-c", f"ulimit -f {kb}; exec {cmd}"], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_extract_past_the_file_size_limit_is_a_message_and_exit_1_and_the_rerun_completes(bad_batch, tmp_path):
+    """Issue 29: HDF5 failing a write (EFBIG under `ulimit -f`, as on a full disk) used to end in a
+    segmentation fault at interpreter exit (139)."""
+    copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
+    args = ("run", "extract", "--no-deps", "--params", str(bad_batch["params"]), "--data-root", str(tmp_path))
+    res = _under_file_limit(64, *args)  # a shard of two videos is ~170 KiB
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "no space left" in res.stderr and "rerun the same command" in res.stderr and "Traceback" not in res.stderr
+    feats = tmp_path / "bad" / "features"
+    no_visible_partials(feats)
+    assert not list_shards(feats)
+    finish(cli("extract", bad_batch["params"], tmp_path))
+    a, b = load_cache(bad_batch["dir"] / "features"), load_cache(feats)
+    assert a.video_id == b.video_id and a.features.tobytes() == b.features.tobytes()
+
+
+def test_finetune_checkpoint_past_the_file_size_limit_is_a_message_and_exit_1(tmp_path):
+    """torch.save's "unexpected pos" RuntimeError on a refused write is reported as the disk problem."""
+    from tests.test_finetune import _cfg, write_crops_dataset
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    _cfg(tmp_path, epochs=1, head_epochs=1)
+    res = _under_file_limit(256, "run", "finetune", "--no-deps", "--params", str(tmp_path / "params.yaml"))
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "no space left" in res.stderr and "Traceback" not in res.stderr
+    no_visible_partials(tmp_path / "data")
