@@ -5,6 +5,7 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import io
 import os
 import tempfile
 from dataclasses import dataclass, fields
@@ -72,6 +73,9 @@ def file_lock(target: Path) -> Iterator[None]:
     that parallel `--shard` processes share: failures.csv, index.h5)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if read_only(target.parent):  # nobody can write there: nothing to serialise (issue 29)
+        yield
+        return
     with open(target.parent / f".{target.name}.lock", "a") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
@@ -103,6 +107,9 @@ def run_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
             _HELD[folder] -= 1
         return
     folder.mkdir(parents=True, exist_ok=True)
+    if read_only(folder):  # a finished cache on read-only storage: no writer to exclude; a write fails clearly
+        yield
+        return
     path = folder / ".lock"
     with open(path, "a+") as fh:
         try:
@@ -122,6 +129,12 @@ def run_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
         finally:
             del _HELD[folder]
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_only(folder: Path) -> bool:
+    """On a file system mounted read-only (not merely a folder without write permission: that is an error
+    the user must hear about)."""
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
 
 
 def _command() -> list[str]:
@@ -193,13 +206,34 @@ class ManifestRow:
 _INT_FIELDS = {"fold", "apex_start", "apex_end", "n_frames", "header_frames", "width", "height", "rotation"}
 
 
+def write_text_if_changed(path: Path, text: str) -> bool:
+    """Write `text` atomically unless the file already holds exactly it; True when written.
+
+    Nothing that did not change is rewritten: a finished cache on read-only storage can be rechecked
+    and trained on (issue 29), and an unchanged file keeps its mtime."""
+    path = Path(path)
+    try:
+        if path.read_bytes() == text.encode("utf-8"):
+            return False
+    except FileNotFoundError:
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+    return True
+
+
+def _csv_text(names: list[str], rows: Iterable[dict]) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=names)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
 def write_manifest(rows: Iterable[ManifestRow], path: Path) -> None:
     names = [f.name for f in fields(ManifestRow)]
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=names)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()})
+    write_text_if_changed(path, _csv_text(names, ({k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()}
+                                                  for row in rows)))
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
@@ -248,8 +282,4 @@ def update_failures(path: Path, stage: str, failures: Iterable[Failure], *, repl
     # (tests/reliability/test_concurrency.py: 180 of 301 rows survived two writers).
     with file_lock(Path(path)):
         kept = [f for f in read_failures(path) if not (f.stage == stage and f.video_id in replace)]
-        with atomic_path(Path(path)) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=FAILURE_COLUMNS)
-            w.writeheader()
-            for fl in kept + new:
-                w.writerow(dataclasses.asdict(fl))
+        write_text_if_changed(Path(path), _csv_text(FAILURE_COLUMNS, (dataclasses.asdict(fl) for fl in kept + new)))

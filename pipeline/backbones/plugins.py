@@ -129,7 +129,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             except SafetensorError as err:
                 raise ValueError(f"not a safetensors file: {err}") from err
         else:
-            state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+            state = _unwrap(_safe_torch_load(path))
     except pickle.UnpicklingError as err:  # a whole pickled model: loading it would run its code
         raise MissingWeightsError(
             f"extract.weights: {path} is not a plain state dict (torch's safe loader refused it: a pickled "
@@ -138,12 +138,24 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         ) from err
     except UNREADABLE_CHECKPOINT as err:  # empty (EOFError), text (KeyError), truncated (RuntimeError)
         raise MissingWeightsError(
-            f"extract.weights: cannot read checkpoint {path} ({type(err).__name__}: {err or 'empty file'}); "
+            f"extract.weights: cannot read checkpoint {path} ({type(err).__name__}: {str(err) or 'empty file'}); "
             f"expected a state dict saved with torch.save(model.state_dict(), path) or a .safetensors file"
         ) from err
     except PipelineError as err:
         raise MissingWeightsError(f"extract.weights: cannot read checkpoint {path}: {err}") from err
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _safe_torch_load(path: Path):
+    """torch.load with `weights_only=True`. On bytes that are not a checkpoint (a text file named .pth) the
+    unpickler fails with whatever its parse hit (IndexError, KeyError: 101, UnicodeDecodeError, ...): no
+    code ran, so every such failure is "not a checkpoint", reported as ValueError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, *UNREADABLE_CHECKPOINT):
+        raise
+    except Exception as err:  # noqa: BLE001 (see above: the unpickler's parse errors have no common type)
+        raise ValueError(f"not a torch checkpoint ({type(err).__name__}: {err})") from err
 
 
 _EXPORT_HINT = ("Export its weights once, on a machine where you trust the file: python -c \"import torch; "
