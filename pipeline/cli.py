@@ -104,8 +104,8 @@ def main() -> None:
               "video, its per-video parts included).")
 @click.option("--workers", type=int, default=None, help="Parallel processes for detect/extract (default: params).")
 @click.option("--folds", type=int, default=None, help="train-head/ablate: number of subject-independent folds.")
-@click.option("--shard", default=None, metavar="K/N", help="detect/extract: process the K-th of N slices (parallel "
-              "jobs; then one plain run assembles faces.h5 / index.h5).")
+@click.option("--shard", default=None, metavar="K/N", help="detect/extract: process slice K of N, K counted from 0 "
+              "(0/4, 1/4, 2/4, 3/4: parallel jobs; then one plain run assembles faces.h5 / index.h5).")
 @click.option("--keep-crops", is_flag=True, help="extract: also store the aligned crops (JPEG) for fine-tuning.")
 def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | None, root: str | None,
             overrides: tuple[str, ...], data_root: str | None, results_root: str | None, verbose: bool,
