@@ -90,7 +90,8 @@ _HELD: dict[Path, int] = {}
 
 @contextlib.contextmanager
 def run_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold `<folder>/.lock` for a run that writes `folder`, or raise FolderBusy naming who holds it.
+    """Hold `.<folder name>.lock` beside `folder` for a run that writes it, or raise FolderBusy naming who
+    holds it. Beside, not inside: a run refused before its first output leaves no folder behind.
 
     Refuses at once rather than waiting: the other run may be hours of training, and a command that
     silently waits looks hung (issue 29). `--shard k/N` slices share the lock (they write disjoint
@@ -106,11 +107,11 @@ def run_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
         finally:
             _HELD[folder] -= 1
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    if read_only(folder):  # a finished cache on read-only storage: no writer to exclude; a write fails clearly
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if read_only(folder.parent):  # a finished cache on read-only storage: no writer to exclude; a write fails clearly
         yield
         return
-    path = folder / ".lock"
+    path = folder.parent / f".{folder.name}.lock"
     with open(path, "a+") as fh:
         try:
             fcntl.flock(fh.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)

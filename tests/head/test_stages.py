@@ -23,8 +23,8 @@ METRIC_KEYS = {"epochs", "war", "war_std", "uar", "uar_std", "per_class_recall",
 
 
 def _declared(name: str) -> set[str]:
-    """Top-level names a stage declares in the registry, with its state folder and run lock."""
-    return {o.path.split("/")[1] for o in stage(name).outs} | {".state", ".lock"}
+    """Top-level names a stage declares in the registry, with its state folder."""
+    return {o.path.split("/")[1] for o in stage(name).outs} | {".state"}
 
 
 def _numbers_only(node) -> bool:
@@ -47,7 +47,7 @@ def test_train_head_writes_exactly_its_files_and_schema(trained):
     cfg, metrics, _ = trained
     out = cfg.results_dir("synth")
     assert {p.name for p in out.iterdir()} == _declared("train-head")
-    assert {*train_head.RESULT_FILES, train_head.CHECKPOINTS, train_head.HISTORY} == _declared("train-head") - {".state", ".lock"}
+    assert {*train_head.RESULT_FILES, train_head.CHECKPOINTS, train_head.HISTORY} == _declared("train-head") - {".state"}
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["fold-0.pt", "fold-1.pt", "fold-2.pt"]
     on_disk = json.loads((out / "metrics.json").read_text())
     assert set(on_disk) == METRIC_KEYS and _numbers_only(on_disk)

@@ -120,7 +120,7 @@ def test_a_second_run_on_the_same_results_refuses_at_once_naming_the_first(tmp_p
     params = tiny_params(tmp_path, threads=1)
     head = ("--dataset", "synth", "--set", "train_head.folds=2")
     first = cli("train-head", params, tmp_path / "data", *head, "--set", "train_head.epochs=5000")
-    lock = tmp_path / "results" / "synth" / ".lock"
+    lock = tmp_path / "results" / ".synth.lock"
     try:
         deadline = time.time() + 300
         while not (lock.exists() and f"pid {first.pid}:" in lock.read_text()):
