@@ -161,7 +161,7 @@ STAGES: tuple[Stage, ...] = (
           "classifier on augmented crops), then re-extract every video with it. Reads the crops kept by "
           "`extract --keep-crops` and manifest.csv; writes <data_root>/D/checkpoints/backbone-fold-<k>.pt and "
           "<data_root>/D/features/finetuned/fold-<k>/. Resumable per epoch; finished folds are verified and skipped.",
-          volatile=("device", "threads", "crops_memory_gb", "workers", "max_failure_fraction", "shard_size"),
+          volatile=("device", "threads", "crops_memory_gb", "workers", "max_failure_fraction", "shard_size", "keep_crops"),
           in_pipeline=False),
 )
 BY_NAME = {s.name: s for s in STAGES}
