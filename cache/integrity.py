@@ -32,14 +32,38 @@ class ShardCheck:
         return not self.damaged and not self.legacy
 
     def problem(self, dataset: str) -> str:
-        """One line: what is wrong with this shard and the command that repairs it."""
-        fix = f"`pipeline run extract --dataset {dataset}`"
+        """One line: what is wrong with this shard (named by its folder) and the command that repairs it."""
+        where, fix = self.repair(dataset)
         if self.legacy:
-            return (f"{self.path.name} was written before shards carried checksums (format 1) and cannot be "
-                    f"checked: re-extract it with {fix} (it recomputes that shard's videos)")
+            return (f"{where} was written before shards carried checksums (format 1) and cannot be "
+                    f"checked: rewrite it with {fix}")
         ids = [self.video_ids[i] if i < len(self.video_ids) else f"row {i}" for i in self.damaged]
-        return (f"{self.path.name}: {len(ids)} row(s) fail their checksum (rows {self.damaged[:5]}, videos "
-                f"{ids[:3]}): the file changed after it was written; {fix} re-extracts only those videos")
+        return (f"{where}: {len(ids)} row(s) fail their checksum (rows {self.damaged[:5]}, videos "
+                f"{ids[:3]}): the file changed after it was written; {fix}")
+
+    @property
+    def dataset(self) -> str:
+        """The dataset folder's name, from where the shard lies (`<D>/features/` or
+        `<D>/features/finetuned/fold-k/`); for a shard whose attributes do not name it."""
+        p = self.path.resolve()
+        return (p.parents[3] if self._in_fold_cache else p.parents[1]).name
+
+    @property
+    def _in_fold_cache(self) -> bool:
+        return self.path.parent.name.startswith("fold-") and self.path.parent.parent.name == "finetuned"
+
+    def repair(self, dataset: str) -> tuple[str, str]:
+        """(the shard's path inside the dataset folder, the command that rewrites it and what it redoes).
+
+        A fold cache (`features/finetuned/fold-k/`) is finetune's: extract would re-extract the frozen
+        cache and leave it as it is (issue 29)."""
+        p = self.path
+        if self._in_fold_cache:
+            return (f"{p.parent.parent.parent.name}/finetuned/{p.parent.name}/{p.name}",
+                    f"`pipeline run finetune --dataset {dataset}` rewrites that fold's cache from its checkpoint "
+                    "(no retraining)")
+        return (f"{p.parent.name}/{p.name}",
+                f"`pipeline run extract --dataset {dataset}` re-extracts only those videos")
 
 
 def damaged_rows(features: np.ndarray, crcs: np.ndarray, offset: int = 0) -> list[int]:

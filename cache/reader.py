@@ -81,9 +81,8 @@ def load_cache(features_dir: Path) -> FeatureCache:
             if not check.ok:
                 bad.append(check)
     if bad:
-        dataset = str(attrs.get("dataset") or Path(features_dir).resolve().parent.name)
         raise PipelineError("the feature cache failed its integrity check:\n" +
-                            "\n".join(f"  - {c.problem(dataset)}" for c in bad))
+                            "\n".join(f"  - {c.problem(str(attrs.get('dataset') or c.dataset))}" for c in bad))
     return FeatureCache(
         features=np.concatenate(parts["features"]), label=np.concatenate(parts["label"]),
         subject=subject, video_id=video_id, frame_index=np.concatenate(parts["frame_index"]),
@@ -119,7 +118,7 @@ class FeatureDataset:
             from cache.integrity import check_open_shard
 
             check = check_open_shard(f, self.shards[si])
-            dataset = str(_attr(f.attrs.get("dataset", "")) or self.shards[si].resolve().parent.parent.name)
+            dataset = str(_attr(f.attrs.get("dataset", "")) or check.dataset)
             raise PipelineError(check.problem(dataset))
         return feats.astype(np.float32), int(f["label"][row])
 

@@ -41,7 +41,7 @@ def _check_shard(path: Path, problems: list[str]) -> tuple[list[str], dict]:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         check = check_open_shard(f, path)
         if not check.ok:
-            problems.append(check.problem(str(attrs.get("dataset") or path.parent.parent.name)))
+            problems.append(check.problem(str(attrs.get("dataset") or check.dataset)))
         for k in PROVENANCE:
             if k not in attrs:
                 problems.append(f"{path.name}: attribute {k} missing")
@@ -92,6 +92,7 @@ def verify(cfg, dataset: str) -> tuple[list[str], dict]:
             if f["features"].shape[0] != len(all_ids):
                 problems.append(f"index.h5 lists {f['features'].shape[0]} videos, shards hold {len(all_ids)} "
                                 "(rerun extract to rebuild it)")
+    problems += _check_packs(lay.features)
     stats = {"dataset": dataset, "shards": len(shards), "videos": len(all_ids), "manifest_videos": len(manifest_ids),
              "failed_videos": len((failed & manifest_ids) - set(all_ids)), "backbone": (first or {}).get("backbone"),
              "weights": (first or {}).get("weights")}
@@ -154,6 +155,23 @@ def _crops_bytes(path: Path, f: h5py.File) -> int:
 
     f.visititems(visit)
     return max(0, path.stat().st_size - others)
+
+
+def _check_packs(features: Path) -> list[str]:
+    """Finetune's crops packs: every crop's bytes against the CRC-32 its index recorded (issue 29)."""
+    from pipeline.finetune.crops import PackDamaged, _read_pack, pack_damage_message, pack_dir
+
+    problems = []
+    for meta in sorted(pack_dir(features).glob("pack-*.npz")):
+        data = meta.with_suffix(".bin")
+        try:
+            bad = _read_pack(meta, data, "finetune").damaged() if data.exists() else []
+        except PackDamaged as err:
+            problems.append(str(err))
+            continue
+        if bad:
+            problems.append(pack_damage_message(data, f"{len(bad)} video(s) fail their crop checksums, e.g. {bad[:3]}"))
+    return problems
 
 
 def _finetuned_caches(folder: Path) -> dict:

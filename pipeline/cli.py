@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -30,11 +31,22 @@ def _guard(fn: Callable[[], Any]) -> Any:
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # a user's setup, not a bug: exit 2 (issue 29)
+            click.secho(f"error: cannot write {err.filename or ''} ({err.strerror}). The data and results folders "
+                        "must be writable: pass --data-root / --results-root (or set data_root / results_root in "
+                        "params.yaml) to a folder you can write, or fix its permissions.", fg="red", err=True)
+            sys.exit(2)
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        click.secho(f"error: no space left while writing ({err}). Nothing half-written was kept under a final "
-                    "name; free some space and rerun the same command to resume.", fg="red", err=True)
-        sys.exit(1)
+        limit = " or raise the file size limit (`ulimit -f`)" if err.errno == errno.EFBIG else ""
+        click.secho(f"error: no space left while writing {err.filename or ''} ({err.strerror}). Nothing half-written "
+                    f"was kept under a final name; free some space{limit} and rerun the same command to resume.",
+                    fg="red", err=True)
+        # Not sys.exit: HDF5 flushes a file whose write failed once more at interpreter exit and
+        # crashes (exit 139, measured under `ulimit -f`); the temporaries are already removed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def config_options(fn: Callable) -> Callable:
@@ -95,8 +107,8 @@ def main() -> None:
               "video, its per-video parts included).")
 @click.option("--workers", type=int, default=None, help="Parallel processes for detect/extract (default: params).")
 @click.option("--folds", type=int, default=None, help="train-head/ablate: number of subject-independent folds.")
-@click.option("--shard", default=None, metavar="K/N", help="detect/extract: process the K-th of N slices (parallel "
-              "jobs; then one plain run assembles faces.h5 / index.h5).")
+@click.option("--shard", default=None, metavar="K/N", help="detect/extract: process slice K of N, K counted from 0 "
+              "(0/4, 1/4, 2/4, 3/4: parallel jobs; then one plain run assembles faces.h5 / index.h5).")
 @click.option("--keep-crops", is_flag=True, help="extract: also store the aligned crops (JPEG) for fine-tuning.")
 def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | None, root: str | None,
             overrides: tuple[str, ...], data_root: str | None, results_root: str | None, verbose: bool,
@@ -104,7 +116,7 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
             keep_crops: bool) -> None:
     """Run one STAGE (help text built from the registry's summaries below)."""
     _setup_logging(verbose)
-    extra = ([f"train_head.folds={folds}"] if folds else []) + (["extract.keep_crops=true"] if keep_crops else [])
+    extra = ([f"train_head.folds={folds}"] if folds is not None else []) + (["extract.keep_crops=true"] if keep_crops else [])
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root, extra))
     name = cfg.dataset
     shard_slice = _parse_shard(shard) if shard else None  # a usage error stops here, before upstream stages run

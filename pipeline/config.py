@@ -319,9 +319,11 @@ class TrainHeadConfig:
             p.append(f"{key}.identity_rank: must be >= 0, got {self.identity_rank}")
         if self.variant not in ("paper", "authors"):
             p.append(f"{key}.variant: must be paper or authors, got {self.variant!r}")
-        for name in ("folds", "epochs", "batch_size", "n_clips", "clip_len", "frames_per_clip", "window", "hidden"):
+        for name in ("epochs", "batch_size", "n_clips", "clip_len", "frames_per_clip", "window", "hidden"):
             if getattr(self, name) < 1:
                 p.append(f"{key}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.folds < 2:  # cross-validation: every fold tests on what the others train on
+            p.append(f"{key}.folds: cross-validation needs at least 2 folds, got {self.folds} (--folds 2 or more)")
         if self.lr <= 0 or self.weight_decay < 0:
             p.append(f"{key}.lr/weight_decay: lr must be > 0 and weight_decay >= 0")
         if self.device not in DEVICES:
@@ -600,6 +602,20 @@ def _name_problem(name: Any) -> str | None:
             "e.g. --dataset mine")
 
 
+def _frames_for_head(rs: "ResampleConfig | None", th: "TrainHeadConfig | None") -> list[str]:
+    """resample.n_frames against the frames train-head's clips reach (pipeline/head/sampling.py): checked
+    here, before detect and extract spend hours on a cache the head cannot read (issue 29)."""
+    if rs is None or th is None:
+        return []
+    offset = max(th.train_offset_max, th.test_offset)
+    need = offset + (th.n_clips - 1) * th.clip_stride + th.clip_len
+    if rs.n_frames >= need:
+        return []
+    return [f"resample.n_frames: {rs.n_frames} frames per video, but train-head's {th.n_clips} clips of {th.clip_len} "
+            f"frames at stride {th.clip_stride}, from offsets up to {offset}, need {need} frames; set "
+            f"resample.n_frames >= {need} (the paper: 105), or fewer/shorter clips in train_head"]
+
+
 def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None = None,
                 overrides: typing.Sequence[str | tuple[str, Any]] = (), adapter: str | None = None,
                 root: str | None = None, data_root: str | None = None,
@@ -671,6 +687,7 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
         sections[key] = _build(cls, raw.get(key), key, problems)
         if sections[key] is not None:
             problems += sections[key].check(key)
+    problems += _frames_for_head(sections.get("resample"), sections.get("train_head"))
     repro = raw.get("repro") or []
     if not isinstance(repro, list) or any(r not in datasets_raw for r in repro):
         problems.append(f"repro: must list dataset names from datasets:, got {repro!r}")

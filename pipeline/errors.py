@@ -20,6 +20,12 @@ class ConfigError(PipelineError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
+class FolderBusy(PipelineError):
+    """Another run is writing the same data or results folder (exit 2); the message names it."""
+
+    exit_code = 2
+
+
 class DatasetError(PipelineError):
     """A dataset root or annotation layout that does not match the adapter (exit 3)."""
 

@@ -5,6 +5,7 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import io
 import os
 import tempfile
 from dataclasses import dataclass, fields
@@ -34,7 +35,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except RuntimeError as err:
+            raise _as_disk_error(err, final) or err
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, final)
@@ -43,18 +47,112 @@ def atomic_path(final: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _as_disk_error(err: RuntimeError, path: Path) -> OSError | None:
+    """The OSError behind a writer's RuntimeError when the disk refused a write (full, or over `ulimit
+    -f`): HDF5 says "Can't close dataset (file write failed: ... errno = 27 ...)", torch.save only
+    "unexpected pos N vs M". Raised as such, the CLI reports the disk, not a traceback (issue 29)."""
+    import errno
+    import re
+
+    text = str(err)
+    found = re.search(r"errno = (\d+)", text)
+    if found and int(found.group(1)) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        code = int(found.group(1))
+    elif "unexpected pos" in text:
+        code = errno.ENOSPC
+    else:
+        return None
+    out = OSError(code, f"{os.strerror(code)} ({text.splitlines()[0][:200]})", str(path))
+    out.__cause__ = err
+    return out
+
+
 @contextlib.contextmanager
 def file_lock(target: Path) -> Iterator[None]:
     """Hold an exclusive lock on a hidden `.<name>.lock` beside `target` (read-modify-write of a file
     that parallel `--shard` processes share: failures.csv, index.h5)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if read_only(target.parent):  # nobody can write there: nothing to serialise (issue 29)
+        yield
+        return
     with open(target.parent / f".{target.name}.lock", "a") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+_HELD: dict[Path, int] = {}
+"""Folders this process holds a run lock on (a second `flock` on a new descriptor would refuse itself)."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold `.<folder name>.lock` beside `folder` for a run that writes it, or raise FolderBusy naming who
+    holds it. Beside, not inside: a run refused before its first output leaves no folder behind.
+
+    Refuses at once rather than waiting: the other run may be hours of training, and a command that
+    silently waits looks hung (issue 29). `--shard k/N` slices share the lock (they write disjoint
+    files by design); a whole-dataset run needs it alone. The holder's pid and command are written
+    into the file, for the message."""
+    from pipeline.errors import FolderBusy
+
+    folder = Path(folder).resolve()
+    if folder in _HELD:
+        _HELD[folder] += 1
+        try:
+            yield
+        finally:
+            _HELD[folder] -= 1
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if read_only(folder.parent):  # a finished cache on read-only storage: no writer to exclude; a write fails clearly
+        yield
+        return
+    path = folder.parent / f".{folder.name}.lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holders = [line for line in fh.read().splitlines() if _alive(line)]
+            raise FolderBusy(f"{folder} is in use by another run ({'; '.join(holders) or 'a process'}); wait "
+                             "for it to finish, or stop it, then rerun (a stopped run resumes)") from None
+        if not shared:
+            fh.truncate(0)
+        fh.write(f"pid {os.getpid()}: {' '.join(_command())}\n")
+        fh.flush()
+        _HELD[folder] = 1
+        try:
+            yield
+        finally:
+            del _HELD[folder]
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_only(folder: Path) -> bool:
+    """On a file system mounted read-only (not merely a folder without write permission: that is an error
+    the user must hear about)."""
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def _command() -> list[str]:
+    import sys
+
+    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+
+
+def _alive(line: str) -> bool:
+    """A `pid N: command` line of a process still running."""
+    try:
+        os.kill(int(line.split(":", 1)[0].removeprefix("pid ")), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def clean_stale_temporaries(folder: Path, pattern: str = ".*.tmp") -> int:
@@ -109,13 +207,34 @@ class ManifestRow:
 _INT_FIELDS = {"fold", "apex_start", "apex_end", "n_frames", "header_frames", "width", "height", "rotation"}
 
 
+def write_text_if_changed(path: Path, text: str) -> bool:
+    """Write `text` atomically unless the file already holds exactly it; True when written.
+
+    Nothing that did not change is rewritten: a finished cache on read-only storage can be rechecked
+    and trained on (issue 29), and an unchanged file keeps its mtime."""
+    path = Path(path)
+    try:
+        if path.read_bytes() == text.encode("utf-8"):
+            return False
+    except FileNotFoundError:
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+    return True
+
+
+def _csv_text(names: list[str], rows: Iterable[dict]) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=names)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
 def write_manifest(rows: Iterable[ManifestRow], path: Path) -> None:
     names = [f.name for f in fields(ManifestRow)]
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=names)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()})
+    write_text_if_changed(path, _csv_text(names, ({k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()}
+                                                  for row in rows)))
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
@@ -164,8 +283,4 @@ def update_failures(path: Path, stage: str, failures: Iterable[Failure], *, repl
     # (tests/reliability/test_concurrency.py: 180 of 301 rows survived two writers).
     with file_lock(Path(path)):
         kept = [f for f in read_failures(path) if not (f.stage == stage and f.video_id in replace)]
-        with atomic_path(Path(path)) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=FAILURE_COLUMNS)
-            w.writeheader()
-            for fl in kept + new:
-                w.writerow(dataclasses.asdict(fl))
+        write_text_if_changed(Path(path), _csv_text(FAILURE_COLUMNS, (dataclasses.asdict(fl) for fl in kept + new)))

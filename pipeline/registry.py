@@ -115,8 +115,9 @@ STAGES: tuple[Stage, ...] = (
           "Align the chosen frames (224x224, 5-point similarity) and cache per-frame backbone features. Reads "
           "faces.h5, frames.h5 and the videos; writes <data_root>/D/features/shard-*.h5 and index.h5. Resumable, "
           "shardable (--shard k/N).",
-          # shard_size only regroups videos into files: existing shards stay valid (issue 16).
-          volatile=(*SPEED, "shard_size"), failure_limit="extract.max_failure_fraction"),
+          # shard_size only regroups videos into files: existing shards stay valid (issue 16). keep_crops
+          # only adds crops: a cache with them serves keep_crops false, one without is redone (issue 29).
+          volatile=(*SPEED, "shard_size", "keep_crops"), failure_limit="extract.max_failure_fraction"),
     Stage("train-head", "stages.train_head", "extract", ("train_head",),
           ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv"),
           (Output("{results}/metrics.json", "metrics"),
@@ -161,7 +162,7 @@ STAGES: tuple[Stage, ...] = (
           "classifier on augmented crops), then re-extract every video with it. Reads the crops kept by "
           "`extract --keep-crops` and manifest.csv; writes <data_root>/D/checkpoints/backbone-fold-<k>.pt and "
           "<data_root>/D/features/finetuned/fold-<k>/. Resumable per epoch; finished folds are verified and skipped.",
-          volatile=("device", "threads", "crops_memory_gb", "workers", "max_failure_fraction", "shard_size"),
+          volatile=("device", "threads", "crops_memory_gb", "workers", "max_failure_fraction", "shard_size", "keep_crops"),
           in_pipeline=False),
 )
 BY_NAME = {s.name: s for s in STAGES}

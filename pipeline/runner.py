@@ -14,10 +14,10 @@ from typing import Any
 
 from pipeline.config import SECTIONS, Config
 from pipeline.errors import TooManyFailures
-from pipeline.io import Failure, update_failures
+from pipeline.io import Failure, run_lock, update_failures
 from pipeline.layout import layout_for
 from pipeline.registry import Stage, stage
-from pipeline.state import is_current, mark_done, signature
+from pipeline.state import clear_done, is_current, mark_done, resolve, signature
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,15 @@ def run_stage(name: str, cfg: Config, dataset: str | None = None, *, force: bool
             return {"stage": name, "dataset": dataset, "skipped": "up to date"}
         if module.verify_outputs(view, dataset, sig):
             return {"stage": name, "dataset": dataset, "skipped": "up to date (outputs verified)"}
+    # One writer per folder (issue 29): the data folder for the data stages, the results folder for the others.
+    with run_lock(resolve(st.state_root + "/", cfg, dataset), shared=partial):
+        return _work(st, module, view, cfg, dataset, sig, force, options)
+
+
+def _work(st: Stage, module: Any, view: ScopedConfig, cfg: Config, dataset: str, sig: str, force: bool,
+          options: dict) -> dict:
+    name = st.name
+    clear_done(cfg, dataset, name)  # no claim of currency while outputs change; mark_done below is last
     out: Outcome = module.work(view, dataset, sig=sig, force=force, **options)
     summary = out.summary
     if out.failures is not None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 from pipeline.config import Config, section_hash
-from pipeline.io import atomic_path
+from pipeline.io import read_only, write_text_if_changed
 from pipeline.registry import Stage, code_hash, stage
+
+log = logging.getLogger(__name__)
 
 
 def resolve(template: str, cfg: Config, dataset: str) -> Path:
@@ -64,8 +67,23 @@ def mark_done(cfg: Config, dataset: str, name: str, sig: str, summary: dict) -> 
     """Record the signature, the summary and the effective parameters (after the dataset's overrides)."""
     ds = cfg.dataset_config(dataset)
     params = {**params_of(cfg, stage(name)), f"datasets.{dataset}": dataclasses.asdict(ds)}
-    with atomic_path(state_path(cfg, dataset, name)) as tmp:
-        tmp.write_text(json.dumps({"signature": sig, "summary": summary, "params": params}, indent=1, default=str))
+    path = state_path(cfg, dataset, name)
+    text = json.dumps({"signature": sig, "summary": summary, "params": params}, indent=1, default=str)
+    if path.parent.exists() and read_only(path.parent):
+        if not path.exists() or path.read_text() != text:
+            log.warning("%s is on read-only storage: %s's record is left as it was (its outputs were not "
+                        "rewritten either); the next run checks them again", path.parent, name)
+        return
+    write_text_if_changed(path, text)
+
+
+def clear_done(cfg: Config, dataset: str, name: str) -> None:
+    """Withdraw the stage's claim that its outputs are current, before any of them is touched: a run
+    stopped half-way (Ctrl-C, a full disk) leaves a mix of old and new files and no record saying they
+    belong together, so the next run recomputes (issue 29). `mark_done` writes the record last."""
+    path = state_path(cfg, dataset, name)
+    if path.exists() and not read_only(path.parent):  # read-only: any output write fails, clearly
+        path.unlink()
 
 
 def is_current(cfg: Config, dataset: str, name: str, sig: str) -> bool:

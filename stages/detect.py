@@ -126,11 +126,11 @@ def detect_video(row: ManifestRow, cfg: DetectConfig) -> VideoResult:
     return VideoResult(row.video_id, track, len(dets), w, h, det_size=min(sizes, default=cfg.det_size))
 
 
-def save_part(path: Path, res: VideoResult, sig: str) -> None:
+def save_part(path: Path, res: VideoResult, sig: str, detector: str = "") -> None:
     buf = io.BytesIO()
-    arrays = {"video_id": np.array(res.video_id), "signature": np.array(sig), "n_frames": np.array(res.n_frames),
-              "size": np.array([res.width, res.height]), "kind": np.array(res.kind), "message": np.array(res.message),
-              "det_size": np.array(res.det_size)}
+    arrays = {"video_id": np.array(res.video_id), "signature": np.array(sig), "detector": np.array(detector),
+              "n_frames": np.array(res.n_frames), "size": np.array([res.width, res.height]),
+              "kind": np.array(res.kind), "message": np.array(res.message), "det_size": np.array(res.det_size)}
     if res.track is not None:
         arrays.update(boxes=res.track.boxes, landmarks=res.track.landmarks, scores=res.track.scores, flags=res.track.flags)
     np.savez(buf, **arrays)
@@ -156,6 +156,15 @@ def load_part(path: Path, video_id: str, sig: str) -> VideoResult | None:
     if not (len(track.boxes) == len(track.flags) == n and np.isfinite(track.landmarks).all()):
         return None
     return VideoResult(video_id, track, n, w, h, det_size=det_size)
+
+
+def part_detector(path: Path) -> str:
+    """The detector a part was made with ("" for parts written before parts recorded it)."""
+    try:
+        with np.load(path) as z:
+            return str(z["detector"]) if "detector" in z.files else ""
+    except (OSError, ValueError):
+        return ""
 
 
 def write_faces(path: Path, results: list[VideoResult], attrs: dict) -> None:
@@ -210,13 +219,16 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
     if dcfg.threads == 0:  # split the cores between worker processes rather than oversubscribing
         dcfg = DetectConfig(**{**dcfg.__dict__, "threads": max(1, (os.cpu_count() or 1) // n_workers)})
     # Built once here and reused by detect_video when it runs in this process (workers == 1).
-    describe = _detector(dcfg).describe() if pending else "(all videos resumed from parts)"
+    # Every video resumed (the assembling run after `--shard` slices): the parts name the detector that ran.
+    described = {part_detector(part_path(lay.parts, r.video_id)) for r in todo} if not pending else set()
+    describe = (" + ".join(sorted(described)) if described and "" not in described
+                else _detector(dcfg).describe())
     log.info("detector: %s; %d videos to detect, %d resumed", describe, len(pending), len(results))
     jobs = (delayed(detect_video)(r, dcfg) for r in pending)
     gen = Parallel(n_jobs=n_workers, return_as="generator_unordered")(jobs) if n_workers > 1 else (
         detect_video(r, dcfg) for r in pending)
     for res in tqdm(gen, total=len(pending), desc=f"detect {dataset}", unit="video"):
-        save_part(part_path(lay.parts, res.video_id), res, sig)  # durable before counted
+        save_part(part_path(lay.parts, res.video_id), res, sig, describe)  # durable before counted
         results[res.video_id] = res
     if shard is not None:  # parts only: no failure rows, no state (the runner records nothing for a slice)
         return Outcome({"stage": STAGE, "dataset": dataset, "shard": f"{shard[0]}/{shard[1]}", "detector": describe,

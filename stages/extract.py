@@ -121,15 +121,16 @@ def shard_attrs(cfg: Config, dataset: str, extractor: FeatureExtractor, classes:
             "shard_slice": f"{shard[0]}/{shard[1]}" if shard else "0/1"}
 
 
-def verified_shard(path: Path, sig: str) -> ShardCheck | None:
+def verified_shard(path: Path, sig: str, need_crops: bool = False) -> ShardCheck | None:
     """The row checksums of a complete shard made with the same signature, or None when it is stale
-    (other parameters), incomplete, or from before shards carried checksums: its videos are recomputed.
+    (other parameters, or no crops when `need_crops`), incomplete, or from before shards carried
+    checksums: its videos are recomputed.
 
     An OSError is not a verdict on the work inside (a flaky disk or network mount reads the same as a
     damaged header): the run stops and deletes nothing (issue 13)."""
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("signature") != sig:
+            if f.attrs.get("signature") != sig or (need_crops and "crops" not in f):
                 return None
             n = f["features"].shape[0]
             if f["video_id"].shape[0] != n or f["label"].shape[0] != n:
@@ -147,10 +148,10 @@ def verified_shard(path: Path, sig: str) -> ShardCheck | None:
     return check
 
 
-def _all_intact(features: Path, sig: str) -> bool:
+def _all_intact(features: Path, sig: str, need_crops: bool) -> bool:
     """The fast path's check, run every time (bench/bench_checksum.py: its cost against extract)."""
     for s in list_shards(features):
-        check = verified_shard(s, sig)
+        check = verified_shard(s, sig, need_crops)
         if check is None or not check.ok:
             return False
     return True
@@ -225,7 +226,19 @@ def verify_outputs(cfg: Config, dataset: str, sig: str) -> bool:
     """The runner's last word before skipping: every shard's row checksums still match (a damaged
     row is repaired by the run instead of being read by training)."""
     features = layout_for(cfg, dataset).features
-    return (features / "index.h5").exists() and _all_intact(features, sig)
+    return (features / "index.h5").exists() and _all_intact(features, sig, cfg.extract.keep_crops)
+
+
+def holds_crops(features: Path) -> bool:
+    """Whether any shard of the cache keeps its crops (fine-tuning's input)."""
+    for s in list_shards(features):
+        try:
+            with h5py.File(s, "r") as f:
+                if "crops" in f:
+                    return True
+        except OSError:
+            continue  # unreadable: verified_shard reports it
+    return False
 
 
 def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[int, int] | None = None,
@@ -240,6 +253,12 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
     extractor = build_extractor(e)  # missing weights stop here, before any video is opened
     # null crop_size / margin: the backbone's own (its input size; a looser crop for CLIP)
     e = dataclasses.replace(e, crop_size=extractor.crop_size, margin=extractor.margin)
+    # Crops are hours of work that fine-tuning reads (issue 29): a cache that holds them keeps them,
+    # whatever this run's extract.keep_crops says; deleting features/ is how to drop them.
+    if not e.keep_crops and holds_crops(lay.features):
+        log.info("%s holds crops (fine-tuning's input): every shard written keeps them, though extract.keep_crops "
+                 "is false; delete the folder to drop them", lay.features)
+        e = dataclasses.replace(e, keep_crops=True)
     tasks, classes = load_tasks(cfg, dataset)
     if shard is not None:
         k, n = shard
@@ -254,7 +273,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
     for s in list_shards(lay.features):
         own_name = s.name.rsplit("-", 1)[0] == prefix  # numbered in this run's series
         mine = shard is None or own_name  # a plain run owns every shard; a slice only its own
-        check = None if force and mine else verified_shard(s, sig)
+        check = None if force and mine else verified_shard(s, sig, e.keep_crops)
         if check is None:
             if mine:
                 s.unlink()  # forced, stale (other parameters) or unchecked: its videos are recomputed

@@ -259,3 +259,66 @@ def test_pickled_model_and_garbage_files_are_refused_without_running_them(tmp_pa
     text.write_text("x")
     with pytest.raises(MissingWeightsError, match="is not a checkpoint file"):
         extractor(f"timm:{TIMM_MODEL}", text)
+
+
+class _TouchOnLoad:
+    """Unpickling this creates `marker`: what a malicious pickled "model" would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def _torchscript_writing(marker, path) -> None:
+    """A TorchScript archive whose `__setstate__` writes `marker` when the archive is loaded."""
+
+    class Writer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2))
+            self.marker = str(marker)
+
+        @torch.jit.export
+        def __getstate__(self) -> tuple[torch.Tensor, str, bool]:
+            return self.w, self.marker, self.training
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[torch.Tensor, str, bool]) -> None:
+            self.w = state[0]
+            self.marker = state[1]
+            self.training = state[2]
+            torch.save(torch.zeros(1), self.marker)
+
+    torch.jit.script(Writer()).save(str(path))
+
+
+@pytest.mark.parametrize("backbone", [f"timm:{TIMM_MODEL}", "resnet18"])
+@pytest.mark.parametrize("kind", ["torchscript", "pickle"])
+def test_weights_file_that_carries_code_is_refused_and_nothing_runs(face_dataset, tmp_path, monkeypatch, kind, backbone):
+    """Issue 29: a crafted `extract.weights` file, fed through the real CLI, runs nothing (no marker)
+    and is refused (exit 4) with the one-line export to a state dict."""
+    from click.testing import CliRunner
+
+    import stages.extract
+    from pipeline.cli import main
+
+    monkeypatch.setattr(stages.extract, "read_frames", lambda *a, **k: pytest.fail("a video was decoded"))
+    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    marker = tmp_path / "marker"
+    weights = tmp_path / "model.pt"
+    if kind == "torchscript":
+        _torchscript_writing(marker, weights)
+    else:
+        torch.save({"state_dict": _TouchOnLoad(marker)}, weights)
+    assert not marker.exists()
+    res = CliRunner().invoke(main, ["run", "extract", "--no-deps", "--params", str(face_dataset["params"]),
+                                    "--data-root", str(tmp_path), "--dataset", "faces",
+                                    "--set", f"extract.backbone={backbone}", "--set", f"extract.weights={weights}"])
+    assert not marker.exists(), "code in the weights file ran"
+    assert res.exit_code == 4, res.output
+    assert str(weights) in res.output and "torch.save(m.state_dict()" in res.output
+    assert ("TorchScript" if kind == "torchscript" else "pickled") in res.output

@@ -313,7 +313,7 @@ def test_no_crops_is_one_clear_message(tmp_path):
     from stages import finetune
 
     write_crops_dataset(tmp_path, keep_crops=False)
-    with pytest.raises(NoCropsError, match=r"pipeline run extract --dataset ft --keep-crops"):
+    with pytest.raises(NoCropsError, match=r"pipeline run extract --dataset ft --set extract.keep_crops=true"):
         finetune.run(_cfg(tmp_path), dataset="ft")
 
 
@@ -545,3 +545,108 @@ def test_ablate_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "fold_run", spy)
     out = ablate.run(cfg, dataset="synth", kinds=("meanpool",))
     assert seen == {0: 0, 1: 100, 2: 200} and out["features"] == "finetuned"
+
+
+# --------------------------------------------------------------------------- pack integrity (issue 29)
+
+
+def _packed(tmp_path) -> tuple[Path, Path, np.ndarray]:
+    """A written pack: (params.yaml, pack .bin, offsets)."""
+    from pipeline.finetune.crops import load_crops, pack_dir
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    _cfg(tmp_path, epochs=1, head_epochs=1)
+    features = tmp_path / "data" / "ft" / "features"
+    load_crops(features, "ft", "finetune")
+    data = next(pack_dir(features).glob("pack-*.bin"))
+    with np.load(data.with_suffix(".npz")) as z:
+        offsets = z["offsets"]
+    return tmp_path / "params.yaml", data, offsets
+
+
+def _flip_still_decoding(data: Path, lo: int, hi: int) -> None:
+    """Flip one bit in the entropy-coded part of one crop such that it still decodes, to other pixels."""
+    from pipeline.finetune.crops import decode_jpeg
+
+    raw = bytearray(data.read_bytes())
+    clean = decode_jpeg([torch.frombuffer(bytes(raw[lo:hi]), dtype=torch.uint8)])[0]
+    for pos in range(hi - 8, (lo + hi) // 2, -1):
+        crop = bytearray(raw[lo:hi])
+        crop[pos - lo] ^= 0x10
+        try:
+            img = decode_jpeg([torch.frombuffer(bytes(crop), dtype=torch.uint8)])[0]
+        except RuntimeError:
+            continue
+        if not torch.equal(img, clean):
+            raw[lo:hi] = crop
+            data.write_bytes(bytes(raw))
+            return
+    pytest.fail("no single-bit flip of this crop still decodes")
+
+
+@pytest.mark.parametrize("damage", ["still_decodes", "undecodable"])
+def test_a_damaged_pack_is_caught_with_the_repair_command(tmp_path, damage):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    params, data, offsets = _packed(tmp_path)
+    lo, hi = int(offsets[1, 2]), int(offsets[1, 3])
+    if damage == "still_decodes":
+        _flip_still_decoding(data, lo, hi)
+    else:
+        raw = bytearray(data.read_bytes())
+        raw[lo:hi] = bytes(hi - lo)  # zeros: not a JPEG at all
+        data.write_bytes(bytes(raw))
+    fix = f"rm {data.parent}/pack-*"
+    verify = CliRunner().invoke(main, ["cache", "verify", "--params", str(params), "--dataset", "ft"])
+    assert verify.exit_code == 1 and fix in verify.output and "pipeline run finetune --dataset ft" in verify.output, \
+        verify.output
+    run = CliRunner().invoke(main, ["run", "finetune", "--no-deps", "--force", "--params", str(params), "--dataset", "ft"])
+    assert run.exit_code == 1, run.output
+    assert fix in run.output and "fails its checksum" in run.output and "Traceback" not in run.output
+    for p in data.parent.glob("pack-*"):  # following the advice repairs it
+        p.unlink()
+    res = CliRunner().invoke(main, ["run", "finetune", "--no-deps", "--params", str(params), "--dataset", "ft"])
+    assert res.exit_code == 0, res.output
+    assert "pack" not in CliRunner().invoke(main, ["cache", "verify", "--params", str(params), "--dataset", "ft"]).output
+
+
+def test_a_temporary_pack_left_by_a_kill_is_removed_by_the_next_run(tmp_path):
+    from pipeline.finetune.crops import load_crops
+
+    _, data, _ = _packed(tmp_path)
+    stale = data.parent / f".{data.name}.abc123.tmp"  # what atomic_path leaves when the packer is killed
+    stale.write_bytes(b"half a pack")
+    for p in data.parent.glob("pack-*"):  # killed before the pack was complete: none under its final name
+        p.unlink()
+    load_crops(tmp_path / "data" / "ft" / "features", "ft", "finetune")
+    assert not stale.exists() and data.exists()
+
+
+def test_a_damaged_fold_cache_names_its_folder_and_the_advice_repairs_it(tmp_path):
+    """Issue 29: the advice for `features/finetuned/fold-k/` is finetune's (extract would redo the
+    frozen cache and leave the fold's as it is); running it repairs the fold's cache."""
+    import re
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.errors import PipelineError
+    from stages import finetune
+    from tests.cache.test_integrity import damage_row
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    finetune.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+    fold = tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0"
+    checkpoint = tmp_path / "data" / "ft" / "checkpoints" / "backbone-fold-0.pt"
+    trained = checkpoint.read_bytes()
+    damage_row(fold / "shard-00000.h5", 0, 0x01)
+    with pytest.raises(PipelineError) as err:
+        load_cache(fold)  # what train-head and evaluate read with `features: finetuned`
+    msg = str(err.value)
+    assert "features/finetuned/fold-0/shard-00000.h5" in msg and "pipeline run extract" not in msg, msg
+    command = re.search(r"`(pipeline run finetune --dataset ft)`", msg).group(1).split()[1:]
+    res = CliRunner().invoke(main, [*command, "--no-deps", "--params", str(tmp_path / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    assert len(load_cache(fold)) == 4 and checkpoint.read_bytes() == trained  # rewritten from the checkpoint

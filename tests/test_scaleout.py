@@ -75,3 +75,4 @@ def test_only_detect_and_extract_take_a_shard(tmp_path):
     res = CliRunner().invoke(main, ["run", "resample", "--params", str(params), "--shard", "0/2"])
     assert res.exit_code == 2 and "only detect and extract" in res.output
     assert not (tmp_path / "data").exists()  # refused before any stage ran
+    assert "K counted from 0" in " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())

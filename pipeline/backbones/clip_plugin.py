@@ -9,8 +9,8 @@ the model's size makes its resize + centre crop the identity, so only the normal
 
 Weights (`extract.weights`): a local checkpoint — a whole CLIP state dict (`visual.*` keys are
 used, the text tower is ignored), an image-tower-only one, open_clip's HF files
-(`open_clip_model.safetensors`, `open_clip_pytorch_model.bin`) or OpenAI's TorchScript `.pt`;
-`pretrained:<tag>` (that tag's file in the local Hugging Face cache, e.g. `pretrained:openai`); or
+(`open_clip_model.safetensors`, `open_clip_pytorch_model.bin`); OpenAI's TorchScript `.pt` is
+refused (loading it runs code) with the one-line export to a state dict; `pretrained:<tag>` (that tag's file in the local Hugging Face cache, e.g. `pretrained:openai`); or
 `random`. OpenAI's weights were trained with QuickGELU: name the `-quickgelu` architecture
 (`open_clip:ViT-B-16-quickgelu`) with them, or `pretrained:openai` does it for you.
 """

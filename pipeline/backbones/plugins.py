@@ -16,6 +16,7 @@ import importlib
 import logging
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from pipeline.backbones.resnet import _unwrap, sha256_file
-from pipeline.errors import MissingWeightsError, PipelineError
+from pipeline.errors import UNREADABLE_CHECKPOINT, MissingWeightsError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,15 @@ def checkpoint_path(weights: str, arch: str) -> Path:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or torch checkpoint; `module.` prefixes and usual wrappers removed.
 
-    torch files are read with `weights_only=True` (no code runs); a TorchScript archive (OpenAI's
-    original CLIP .pt files) is read through `torch.jit.load`, which restores tensors, not pickles.
+    Weights are data: torch files are read with `weights_only=True` and nothing else, so no code in
+    the file runs. A TorchScript archive (OpenAI's original CLIP `.pt`) and a pickled model object are
+    refused with the one-line export that turns them into a state dict (issue 29: `torch.jit.load`
+    runs the archive's `__setstate__`, which can write files).
     """
+    if _is_torchscript(path):
+        raise MissingWeightsError(
+            f"extract.weights: {path} is a TorchScript archive; it is not loaded, since loading one runs code "
+            f"from the file. {_EXPORT_HINT.format(load='torch.jit.load', extra='', path=path, out=path.with_suffix('.pth').name)}")
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors import SafetensorError
@@ -122,22 +129,47 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             except SafetensorError as err:
                 raise ValueError(f"not a safetensors file: {err}") from err
         else:
-            try:
-                state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
-            except RuntimeError as err:
-                if "TorchScript" not in str(err) and "constants.pkl" not in str(err):
-                    raise
-                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            state = _unwrap(_safe_torch_load(path))
     except pickle.UnpicklingError as err:  # a whole pickled model: loading it would run its code
         raise MissingWeightsError(
-            f"extract.weights: {path} is not a plain state dict (torch's safe loader refused it: a pickled object, or not a checkpoint). A pickled model "
-            f"object is not loaded, since that would run code from the file; if you trust it, convert it once: "
-            f"python -c \"import torch; "
-            f"m = torch.load('{path}', weights_only=False); torch.save(m.state_dict(), '{path.with_suffix('.pth').name}')\""
+            f"extract.weights: {path} is not a plain state dict (torch's safe loader refused it: a pickled "
+            f"object, or not a checkpoint). A pickled model object is not loaded, since that would run code "
+            f"from the file. {_EXPORT_HINT.format(load='torch.load', extra=', weights_only=False', path=path, out=path.with_suffix('.pth').name)}"
         ) from err
-    except (OSError, RuntimeError, ValueError, PipelineError) as err:
+    except UNREADABLE_CHECKPOINT as err:  # empty (EOFError), text (KeyError), truncated (RuntimeError)
+        raise MissingWeightsError(
+            f"extract.weights: cannot read checkpoint {path} ({type(err).__name__}: {str(err) or 'empty file'}); "
+            f"expected a state dict saved with torch.save(model.state_dict(), path) or a .safetensors file"
+        ) from err
+    except PipelineError as err:
         raise MissingWeightsError(f"extract.weights: cannot read checkpoint {path}: {err}") from err
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _safe_torch_load(path: Path):
+    """torch.load with `weights_only=True`. On bytes that are not a checkpoint (a text file named .pth) the
+    unpickler fails with whatever its parse hit (IndexError, KeyError: 101, UnicodeDecodeError, ...): no
+    code ran, so every such failure is "not a checkpoint", reported as ValueError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, *UNREADABLE_CHECKPOINT):
+        raise
+    except Exception as err:  # noqa: BLE001 (see above: the unpickler's parse errors have no common type)
+        raise ValueError(f"not a torch checkpoint ({type(err).__name__}: {err})") from err
+
+
+_EXPORT_HINT = ("Export its weights once, on a machine where you trust the file: python -c \"import torch; "
+                "m = {load}('{path}'{extra}); torch.save(m.state_dict(), '{out}')\" (or save them with "
+                "safetensors.torch.save_file) and set extract.weights to that file.")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip holding `code/` (its Python source) or `constants.pkl`;
+    seen from the file listing, without unpickling anything."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in f"/{n}" or n.endswith("constants.pkl") for n in z.namelist())
 
 
 def _short(keys: list[str], n: int = 8) -> str:

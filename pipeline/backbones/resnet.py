@@ -76,15 +76,16 @@ def load_checkpoint(model: nn.Module, path: Path) -> list[str]:
     keys that are not part of the backbone; refuses a checkpoint that leaves any backbone tensor
     uninitialised or has one of the wrong shape.
     """
-    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    from pipeline.backbones.plugins import read_state_dict  # the one safe reader (imports this module)
+
+    state = read_state_dict(path)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and not k.startswith("fc.")}
     ignored = sorted(k for k in state if k not in usable)
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in usable.items() if v.shape != own[k].shape]
     missing = sorted(k for k in own if not k.startswith("fc.") and k not in usable)
     if wrong or missing:
-        raise PipelineError(f"checkpoint {path} does not fit ResNet-18: "
+        raise MissingWeightsError(f"checkpoint {path} does not fit ResNet-18: "
                             + (f"missing backbone tensors {missing[:8]}{' ...' if len(missing) > 8 else ''} " if missing else "")
                             + (f"wrong shapes {wrong[:4]}" if wrong else ""))
     model.load_state_dict(usable, strict=False)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,7 @@ import torch
 
 from cache.store import list_shards, read_strings
 from pipeline.errors import PipelineError, VideoError
-from pipeline.io import Failure, atomic_path
+from pipeline.io import Failure, atomic_path, clean_stale_temporaries, file_lock
 
 try:  # batched, libjpeg-turbo on the CPU, nvJPEG on a GPU
     from torchvision.io import decode_jpeg as _torchvision_decode
@@ -40,7 +42,8 @@ except ImportError:  # torchvision 0.29 deprecated its image codecs (TorchCodec 
     _torchvision_decode = None
 
 log = logging.getLogger(__name__)
-PACK_FORMAT = 1
+PACK_FORMAT = 2
+"""2: a CRC-32 per crop in the index (issue 29); a pack of another format is rebuilt."""
 
 
 def decode_jpeg(data: list[torch.Tensor], device: str | torch.device = "cpu") -> list[torch.Tensor]:
@@ -58,16 +61,32 @@ def decode_jpeg(data: list[torch.Tensor], device: str | torch.device = "cpu") ->
     return out
 
 
+class PackDamaged(PipelineError):
+    """The pack's bytes are not those it was written with (a disk or a copy changed them)."""
+
+
+def pack_damage_message(data: Path, what: str) -> str:
+    dataset = data.parent.parent.name  # <data_root>/<dataset>/crops/pack-<key>.bin
+    return (f"{data}: {what}; the crops pack changed after it was written. Delete it and rerun: "
+            f"rm {data.parent}/pack-*  and then  pipeline run finetune --dataset {dataset}  "
+            f"(the pack is rebuilt from the shards)")
+
+
+def crop_crc32(jpeg: np.ndarray | bytes) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(np.asarray(jpeg, dtype=np.uint8))).cast("B"))
+
+
 class NoCropsError(PipelineError):
     """The feature cache was extracted without `extract.keep_crops`: there is nothing to fine-tune on."""
 
 
 def no_crops_message(dataset: str, shard: Path) -> str:
-    return (f"{shard} holds no crops: dataset {dataset!r} was extracted without extract.keep_crops, and fine-tuning "
-            f"reads the aligned crops. Add them with\n  pipeline run extract --dataset {dataset} --keep-crops\n"
-            "(re-extracts every video, keeping its crops) and set `extract.keep_crops: true` in params.yaml so later "
-            f"runs keep them; or run `pipeline run finetune --dataset {dataset} --keep-crops`, which brings extract "
-            "up to date first")
+    return (f"{shard} holds no crops: dataset {dataset!r} was extracted with extract.keep_crops false, and "
+            f"fine-tuning reads the aligned crops. Add them with\n"
+            f"  pipeline run extract --dataset {dataset} --set extract.keep_crops=true\n"
+            "(re-extracts every video once, keeping its crops; a cache that holds crops keeps them in every later "
+            f"extract). To make it this dataset's setting, put under datasets.{dataset} in params.yaml:\n"
+            "  overrides:\n    extract:\n      keep_crops: true\n")
 
 
 def decode_video(jpegs: list[np.ndarray]) -> torch.Tensor:
@@ -102,6 +121,7 @@ class CropPack:
     frame_shape: tuple[int, int, int]  # (3, S, S)
     failures: list[Failure]
     path: Path
+    crc32: np.ndarray  # (N, T) uint32: zlib.crc32 of each crop's JPEG bytes, as read from the shards
 
     @property
     def n_frames(self) -> int:
@@ -112,9 +132,24 @@ class CropPack:
         return len(self.video_id) * self.n_frames * int(np.prod(self.frame_shape))
 
     def jpegs(self, rows: np.ndarray, frames: np.ndarray) -> list[torch.Tensor]:
-        """The JPEG bytes of frame `frames[j]` of video `rows[j]`, each copied out of the map."""
+        """The JPEG bytes of frame `frames[j]` of video `rows[j]`, each copied out of the map and checked
+        against its CRC-32 (~1 GB/s: a few percent of decoding them); PackDamaged when one differs."""
         lo, hi = self.offsets[rows, frames], self.offsets[rows, frames + 1]
-        return [torch.from_numpy(np.array(self.data[a:b])) for a, b in zip(lo.tolist(), hi.tolist())]
+        out = [np.array(self.data[a:b]) for a, b in zip(lo.tolist(), hi.tolist())]
+        for j, b in enumerate(out):
+            if crop_crc32(b) != int(self.crc32[rows[j], frames[j]]):
+                raise PackDamaged(pack_damage_message(
+                    self.path, f"crop {int(frames[j])} of video {self.video_id[int(rows[j])]!r} fails its checksum"))
+        return [torch.from_numpy(b) for b in out]
+
+    def damaged(self) -> list[str]:
+        """Videos with a crop whose bytes fail their checksum (a whole pass over the pack)."""
+        bad = []
+        for i in range(len(self.video_id)):
+            o = self.offsets[i]
+            if any(crop_crc32(self.data[o[t]:o[t + 1]]) != int(self.crc32[i, t]) for t in range(self.n_frames)):
+                bad.append(self.video_id[i])
+        return bad
 
 
 def pack_key(shards: list[Path], dataset: str) -> str:
@@ -145,16 +180,21 @@ def open_pack(features_dir: Path, dataset: str, stage: str, *,
     shards = list_shards(features_dir)
     if not shards:
         raise PipelineError(f"no feature shards under {features_dir}: run "
-                            f"`pipeline run extract --dataset {dataset} --keep-crops` first")
+                            f"`pipeline run extract --dataset {dataset} --set extract.keep_crops=true` first")
     folder = pack_dir(features_dir)
     key = pack_key(shards, dataset)
     meta, data = folder / f"pack-{key}.npz", folder / f"pack-{key}.bin"
     decoded = None
     if not (meta.exists() and data.exists()):
-        decoded = _write_pack(shards, meta, data, keep_bytes)
-        for old in folder.glob("pack-*"):
-            if old.name not in (meta.name, data.name) and not old.name.startswith("."):
-                old.unlink()
+        # One writer at a time (two finetunes of one dataset): under the lock no temporary is in use,
+        # so any left is a killed run's, and a pack another run finished meanwhile is taken as it is.
+        with file_lock(folder / "pack"):
+            clean_stale_temporaries(folder, ".pack-*.tmp")
+            if not (meta.exists() and data.exists()):
+                decoded = _write_pack(shards, meta, data, keep_bytes)
+                for old in folder.glob("pack-*"):
+                    if old.name not in (meta.name, data.name) and not old.name.startswith("."):
+                        old.unlink()
     return _read_pack(meta, data, stage), decoded
 
 
@@ -166,6 +206,7 @@ def _write_pack(shards: list[Path], meta: Path, data: Path, keep_bytes: float) -
     kept: torch.Tensor | None = None
     ids: list[str] = []
     offsets: list[np.ndarray] = []
+    crcs: list[list[int]] = []
     bad: list[tuple[str, str, str]] = []
     frame_shape: tuple[int, ...] | None = None
     total = 0
@@ -196,33 +237,43 @@ def _write_pack(shards: list[Path], meta: Path, data: Path, keep_bytes: float) -
                     sizes = np.array([len(j) for j in jpegs], dtype=np.int64)
                     offsets.append(total + np.concatenate([[0], np.cumsum(sizes)]))
                     total += int(sizes.sum())
+                    crcs.append([crop_crc32(j) for j in jpegs])
                     for j in jpegs:
                         out.write(np.asarray(j, dtype=np.uint8).tobytes())
                     if kept is not None:
                         kept[len(ids)] = video
                     ids.append(vid)
         out.flush()
+        # Read back before the index marks the pack complete: a write the disk got wrong is caught here.
+        written = np.memmap(tmp, dtype=np.uint8, mode="r") if total else np.zeros(0, np.uint8)
+        for o, c, vid in zip(offsets, crcs, ids):
+            if [crop_crc32(written[o[t]:o[t + 1]]) for t in range(len(c))] != c:
+                raise PackDamaged(pack_damage_message(data, f"video {vid!r} reads back other bytes than were written"))
+        del written
     with atomic_path(meta) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, video_id=np.array(ids, dtype=object).astype(str),
                      offsets=np.stack(offsets) if offsets else np.zeros((0, 1), np.int64),
                      frame_shape=np.array(frame_shape or (3, 0, 0)),
+                     crc32=np.array(crcs, dtype=np.uint32).reshape(len(ids), -1 if ids else 1),
                      failures=np.array(json.dumps(bad)), format=np.array(PACK_FORMAT))
     log.info("packed the crops of %d videos (%.1f MiB) into %s", len(ids), total / 2**20, data)
     return None if kept is None else kept[:len(ids)]
 
 
 def _read_pack(meta: Path, data: Path, stage: str) -> CropPack:
-    with np.load(meta, allow_pickle=False) as z:
-        ids, offsets = [str(v) for v in z["video_id"]], z["offsets"]
-        frame_shape = tuple(int(x) for x in z["frame_shape"])
-        bad = json.loads(str(z["failures"]))
+    try:
+        with np.load(meta, allow_pickle=False) as z:
+            ids, offsets, crc = [str(v) for v in z["video_id"]], z["offsets"], z["crc32"]
+            frame_shape = tuple(int(x) for x in z["frame_shape"])
+            bad = json.loads(str(z["failures"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # np.load's errors for a damaged .npz
+        raise PackDamaged(pack_damage_message(data, f"its index {meta.name} does not read ({err})")) from err
     size = data.stat().st_size
     mm = np.memmap(data, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
     if len(offsets) and int(offsets[-1, -1]) != size:
-        raise PipelineError(f"{data} is {size} bytes, its index says {int(offsets[-1, -1])}: delete {data.parent} "
-                            "and rerun (it is rebuilt from the shards)")
-    return CropPack(ids, offsets, mm, frame_shape, [Failure(v, stage, k, m) for v, k, m in bad], data)
+        raise PackDamaged(pack_damage_message(data, f"{size} bytes, its index says {int(offsets[-1, -1])}"))
+    return CropPack(ids, offsets, mm, frame_shape, [Failure(v, stage, k, m) for v, k, m in bad], data, crc)
 
 
 # ---------------------------------------------------------------- what training reads
@@ -288,12 +339,21 @@ class StreamedCrops(CropSource):
         rows = self.rows[videos.reshape(-1)].numpy()
         data = self.pack.jpegs(rows, frames.reshape(-1).numpy())
         dev = device if device is not None and device.type == "cuda" else "cpu"
-        images = decode_jpeg(data, device=dev)  # one batched call; nvJPEG when training on a GPU
+        images = _decode_pack(self.pack, data, dev)  # one batched call; nvJPEG when training on a GPU
         out = torch.stack(images).view(*videos.shape, *self.pack.frame_shape)
         return out if device is None else out.to(device)
 
     def subset(self, rows):
         return StreamedCrops(self.pack, self.rows[rows])
+
+
+def _decode_pack(pack: CropPack, data: list[torch.Tensor], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """Packed crops decoded; their bytes passed the checksum, so one that fails to decode means the
+    pack no longer matches its index: the same advice, never decode_jpeg's raw RuntimeError."""
+    try:
+        return decode_jpeg(data, device=device)
+    except RuntimeError as err:
+        raise PackDamaged(pack_damage_message(pack.path, f"a crop does not decode ({str(err).splitlines()[0]})")) from err
 
 
 def as_source(crops: torch.Tensor | CropSource) -> CropSource:
@@ -344,7 +404,7 @@ def load_crops(features_dir: Path, dataset: str, stage: str, *,
             crops = torch.empty((n, pack.n_frames, *pack.frame_shape), dtype=torch.uint8)
             t = torch.arange(pack.n_frames).numpy()
             for i in range(n):
-                crops[i] = torch.stack(decode_jpeg(pack.jpegs(np.full(pack.n_frames, i), t)))
+                crops[i] = torch.stack(_decode_pack(pack, pack.jpegs(np.full(pack.n_frames, i), t)))
         source: CropSource = ResidentCrops(crops)
     else:
         source = StreamedCrops(pack)

@@ -102,14 +102,21 @@ def make_folds(labels: np.ndarray, subjects: Sequence[str], *, folds: Sequence[i
 
     n_subjects = len(set(subjects))
     if n_subjects < k:
-        raise ConfigError([f"train_head.folds={k} but the cache has only {n_subjects} subjects; "
-                           f"use --folds {n_subjects} or fewer"])
+        raise ConfigError([f"train_head.folds={k} but the cache has only {n_subjects} subjects; " + _fewer(n_subjects)])
     counts = np.unique(np.asarray(labels), return_counts=True)[1]
     if n and (counts < k).all():  # scikit-learn's ValueError, as a message (issue 16)
         raise ConfigError([f"train_head.folds={k} but no class has {k} videos (largest: {counts.max()}); "
-                           f"use --folds {counts.max()} or fewer"])
+                           + _fewer(int(counts.max()))])
     sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [Fold(i, tr, te) for i, (tr, te) in enumerate(sgkf.split(np.zeros(n), labels, groups=list(subjects)))]
+
+
+def _fewer(most: int) -> str:
+    """The fix for too many folds; cross-validation needs 2 at least."""
+    if most >= 2:
+        return f"use --folds {most} or fewer (2 at least)"
+    return ("cross-validation needs at least 2 folds and so 2 subjects (and 2 videos of a class): add videos, "
+            "or give the dataset official folds or a train/test split")
 
 
 # --------------------------------------------------------------------------- scores

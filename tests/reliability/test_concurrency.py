@@ -107,3 +107,31 @@ def test_index_rebuild_waits_for_the_other_slice(bad_batch, tmp_path):
         assert t.is_alive() and not (feats / "index.h5").exists()
     t.join(30)
     assert not t.is_alive() and (feats / "index.h5").exists()
+
+
+def test_a_second_run_on_the_same_results_refuses_at_once_naming_the_first(tmp_path):
+    """Issue 29: two train-heads on one results folder (with other parameters: the second used to die
+    with a FileNotFoundError). The second refuses at once (exit 2), naming the first's pid and command."""
+    import time
+
+    from tests.head.conftest import tiny_params, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", n_videos=24, n_subjects=8, dim=16)
+    params = tiny_params(tmp_path, threads=1)
+    head = ("--dataset", "synth", "--set", "train_head.folds=2")
+    first = cli("train-head", params, tmp_path / "data", *head, "--set", "train_head.epochs=5000")
+    lock = tmp_path / "results" / ".synth.lock"
+    try:
+        deadline = time.time() + 300
+        while not (lock.exists() and f"pid {first.pid}:" in lock.read_text()):
+            assert first.poll() is None, first.stderr.read()[-2000:]
+            assert time.time() < deadline
+            time.sleep(0.1)
+        second = cli("train-head", params, tmp_path / "data", *head, "--set", "train_head.epochs=3")
+        out, err = second.communicate(timeout=300)
+        assert second.returncode == 2, err[-2000:]
+        assert f"pid {first.pid}: " in err and "train-head" in err and "Traceback" not in err
+        assert first.poll() is None  # the first run was not disturbed
+    finally:
+        first.kill()
+        first.wait()

@@ -144,6 +144,59 @@ def test_train_head_killed_during_training_reruns_to_the_same_results(synthetic_
     no_visible_partials(out_b)
 
 
+TRAIN_HEAD_WRITERS = ("save_head", "write_history", "write_predictions", "plot_training_curves", "write_json")
+
+
+@pytest.mark.slow
+def test_train_head_interrupted_at_any_output_write_claims_nothing_and_reruns(synthetic_roots, tmp_path, monkeypatch):
+    """Issue 29: Ctrl-C at each of train-head's output writes, in a run with other parameters than the
+    finished one: no state record is left, so rerunning either command recomputes, never "up to date"
+    over a mix of the two runs' files."""
+    from pipeline.state import state_path
+    from stages import train_head
+
+    base, params = synthetic_roots
+    cfgs = [load_config(params, dataset="synth", overrides=[*HEAD_ARGS[3::2], f"train_head.epochs={e}"],
+                        data_root=str(base / "a" / "data"), results_root=str(tmp_path / "results")) for e in (2, 3)]
+    # Each configuration is trained once for real; the reruns reuse its fold results (what is under
+    # test is the writing, and 3 trainings per write point would take minutes).
+    trained: dict = {}
+    real_cv = train_head.cross_validate
+    monkeypatch.setattr(train_head, "cross_validate", lambda th, *a, **k: trained.setdefault(
+        th.epochs, real_cv(th, *a, **k)))
+    n_writes = [0]
+
+    def counting(name):
+        real = getattr(train_head, name)
+
+        def write(*a, **k):
+            n_writes[0] += 1
+            if n_writes[0] == stop_at[0]:
+                raise KeyboardInterrupt  # what Ctrl-C raises at that point
+            return real(*a, **k)
+        return write
+
+    stop_at = [0]
+    for name in TRAIN_HEAD_WRITERS:
+        monkeypatch.setattr(train_head, name, counting(name))
+    train_head.run(cfgs[1], dataset="synth", force=True)
+    total = n_writes[0]
+    assert total >= 2 * 2 + 4  # a checkpoint and a history per fold, predictions, curves, provenance, metrics
+    out = tmp_path / "results" / "synth"
+    train_head.run(cfgs[0], dataset="synth")  # the old run, complete and current (as each rerun below leaves it)
+    for i in range(1, total + 1):
+        n_writes[0], stop_at[0] = 0, i
+        with pytest.raises(KeyboardInterrupt):
+            train_head.run(cfgs[1], dataset="synth")
+        stop_at[0] = 0
+        assert not state_path(cfgs[1], "synth", "train-head").exists(), f"interrupted at write {i}: state left"
+        again = train_head.run(cfgs[0], dataset="synth")
+        assert "skipped" not in again, f"interrupted at write {i}: the old command claimed to be up to date"
+        assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+        assert json.loads((out / "provenance.json").read_text())["params"]["train_head"]["epochs"] == 2
+    no_visible_partials(out)
+
+
 def _enospc_on_call(n: int, real):
     calls = [0]
 
@@ -183,3 +236,40 @@ def test_disk_full_mid_write_leaves_no_partial_file_and_rerun_completes(bad_batc
     assert (summary["resumed"], summary["cached"]) == (2, 9)
     a, b = load_cache(bad_batch["dir"] / "features"), load_cache(feats)
     assert a.video_id == b.video_id and a.features.tobytes() == b.features.tobytes()
+
+
+def _under_file_limit(kb: int, *args: str) -> subprocess.CompletedProcess:
+    """`pipeline ...` under `ulimit -f` (a disk that takes no file larger than `kb` KiB)."""
+    import shlex
+
+    cmd = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "pipeline.cli", *args))
+    return subprocess.run(["bash", "-c", f"ulimit -f {kb}; exec {cmd}"], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_extract_past_the_file_size_limit_is_a_message_and_exit_1_and_the_rerun_completes(bad_batch, tmp_path):
+    """Issue 29: HDF5 failing a write (EFBIG under `ulimit -f`, as on a full disk) used to end in a
+    segmentation fault at interpreter exit (139)."""
+    copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
+    args = ("run", "extract", "--no-deps", "--params", str(bad_batch["params"]), "--data-root", str(tmp_path))
+    res = _under_file_limit(64, *args)  # a shard of two videos is ~170 KiB
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "no space left" in res.stderr and "rerun the same command" in res.stderr and "Traceback" not in res.stderr
+    feats = tmp_path / "bad" / "features"
+    no_visible_partials(feats)
+    assert not list_shards(feats)
+    finish(cli("extract", bad_batch["params"], tmp_path))
+    a, b = load_cache(bad_batch["dir"] / "features"), load_cache(feats)
+    assert a.video_id == b.video_id and a.features.tobytes() == b.features.tobytes()
+
+
+def test_finetune_checkpoint_past_the_file_size_limit_is_a_message_and_exit_1(tmp_path):
+    """torch.save's "unexpected pos" RuntimeError on a refused write is reported as the disk problem."""
+    from tests.test_finetune import _cfg, write_crops_dataset
+
+    write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
+    _cfg(tmp_path, epochs=1, head_epochs=1)
+    res = _under_file_limit(256, "run", "finetune", "--no-deps", "--params", str(tmp_path / "params.yaml"))
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "no space left" in res.stderr and "Traceback" not in res.stderr
+    no_visible_partials(tmp_path / "data")

@@ -79,6 +79,85 @@ def test_more_folds_than_any_class_has_videos_is_exit_2_with_the_fix(tmp_path):
     assert res.exception is None or isinstance(res.exception, SystemExit)
 
 
+def _can_mount_read_only() -> bool:
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+def _read_only_run(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """`pipeline ...` with `folder` bind-mounted read-only (a user and mount namespace: EROFS, whoever runs it)."""
+    import shlex
+
+    cmd = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "pipeline.cli", *args))
+    f = shlex.quote(str(folder))
+    return subprocess.run(["unshare", "-rm", "bash", "-c", f"mount --bind {f} {f} && mount -o remount,ro,bind {f} {f} "
+                           f"&& exec {cmd}"], capture_output=True, text=True, timeout=600)
+
+
+MISTAKES = {  # case -> (arguments after `run`, exit code, words the message must hold)
+    "folds 1": (["train-head", "--no-deps", "--folds", "1"], 2, ["train_head.folds", "at least 2 folds"]),
+    "folds 0": (["train-head", "--no-deps", "--folds", "0"], 2, ["train_head.folds", "at least 2 folds"]),
+    "n_frames 1": (["extract", "--no-deps", "--set", "resample.n_frames=1"], 2,
+                   ["resample.n_frames", "set resample.n_frames >= 104"]),
+    # Weights that do not read are weights problems: the documented exit 4 (README: Exit codes).
+    "text .pth": (["extract", "--no-deps", "--set", "extract.weights={text}"], 4,
+                  ["cannot read checkpoint", "torch.save(model.state_dict(), path)"]),
+    "empty .pth": (["extract", "--no-deps", "--set", "extract.weights={empty}"], 4,
+                   ["cannot read checkpoint", "empty file"]),
+    "read-only data root": (["manifest"], 2, ["Read-only file system", "--data-root"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_user_mistakes_of_issue_29_are_exit_codes_with_cause_and_fix(tmp_path, case):
+    args, code, words = MISTAKES[case]
+    (tmp_path / "videos" / "happiness").mkdir(parents=True)
+    params = write_params(tmp_path, {"x": {"adapter": "folder", "root": str(tmp_path / "videos")}}, "x",
+                          extract={"backbone": "resnet18", "device": "cpu"})
+    (tmp_path / "weights.pth").write_text("these are not weights\n" * 20)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    args = [a.format(text=tmp_path / "weights.pth", empty=tmp_path / "empty.pth") for a in args]
+    if case == "read-only data root":
+        if not _can_mount_read_only():
+            pytest.skip("no user namespaces here to mount a folder read-only")
+        (tmp_path / "data").mkdir()
+        res = _read_only_run(tmp_path / "data", "run", *args, "--params", str(params))
+        exit_code, output = res.returncode, res.stdout + res.stderr
+    else:
+        res = _invoke("run", *args, "--params", str(params))
+        exit_code, output = res.exit_code, res.output
+    assert exit_code == code, output[-3000:]
+    assert all(w in output for w in words) and "Traceback" not in output, output[-3000:]
+
+
+@pytest.mark.slow
+def test_a_finished_cache_on_read_only_storage_is_checked_without_writing(tmp_path):
+    """Issue 29: the whole upstream chain of train-head rechecked on a finished cache mounted read-only,
+    after the dataset's files were touched (new mtimes, as a copy makes): manifest is recomputed, finds the
+    same rows and rewrites nothing; the stages downstream stay current."""
+    import shutil
+
+    if not _can_mount_read_only():
+        pytest.skip("no user namespaces here to mount a folder read-only")
+    videos = tmp_path / "videos" / "happiness"
+    videos.mkdir(parents=True)
+    shutil.copy(VIDEOS / "single_face.mp4", videos / "a.mp4")
+    params = write_params(tmp_path, {"x": {"adapter": "folder", "root": str(tmp_path / "videos")}}, "x",
+                          detect={"det_size": 320, "qc_samples": 1},
+                          extract={"backbone": "retinaface_mnet", "weights": "random", "workers": 0, "device": "cpu"})
+    args = ("run", "extract", "--params", str(params))
+    assert _invoke(*args).exit_code == 0
+    data = tmp_path / "data"
+    before = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()}
+    os.utime(videos / "a.mp4")  # the listing's fingerprint changes: manifest must run again
+    res = _read_only_run(data, *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "record is left as it was" in res.stderr  # manifest's, once
+    for s in ("detect", "resample", "extract"):
+        assert f'"stage": "{s}"' not in res.stdout or '"skipped"' in res.stdout
+    assert {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()} == before
+
+
 # ---------------------------------------------------------------- evaluate
 
 

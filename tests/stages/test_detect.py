@@ -98,6 +98,8 @@ def test_shards_write_parts_and_a_plain_run_assembles_them(face_dataset, tmp_pat
         assert not (folder / "faces.h5").exists() and not (folder / ".state" / "detect.json").exists()
     s = detect.run(cfg, dataset="faces")  # the merge: nothing left to detect
     assert s["detected_now"] == 0 and s["resumed"] == 6 and s["tracked"] == 5
+    with h5py.File(folder / "faces.h5", "r") as f:  # the detector the parts were made with (issue 29)
+        assert f.attrs["detector"].startswith("RetinaFace-MobileNet0.25"), f.attrs["detector"]
     _assert_same_tracks(_tracks(folder / "faces.h5"), _tracks(face_dataset["dir"] / "faces.h5"))
     fails = {f.video_id: f.kind for f in read_failures(folder / "failures.csv") if f.stage == "detect"}
     assert fails["neutral/no_face"] == "no_face"  # a slice's failure reaches failures.csv through its part

@@ -101,6 +101,31 @@ def test_keep_crops(face_dataset, tmp_path):
         assert img.shape == (224, 224, 3)
 
 
+def _all_hold_crops(features) -> bool:
+    shards = list_shards(features)
+    return bool(shards) and all("crops" in h5py.File(s, "r") for s in shards)
+
+
+@pytest.mark.slow
+def test_crops_are_kept_by_later_extracts_without_the_setting(face_dataset, tmp_path):
+    """Issue 29: an extract with extract.keep_crops false (the default) never drops a cache's crops,
+    neither when the cache is current nor when other parameters make it stale; keep_crops true on a
+    cache without crops redoes it with them."""
+    from stages import extract
+
+    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    features = tmp_path / "faces" / "features"
+    plain = load_config(face_dataset["params"], data_root=str(tmp_path))
+    assert extract.run(plain, dataset="faces")["cached"] == 5 and not _all_hold_crops(features)
+    keep = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.keep_crops=true"])
+    assert extract.run(keep, dataset="faces")["computed"] == 5 and _all_hold_crops(features)
+    assert "skipped" in extract.run(plain, dataset="faces")  # current: nothing redone, nothing dropped
+    assert _all_hold_crops(features)
+    other = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.input_convention=unit"])
+    assert extract.run(other, dataset="faces")["computed"] == 5  # stale: every video redone, with its crops
+    assert _all_hold_crops(features)
+
+
 def _resnet_state(prefix: str = "", fc_out: int = 7, drop: str | None = None) -> dict:
     from torchvision.models import resnet18
 
