@@ -1,7 +1,6 @@
 """Rich distractors and blended identities of the demo generator (issue 31)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
@@ -12,22 +11,9 @@ from pipeline.demo.blend import blend_faces, blend_weights, families
 from pipeline.demo.distractors import rich_plan
 from pipeline.demo.generate import generate_demo, load_models
 from pipeline.detector import RetinaFaceDetector
+from tests.demo.test_generate import _decode as _frames, _rows
 
 SMALL = dict(videos_per_class_per_identity=1, n_frames=(40, 44), size=160, n_identities=2)
-
-
-def _rows(folder: Path) -> list[dict]:
-    with (folder / "labels.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while (ok_frame := cap.read())[0]:
-        out.append(ok_frame[1])
-    cap.release()
-    return out
 
 
 @pytest.fixture(scope="module")
