@@ -86,6 +86,27 @@ def file_lock(target: Path) -> Iterator[None]:
 
 _HELD: dict[Path, int] = {}
 """Folders this process holds a run lock on (a second `flock` on a new descriptor would refuse itself)."""
+_LOCK_FDS: dict[Path, int] = {}
+"""Their descriptors, closed in every forked child (below)."""
+
+
+def _drop_inherited_locks() -> None:
+    """A forked child (a multiprocessing manager, a fork pool) shares the parent's open lock file, and an
+    `flock` lasts until every copy is closed: were the parent killed, the orphaned child would hold the
+    folder, and the rerun be refused with no live holder to name (CI, test_crash_safety). The child runs
+    no stage, so it lets go of the copies; the parent's lock is untouched. /dev/null is put in their place
+    rather than closing them: the number stays taken, so the inherited file object can never close a
+    descriptor the child opened later."""
+    if _LOCK_FDS:
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd in _LOCK_FDS.values():
+            os.dup2(null, fd)
+        os.close(null)
+    _LOCK_FDS.clear()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 @contextlib.contextmanager
@@ -124,11 +145,11 @@ def run_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
             fh.truncate(0)
         fh.write(f"pid {os.getpid()}: {' '.join(_command())}\n")
         fh.flush()
-        _HELD[folder] = 1
+        _HELD[folder], _LOCK_FDS[folder] = 1, fh.fileno()
         try:
             yield
         finally:
-            del _HELD[folder]
+            del _HELD[folder], _LOCK_FDS[folder]
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 

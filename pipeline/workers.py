@@ -42,6 +42,18 @@ def process_pool(max_workers: int) -> ProcessPoolExecutor:
 
 
 @contextlib.contextmanager
+def manager() -> Iterator[object]:
+    """A multiprocessing manager (shared queues for worker progress) whose server exits with this process:
+    a plain `multiprocessing.Manager()` outlived a killed `train-head` forever (CI, test_crash_safety)."""
+    from multiprocessing.managers import SyncManager
+
+    server = SyncManager()
+    server.start(exit_with_parent, (os.getpid(),))
+    with server:
+        yield server
+
+
+@contextlib.contextmanager
 def orphan_safe_workers() -> Iterator[None]:
     """Every joblib (loky) pool started inside this block runs `exit_with_parent` in its workers."""
     from joblib import parallel_config

@@ -449,13 +449,13 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     bar = tqdm(total=len(folds) * cfg.epochs * passes, unit="epoch", leave=False,
                desc=f"{desc} ({workers} processes, folds batched)" if workers > 1 else desc)
     if workers > 1 and device.type == "cpu" and len(folds) > 1:
-        import multiprocessing
-
         from joblib import Parallel, delayed
+
+        from pipeline.workers import manager as progress_manager
 
         release_idle_workers()  # a pool left by detect/manifest would recycle these workers mid-run
         shares = [folds[i * len(folds) // workers:(i + 1) * len(folds) // workers] for i in range(workers)]
-        with bar, multiprocessing.Manager() as manager:
+        with bar, progress_manager() as manager:
             queue = manager.Queue()
             pump = threading.Thread(target=_pump, args=(queue, bar), daemon=True)
             pump.start()

@@ -286,10 +286,11 @@ def _alive(pids: list[int]) -> list[int]:
     return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
-@pytest.mark.parametrize("pool", ["extract", "joblib"])
+@pytest.mark.parametrize("pool", ["extract", "joblib", "manager"])
 def test_workers_exit_when_their_parent_is_killed(tmp_path, pool):
     """Orphans of `kill -9` stayed idle at ~490 MB for hours. The parent starts the same pools as extract
-    (pipeline.workers.process_pool) and as the CLI's joblib stages (orphan_safe_workers), then is killed."""
+    (pipeline.workers.process_pool) and as the CLI's joblib stages (orphan_safe_workers), or train-head's
+    progress manager, then is killed."""
     script = {
         "extract": "from pipeline.workers import process_pool\n"
                    "pool = process_pool(2)\n"
@@ -298,6 +299,10 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path, pool):
                   "from pipeline.workers import orphan_safe_workers\n"
                   "with orphan_safe_workers():\n"
                   "    Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4))\n",
+        "manager": "from pipeline.workers import manager\n"
+                   "held = manager()\n"
+                   "m = held.__enter__()\n"
+                   "m.Queue().put(1)\n",
     }[pool]
     proc = subprocess.Popen([sys.executable, "-c", "import os, sys, time\n" + script +
                              "print('ready', flush=True)\ntime.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
@@ -314,6 +319,33 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path, pool):
     finally:
         for p in _alive(_children(proc.pid)):
             os.kill(p, 9)
+        proc.kill()
+
+
+def test_a_killed_runs_forked_child_does_not_keep_its_folder_locked(tmp_path):
+    """An `flock` is shared with every forked child: train-head's progress manager, forked while the run held
+    its folder, kept it locked after `kill -9` of the run, and the rerun was refused (CI). The parent here
+    takes the lock, forks a child that outlives it, and is killed; the folder must be free at once."""
+    from pipeline.io import run_lock
+
+    folder = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import multiprocessing, sys, time\n"
+                             "from pipeline.io import run_lock\n"
+                             f"with run_lock({str(folder)!r}):\n"
+                             "    child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(60,))\n"
+                             "    child.start()\n"
+                             "    print(child.pid, flush=True)\n"
+                             "    time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        proc.kill()
+        proc.wait()
+        assert _alive([child]), "the forked child should outlive its parent here"
+        with run_lock(folder):  # raises FolderBusy if the child still held the parent's lock
+            pass
+    finally:
+        os.kill(child, 9)
         proc.kill()
 
 
