@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: params.yaml's train_head.batch_size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="more --set for train-head")
+    ap.add_argument("--extract-set", action="append", default=[],
+                    help="--set for extract (and train-head), e.g. extract.motion=flow; give each sweep its own --work")
     ap.add_argument("--extract-only", action="store_true", help="make the sources' feature caches and stop")
     ap.add_argument("--tables", default="", help="comma list of .json files of earlier runs: write their rows "
                     "as one table (sweeps run in parts) and stop")
@@ -125,7 +127,8 @@ def main() -> None:
     options = args.options.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     params = params_file(args.work, args, sources)
-    common = ["--params", str(params), "--set", "extract.backbone=retinaface_mnet"]
+    common = ["--params", str(params), "--set", "extract.backbone=retinaface_mnet",
+              *[x for e in args.extract_set for x in ("--set", e)]]
     rows, t0 = [], time.time()
     for source in sources:
         for flavour in args.flavours:
@@ -141,7 +144,7 @@ def main() -> None:
                 m = json.loads((results / ds / "metrics.json").read_text())
                 loc, probe = m.get("clip_localization") or {}, m.get("linear_probe") or {}
                 rows.append({"source": source.name, "training_people": source.training_people, "flavour": flavour,
-                             "center": option, "war": m["war"], "war_std": m["war_std"],
+                             "center": " ".join([option, *args.extract_set, *args.extra]), "war": m["war"], "war_std": m["war_std"],
                              "uar": m["uar"], "uar_std": m["uar_std"], "strict": loc.get("strict"),
                              "overlap": loc.get("overlap"), "random_strict": loc.get("random_strict"),
                              "probe_war": probe.get("war"), "probe_war_std": probe.get("war_std"),

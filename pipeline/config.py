@@ -200,9 +200,16 @@ class ExtractConfig:
     """Also store the aligned crops as JPEG bytes."""
     jpeg_quality: int = 95
     max_failure_fraction: float = 0.5
+    motion: str = "none"
+    """Per-frame motion appended to the backbone's features: `none`, or `flow` (128-d optical flow from the
+    video's first chosen frame, pipeline/motion.py; bench/results/robust.md)."""
 
     def check(self, key: str) -> list[str]:
+        from pipeline.motion import MOTIONS
+
         p = []
+        if self.motion not in MOTIONS:
+            p.append(f"{key}.motion: must be one of {', '.join(MOTIONS)}, got {self.motion!r}")
         lib, sep, model = self.backbone.partition(":")
         if self.backbone not in ("resnet18", "retinaface_mnet") and not (sep and lib in ("timm", "open_clip") and model):
             p.append(f"{key}.backbone: must be resnet18, retinaface_mnet, timm:<model_name> or open_clip:<arch>, "

@@ -55,10 +55,25 @@ class FeatureExtractor:
     """Plug-in provenance: model, library and version, weights file, feature output."""
     reference: nn.Module | None = None
     """int8 only: the fp32 module the int8 one was quantized from, to measure fidelity against."""
+    motion: str = "none"
+    """`extract.motion`: per-frame motion features appended to the backbone's (pipeline/motion.py)."""
+
+    @property
+    def out_dim(self) -> int:
+        """Width of a cached frame: the backbone's `dim` plus the motion features'."""
+        from pipeline.motion import motion_dim
+
+        return self.dim + motion_dim(self.motion)
+
+    def video_features(self, crops: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) uint8 crops of one video → (T, out_dim) float32, as the cache holds them."""
+        from pipeline.motion import motion_features
+
+        return np.concatenate([self(crops), motion_features(crops, self.motion)], axis=1)
 
     def provenance(self) -> dict:
         precision = str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "fp32"
-        return {"backbone": self.backbone, "feature_dim": self.dim, "weights": self.weights,
+        return {"backbone": self.backbone, "feature_dim": self.out_dim, "motion": self.motion, "weights": self.weights,
                 "weights_sha256": self.weights_sha256, "input_convention": self.input_convention,
                 "precision": "int8" if self.reference is not None else precision,
                 "preprocess": self.preprocess(), **self.extra}
@@ -163,7 +178,7 @@ def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
              device, precision, crop, margin)
     norm = {"mean": plugin.mean, "std": plugin.std, "interpolation": plugin.interpolation} if plugin else {}
     fe = FeatureExtractor(module, cfg.backbone, dim, weights, sha, convention, device, autocast, crop, margin,
-                          input_size, extra=extra, **norm)
+                          input_size, extra=extra, motion=cfg.motion, **norm)
     return quantized(fe, cfg.threads) if int8 else fe
 
 

@@ -31,6 +31,7 @@ from pipeline.align import align
 from pipeline.config import Config, ExtractConfig
 from pipeline.errors import PipelineError, VideoError
 from pipeline.features import FeatureExtractor, build_extractor
+from pipeline.motion import motion_features
 from pipeline.io import Failure, clean_stale_temporaries, read_manifest
 from pipeline.layout import layout_for
 from pipeline.runner import Outcome, run_stage
@@ -195,7 +196,7 @@ def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, bat
         if extractor.reference is not None and fidelity is not None and not fidelity:
             fidelity.update(extractor.fidelity(crops, feats))
         for (q, j), ft in zip(owners[:n], feats):
-            queue[q][1][j] = ft
+            queue[q][1][j, :extractor.dim] = ft
         del buf[:n], owners[:n]
 
     for p in prepared:
@@ -205,7 +206,9 @@ def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, bat
             failures.append(Failure(t.video_id, STAGE, p.error.kind, p.error.message))
             continue
         rec = ShardRecord(t.video_id, t.label, t.subject, np.empty(0), t.frame_index, t.flags, t.landmarks, p.jpegs)
-        queue.append((rec, np.zeros((len(p.crops), extractor.dim), np.float32)))
+        feats = np.zeros((len(p.crops), extractor.out_dim), np.float32)
+        feats[:, extractor.dim:] = motion_features(p.crops, extractor.motion)  # per video: its own first frame
+        queue.append((rec, feats))
         for j, c in enumerate(p.crops):
             buf.append(c)
             owners.append((len(queue) - 1, j))

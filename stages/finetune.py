@@ -24,7 +24,7 @@ from cache.integrity import check_open_shard
 from cache.reader import load_cache
 from cache.store import ShardRecord, list_shards, read_strings, write_index, write_shard
 from pipeline.config import Config
-from pipeline.errors import DatasetError, PipelineError
+from pipeline.errors import ConfigError, DatasetError, PipelineError
 from pipeline.features import FeatureExtractor
 from pipeline.finetune.crops import CropSet, load_crops
 from pipeline.finetune.layout import FinetuneLayout, finetune_layout
@@ -99,6 +99,10 @@ def verify_outputs(cfg: Config, dataset: str, sig: str) -> bool:
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     ft = cfg.finetune
+    if cfg.extract.motion != "none":
+        # The per-fold caches are the adapted backbone's frames alone; motion columns are not re-made there.
+        raise ConfigError([f"extract.motion: finetune does not support {cfg.extract.motion!r} yet; set "
+                           "extract.motion=none for a fine-tuning run"])
     lay = layout_for(cfg, dataset)
     fl = finetune_layout(lay)
     # finetune's own device and threads: extract's are for the frozen cache.

@@ -91,8 +91,8 @@ class Predictor:
             self.extractor = trainable_extractor(self.extract_cfg)
         else:
             self.extractor = build_extractor(self.extract_cfg)
-        if self.extractor.dim != head.in_dim:
-            raise PipelineError(f"model expects {head.in_dim}-d features, backbone gives {self.extractor.dim}")
+        if self.extractor.out_dim != head.in_dim:
+            raise PipelineError(f"model expects {head.in_dim}-d features, backbone gives {self.extractor.out_dim}")
         self.class_names = head.class_names
         self.sampler = ClipSampler.from_config(head.config, self.resample_cfg.n_frames)
 
@@ -118,7 +118,7 @@ class Predictor:
                 self.extractor.module.load_state_dict(self.backbones[k])
                 raw = self._finetuned_features(crops)
             elif k == 0:
-                raw = self.extractor(crops)  # one frozen backbone serves every head
+                raw = self.extractor.video_features(crops)  # one frozen backbone serves every head
             cached = per_video(raw.astype(np.float16), h.config.center)  # as in the cache
             feats = torch.from_numpy(cached.astype(np.float32)).to(self.device)
             with torch.inference_mode():

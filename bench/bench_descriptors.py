@@ -1,0 +1,138 @@
+"""Does another frame descriptor carry expression across sources better than the detector body? (issue 31, 5)
+
+Reads the feature caches `bench/bench_center.py` made (its `--work` folder and params file) and, on the
+same aligned faces (the cached landmarks and chosen frames), computes two classic descriptors that need
+no download and no training:
+
+- **HOG** of the aligned grey face (112 px, 16 px cells, 9 orientations: 1296-d a frame);
+- **optical flow** (Farnebäck, OpenCV) from the video's first chosen frame to each frame, averaged on an
+  8x8 grid (128-d a frame): motion of brows, lids and mouth, blind to texture.
+
+Baseline in the same run: the cached detector-body features (`retinaface_mnet`, 384-d). Each descriptor
+is scored by the same linear probe on two video descriptors, *level* (mean over frames) and *change*
+(mean over frames minus the mean of the first 8: "change from the first frames"), with leave-people-out
+folds (StratifiedGroupKFold by subject, seed 0, the source's fold count). A probe, not the head: it
+answers whether the information is there and linearly readable, cheaply.
+
+    python bench/bench_descriptors.py --work /work/sweep --params /work/sweep/params.yaml \\
+        --datasets bench-tps-rich-8-transient,bench-tps-rich-8-sustained
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+from joblib import Parallel, delayed
+from skimage.feature import hog
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cache import load_cache  # noqa: E402
+from pipeline.align import align  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.io import read_manifest  # noqa: E402
+from pipeline.layout import layout_for  # noqa: E402
+from pipeline.video import read_frames  # noqa: E402
+
+SIZE, GRID, BASE = 112, 8, 8
+
+
+def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame HOG and flow of one video's chosen frames, aligned as extract aligns them."""
+    frames = read_frames(Path(path), index, crop=crop)
+    grey = [cv2.cvtColor(align(frames[int(i)], lm, SIZE), cv2.COLOR_RGB2GRAY) for i, lm in zip(index, landmarks)]
+    h = np.stack([hog(g, orientations=9, pixels_per_cell=(16, 16), cells_per_block=(2, 2)) for g in grey])
+    flow = np.stack([cv2.resize(cv2.calcOpticalFlowFarneback(grey[0], g, None, 0.5, 3, 15, 3, 5, 1.2, 0),
+                                (GRID, GRID), interpolation=cv2.INTER_AREA).reshape(-1) for g in grey])
+    return {"hog": h.astype(np.float32), "flow": flow.astype(np.float32)}
+
+
+def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> tuple[float, float]:
+    accs = []
+    for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(x, y, groups):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(x[tr], y[tr])
+        accs.append(100 * float((model.predict(x[te]) == y[te]).mean()))
+    return float(np.mean(accs)), float(np.std(accs))
+
+
+def measure(params: Path, dataset: str, folds: int, jobs: int) -> list[dict]:
+    cfg = load_config(params, dataset=dataset)
+    lay = layout_for(cfg, dataset)
+    cached = load_cache(lay.features)
+    row_of = {v: i for i, v in enumerate(cached.video_id)}
+    rows = {r.video_id: r for r in read_manifest(lay.manifest) if r.ok}
+    ids = [v for v in cached.video_id if v in rows]
+    with h5py.File(lay.faces, "r") as faces, h5py.File(lay.frames, "r") as chosen:
+        tasks = [(rows[v].path, rows[v].crop_side, chosen[v]["frame_index"][:],
+                  faces[v]["landmarks"][:][chosen[v]["frame_index"][:]]) for v in ids]
+    t0 = time.time()
+    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t) for t in tqdm(tasks, desc=dataset, unit="video"))
+    seconds = time.time() - t0
+    sel = [row_of[v] for v in ids]
+    y, groups = cached.label[sel], np.asarray(cached.subject)[sel]
+    frames = {"detector body (baseline)": cached.features[sel].astype(np.float32),
+              "HOG": np.stack([d["hog"] for d in per_video]), "optical flow": np.stack([d["flow"] for d in per_video])}
+    out = []
+    for name, f in frames.items():
+        level, change = f.mean(1), (f - f[:, :BASE].mean(1, keepdims=True)).mean(1)
+        for kind, x in (("level", level), ("change", change)):
+            m, s = probe(x, y, groups, folds)
+            out.append({"dataset": dataset, "descriptor": name, "video": kind, "war": m, "war_std": s,
+                        "dim": int(f.shape[-1]), "n_videos": len(ids), "seconds": round(seconds, 1)})
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def write(rows: list[dict], out: Path, argv: list[str]) -> None:
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    keys = list(dict.fromkeys((r["descriptor"], r["video"]) for r in rows))
+    cell = {(r["descriptor"], r["video"], r["dataset"]): r for r in rows}
+    lines = ["# Frame descriptors across sources: linear probe (issue 31, item 5)", "",
+             f"`python bench/bench_descriptors.py {' '.join(argv)}`", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores. Linear probe "
+             "(standardised, logistic regression C=0.1) on a video descriptor, leave-people-out folds; WAR %, "
+             "mean ± std over folds; chance 16.7 %. *change*: mean over frames minus the first 8 frames' mean.", "",
+             "| descriptor | video | " + " | ".join(d.removeprefix("bench-") for d in datasets) + " | **min** |",
+             "|---|---|" + "---|" * (len(datasets) + 1)]
+    for d, v in keys:
+        vals = [cell[(d, v, ds)] for ds in datasets if (d, v, ds) in cell]
+        lines.append(f"| {d} | {v} | " + " | ".join(f"{c['war']:.1f} ± {c['war_std']:.1f}" for c in vals)
+                     + f" | **{min(c['war'] for c in vals):.1f}** |")
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True, help="bench_center.py's --work folder")
+    ap.add_argument("--params", type=Path, action="append", required=True,
+                    help="its params file(s) (one per sweep part); each dataset is read with the first that lists it")
+    ap.add_argument("--datasets", required=True, help="comma list")
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "descriptors.md")
+    args = ap.parse_args()
+    rows = []
+    for ds in args.datasets.split(","):
+        params = next(p for p in args.params if ds in (p.read_text()))
+        rows += measure(params, ds, args.folds, args.jobs)
+        write(rows, args.out, sys.argv[1:])
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
