@@ -24,7 +24,7 @@ from cache.integrity import check_open_shard
 from cache.reader import load_cache
 from cache.store import ShardRecord, list_shards, read_strings, write_index, write_shard
 from pipeline.config import Config
-from pipeline.errors import ConfigError, DatasetError, PipelineError
+from pipeline.errors import DatasetError, PipelineError
 from pipeline.features import FeatureExtractor
 from pipeline.finetune.crops import CropSet, load_crops
 from pipeline.finetune.layout import FinetuneLayout, finetune_layout
@@ -74,9 +74,10 @@ def write_fold_cache(fl: FinetuneLayout, fold: int, ext: FeatureExtractor, crops
             ids = read_strings(f["video_id"])
             subjects = read_strings(f["subject"])
             rows = [i for i, v in enumerate(ids) if v in crops.row]
+            # extract.motion's columns follow the backbone's and do not depend on it: kept as the frozen cache has them.
             records = [ShardRecord(ids[i], int(f["label"][i]), subjects[i],
-                                   features_of(ext, crops.source.video(crops.row[ids[i]]), batch_size)
-                                   .numpy().astype(np.float16),
+                                   np.concatenate([features_of(ext, crops.source.video(crops.row[ids[i]]), batch_size)
+                                                   .numpy().astype(np.float16), f["features"][i][:, ext.dim:]], axis=1),
                                    f["frame_index"][i], f["flags"][i], f["landmarks"][i]) for i in rows]
         if records:
             write_shard(out / s.name, records, {**attrs, **extra})
@@ -99,10 +100,6 @@ def verify_outputs(cfg: Config, dataset: str, sig: str) -> bool:
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     ft = cfg.finetune
-    if cfg.extract.motion != "none":
-        # The per-fold caches are the adapted backbone's frames alone; motion columns are not re-made there.
-        raise ConfigError([f"extract.motion: finetune does not support {cfg.extract.motion!r} yet; set "
-                           "extract.motion=none for a fine-tuning run"])
     lay = layout_for(cfg, dataset)
     fl = finetune_layout(lay)
     # finetune's own device and threads: extract's are for the frozen cache.

@@ -411,13 +411,14 @@ def test_frozen_default_never_reads_per_fold_caches(tmp_path, monkeypatch):
 
 
 def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
-    """The real clips: detect -> resample (the shared fixture) -> extract with crops -> finetune, on the CPU."""
+    """The real clips: detect -> resample (the shared fixture) -> extract with crops -> finetune, on the CPU.
+    With extract.motion=flow: the per-fold caches keep the frozen cache's motion columns, and predict adds them."""
     import shutil
 
     from stages import extract, finetune
 
     shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
-    over = ["extract.keep_crops=true", "extract.backbone=retinaface_mnet", "extract.crop_size=64",
+    over = ["extract.keep_crops=true", "extract.backbone=retinaface_mnet", "extract.crop_size=64", "extract.motion=flow",
             "train_head.folds=2", *(f"finetune.{k}={v}" for k, v in {**FT, "epochs": 2, "frames_per_video": 4}.items())]
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=over)
     extract.run(cfg, dataset="faces")
@@ -430,6 +431,7 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
         cache = load_cache(tmp_path / "faces" / "features" / "finetuned" / f"fold-{k}")
         assert cache.video_id == frozen.video_id and cache.features.shape == frozen.features.shape
         assert cache.attrs["preprocess"]["crop_size"] == 64
+        np.testing.assert_array_equal(cache.features[..., 384:], frozen.features[..., 384:])  # motion: as extract made it
     # The starting backbone on the decoded crops gives extract's frozen features back (JPEG q95 apart):
     # finetune feeds the network exactly as extract does.
     from pipeline.finetune.crops import load_crops
@@ -438,7 +440,7 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     crops, _ = load_crops(tmp_path / "faces" / "features", "faces", "finetune")
     ext = trainable_extractor(cfg.extract)
     start = features_of(ext, crops.crops[0], 32).numpy()
-    ref = frozen.features[frozen.video_id.index(crops.video_id[0])].astype(np.float32)
+    ref = frozen.features[frozen.video_id.index(crops.video_id[0])].astype(np.float32)[:, :ext.dim]
     assert np.corrcoef(start.ravel(), ref.ravel())[0, 1] > 0.99
     assert np.abs(start - ref).mean() < 0.05 * np.abs(ref).mean()
     # `pipeline cache info` reports the crops' size on disk and the per-fold caches.

@@ -146,8 +146,11 @@ class Predictor:
         re-extracted the per-fold caches (pipeline/finetune/model.py)."""
         from pipeline.finetune.model import features_of
 
+        from pipeline.motion import motion_features
+
         x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)  # (T, 3, S, S) uint8
-        return features_of(self.extractor, x, 64).numpy()
+        return np.concatenate([features_of(self.extractor, x, 64).numpy(),
+                               motion_features(crops, self.extractor.motion)], axis=1)
 
 
 def _backbone_state(head) -> dict:
