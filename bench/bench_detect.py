@@ -103,7 +103,7 @@ def run_ours(path: Path, cfg, detector) -> tuple[int, int]:
 
 
 def run_naive(path: Path) -> tuple[int, int]:
-    from retinaface import detect_faces
+    from pipeline.tiny_retinaface import detect_faces
 
     from pipeline.video import iter_frames
 
@@ -116,7 +116,7 @@ def run_naive(path: Path) -> tuple[int, int]:
 
 
 def warm_naive(path: Path) -> None:
-    from retinaface import detect_faces
+    from pipeline.tiny_retinaface import detect_faces
 
     from pipeline.video import iter_frames
 

@@ -240,7 +240,7 @@ def run_ours(params: Path, data_root: Path, run: str, sets: dict, variants: dict
 
 def run_naive(chosen: dict[str, tuple[str, np.ndarray]], device: str) -> dict:
     import torch
-    from retinaface import detect_faces
+    from pipeline.tiny_retinaface import detect_faces
     from torchvision.models import resnet18
 
     from pipeline.align import align

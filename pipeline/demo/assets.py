@@ -111,7 +111,7 @@ def _read_frame(video: Path, index: int) -> np.ndarray:
 def crop_face(image_bgr: np.ndarray, *, size: int = ASSET_SIZE, context: float = CONTEXT,
               pick: str = "largest") -> np.ndarray:
     """Square crop around the RetinaFace detection that `pick` names, resized to `size`."""
-    from retinaface import detect_faces
+    from pipeline.tiny_retinaface import detect_faces
 
     faces = detect_faces(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
     if not faces:

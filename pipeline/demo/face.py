@@ -220,7 +220,7 @@ def neutralise(image_bgr: np.ndarray, strength: float) -> np.ndarray:
 
 def detect_landmarks(image_bgr: np.ndarray) -> np.ndarray:
     """The 5 RetinaFace landmarks of the largest face, (5, 2) float; raises when there is none."""
-    from retinaface import detect_faces
+    from pipeline.tiny_retinaface import detect_faces
 
     faces = detect_faces(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
     if not faces:

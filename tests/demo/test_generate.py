@@ -142,7 +142,7 @@ def test_expression_changes_the_face_and_returns(demo):
 
 
 def test_retinaface_detects_the_face_at_apex(demo):
-    from retinaface import detect_faces
+    from pipeline.tiny_retinaface import detect_faces
 
     rows = _rows(demo)
     for r in [rows[i] for i in range(0, 48, 7)]:  # a few videos, every identity and several classes
