@@ -332,10 +332,16 @@ def test_a_killed_runs_forked_child_does_not_keep_its_folder_locked(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c",
                              "import multiprocessing, sys, time\n"
                              "from pipeline.io import run_lock\n"
+                             "def child(started):\n"
+                             "    started.set()\n"  # after the fork hooks: the child is past the point under test
+                             "    time.sleep(60)\n"
                              f"with run_lock({str(folder)!r}):\n"
-                             "    child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(60,))\n"
-                             "    child.start()\n"
-                             "    print(child.pid, flush=True)\n"
+                             "    ctx = multiprocessing.get_context('fork')\n"
+                             "    started = ctx.Event()\n"
+                             "    proc = ctx.Process(target=child, args=(started,))\n"
+                             "    proc.start()\n"
+                             "    assert started.wait(60)\n"
+                             "    print(proc.pid, flush=True)\n"
                              "    time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
     child = int(proc.stdout.readline())
     try:
