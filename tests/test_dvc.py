@@ -189,10 +189,11 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
     assert _ran(second) == {"manifest"}  # always runs; its listing fingerprint finds nothing new
     assert '"skipped": "up to date"' in second
 
-    # A code edit in a stage's module reruns that stage for real, and DVC agrees it is now current.
+    # A code edit in a library module the stage imports reruns that stage for real, and DVC agrees it is now current.
     before = _frame_index(repo)
-    src = repo / "stages" / "resample.py"
+    src = repo / "pipeline" / "resampling.py"
     old = "    return np.where(flags[idx] != ABSENT, idx, nearest).astype(np.int64)"
+    assert old in src.read_text()
     src.write_text(src.read_text().replace(old, old + "[::-1]"))
     edited = _run(repo, "dvc", "repro")
     assert {"resample", "extract", "train-head", "evaluate"} <= _ran(edited)

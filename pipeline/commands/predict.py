@@ -97,8 +97,8 @@ class Predictor:
         self.sampler = ClipSampler.from_config(head.config, self.resample_cfg.n_frames)
 
     def predict(self, video: Path, fig: Path) -> Prediction:
-        from stages.detect import detect_video
-        from stages.resample import choose_frames
+        from pipeline.facetrack import detect_video
+        from pipeline.resampling import choose_frames
 
         info = probe(video)
         row = ManifestRow(video_id=video.stem, path=str(video), label="", subject="")
