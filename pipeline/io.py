@@ -5,6 +5,7 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import hashlib
 import io
 import os
 from dataclasses import dataclass, fields
@@ -12,6 +13,15 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from cache.files import atomic_path, file_lock, read_only  # noqa: F401  (one place: the store's)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (weights and checkpoints are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 _HELD: dict[Path, int] = {}
