@@ -110,6 +110,30 @@ def test_an_edit_of_the_demo_generator_leaves_detect_and_extract_current(source_
     assert {k for k in before if after[k] != before[k]} == {"manifest"}
 
 
+def test_a_rerun_manifest_with_the_same_listing_leaves_detect_current(source_copy, tmp_path):
+    """The manifest runs every time, and its signature changes with the demo generator's code; what detect
+    takes from it is manifest.csv's bytes, so a folder dataset's detect stays current (the runner's view,
+    as DVC's). A changed listing still recomputes detect."""
+    from pipeline.state import mark_done, signature
+
+    cfg = load_config(write_params(tmp_path, {"x": {"adapter": "folder", "root": str(tmp_path)}}, "x"))
+    listing = cfg.dataset_dir("x") / "manifest.csv"
+    listing.parent.mkdir(parents=True)
+    listing.write_text("video_id,path\na,a.mp4\n")
+
+    def rerun_manifest() -> str:  # what the runner records after the manifest's work
+        registry._code_deps.cache_clear()
+        mark_done(cfg, "x", "manifest", signature(cfg, "x", "manifest"), {})
+        return signature(cfg, "x", "detect")
+
+    before = rerun_manifest()
+    gen = source_copy / "pipeline" / "demo" / "generate.py"
+    gen.write_text(gen.read_text() + "\n# a comment\n")
+    assert rerun_manifest() == before
+    listing.write_text("video_id,path\na,a.mp4\nb,b.mp4\n")
+    assert rerun_manifest() != before
+
+
 def test_an_edit_of_a_module_extract_uses_changes_its_hash(source_copy):
     before = _hashes()
     align = source_copy / "pipeline" / "align.py"
