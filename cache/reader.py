@@ -8,8 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cache.errors import PipelineError
 from cache.store import CHECKSUM, list_shards, read_strings, row_crc32
-from pipeline.errors import PipelineError
 
 
 def _attr(v):

@@ -14,7 +14,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from pipeline.io import atomic_path, file_lock
+from cache.files import atomic_path, file_lock
 
 FORMAT_VERSION = 2
 """2: a CRC-32 of every row of `features` (`features_crc32`); 1 had none (issue 16)."""

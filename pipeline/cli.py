@@ -216,7 +216,7 @@ def cache_verify(params_path, dataset, adapter, root, overrides, data_root, resu
 
     Reads <data_root>/D/features/, manifest.csv and failures.csv; writes nothing."""
     _setup_logging(verbose)
-    from cache.verify import verify
+    from pipeline.commands.verify import verify
 
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root))
     problems, stats = _guard(lambda: verify(cfg, cfg.dataset))
@@ -235,7 +235,7 @@ def cache_info(params_path, dataset, adapter, root, overrides, data_root, result
     """Print counts, size on disk and provenance of a dataset's cache.
 
     Reads <data_root>/D/features/ and failures.csv; writes nothing."""
-    from cache.verify import info
+    from pipeline.commands.verify import info
 
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root))
     click.echo(json.dumps(_guard(lambda: info(cfg, cfg.dataset)), indent=1, default=str))

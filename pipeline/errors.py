@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import pickle
 
-
-class PipelineError(Exception):
-    """Base class: a problem the user can fix, reported as one message without a traceback."""
-
-    exit_code = 1
+from cache.errors import PipelineError  # noqa: F401  (the base lives in the store, the bottom layer)
 
 
 class ConfigError(PipelineError):

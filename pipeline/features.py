@@ -19,17 +19,9 @@ from torch.nn import functional as F
 
 from pipeline.config import ExtractConfig
 from pipeline.errors import PipelineError
-from pipeline.precision import warn_if_emulated
+from pipeline.precision import resolve_device, warn_if_emulated
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("device=cuda but torch sees no CUDA device")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 @dataclass
@@ -131,7 +123,7 @@ class FeatureExtractor:
 
 def build_extractor(cfg: ExtractConfig) -> FeatureExtractor:
     """Backbone for an ExtractConfig; raises MissingWeightsError before any work when weights are missing."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "extract.device")
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     from pipeline.backbones import builtin_margin

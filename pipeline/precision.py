@@ -9,6 +9,18 @@ import logging
 
 import torch
 
+from pipeline.errors import PipelineError
+
+
+def resolve_device(name: str, key: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu. An explicit `cuda` without one is an error naming the setting
+    `key`, never a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"{key}=cuda but torch sees no CUDA device: set {key} to auto or cpu")
+    return torch.device(name)
+
 
 def cpu_has_kernels(precision: str) -> bool:
     """True when oneDNN reports native support for `precision` (bf16: AVX512-BF16 / AMX; fp16: AVX512-FP16 / AMX-FP16)."""

@@ -17,6 +17,7 @@ import ast
 import functools
 import hashlib
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -27,9 +28,8 @@ PACKAGES = ("pipeline", "stages", "cache")
 """Top-level packages of this project: imports of these are code dependencies of a stage."""
 PLUMBING = ("pipeline.registry", "pipeline.runner", "pipeline.state", "pipeline.config", "pipeline.errors")
 """Modules that decide *whether* a stage runs, not what it computes (parameter values, which are hashed
-themselves, come through config): DVC lists them as deps (it reruns the stage, which then finds
-itself current), but an edit of them does not change the signature — else a help-text edit would
-recompute detect on a whole dataset."""
+themselves, come through config): neither the signature nor dvc.yaml's deps list them, else a
+help-text edit would recompute detect on a whole dataset."""
 
 
 @dataclass(frozen=True)
@@ -204,9 +204,15 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+MODULE_NAME = re.compile(r"(?:%s)(?:\.\w+)+" % "|".join(PACKAGES))
+"""A string naming a project module (`"pipeline.backbones.timm_plugin"`): how a registry of plug-ins
+loaded by name (`importlib.import_module`) lists them so that the code dependencies follow them."""
+
+
 @functools.lru_cache(maxsize=None)
 def _imports(path: Path) -> frozenset[str]:
-    """Project modules imported anywhere in the file (function-level imports included)."""
+    """Project modules imported anywhere in the file (function-level imports included), and modules a
+    plug-in registry names in full as a string constant."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     if path.name == "__init__.py":
@@ -222,37 +228,33 @@ def _imports(path: Path) -> frozenset[str]:
                 base = ".".join([*anchor, *([base] if base else [])])
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
+            found.add(node.value)
     return frozenset(m for m in found if m.split(".")[0] in PACKAGES)
 
 
 @functools.lru_cache(maxsize=None)
-def _code_deps(name: str, behaviour_only: bool = False) -> tuple[str, ...]:
-    """Source paths (relative to ROOT) a stage's behaviour depends on: every project module its module
-    imports, transitively. A module inside a subpackage (`pipeline/head/...`) stands for the whole
-    subpackage folder, because packages such as adapters and backbones discover their modules at run
-    time. Package `__init__.py` files of `pipeline`, `stages` and `cache` themselves count as files."""
+def _code_deps(name: str) -> tuple[str, ...]:
+    """Source paths (relative to ROOT) a stage's outputs depend on: the `.py` file of every project
+    module its module imports, transitively, with the `__init__.py` of each package above it (Python
+    runs it on import), plus the stage's `extra_code`. `PLUMBING` modules are not followed: they decide
+    whether a stage runs, not what it computes. The runner's `code_hash` and dvc.yaml's deps are this
+    one list."""
     st = BY_NAME[name]
     todo, seen, deps = [st.module], set(), set(st.extra_code)
     while todo:
         mod = todo.pop()
-        if mod in seen or (behaviour_only and mod in PLUMBING):
+        if mod in seen or mod in PLUMBING:
             continue
         seen.add(mod)
         path = _module_file(mod)
         if path is None:
             continue
-        rel = path.relative_to(ROOT)
-        if len(rel.parts) > 2:  # pipeline/head/train.py -> the folder pipeline/head, all of it
-            folder = ROOT / rel.parts[0] / rel.parts[1]
-            deps.add(str(Path(*rel.parts[:2])))
-            todo += [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-                     for p in folder.rglob("*.py")]
-        else:
-            deps.add(str(rel))
+        deps.add(str(path.relative_to(ROOT)))
+        parts = mod.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # the packages above it
         todo += sorted(_imports(path))
-    # A folder listed swallows the files inside it.
-    folders = [d for d in deps if (ROOT / d).is_dir()]
-    return tuple(sorted(d for d in deps if not any(d != f and d.startswith(f + "/") for f in folders)))
+    return tuple(sorted(deps))
 
 
 def code_deps(name: str) -> list[str]:
@@ -263,7 +265,7 @@ def code_deps(name: str) -> list[str]:
 def code_hash(name: str) -> str:
     """Hash of the stage's code dependencies, part of its signature: an edit recomputes, with or without DVC."""
     h = hashlib.sha256()
-    for dep in _code_deps(name, behaviour_only=True):
+    for dep in _code_deps(name):
         p = ROOT / dep
         files = sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if p.is_dir() else [p]
         for f in files:

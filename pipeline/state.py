@@ -4,7 +4,8 @@ A stage's signature hashes the parameters it declares in the registry (minus its
 the dataset's entry, the hash of the code it imports, and the signature recorded by the stage
 upstream — so a changed detect parameter, or an edit of `pipeline/tracking.py`, makes resample and
 extract stale too: the rule DVC applies, kept here so `pipeline run extract` alone recomputes what
-is missing or stale, and agrees with `dvc repro`.
+is missing or stale, and agrees with `dvc repro`. An upstream that runs every time (`always_changed`:
+manifest) stands in by the bytes of its outputs instead (see `upstream_part`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import logging
 from pathlib import Path
 
 from pipeline.config import Config, section_hash
-from pipeline.io import read_only, write_text_if_changed
+from pipeline.io import read_only, sha256_file, write_text_if_changed
 from pipeline.registry import Stage, code_hash, stage
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,26 @@ def recorded(cfg: Config, dataset: str, name: str) -> str | None:
         return None
 
 
+def upstream_part(cfg: Config, dataset: str, st: Stage) -> str:
+    """What a stage's signature takes from its upstream: the upstream's recorded signature; for an upstream
+    that runs every time (`always_changed`: manifest, whose outputs are small files), the bytes of its
+    outputs, as DVC sees them. The manifest's signature changes with the code of every adapter and of the
+    demo generator, which leave a folder dataset's manifest.csv as it was: that must not recompute detect."""
+    if not st.upstream:
+        return ""
+    up = stage(st.upstream)
+    if not up.always_changed:
+        return recorded(cfg, dataset, st.upstream) or ""
+    if recorded(cfg, dataset, st.upstream) is None:  # never finished: nothing to take from it yet
+        return ""
+    paths = [resolve(o.path, cfg, dataset) for o in up.outs]
+    return ",".join(sha256_file(p) if p.is_file() else "" for p in paths)
+
+
 def signature(cfg: Config, dataset: str, name: str, input_fingerprint: str = "") -> str:
     st = stage(name)
     ds = cfg.dataset_config(dataset)
-    upstream_sig = (recorded(cfg, dataset, st.upstream) or "") if st.upstream else ""
+    upstream_sig = upstream_part(cfg, dataset, st)
     return section_hash(params_of(cfg, st), {"adapter": ds.adapter, "root": ds.root, "classes": ds.classes,
                                              "fps": ds.fps, "options": ds.options},
                         upstream_sig, input_fingerprint, code_hash(name))

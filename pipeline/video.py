@@ -14,8 +14,8 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from pipeline.adapters.base import sorted_frames
 from pipeline.errors import VideoError
+from pipeline.frames import sorted_frames
 
 
 @dataclass(frozen=True)

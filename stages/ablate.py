@@ -11,7 +11,8 @@ from pipeline.head.baselines import KINDS
 from pipeline.head.data import load_training_data
 from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the runner reads input_fingerprint)
 from pipeline.head.report import mean_std, war_uar, write_json, write_text
-from pipeline.head.train import cross_validate, head_params, resolve_device
+from pipeline.head.train import cross_validate, head_params
+from pipeline.precision import resolve_device
 from pipeline.runner import Outcome, run_stage
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tup
         log.warning("ablate: train_head.variant=%s ignored; every row, the full model included, uses the paper's "
                     "equations so the rows differ by one part each", th.variant)
         th = dataclasses.replace(th, variant="paper")
-    device = resolve_device(th.device)
+    device = resolve_device(th.device, "train_head.device")
     rows = []
     for kind in kinds:
         results = cross_validate(th, data.cache.features, data.cache.label, data.folds,

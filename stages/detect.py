@@ -16,7 +16,6 @@ import hashlib
 import io
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -26,104 +25,20 @@ from tqdm import tqdm
 
 from pipeline.align import builtin_margin
 from pipeline.config import Config, DetectConfig
-from pipeline.detector import Detections, RetinaFaceDetector, build_detector, size_for_faces, smallest_face
-from pipeline.errors import PipelineError, VideoError
-from pipeline.io import Failure, ManifestRow, atomic_path, clean_stale_temporaries, read_manifest
+from pipeline.errors import PipelineError
+from pipeline.facetrack import VideoResult, detect_video, shared_detector
+from pipeline.io import Failure, atomic_path, clean_stale_temporaries, read_manifest
 from pipeline.layout import layout_for
 from pipeline.qc import detect_contact_sheet
 from pipeline.runner import Outcome, run_stage
-from pipeline.tracking import DETECTED, FILLED, FaceTrack, build_track
-from pipeline.video import iter_frames
+from pipeline.tracking import DETECTED, FILLED, FaceTrack
 
 log = logging.getLogger(__name__)
 STAGE = "detect"
-_DETECTOR = None  # one per worker process, built on first use
-
-
-@dataclass
-class VideoResult:
-    video_id: str
-    track: FaceTrack | None
-    n_frames: int
-    width: int = 0
-    height: int = 0
-    kind: str = ""
-    message: str = ""
-    det_size: int = 0
-    """Smallest detector input (long side) any batch of the video ran at (`detect.adaptive_min_face`)."""
 
 
 def part_path(parts: Path, video_id: str) -> Path:
     return parts / (hashlib.sha1(video_id.encode()).hexdigest()[:20] + ".npz")
-
-
-def _detector(cfg: DetectConfig):
-    global _DETECTOR
-    if _DETECTOR is None or _DETECTOR[0] != cfg:
-        _DETECTOR = (cfg, build_detector(cfg))
-    return _DETECTOR[1]
-
-
-def detect_video(row: ManifestRow, cfg: DetectConfig) -> VideoResult:
-    """Stream the video in batches through the detector (every `stride`-th frame), then track.
-
-    `adaptive_min_face`: a batch detected at det_size sets the input size of the next batches from its
-    smallest face (`size_for_faces`); at a smaller size, frames with no face are detected again at
-    det_size, and when that finds a face the size is chosen again from it."""
-    detector = _detector(cfg)
-    adaptive = cfg.adaptive_min_face > 0 and isinstance(detector, RetinaFaceDetector)
-    dets: list[Detections | None] = []  # None: frame skipped by stride
-    batch: list[np.ndarray] = []
-    batch_idx: list[int] = []
-    shape = (0, 0)
-    size = cfg.det_size  # the first batch probes at full size
-    sizes: list[int] = []  # input size of each batch, for the record
-
-    def flush() -> None:
-        nonlocal size
-        found = detector.detect(batch, size) if adaptive else detector.detect(batch)
-        sizes.append(size)
-        if adaptive:
-            h, w = batch[0].shape[:2]
-            probe, empty = found, []
-            if size != cfg.det_size:
-                empty = [k for k, d in enumerate(found) if not len(d)]
-                probe = detector.detect([batch[k] for k in empty], cfg.det_size) if empty else []
-                for k, d in zip(empty, probe):
-                    found[k] = d
-            # Chosen again after every full-size look: no face there (a cut, a face turned away) means
-            # full size until faces come back, so a faceless stretch costs no more than without this.
-            if size == cfg.det_size or empty:
-                size = size_for_faces(smallest_face(probe), h, w, cfg.det_size, cfg.adaptive_min_face)
-        for i, d in zip(batch_idx, found):
-            dets[i] = d
-        batch.clear()
-        batch_idx.clear()
-
-    try:
-        for i, frame in enumerate(iter_frames(Path(row.path), crop=row.crop_side)):
-            dets.append(None)
-            if i % cfg.stride:
-                continue
-            if batch and batch[0].shape != frame.shape:  # a stream that changes size: never mix sizes
-                flush()
-            shape = frame.shape[:2]
-            batch.append(frame)
-            batch_idx.append(i)
-            if len(batch) == cfg.batch_size:
-                flush()
-        if batch:
-            flush()
-    except VideoError as err:
-        return VideoResult(row.video_id, None, len(dets), kind=err.kind, message=err.message)
-    if not dets:
-        return VideoResult(row.video_id, None, 0, kind="empty", message="no frames decoded")
-    h, w = shape
-    track = build_track(dets, w, h, max_gap=max(cfg.max_gap, cfg.stride - 1), smooth_window=cfg.smooth_window,
-                        max_jump=cfg.max_jump)
-    if not (track.flags == DETECTED).any():
-        return VideoResult(row.video_id, None, len(dets), w, h, "no_face", f"no face found in {len(dets)} frames")
-    return VideoResult(row.video_id, track, len(dets), w, h, det_size=min(sizes, default=cfg.det_size))
 
 
 def save_part(path: Path, res: VideoResult, sig: str, detector: str = "") -> None:
@@ -222,7 +137,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
     # Every video resumed (the assembling run after `--shard` slices): the parts name the detector that ran.
     described = {part_detector(part_path(lay.parts, r.video_id)) for r in todo} if not pending else set()
     describe = (" + ".join(sorted(described)) if described and "" not in described
-                else _detector(dcfg).describe())
+                else shared_detector(dcfg).describe())
     log.info("detector: %s; %d videos to detect, %d resumed", describe, len(pending), len(results))
     jobs = (delayed(detect_video)(r, dcfg) for r in pending)
     gen = Parallel(n_jobs=n_workers, return_as="generator_unordered")(jobs) if n_workers > 1 else (

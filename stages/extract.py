@@ -26,13 +26,13 @@ from tqdm import tqdm
 from cache.integrity import ShardCheck, check_open_shard
 from cache.store import (FORMAT_VERSION, ShardRecord, drop_rows, list_shards, read_strings, shard_name,
                          write_index, write_shard)
-from pipeline.adapters import ADAPTERS
 from pipeline.align import align
 from pipeline.config import Config, ExtractConfig
 from pipeline.errors import PipelineError, VideoError
 from pipeline.features import FeatureExtractor, build_extractor
 from pipeline.motion import motion_features
 from pipeline.io import Failure, clean_stale_temporaries, read_manifest
+from pipeline.labels import DEFAULT_CLASSES
 from pipeline.layout import layout_for
 from pipeline.runner import Outcome, run_stage
 from pipeline.workers import process_pool
@@ -78,7 +78,7 @@ def prepare(task: VideoTask, size: int, margin: float, keep_crops: bool, quality
 def class_names_for(cfg: Config, dataset: str, labels: list[str]) -> list[str]:
     """The dataset's class set in a fixed order: params `classes`, else the adapter's, else sorted labels."""
     ds = cfg.dataset_config(dataset)
-    names = ds.classes or getattr(ADAPTERS.get(ds.adapter), "default_classes", None)
+    names = ds.classes or DEFAULT_CLASSES.get(ds.adapter)
     return list(names) if names else sorted({lb for lb in labels if lb})
 
 

@@ -29,10 +29,10 @@ from pipeline.features import FeatureExtractor
 from pipeline.finetune.crops import CropSet, load_crops
 from pipeline.finetune.layout import FinetuneLayout, finetune_layout
 from pipeline.finetune.model import features_of, trainable_extractor
-from pipeline.finetune.train import (FoldRun, check_no_leakage, file_sha256, ids_sha256, params_hash, run_params,
+from pipeline.finetune.train import (FoldRun, check_no_leakage, ids_sha256, params_hash, run_params,
                                      save_checkpoint, train_fold, verify_checkpoint)
 from pipeline.head.data import manifest_rows, protocol_folds
-from pipeline.io import clean_stale_temporaries
+from pipeline.io import clean_stale_temporaries, sha256_file
 from pipeline.layout import layout_for
 from pipeline.runner import Outcome, run_stage
 
@@ -150,7 +150,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
         # The guard reads the ids back from the checkpoint file, not from this run's memory.
         check_no_leakage(ck["trained_ids"], test_ids, fold.index)
         ext.module.load_state_dict(ck["state_dict"])
-        ck_sha, test_sha = file_sha256(ckpt_path), ids_sha256(test_ids)
+        ck_sha, test_sha = sha256_file(ckpt_path), ids_sha256(test_ids)
         cached = not force and not trained and _fold_cache_current(fl.fold_features(fold.index), sig, ck_sha, test_sha)
         if not cached:
             extra = {"signature": sig, "params_hash": sig, "fold": fold.index, "checkpoint_sha256": ck_sha,

@@ -29,9 +29,10 @@ from pipeline.head.report import (Prediction, mean_std, per_class_recall, plot_t
                                   write_history, write_json, write_predictions)
 from pipeline.head.sampling import ClipSampler
 from pipeline.head.sanity import ClipSpans, localisation, near_chance
-from pipeline.head.train import FoldResult, cross_validate, head_params, resolve_device, save_head
+from pipeline.head.train import FoldResult, cross_validate, head_params, save_head
 from pipeline.io import clean_stale_temporaries
 from pipeline.layout import layout_for
+from pipeline.precision import resolve_device
 from pipeline.runner import Outcome, run_stage
 
 STAGE = "train-head"
@@ -176,7 +177,7 @@ def backbone_of_fold(cfg: Config, dataset: str, fold: int) -> dict:
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     data = load_training_data(cfg, dataset)
-    device = resolve_device(cfg.train_head.device)
+    device = resolve_device(cfg.train_head.device, "train_head.device")
     fold_features = fold_features_for(cfg, dataset, data)
     results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
                              len(data.class_names), device=device, desc=f"{STAGE} {dataset}",

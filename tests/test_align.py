@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline import align
+from pipeline.align import align
 from pipeline.detector import RetinaFaceDetector
 from pipeline.video import read_frames
 from tests.conftest import VIDEOS

@@ -16,7 +16,8 @@ import torch
 timm = pytest.importorskip("timm")
 open_clip = pytest.importorskip("open_clip")
 
-from cache import list_shards, load_cache  # noqa: E402
+from cache.reader import load_cache  # noqa: E402
+from cache.store import list_shards  # noqa: E402
 from pipeline.config import ExtractConfig, load_config  # noqa: E402
 from pipeline.errors import ConfigError, MissingWeightsError  # noqa: E402
 from pipeline.features import build_extractor  # noqa: E402
@@ -142,7 +143,7 @@ def plugin_cache(face_dataset, checkpoints, tmp_path_factory):
 
 @pytest.mark.slow  # decodes the five fixture videos (~10 s on two shared cores)
 def test_extract_writes_plugin_width_and_provenance(plugin_cache, checkpoints):
-    from cache.verify import info, verify
+    from pipeline.commands.verify import info, verify
 
     cfg, summary, feats = plugin_cache
     assert summary["cached"] == 5 and summary["feature_dim"] == 64

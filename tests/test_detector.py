@@ -98,7 +98,7 @@ def test_adaptive_size_keeps_frames_and_landmarks_within_the_default_own_spread(
     resolution (measured here on face_noface.mov, 960x540: the spread the default already accepts)."""
     from pipeline.config import DetectConfig
     from pipeline.io import ManifestRow
-    from stages import detect as sd
+    from pipeline import facetrack as sd
     from pipeline.tracking import DETECTED
 
     def track(name: str, **kw):

@@ -14,6 +14,7 @@ import h5py
 import pytest
 import yaml
 
+from pipeline import registry
 from pipeline.config import SECTIONS, load_config
 from pipeline.registry import STAGES, code_deps, pipeline_stages, render_dvc_yaml, stage, upstream_chain
 from pipeline.runner import ScopedConfig, UndeclaredParameter
@@ -70,11 +71,76 @@ def test_declared_params_exist():
 
 
 def test_code_deps_follow_imports_including_late_ones():
-    # resample imports pipeline/tracking.py; extract reaches pipeline/video.py and the backbones;
-    # evaluate's late `from pipeline.head...` imports count.
+    # resample imports pipeline/tracking.py; extract reaches pipeline/video.py and the backbones (the
+    # plug-ins through the names in PLUGINS); evaluate's late `from pipeline.head...` imports count;
+    # manifest reaches every adapter through the names the adapter registry lists.
     assert "pipeline/tracking.py" in code_deps("resample")
-    assert {"pipeline/video.py", "pipeline/backbones", "pipeline/align.py"} <= set(code_deps("extract"))
-    assert "pipeline/head" in code_deps("evaluate") and "pipeline/config.py" in code_deps("evaluate")
+    assert {"pipeline/video.py", "pipeline/backbones/__init__.py", "pipeline/backbones/resnet.py",
+            "pipeline/backbones/timm_plugin.py", "pipeline/backbones/clip_plugin.py", "pipeline/align.py"} <= set(code_deps("extract"))
+    assert "pipeline/head/train.py" in code_deps("evaluate")
+    assert {"pipeline/adapters/dfew.py", "pipeline/adapters/demo.py", "pipeline/demo/generate.py"} <= set(code_deps("manifest"))
+    for st in STAGES:  # plumbing decides whether a stage runs, not what it computes: in neither answer
+        assert not {"pipeline/config.py", "pipeline/runner.py", "pipeline/registry.py"} & set(code_deps(st.name)), st.name
+
+
+@pytest.fixture
+def source_copy(tmp_path, monkeypatch):
+    """The project's packages copied to a folder the code hash reads instead: edits there leave the checkout alone."""
+    for pkg in registry.PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(registry, "ROOT", tmp_path)
+    registry._code_deps.cache_clear()
+    yield tmp_path
+    registry._code_deps.cache_clear()
+
+
+def _hashes() -> dict[str, str]:
+    registry._code_deps.cache_clear()
+    return {st.name: registry.code_hash(st.name) for st in STAGES}
+
+
+def test_an_edit_of_the_demo_generator_leaves_detect_and_extract_current(source_copy):
+    """Per file, as imported: the demo generator is manifest's code (it writes the demo's videos), not that
+    of the stages after it; before, `video.py -> adapters -> adapters/demo -> pipeline/demo` made it all of theirs."""
+    before = _hashes()
+    gen = source_copy / "pipeline" / "demo" / "generate.py"
+    gen.write_text(gen.read_text() + "\n\ndef _added() -> int:\n    return 1  # a comment\n")
+    after = _hashes()
+    assert after["manifest"] != before["manifest"]
+    assert {k for k in before if after[k] != before[k]} == {"manifest"}
+
+
+def test_a_rerun_manifest_with_the_same_listing_leaves_detect_current(source_copy, tmp_path):
+    """The manifest runs every time, and its signature changes with the demo generator's code; what detect
+    takes from it is manifest.csv's bytes, so a folder dataset's detect stays current (the runner's view,
+    as DVC's). A changed listing still recomputes detect."""
+    from pipeline.state import mark_done, signature
+
+    cfg = load_config(write_params(tmp_path, {"x": {"adapter": "folder", "root": str(tmp_path)}}, "x"))
+    listing = cfg.dataset_dir("x") / "manifest.csv"
+    listing.parent.mkdir(parents=True)
+    listing.write_text("video_id,path\na,a.mp4\n")
+
+    def rerun_manifest() -> str:  # what the runner records after the manifest's work
+        registry._code_deps.cache_clear()
+        mark_done(cfg, "x", "manifest", signature(cfg, "x", "manifest"), {})
+        return signature(cfg, "x", "detect")
+
+    before = rerun_manifest()
+    gen = source_copy / "pipeline" / "demo" / "generate.py"
+    gen.write_text(gen.read_text() + "\n# a comment\n")
+    assert rerun_manifest() == before
+    listing.write_text("video_id,path\na,a.mp4\nb,b.mp4\n")
+    assert rerun_manifest() != before
+
+
+def test_an_edit_of_a_module_extract_uses_changes_its_hash(source_copy):
+    before = _hashes()
+    align = source_copy / "pipeline" / "align.py"
+    align.write_text(align.read_text() + "\n# a comment\n")  # bytes, as DVC sees them: a comment counts
+    after = _hashes()
+    assert {k for k in before if after[k] != before[k]} == {"detect", "extract", "finetune"}
+    assert "pipeline/align.py" in code_deps("extract") and "pipeline/align.py" not in code_deps("resample")
 
 
 def test_a_stage_sees_only_the_params_it_declares(tmp_path):
@@ -147,10 +213,11 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
     assert _ran(second) == {"manifest"}  # always runs; its listing fingerprint finds nothing new
     assert '"skipped": "up to date"' in second
 
-    # A code edit in a stage's module reruns that stage for real, and DVC agrees it is now current.
+    # A code edit in a library module the stage imports reruns that stage for real, and DVC agrees it is now current.
     before = _frame_index(repo)
-    src = repo / "stages" / "resample.py"
+    src = repo / "pipeline" / "resampling.py"
     old = "    return np.where(flags[idx] != ABSENT, idx, nearest).astype(np.int64)"
+    assert old in src.read_text()
     src.write_text(src.read_text().replace(old, old + "[::-1]"))
     edited = _run(repo, "dvc", "repro")
     assert {"resample", "extract", "train-head", "evaluate"} <= _ran(edited)

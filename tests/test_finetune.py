@@ -444,7 +444,7 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     assert np.corrcoef(start.ravel(), ref.ravel())[0, 1] > 0.99
     assert np.abs(start - ref).mean() < 0.05 * np.abs(ref).mean()
     # `pipeline cache info` reports the crops' size on disk and the per-fold caches.
-    from cache.verify import info
+    from pipeline.commands.verify import info
 
     stats = info(cfg, "faces")
     jpeg_bytes = 0

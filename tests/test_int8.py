@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cache import list_shards
+from cache.store import list_shards
 from pipeline.config import ExtractConfig, load_config
 
 

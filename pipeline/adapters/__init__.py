@@ -18,12 +18,15 @@ def _register() -> None:
     instead of its datasets vanishing from `pipeline datasets` (issue 13)."""
     import importlib
 
+    # Full module names: the code dependencies of a stage follow them (pipeline/registry.py).
     for module, cls, aliases in (
-        ("mmi", "MMIAdapter", ()), ("bu4dfe", "BU4DFEAdapter", ("bu3dfe",)), ("afew", "AFEWAdapter", ()),
-        ("dfew", "DFEWAdapter", ()), ("ckplus", "CKPlusAdapter", ()), ("oulu", "OuluAdapter", ()),
-        ("ferv39k", "FERV39kAdapter", ()), ("mafw", "MAFWAdapter", ()), ("demo", "DemoAdapter", ()),
+        ("pipeline.adapters.mmi", "MMIAdapter", ()), ("pipeline.adapters.bu4dfe", "BU4DFEAdapter", ("bu3dfe",)),
+        ("pipeline.adapters.afew", "AFEWAdapter", ()), ("pipeline.adapters.dfew", "DFEWAdapter", ()),
+        ("pipeline.adapters.ckplus", "CKPlusAdapter", ()), ("pipeline.adapters.oulu", "OuluAdapter", ()),
+        ("pipeline.adapters.ferv39k", "FERV39kAdapter", ()), ("pipeline.adapters.mafw", "MAFWAdapter", ()),
+        ("pipeline.adapters.demo", "DemoAdapter", ()),
     ):
-        klass = getattr(importlib.import_module(f"pipeline.adapters.{module}"), cls)
+        klass = getattr(importlib.import_module(module), cls)
         for name in (klass.name, *aliases):
             ADAPTERS[name] = klass
 

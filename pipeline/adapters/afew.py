@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.adapters.base import BASIC7, VIDEO_EXTENSIONS, Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.adapters.base import VIDEO_EXTENSIONS, Adapter, Listing, VideoEntry, canonical_label, video_id_for
 from pipeline.errors import DatasetError
 
 # (split, folder names as unzipped from the EmotiW release, or renamed by hand)
@@ -22,7 +22,6 @@ class AFEWAdapter(Adapter):
               "  <root>/Val_AFEW/<class>/<id>.avi                                             (or Val/)\n"
               "  Train → split train, Val → split test. Folders that are not class names\n"
               "  (e.g. AlignedFaces_LBPTOP_Points) are not read.")
-    default_classes = BASIC7
     protocol = "fixed split: train on Train, test on Val (train-head uses split)"
 
     def list_videos(self) -> Listing:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from pipeline.errors import DatasetError
+from pipeline.labels import DEFAULT_CLASSES
 
 # Canonical class vocabulary (lower case). Datasets map their own names onto these by name,
 # never by integer id: the orders differ between datasets (docs/reference.md §3).
@@ -33,11 +34,8 @@ SYNONYMS = {
     "anxious": "anxiety", "helpless": "helplessness", "disappointed": "disappointment",
 }
 
-BASIC6 = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
-BASIC7 = BASIC6 + ("neutral",)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def canonical_label(name: str) -> str:
@@ -98,9 +96,15 @@ class Adapter(abc.ABC):
     layout: ClassVar[str]
     """The layout this adapter reads, shown by `pipeline datasets` and in errors."""
     default_classes: ClassVar[tuple[str, ...] | None] = None
+    """Taken from `pipeline.labels.DEFAULT_CLASSES` by `name` (see `__init_subclass__`)."""
     protocol: ClassVar[str] = "subject-independent k-fold (train-head --folds)"
     known_options: ClassVar[tuple[str, ...]] = ()
     """Keys accepted in `datasets.<D>.options`; anything else is a misspelling and is refused."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in vars(cls) and "default_classes" not in vars(cls):
+            cls.default_classes = DEFAULT_CLASSES.get(cls.name)
 
     def __init__(self, root: Path, classes: tuple[str, ...] | None = None, fps: float = 25.0,
                  options: dict | None = None):
@@ -155,13 +159,3 @@ def video_id_for(path: Path, root: Path) -> str:
     """Dataset-relative path without extension, `/`-separated: two `clip.mp4` stay distinct."""
     rel = path.relative_to(root)
     return rel.with_suffix("").as_posix() if rel.suffix.lower() in VIDEO_EXTENSIONS else rel.as_posix()
-
-
-def sorted_frames(folder: Path) -> list[Path]:
-    """Image files of a frame folder in natural order (`2.jpg` before `10.jpg`)."""
-    import re
-
-    def key(p: Path) -> list:
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
-
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.adapters.base import BASIC6, Adapter, Listing
+from pipeline.adapters.base import Adapter, Listing
 from pipeline.errors import DatasetError
 
 _SUBJECT = re.compile(r"^[FM]\d{3}$")
@@ -19,7 +19,6 @@ class BU4DFEAdapter(Adapter):
     description = "BU-4DFE (Binghamton): posed 3-D dynamic expressions, 101 subjects x 6, 25 fps (paper: 'BU-3DFE')."
     layout = ("  <root>/<F001..F058, M001..M043>/<Angry|Disgust|Fear|Happy|Sad|Surprise>/000.jpg, 001.jpg, ...\n"
               "  (2-D texture frames beside the .wrl meshes; the expression folder is one video)")
-    default_classes = BASIC6
     protocol = "subject-independent 10-fold by subject F###/M### (train-head --folds 10)"
 
     def list_videos(self) -> Listing:

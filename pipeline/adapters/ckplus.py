@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, sorted_frames, video_id_for
+from pipeline.adapters.base import Adapter, Listing, VideoEntry, video_id_for
+from pipeline.frames import sorted_frames
 
 # CK+'s own code order (README of the release): not the canonical order, so map by name.
 EMOTION_CODES = {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust", 4: "fear", 5: "happiness",
@@ -26,7 +27,6 @@ class CKPlusAdapter(Adapter):
               "  <root>/Emotion/S###/###/S###_###_########_emotion.txt      one float: 0 neutral 1 anger\n"
               "                                      2 contempt 3 disgust 4 fear 5 happy 6 sadness 7 surprise\n"
               "  Sequences without an _emotion.txt are unlabelled and left out (counted).")
-    default_classes = BASIC6 + ("contempt",)
     protocol = "subject-independent 10-fold: sorted labelled subject ids dealt into folds (fold = rank % 10)"
 
     def list_videos(self) -> Listing:

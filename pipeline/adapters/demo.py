@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import json
 
-from pipeline.adapters.base import BASIC6, Adapter, Listing, VideoEntry, canonical_label, video_id_for
+from pipeline.adapters.base import Adapter, Listing, VideoEntry, canonical_label, video_id_for
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 
@@ -23,7 +23,6 @@ class DemoAdapter(Adapter):
               "  videos_per_class_per_identity, n_frames [min, max], size, episode transient|sustained,\n"
               "  identities: how many of the shipped people, default all; rig tps|au; distractors\n"
               "  basic|rich; blends: morphs per pair of people, a family sharing one subject).")
-    default_classes = BASIC6
     protocol = "subject-independent k-fold over the face identities (train-head --folds)"
 
     def settings(self) -> dict:

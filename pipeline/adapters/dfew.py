@@ -11,7 +11,7 @@ import csv
 import os
 from pathlib import Path
 
-from pipeline.adapters.base import BASIC7, VIDEO_EXTENSIONS, Adapter, Listing, VideoEntry, video_id_for
+from pipeline.adapters.base import VIDEO_EXTENSIONS, Adapter, Listing, VideoEntry, video_id_for
 from pipeline.errors import DatasetError
 
 LABEL_CODES = {1: "happiness", 2: "sadness", 3: "neutral", 4: "anger", 5: "surprise", 6: "disgust", 7: "fear"}
@@ -28,7 +28,6 @@ class DFEWAdapter(Adapter):
               "  <root>/Clip/original/00001.mp4                  videos (also found one folder deeper,\n"
               "                                                  e.g. Clip/original/part_1/00001.mp4)\n"
               "  <root>/Clip/clip_224x224/00001/00001_00001.jpg  face frames, read with option frames: true")
-    default_classes = BASIC7
     protocol = "official 5 folds: fold k = clips of test(single-labeled)/set_k.csv (train-head uses fold)"
 
     def list_videos(self) -> Listing:

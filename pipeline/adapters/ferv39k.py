@@ -6,7 +6,7 @@ frames. The label is taken from the Emotion component of that path, as the relea
 """
 from __future__ import annotations
 
-from pipeline.adapters.base import BASIC7, Adapter, Listing, VideoEntry, video_id_for
+from pipeline.adapters.base import Adapter, Listing, VideoEntry, video_id_for
 
 LISTS = (("train", "train_All.csv"), ("test", "test_All.csv"))
 
@@ -18,7 +18,6 @@ class FERV39kAdapter(Adapter):
     layout = ("  <root>/4_setups/All_scenes/train_All.csv, test_All.csv   lines 'Scene/Emotion/ID Label', no header\n"
               "  <root>/2_ClipsforFaceCrop/<Scene>/<Emotion>/<ID>/*.jpg     face-crop frames of one clip\n"
               "  options: clips_dir (default 2_ClipsforFaceCrop), setups_dir (default 4_setups/All_scenes)")
-    default_classes = BASIC7
     protocol = "fixed split: train_All → train, test_All → test (train-head uses split)"
 
     def list_videos(self) -> Listing:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from pipeline.adapters.base import Adapter, Listing, VideoEntry, video_id_for
 
-CLASSES11 = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "contempt", "anxiety",
-             "helplessness", "disappointment", "neutral")
 N_SETS = 5
 # The release names the split folder "Train & Test Set"; some copies rename it `split`.
 SPLIT_DIRS = ("Train & Test Set", "split")
@@ -25,7 +23,6 @@ class MAFWAdapter(Adapter):
               "        (or <root>/split/single/no_caption/...; option split_dir to name it)\n"
               "  <root>/data/frames/03747/*.jpg   frames (default), or with option frames: false\n"
               "  <root>/data/clips/03747.mp4      the clips")
-    default_classes = CLASSES11
     protocol = "official 5 folds: fold k = clips of set_k/test.txt (train-head uses fold)"
 
     def list_videos(self) -> Listing:

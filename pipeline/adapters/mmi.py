@@ -11,7 +11,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from pipeline.adapters.base import BASIC6, VIDEO_EXTENSIONS, Adapter, Listing, VideoEntry, video_id_for
+from pipeline.adapters.base import VIDEO_EXTENSIONS, Adapter, Listing, VideoEntry, video_id_for
 from pipeline.errors import DatasetError
 
 # MMI's emotion codes (the database's own annotation scheme; codes above 6 are not basic emotions).
@@ -64,7 +64,6 @@ class MMIAdapter(Adapter):
               "  <root>/Sessions/<session>/session.xml    view=\"0\" frontal, \"1\" profile, \"2\" dual (both halves)\n"
               "  options: views (default [0, 2], or 'all'), dual_crop (left|right, default left),\n"
               "           dual_crop_subjects ({S001: right, ...} per-subject side of the frontal half)")
-    default_classes = BASIC6
     protocol = "subject-independent 10-fold by subject S### (train-head --folds 10)"
 
     def list_videos(self) -> Listing:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.adapters.base import BASIC6, Adapter, Listing
+from pipeline.adapters.base import Adapter, Listing
 from pipeline.errors import DatasetError
 
 _SUBJECT = re.compile(r"^P\d{3}$")
@@ -21,7 +21,6 @@ class OuluAdapter(Adapter):
               "      000.jpeg, 001.jpeg, ...   frames of one sequence, neutral → peak\n"
               "  options: images (default OriginalImg), camera (VL|NI, default VL),\n"
               "           illumination (Strong|Weak|Dark, default Strong)")
-    default_classes = BASIC6
     protocol = "subject-independent 10-fold by subject P### (train-head --folds 10)"
 
     def list_videos(self) -> Listing:

@@ -24,8 +24,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from pipeline.backbones.resnet import _unwrap, sha256_file
+from pipeline.backbones.resnet import _unwrap
 from pipeline.errors import UNREADABLE_CHECKPOINT, MissingWeightsError, PipelineError
+from pipeline.io import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ signal, docs/reference.md §9).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import MissingWeightsError, PipelineError
+from pipeline.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def imagenet_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -102,7 +102,7 @@ def announce(cfg, name: str) -> str:
 
 
 def report(cfg, m: dict, seconds: float, name: str = "demo") -> str:
-    from cache import load_cache
+    from cache.reader import load_cache
     from pipeline.layout import layout_for
 
     attrs = load_cache(layout_for(cfg, name).features).attrs

@@ -64,11 +64,12 @@ def find_checkpoints(model_dir: Path) -> list[Path]:
 
 class Predictor:
     def __init__(self, model_dir: Path, device: str = "auto"):
-        from pipeline.features import build_extractor, resolve_device
+        from pipeline.features import build_extractor
+        from pipeline.precision import resolve_device
         from pipeline.head.sampling import ClipSampler
         from pipeline.head.train import load_head
 
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "--device")
         self.heads = []
         for path in find_checkpoints(model_dir):
             try:
@@ -97,8 +98,8 @@ class Predictor:
         self.sampler = ClipSampler.from_config(head.config, self.resample_cfg.n_frames)
 
     def predict(self, video: Path, fig: Path) -> Prediction:
-        from stages.detect import detect_video
-        from stages.resample import choose_frames
+        from pipeline.facetrack import detect_video
+        from pipeline.resampling import choose_frames
 
         info = probe(video)
         row = ManifestRow(video_id=video.stem, path=str(video), label="", subject="")
@@ -155,7 +156,7 @@ class Predictor:
 
 def _backbone_state(head) -> dict:
     """Fold k's adapted backbone weights, checked against the sha256 train-head recorded for them."""
-    from pipeline.finetune.train import file_sha256
+    from pipeline.io import sha256_file
 
     path = Path(head.provenance.get("backbone_checkpoint", ""))
     want = head.provenance.get("backbone_checkpoint_sha256")
@@ -167,7 +168,7 @@ def _backbone_state(head) -> dict:
         raise PipelineError(f"fold {head.fold}'s adapted backbone {path} is missing: the head needs the backbone its "
                             "features came from. Copy that file back (or rerun `pipeline run finetune` and "
                             "`pipeline run train-head`)")
-    if file_sha256(path) != want:
+    if sha256_file(path) != want:
         raise PipelineError(f"{path} is not the backbone fold {head.fold}'s head was trained with (sha256 differs: "
                             "finetune ran again since); rerun `pipeline run train-head` with "
                             "train_head.features=finetuned")

@@ -207,11 +207,3 @@ def verify_checkpoint(path: Path, run: FoldRun, epochs: int) -> dict | None:
     except UNREADABLE_CHECKPOINT:
         return None
     return ck if ok else None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -24,27 +24,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.config import TrainHeadConfig
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError
 from pipeline.head.baselines import build_head
 from pipeline.head.inputs import input_dim
 from pipeline.head.report import war_uar
 from pipeline.head.sanity import linear_probe
 from pipeline.head.sampling import ClipSampler
 from pipeline.io import atomic_path
-from pipeline.precision import warn_if_emulated
+from pipeline.precision import resolve_device, warn_if_emulated
 from pipeline.head.stack import CEFLNetStack, FoldAdam, ModuleStack, rng_state, stack_heads
 from pipeline.workers import release_idle_workers
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu. An explicit `cuda` without one is an error, never a silent fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("train_head.device is cuda but no CUDA device is visible (set it to auto or cpu)")
-    return torch.device(name)
 
 
 def autocast(device: torch.device, precision: str):
@@ -440,7 +431,7 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     (bench/results/head_cpu.md). Every fold's numbers are those of training it alone, whichever the grouping
     (tests/head/test_fold_stack.py, tests/head/test_parallel.py).
     """
-    device = device or resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device, "train_head.device")
     warn_if_emulated(device, cfg.precision, "train_head.precision", log)
     labels = np.asarray(labels)
     subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)

@@ -13,3 +13,10 @@ def test_registered_and_described(name):
     assert adapter.name == name
     assert adapter.description and adapter.protocol and "\n" in adapter.layout
     assert adapter.default_classes and set(adapter.default_classes) <= set(CANONICAL)
+
+
+def test_default_classes_come_from_the_one_table():
+    """extract reads `DEFAULT_CLASSES` without importing the adapters: every adapter (aliases too) agrees with it."""
+    from pipeline.labels import DEFAULT_CLASSES
+
+    assert {n: a.default_classes for n, a in ADAPTERS.items() if a.default_classes} == DEFAULT_CLASSES

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cache import list_shards, load_cache
+from cache.reader import load_cache
+from cache.store import list_shards
 from cache.integrity import check_shard
 from cache.store import CHECKSUM
 from pipeline.cli import main
@@ -99,7 +100,7 @@ def test_extract_resume_repairs_only_the_damaged_video(face_dataset, tmp_path):
 
 
 def test_the_lazy_dataset_refuses_a_damaged_row(synth):
-    from cache import FeatureDataset
+    from cache.reader import FeatureDataset
 
     _, folder = synth
     ds = FeatureDataset(folder / "features")

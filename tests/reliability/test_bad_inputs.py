@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cache import load_cache
+from cache.reader import load_cache
 from pipeline.io import read_failures, read_manifest
 from stages.detect import read_track
 from tests.reliability.conftest import EXPECTED_FAILURES, GOOD, VFR_PTS_MS

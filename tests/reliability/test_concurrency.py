@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache import load_cache
+from cache.reader import load_cache
 from pipeline.config import load_config
 from pipeline.io import Failure, read_failures
 from tests.reliability.conftest import copy_dataset

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 from click.testing import CliRunner
 
-from cache import load_cache
+from cache.reader import load_cache
 from pipeline.cli import main
 from pipeline.config import load_config
 from tests.conftest import VIDEOS, cut_clip, write_params

@@ -66,7 +66,7 @@ def test_failure_kinds_of_the_video_stages_are_documented(bad_batch):
     assert {"unreadable", "missing", "duplicate_id", "unknown_label", "short"} <= seen <= _readme_kinds(), seen
     stage_kinds = set()
     for py in [*(ROOT / "stages" / f"{s}.py" for s in ("manifest", "detect", "resample", "extract")),
-               ROOT / "pipeline" / "video.py"]:
+               *(ROOT / "pipeline" / f"{m}.py" for m in ("video", "facetrack", "resampling"))]:
         stage_kinds.update(re.findall(r'(?:VideoError\(|Failure\([^,()]+, STAGE, |kind=)"(\w+)"', py.read_text()))
     assert stage_kinds and stage_kinds <= _readme_kinds(), stage_kinds - _readme_kinds()
 

@@ -131,7 +131,7 @@ def test_force_recomputes_every_video_parts_included(face_dataset, monkeypatch):
 def test_stride_interpolates_between_detections(face_dataset, tmp_path):
     from pipeline.config import DetectConfig
     from pipeline.io import read_manifest
-    from stages.detect import detect_video
+    from pipeline.facetrack import detect_video
 
     row = {r.video_id: r for r in read_manifest(face_dataset["dir"] / "manifest.csv")}["happiness/single_face"]
     res = detect_video(row, DetectConfig(det_size=480, stride=3))

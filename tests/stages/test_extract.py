@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cache import list_shards, load_cache
+from cache.reader import load_cache
+from cache.store import list_shards
 from pipeline.config import load_config
 from pipeline.errors import MissingWeightsError, PipelineError
 
@@ -71,7 +72,7 @@ def test_golden_features(cached):
 
 
 def test_verify_accepts_and_catches(cached, tmp_path):
-    from cache.verify import verify
+    from pipeline.commands.verify import verify
 
     ds, _ = cached
     problems, stats = verify(ds["cfg"], "faces")
@@ -202,7 +203,7 @@ def test_killed_mid_shard_resumes_to_identical_features(face_dataset, tmp_path):
 def test_lazy_torch_dataset_in_worker_processes(cached):
     from torch.utils.data import DataLoader
 
-    from cache import FeatureDataset
+    from cache.reader import FeatureDataset
 
     ds, _ = cached
     data = FeatureDataset(ds["dir"] / "features")

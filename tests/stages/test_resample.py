@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.config import ResampleConfig
 from pipeline.errors import VideoError
-from stages.resample import choose_frames
+from pipeline.resampling import choose_frames
 
 
 def test_frame_index_inside_face_span(face_dataset):

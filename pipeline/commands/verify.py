@@ -1,4 +1,5 @@
-"""`pipeline cache verify` and `pipeline cache info`: is the cache complete and consistent?"""
+"""`pipeline cache verify` and `pipeline cache info`: is the cache complete and consistent? (A command: it
+reads the manifest, failures.csv and finetune's packs besides the store, so it lives above `cache/`.)"""
 from __future__ import annotations
 
 from collections import Counter
