@@ -41,7 +41,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cache import load_cache  # noqa: E402
+from cache.reader import load_cache  # noqa: E402
 from pipeline.align import align  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import read_manifest  # noqa: E402

@@ -6,7 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cache import list_shards, load_cache
+from cache.reader import load_cache
+from cache.store import list_shards
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.motion import GRID, motion_dim, motion_features
