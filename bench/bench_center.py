@@ -156,6 +156,7 @@ def main() -> None:
 
 def write(args, rows: list[dict], seconds: float) -> None:
     columns = list(dict.fromkeys((r["source"], r["flavour"]) for r in rows))
+    flavours = list(dict.fromkeys(f for _, f in columns))  # per-flavour minima: a family default (lab: transient)
     options = list(dict.fromkeys(r["center"] for r in rows))
     cell = {(r["center"], r["source"], r["flavour"]): r for r in rows}
     lines = ["# Head input options x sources x flavours (issues 11, 31)", "",
@@ -167,15 +168,22 @@ def write(args, rows: list[dict], seconds: float) -> None:
              f"{args.batch_size}, every other setting the params.yaml default"
              + (f", plus `{' '.join(args.extra)}`" if args.extra else "") + ". Last-epoch WAR %, mean ± std over "
              "folds; chance 16.7 %. A source is RIG-DISTRACTORS-PEOPLE (`+B`: B blends per pair of people); the "
-             "training people per fold in brackets. **min** is the worst column: a default must hold there.", "",
+             "training people per fold in brackets. **min** is the worst column: a default must hold there; "
+             "*min transient* / *min sustained* decide a family's (lab clips are transient, wild ones sustained).", "",
              "| center | " + " | ".join(f"{s} ({cell[(options[0], s, f)]['training_people'] if (options[0], s, f) in cell else '?'}) {f}"
-                                        for s, f in columns) + " | **min** |",
-             "|---|" + "---|" * (len(columns) + 1)]
+                                        for s, f in columns) + " | **min** | "
+             + " | ".join(f"min {f}" for f in flavours) + " |",
+             "|---|" + "---|" * (len(columns) + 1 + len(flavours))]
+
+    def worst(o: str, keep) -> str:  # over every kept column, or "—" when one was not measured
+        cols = [(s, f) for s, f in columns if keep(f)]
+        return f"{min(cell[(o, s, f)]['war'] for s, f in cols):.1f}" if all((o, s, f) in cell for s, f in cols) else "—"
+
     for o in options:
-        wars = [cell[(o, s, f)]["war"] for s, f in columns if (o, s, f) in cell]
         lines.append(f"| `{o}` | " + " | ".join(fmt(cell[(o, s, f)]["war"], cell[(o, s, f)]["war_std"])
                                                 if (o, s, f) in cell else "—" for s, f in columns)
-                     + f" | **{min(wars):.1f}** |")
+                     + f" | **{worst(o, lambda f: True)}** | "
+                     + " | ".join(worst(o, lambda f, g=g: f == g) for g in flavours) + " |")
     lines += ["", "Details (strict: the emotion-rich clip's centre frame inside the apex span, a random clip's rate "
               "in brackets; probe: logistic regression on the same input, mean-pooled):", "",
               "| source | flavour | center | WAR % | UAR % | strict loc. % | probe WAR % | folds near chance | s |",

@@ -280,8 +280,8 @@ class TrainHeadConfig:
     Lower it only when their weights and batches do not fit in memory; the numbers are the same either way."""
     center: str = "two_stream_first"
     """How the head's input is built from a video's frozen features (pipeline/head/inputs.py): `none` (the
-    paper), `video_median`, `first_frames`, `two_stream` or `two_stream_first`; chosen per dataset family by measurement
-    (bench/results/center.md; a departure from the paper, documented in docs/head.md)."""
+    paper), `video_median`, `first_frames`, `two_stream` or `two_stream_first`; chosen by its worst case across
+    generated sources (bench/results/robust.md; a departure from the paper, documented in docs/head.md)."""
     identity_rank: int = 64
     """two-stream options: identity directions projected out of the raw stream, fitted on each training fold."""
     raw_dropout: float = 0.5

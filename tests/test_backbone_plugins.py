@@ -136,7 +136,8 @@ def plugin_cache(face_dataset, checkpoints, tmp_path_factory):
     shutil.copytree(face_dataset["dir"], out / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
     cfg = load_config(face_dataset["params"], data_root=str(out),
                       overrides=[f"extract.backbone=timm:{TIMM_MODEL}", f"extract.weights={checkpoints['timm']}",
-                                 "extract.threads=1"])  # one thread: the shared CI cores run ViTs 5x slower on two
+                                 "extract.threads=1",  # one thread: the shared CI cores run ViTs 5x slower on two
+                                 "extract.motion=none"])  # the plugin's own width, 64, is what is checked
     summary = extract.run(cfg, dataset="faces")
     return cfg, summary, out / "faces" / "features"
 

@@ -55,12 +55,13 @@ def test_repo_params_are_valid():
     # paper's), so `-S train_head.epochs=7` reaches the demo as it reaches any dataset.
     assert cfg.train_head.lr == pytest.approx(1e-4) and cfg.train_head.epochs == 120 and cfg.train_head.folds == 10
     assert cfg.train_head.batch_size == 8
-    assert load_config(Path(__file__).resolve().parent.parent / "params.yaml",
-                       dataset="mmi").train_head.center == "first_frames"
+    mmi = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="mmi")
+    # the lab family: the section's center plus optical flow, the best worst case on transient clips
+    assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow"
     assert cfg.train_head.center == "two_stream_first"  # the demo: the defaults a folder user gets
     # the wild family, folder and csv datasets get the section's default, the one that holds on both kinds
-    assert load_config(Path(__file__).resolve().parent.parent / "params.yaml",
-                       dataset="afew").train_head.center == "two_stream_first"
+    afew = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="afew")
+    assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "none"
     assert set(cfg.repro) <= set(cfg.datasets)
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
     assert raw["train_head"]["epochs"] == 120

@@ -35,7 +35,9 @@ def test_each_broken_input_is_one_clear_record(bad_batch, video_id):
 def test_every_good_video_of_the_batch_is_cached(bad_batch):
     cache = load_cache(bad_batch["dir"] / "features")
     assert sorted(cache.video_id) == sorted(GOOD)
-    assert cache.features.shape == (len(GOOD), 105, 384)
+    from pipeline.motion import motion_dim
+
+    assert cache.features.shape == (len(GOOD), 105, 384 + motion_dim(bad_batch["cfg"].extract.motion))
     assert np.isfinite(cache.features.astype(np.float32)).all()
     # No video cached twice, and nothing else recorded as failed.
     assert len(set(cache.video_id)) == len(cache.video_id)

@@ -24,22 +24,30 @@ def cached(face_dataset):
     return face_dataset, summary
 
 
+def _width(cfg) -> int:
+    """resnet18's 512 plus extract.motion's columns (pipeline/motion.py)."""
+    from pipeline.motion import motion_dim
+
+    return 512 + motion_dim(cfg.extract.motion)
+
+
 def test_shard_schema_and_provenance(cached):
     ds, summary = cached
+    d = _width(ds["cfg"])
     assert summary["cached"] == 5 and summary["failed"] == 0
     shards = list_shards(ds["dir"] / "features")
     assert len(shards) == 3  # shard_size 2
     with h5py.File(shards[0], "r") as f:
         n = f["features"].shape[0]
-        assert f["features"].shape == (n, 105, 512) and f["features"].dtype == np.float16
-        assert f["features"].chunks == (1, 105, 512)
+        assert f["features"].shape == (n, 105, d) and f["features"].dtype == np.float16
+        assert f["features"].chunks == (1, 105, d)
         assert f["label"].dtype == np.int64 and f["frame_index"].shape == (n, 105)
         assert f["flags"].dtype == np.uint8 and f["landmarks"].shape == (n, 105, 5, 2)
         assert f["landmarks"].dtype == np.float32
         for key in ("class_names", "backbone", "feature_dim", "weights", "weights_sha256", "input_convention",
                     "format_version", "versions", "params", "params_hash"):
             assert key in f.attrs, key
-        assert f.attrs["weights"] == "random:seed=0" and int(f.attrs["feature_dim"]) == 512
+        assert f.attrs["weights"] == "random:seed=0" and int(f.attrs["feature_dim"]) == d
     cache = load_cache(ds["dir"] / "features")
     assert cache.class_names == ["happiness", "neutral", "sadness", "surprise"]  # neutral: no_face.mp4's folder
     assert sorted(cache.video_id) == ["happiness/single_face", "happiness/video_01", "sadness/a/clip",
@@ -47,9 +55,9 @@ def test_shard_schema_and_provenance(cached):
     assert cache.class_names[cache.label[cache.video_id.index("surprise/face_noface")]] == "surprise"
     assert np.isfinite(cache.features.astype(np.float32)).all()
     resident = cache.to_torch("cpu")
-    assert resident.dtype == torch.float16 and tuple(resident.shape) == (5, 105, 512)
+    assert resident.dtype == torch.float16 and tuple(resident.shape) == (5, 105, d)
     with h5py.File(ds["dir"] / "features" / "index.h5", "r") as f:
-        assert f["features"].shape == (5, 105, 512) and f["features"].is_virtual
+        assert f["features"].shape == (5, 105, d) and f["features"].is_virtual
         i = [v.decode() for v in f["video_id"][:]].index("sadness/a/clip")
         j = cache.video_id.index("sadness/a/clip")
         np.testing.assert_array_equal(f["features"][i], cache.features[j])
@@ -57,12 +65,13 @@ def test_shard_schema_and_provenance(cached):
 
 def test_plain_tools_read_shards(cached):
     ds, _ = cached
+    d = _width(ds["cfg"])
     shard = list_shards(ds["dir"] / "features")[0]
     with h5py.File(shard, "r") as f:  # plain h5py, none of our code
-        assert f["features"].shape == (2, 105, 512) and f["video_id"].asstr()[0]
+        assert f["features"].shape == (2, 105, d) and f["video_id"].asstr()[0]
     if shutil.which("h5ls"):  # .ci/run installs Debian's hdf5-tools
         out = subprocess.run(["h5ls", str(shard)], capture_output=True, text=True, check=True).stdout
-        assert "features" in out and "{2, 105, 512}" in out
+        assert "features" in out and f"{{2, 105, {d}}}" in out
 
 
 def test_golden_features(cached):
@@ -209,6 +218,6 @@ def test_lazy_torch_dataset_in_worker_processes(cached):
     data = FeatureDataset(ds["dir"] / "features")
     assert len(data) == 5 and data._files == {}  # nothing opened before a worker asks
     feats = [x for x, _ in DataLoader(data, batch_size=2, num_workers=2)]
-    assert sum(len(x) for x in feats) == 5 and feats[0].shape[1:] == (105, 512)
+    assert sum(len(x) for x in feats) == 5 and feats[0].shape[1:] == (105, _width(ds["cfg"]))
     whole = load_cache(ds["dir"] / "features")
     np.testing.assert_array_equal(torch.cat(feats).numpy(), whole.features.astype(np.float32))
