@@ -17,11 +17,16 @@ from pipeline.errors import MissingWeightsError, PipelineError
 
 
 @pytest.fixture(scope="module")
-def cached(face_dataset):
+def cached(tmp_path_factory, face_dataset):
+    """Extract on a copy of the session's detected dataset: a module's fixture writes only into its own
+    folder (issue 27; before, extract's failures.csv rows landed in the folder test_detect reads)."""
     from stages import extract
 
-    summary = extract.run(face_dataset["cfg"], dataset="faces")
-    return face_dataset, summary
+    root = tmp_path_factory.mktemp("cached")
+    shutil.copytree(face_dataset["dir"], root / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    cfg = load_config(face_dataset["params"], data_root=str(root))
+    summary = extract.run(cfg, dataset="faces")
+    return {**face_dataset, "cfg": cfg, "dir": cfg.dataset_dir("faces")}, summary
 
 
 def _width(cfg) -> int:
@@ -197,8 +202,11 @@ def test_killed_mid_shard_resumes_to_identical_features(face_dataset, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not list_shards(feats):
         time.sleep(0.05)
+    assert proc.poll() is None, "extract finished before the kill: nothing would be resumed"
     proc.send_signal(signal.SIGKILL)  # one shard done, the next one in progress
     proc.wait()
+    n_clean = len(list_shards(clean / "faces" / "features"))
+    assert 1 <= len(list_shards(feats)) < n_clean, "the kill did not land mid-run"  # (issue 27)
     for s in list_shards(feats):  # whatever is visible under a final name is complete
         with h5py.File(s, "r") as f:
             assert f["features"].shape[0] == f["video_id"].shape[0] > 0
