@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--extract-set", action="append", default=[],
                     help="--set for extract (and train-head), e.g. extract.motion=flow; give each sweep its own --work")
     ap.add_argument("--extract-only", action="store_true", help="make the sources' feature caches and stop")
+    ap.add_argument("--preamble", type=Path, default=None,
+                    help="with --tables: a markdown file put first in place of the title and command (the parts' commands)")
     ap.add_argument("--tables", default="", help="comma list of .json files of earlier runs: write their rows "
                     "as one table (sweeps run in parts) and stop")
     args = ap.parse_args()
@@ -159,10 +161,12 @@ def write(args, rows: list[dict], seconds: float) -> None:
     flavours = list(dict.fromkeys(f for _, f in columns))  # per-flavour minima: a family default (lab: transient)
     options = list(dict.fromkeys(r["center"] for r in rows))
     cell = {(r["center"], r["source"], r["flavour"]): r for r in rows}
-    lines = ["# Head input options x sources x flavours (issues 11, 31)", "",
+    head = (args.preamble.read_text().rstrip("\n").split("\n") if getattr(args, "preamble", None) else
+            ["# Head input options x sources x flavours (issues 11, 31)", "",
              f"`python bench/bench_center.py {' '.join(sys.argv[1:])}`".replace("  ", " "), "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-             f"{time.strftime('%Y-%m-%d')}; {seconds / 60:.0f} min in all.", "",
+             f"{time.strftime('%Y-%m-%d')}; {seconds / 60:.0f} min in all."])
+    lines = [*head, "",
              f"Detector-body features (retinaface_mnet), {args.videos} videos per class and person, leave-people-out "
              f"folds (StratifiedGroupKFold by subject, seed {args.seed}), {args.epochs} epochs, batch "
              f"{args.batch_size}, every other setting the params.yaml default"

@@ -5,8 +5,8 @@ same aligned faces (the cached landmarks and chosen frames), computes two classi
 no download and no training:
 
 - **HOG** of the aligned grey face (112 px, 16 px cells, 9 orientations: 1296-d a frame);
-- **optical flow** (Farnebäck, OpenCV) from the video's first chosen frame to each frame, averaged on an
-  8x8 grid (128-d a frame): motion of brows, lids and mouth, blind to texture.
+- **optical flow** from the video's first chosen frame to each frame: `extract.motion: flow` itself
+  (pipeline/motion.py, 128-d a frame): motion of brows, lids and mouth, blind to texture.
 
 Baseline in the same run: the cached detector-body features (`retinaface_mnet`, 384-d). Each descriptor
 is scored by the same linear probe on two video descriptors, *level* (mean over frames) and *change*
@@ -46,19 +46,19 @@ from pipeline.align import align  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import read_manifest  # noqa: E402
 from pipeline.layout import layout_for  # noqa: E402
+from pipeline.motion import SIZE, motion_features  # noqa: E402
 from pipeline.video import read_frames  # noqa: E402
 
-SIZE, GRID, BASE = 112, 8, 8
+BASE = 8  # frames whose mean is "the first frames"; faces aligned at motion's SIZE (112), as flow sees them
 
 
 def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
     """Per-frame HOG and flow of one video's chosen frames, aligned as extract aligns them."""
     frames = read_frames(Path(path), index, crop=crop)
-    grey = [cv2.cvtColor(align(frames[int(i)], lm, SIZE), cv2.COLOR_RGB2GRAY) for i, lm in zip(index, landmarks)]
+    crops = np.stack([align(frames[int(i)], lm, SIZE) for i, lm in zip(index, landmarks)])
+    grey = [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in crops]
     h = np.stack([hog(g, orientations=9, pixels_per_cell=(16, 16), cells_per_block=(2, 2)) for g in grey])
-    flow = np.stack([cv2.resize(cv2.calcOpticalFlowFarneback(grey[0], g, None, 0.5, 3, 15, 3, 5, 1.2, 0),
-                                (GRID, GRID), interpolation=cv2.INTER_AREA).reshape(-1) for g in grey])
-    return {"hog": h.astype(np.float32), "flow": flow.astype(np.float32)}
+    return {"hog": h.astype(np.float32), "flow": motion_features(crops, "flow")}
 
 
 def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> tuple[float, float]:

@@ -3,7 +3,7 @@
 `flow`: dense optical flow (Farnebäck, OpenCV) from a video's first chosen frame to each chosen frame,
 on the aligned face in grey at 112 px, averaged on an 8x8 grid: 128 numbers a frame (dx, dy per cell,
 in pixels of the 112-px face). It sees what expressions move (brows, lids, cheeks, lips) and is blind to
-texture, so it does not carry who the person is or how the rig shaded them. Measured across rigs and
+texture (skin, lighting, how a rig shades a face). Measured across rigs and
 distractors as a linear probe, it holds better than the detector body alone (bench/results/descriptors.md);
 the head's table with it: bench/results/robust.md.
 

@@ -59,20 +59,22 @@ class Prepared:
     task: VideoTask
     crops: np.ndarray | None  # (T, S, S, 3) uint8
     jpegs: list[bytes] | None
+    motion: np.ndarray | None = None  # (T, motion_dim) float32: extract.motion, from the video's own first frame
     error: VideoError | None = None
 
 
-def prepare(task: VideoTask, size: int, margin: float, keep_crops: bool, quality: int) -> Prepared:
-    """Decode the chosen frames once (sequentially) and align each; runs in a worker process."""
+def prepare(task: VideoTask, size: int, margin: float, keep_crops: bool, quality: int, motion: str) -> Prepared:
+    """Decode the chosen frames once (sequentially), align each and compute their motion features; runs in a
+    worker process, beside the network."""
     try:
         frames = read_frames(Path(task.path), task.frame_index, crop=task.crop)
     except VideoError as err:
-        return Prepared(task, None, None, err)
+        return Prepared(task, None, None, error=err)
     crops = np.stack([align(frames[int(i)], lm, size, margin) for i, lm in zip(task.frame_index, task.landmarks)])
     jpegs = None
     if keep_crops:
         jpegs = [cv2.imencode(".jpg", c[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for c in crops]
-    return Prepared(task, crops, jpegs)
+    return Prepared(task, crops, jpegs, motion_features(crops, motion))
 
 
 def class_names_for(cfg: Config, dataset: str, labels: list[str]) -> list[str]:
@@ -160,7 +162,7 @@ def _all_intact(features: Path, sig: str, need_crops: bool) -> bool:
 
 def _prepared_stream(tasks: list[VideoTask], e: ExtractConfig, workers: int) -> Iterator[Prepared]:
     """Decode/align in `workers` processes, at most 2 per worker in flight (flat memory), in task order."""
-    args = (e.crop_size, e.margin, e.keep_crops, e.jpeg_quality)
+    args = (e.crop_size, e.margin, e.keep_crops, e.jpeg_quality, e.motion)
     if workers == 0:
         yield from (prepare(t, *args) for t in tasks)
         return
@@ -207,7 +209,7 @@ def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, bat
             continue
         rec = ShardRecord(t.video_id, t.label, t.subject, np.empty(0), t.frame_index, t.flags, t.landmarks, p.jpegs)
         feats = np.zeros((len(p.crops), extractor.out_dim), np.float32)
-        feats[:, extractor.dim:] = motion_features(p.crops, extractor.motion)  # per video: its own first frame
+        feats[:, extractor.dim:] = p.motion
         queue.append((rec, feats))
         for j, c in enumerate(p.crops):
             buf.append(c)
