@@ -181,8 +181,8 @@ def _frame_index(repo: Path) -> dict:
     return out
 
 
-@pytest.mark.slow
-def test_dvc_as_a_researcher_uses_it(tmp_path):
+def _tiny_demo_repo(tmp_path: Path) -> Path:
+    """A git + DVC clone of this checkout's tracked files with a tiny demo: 24 short videos, 2 folds, 2 epochs."""
     if shutil.which("dvc") is None or shutil.which("pipeline") is None:
         pytest.fail("dvc and the pipeline command must be installed (pip install -e '.[dev]')")
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
@@ -206,12 +206,38 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
     _run(repo, "git", "init", "-q")
     _run(repo, "git", "add", "-A")
     _run(repo, "git", "commit", "-qm", "clone")
+    return repo
 
+
+@pytest.mark.slow
+def test_the_demo_and_dvc_repro_reuse_each_others_work(tmp_path):
+    """`pipeline demo` then `dvc repro` recomputes nothing (the demo records its outputs in dvc.lock), and a
+    second demo reuses every stage (issue 27)."""
+    repo = _tiny_demo_repo(tmp_path)
+    demo = _run(repo, "pipeline", "demo")
+    assert "dvc: recorded in dvc.lock" in demo
+    after = _run(repo, "dvc", "repro")
+    assert _ran(after) == {"manifest"}  # always runs; its listing fingerprint finds nothing new
+    assert '"skipped": "up to date"' in after
+    assert "changed" not in _run(repo, "dvc", "status", *[f"{s.name}@demo" for s in pipeline_stages()[1:]])
+    again = _run(repo, "pipeline", "demo")
+    assert again.count("up to date in") == len(pipeline_stages()), again
+    # With a --set the demo ran something else than dvc.yaml: it says so and leaves dvc.lock alone.
+    lock = (repo / "dvc.lock").read_text()
+    other = _run(repo, "pipeline", "demo", "--set", "train_head.lr=3e-4")
+    assert "not recorded in dvc.lock" in other and (repo / "dvc.lock").read_text() == lock
+
+
+@pytest.mark.slow
+def test_dvc_as_a_researcher_uses_it(tmp_path):
+    repo = _tiny_demo_repo(tmp_path)
     first = _run(repo, "dvc", "repro")
     assert _ran(first) == {s.name for s in pipeline_stages()}
     second = _run(repo, "dvc", "repro")
     assert _ran(second) == {"manifest"}  # always runs; its listing fingerprint finds nothing new
     assert '"skipped": "up to date"' in second
+    reused = _run(repo, "pipeline", "demo")  # the other way round: the demo reuses what dvc repro made
+    assert reused.count("up to date in") == len(pipeline_stages()), reused
 
     # A code edit in a library module the stage imports reruns that stage for real, and DVC agrees it is now current.
     before = _frame_index(repo)
