@@ -112,6 +112,9 @@ def main() -> None:
     ap.add_argument("--extract-set", action="append", default=[],
                     help="--set for extract (and train-head), e.g. extract.motion=flow; give each sweep its own --work")
     ap.add_argument("--extract-only", action="store_true", help="make the sources' feature caches and stop")
+    ap.add_argument("--no-extract", action="store_true",
+                    help="train on the feature caches an earlier run left in --work as they are (train-head runs "
+                         "--no-deps): a head-only option then costs no re-extraction after a code change upstream")
     ap.add_argument("--preamble", type=Path, default=None,
                     help="with --tables: a markdown file put first in place of the title and command (the parts' commands)")
     ap.add_argument("--tables", default="", help="comma list of .json files of earlier runs: write their rows "
@@ -135,7 +138,8 @@ def main() -> None:
     for source in sources:
         for flavour in args.flavours:
             ds = f"bench-{source.name}-{flavour}".replace("+", "p")
-            pipeline("run", "extract", "--dataset", ds, *common)
+            if not args.no_extract:
+                pipeline("run", "extract", "--dataset", ds, *common)
             for option in options if not args.extract_only else ():
                 results = args.work / "results" / option
                 t = time.time()

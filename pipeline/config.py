@@ -282,6 +282,14 @@ class TrainHeadConfig:
     """How the head's input is built from a video's frozen features (pipeline/head/inputs.py): `none` (the
     paper), `video_median`, `first_frames`, `two_stream` or `two_stream_first`; chosen by its worst case across
     generated sources (bench/results/robust.md; a departure from the paper, documented in docs/head.md)."""
+    subject_norm: bool = False
+    """Subtract each person's mean frame (over all of that person's videos, no labels) from the features before
+    the head's input is built: person-specific normalisation, as OpenFace does for action units. Only people
+    with at least as many videos as there are classes are normalised (fewer would also remove their
+    expression); `predict` of a single video then drops the raw stream (docs/head.md)."""
+    standardize: bool = False
+    """Scale every input dimension by 1 / its std over the training fold's frames (fitted per fold, saved in the
+    checkpoint), so a block of larger values (`extract.motion: flow`, in pixels) does not drown the backbone's."""
     identity_rank: int = 64
     """two-stream options: identity directions projected out of the raw stream, fitted on each training fold."""
     raw_dropout: float = 0.5

@@ -17,7 +17,7 @@ from cache.reader import load_cache
 from pipeline.config import Config
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
 from pipeline.head.data import TrainingData
-from pipeline.head.inputs import per_video
+from pipeline.head.inputs import head_input
 from pipeline.head.report import (ActivationExample, mean_std, per_class_recall, plot_activation_maps, plot_confusion,
                                   plot_tsne, read_predictions, war_uar, write_text)
 from pipeline.head.sampling import ClipSampler
@@ -98,7 +98,7 @@ def _head_features(head, data: TrainingData, dataset: str, lay) -> torch.Tensor:
     for i, v in enumerate(data.cache.video_id):
         if v in row:  # a video finetune dropped (bad_crop) is in no fold's test ids either
             raw[i] = cache.features[row[v]]
-    return torch.from_numpy(per_video(raw, head.config.center))
+    return torch.from_numpy(head_input(raw, head.config, data.cache.subject, len(data.class_names)))
 
 
 def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
@@ -107,7 +107,7 @@ def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
     lay = layout_for(cfg, dataset)
     cache = load_cache(lay.features)
     backbone_dim = cache.feature_dim
-    cache.features = per_video(cache.features, head_cfg.center)
+    cache.features = head_input(cache.features, head_cfg, cache.subject, len(cache.class_names))
     by_id = {r.video_id: r for r in read_manifest(lay.manifest)} if lay.manifest.exists() else {}
     rows = [by_id.get(v) for v in cache.video_id]
     apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None

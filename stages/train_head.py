@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.config import Config, flatten_overrides
 from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
 from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the runner reads input_fingerprint)
+from pipeline.head.inputs import normalised_people
 from pipeline.head.report import (Prediction, mean_std, per_class_recall, plot_training_curves, war_uar,
                                   write_history, write_json, write_predictions)
 from pipeline.head.sampling import ClipSampler
@@ -119,6 +120,9 @@ def provenance(data: TrainingData, cfg: Config, dataset: str, *, kind: str = "ce
     return {
         "dataset": dataset, "head": kind, "variant": cfg.train_head.variant, "protocol": data.protocol,
         "center": cfg.train_head.center, "class_names": list(data.class_names),
+        "subject_norm": (f"{len(normalised_people(data.cache.subject, len(data.class_names)))} of "
+                         f"{len(set(data.cache.subject))} people normalised (at least {len(data.class_names)} videos "
+                         "each)") if cfg.train_head.subject_norm else "off",
         "backbone": str(attrs.get("backbone", "unknown")), "weights": weights,
         "warning": ("FEATURES FROM A RANDOM-WEIGHT BACKBONE: these numbers test the plumbing and say nothing "
                     "about expression recognition (docs/reference.md §9)") if weights.startswith("random") else None,

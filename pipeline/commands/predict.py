@@ -62,6 +62,26 @@ def find_checkpoints(model_dir: Path) -> list[Path]:
     return found
 
 
+def unknown_person(x: np.ndarray, head) -> np.ndarray:
+    """The input of a head trained with `train_head.subject_norm` for one video whose person's other videos
+    are not at hand. The person's offset is unknown, so the raw stream is set to the training mean: zero
+    after the head's fitted centring, the input `raw_dropout` trains the head on; the changing stream
+    (against the video's own first frames or median) never held the offset. `center: none` has no
+    changing stream to fall back on: refused."""
+    from pipeline.head.inputs import is_two_stream
+
+    if not is_two_stream(head.config.center):
+        if head.config.center == "none":
+            raise PipelineError("this model was trained with train_head.subject_norm and center none: its input needs "
+                                "each person's mean over several videos, which one video cannot give; retrain with a "
+                                "two-stream center (the default) to predict single videos")
+        return x  # first_frames / video_median: the offset cancels in the video's own reference
+    raw = head.model.input.raw
+    out = x.astype(np.float32)
+    out[..., -raw:] = head.model.input.mean.cpu().numpy()
+    return out.astype(x.dtype)
+
+
 class Predictor:
     def __init__(self, model_dir: Path, device: str = "auto"):
         from pipeline.features import build_extractor
@@ -121,6 +141,8 @@ class Predictor:
             elif k == 0:
                 raw = self.extractor.video_features(crops)  # one frozen backbone serves every head
             cached = per_video(raw.astype(np.float16), h.config.center)  # as in the cache
+            if getattr(h.config, "subject_norm", False):
+                cached = unknown_person(cached, h)
             feats = torch.from_numpy(cached.astype(np.float32)).to(self.device)
             with torch.inference_mode():
                 outs.append(h.model(feats[index].unsqueeze(0)))  # (1, n, K, D)

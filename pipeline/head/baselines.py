@@ -113,7 +113,8 @@ def build_head(cfg, in_dim: int, n_classes: int, kind: str = "ceflnet") -> nn.Mo
     """Map `train_head` config (a TrainHeadConfig) to a head's explicit constructor arguments.
 
     `in_dim` is the width of the per-video input (`inputs.per_video`), twice the backbone's for two_stream."""
-    return WithInput(InputTransform(in_dim, cfg.center, cfg.identity_rank, cfg.raw_dropout), _build(cfg, in_dim, n_classes, kind))
+    return WithInput(InputTransform(in_dim, cfg.center, cfg.identity_rank, cfg.raw_dropout,
+                                    getattr(cfg, "standardize", False)), _build(cfg, in_dim, n_classes, kind))
 
 
 def _build(cfg, in_dim: int, n_classes: int, kind: str) -> nn.Module:

@@ -8,7 +8,7 @@ import numpy as np
 from cache.reader import FeatureCache, load_cache
 from pipeline.config import Config
 from pipeline.errors import DatasetError
-from pipeline.head.inputs import per_video
+from pipeline.head.inputs import head_input
 from pipeline.head.sampling import ClipSampler
 from pipeline.head.train import Fold, make_folds
 from pipeline.io import ManifestRow, read_failures, read_manifest
@@ -26,7 +26,7 @@ class TrainingData:
     n_failed: int
     """Distinct video ids in failures.csv."""
     backbone_dim: int
-    """The cached features' width, before `per_video` (twice as wide for the two-stream inputs)."""
+    """The cached features' width, before `head_input` (twice as wide for the two-stream inputs)."""
 
     @property
     def class_names(self) -> list[str]:
@@ -45,7 +45,7 @@ def load_training_data(cfg: Config, dataset: str) -> TrainingData:
                            "params.yaml `repro:`, or classify them with `pipeline predict VIDEO... --model RUN_DIR` "
                            "(RUN_DIR: the results folder of a trained dataset, e.g. results/demo).")
     backbone_dim = cache.feature_dim
-    cache.features = per_video(cache.features, cfg.train_head.center)
+    cache.features = head_input(cache.features, cfg.train_head, cache.subject, len(cache.class_names))
     rows = manifest_rows(cfg, dataset, cache.video_id)
     folds, protocol = protocol_folds(cfg, cache, rows)
     apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None

@@ -18,7 +18,7 @@ import numpy as np
 from cache.reader import load_cache
 from cache.store import list_shards
 from pipeline.errors import PipelineError
-from pipeline.head.inputs import per_video
+from pipeline.head.inputs import head_input
 from pipeline.head.train import Fold
 from pipeline.layout import DatasetLayout, layout_for
 
@@ -60,7 +60,7 @@ def fingerprint(layout: DatasetLayout) -> str:
 
 
 def load_fold_features(layout: DatasetLayout, dataset: str, video_ids: Sequence[str], folds: Sequence[Fold],
-                       center: str) -> tuple[dict[int, np.ndarray], list[Fold]]:
+                       th, subjects: Sequence[str], n_classes: int) -> tuple[dict[int, np.ndarray], list[Fold]]:
     """Per fold, an array aligned with the frozen cache's rows (`video_ids`) from that fold's cache, centred
     like the frozen one; and the folds without the videos a per-fold cache lacks (finetune's `bad_crop`)."""
     out: dict[int, np.ndarray] = {}
@@ -87,7 +87,7 @@ def load_fold_features(layout: DatasetLayout, dataset: str, video_ids: Sequence[
             log.warning("fold %d: %d videos missing from %s (finetune failures.csv rows) left out of this fold",
                         fold.index, int((~present).sum()), folder)
         # Rows left out are zeros that no fold index reaches.
-        out[fold.index] = per_video(feats, center)
+        out[fold.index] = head_input(feats, th, subjects, n_classes)
         kept.append(Fold(fold.index, fold.train[present[fold.train]], fold.test[present[fold.test]]))
     return out, kept
 
@@ -106,5 +106,5 @@ def fold_features_for(cfg, dataset: str, data) -> dict[int, np.ndarray] | None:
     if cfg.train_head.features != "finetuned":
         return None
     feats, data.folds = load_fold_features(layout_for(cfg, dataset), dataset, data.cache.video_id, data.folds,
-                                           cfg.train_head.center)
+                                           cfg.train_head, data.cache.subject, len(data.class_names))
     return feats

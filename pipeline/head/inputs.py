@@ -21,11 +21,18 @@ parts, the training fold only — never test-fold labels or statistics:
                                                 against its neutral onset, and a held one, which
                                                 the centred stream cancels, is still in the raw one
 
-The per-video part runs on the cached frames before clip sampling (`per_video`); the fitted part is
+`train_head.subject_norm` first subtracts each person's mean frame over all of that person's videos
+(`person_offsets`): person-specific normalisation (OpenFace's for action units). It uses no labels and
+each person's own videos only, so it is the same whichever fold the person is in; a person with fewer
+videos than there are classes is left as is (their mean would also hold their expressions).
+
+The per-video part runs on the cached frames before clip sampling (`head_input`); the fitted part is
 `InputTransform`, the first module of every head, whose buffers are fitted once per fold on the
 training rows and saved in the fold's checkpoint, so `predict` and `evaluate` apply the same input.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -44,12 +51,39 @@ def is_two_stream(center: str) -> bool:
     return center in ("two_stream", "two_stream_first")
 
 
-def per_video(features: np.ndarray, center: str) -> np.ndarray:
-    """(N, T, D) or (T, D) cached features -> the per-video part of the head's input (same dtype).
+def normalised_people(subjects: Sequence[str], min_videos: int) -> list[str]:
+    """The people `person_offsets` normalises: those with at least `min_videos` videos."""
+    ids, counts = np.unique(np.asarray(subjects), return_counts=True)
+    return [str(s) for s, n in zip(ids, counts) if n >= min_videos]
+
+
+def person_offsets(features: np.ndarray, subjects: Sequence[str], min_videos: int) -> np.ndarray:
+    """(N, T, D) cached features -> (N, D) each video's person's mean frame over all of that person's videos;
+    zeros for people with fewer than `min_videos` videos (left as they are)."""
+    subjects = np.asarray(subjects).astype(str)
+    out = np.zeros((features.shape[0], features.shape[-1]), np.float32)
+    for s in normalised_people(subjects, min_videos):
+        rows = np.flatnonzero(subjects == s)
+        out[rows] = features[rows].astype(np.float32).mean(axis=(0, 1))
+    return out
+
+
+def head_input(features: np.ndarray, cfg, subjects: Sequence[str], n_classes: int) -> np.ndarray:
+    """The per-video part of the head's input for a `train_head` config `cfg` (its `center` and
+    `subject_norm`): the one entry train-head, evaluate and the per-fold caches use."""
+    offset = person_offsets(features, subjects, n_classes) if getattr(cfg, "subject_norm", False) else None
+    return per_video(features, cfg.center, offset)
+
+
+def per_video(features: np.ndarray, center: str, offset: np.ndarray | None = None) -> np.ndarray:
+    """(N, T, D) or (T, D) cached features -> the per-video part of the head's input (same dtype), after
+    subtracting `offset` ((N, D) or (D,): `person_offsets`) from every frame.
 
     For the two-stream options the raw half is passed through; `InputTransform` centres and projects it."""
     if center not in CENTERS:
         raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
+    if offset is not None:
+        features = (features.astype(np.float32) - offset[..., None, :]).astype(features.dtype)
     if center == "none":
         return features
     x = features.astype(np.float32)
@@ -67,18 +101,38 @@ class InputTransform(nn.Module):
     """The fitted part of the input: for the two-stream options, the raw half minus the training mean frame,
     with the `rank` identity directions projected out. Identity for every other option."""
 
-    def __init__(self, in_dim: int, center: str = "none", rank: int = 0, raw_dropout: float = 0.0):
+    def __init__(self, in_dim: int, center: str = "none", rank: int = 0, raw_dropout: float = 0.0,
+                 standardize: bool = False):
         super().__init__()
         self.center = center
         self.raw_dropout = raw_dropout
         self.raw = in_dim // 2 if is_two_stream(center) else 0  # width of the raw half (the last dims)
         self.register_buffer("mean", torch.zeros(self.raw))
         self.register_buffer("basis", torch.zeros(min(rank, self.raw), self.raw))  # (r, D) orthonormal rows
+        if standardize:  # only then: checkpoints of heads without it keep loading
+            self.register_buffer("scale", torch.ones(in_dim))
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, subjects: np.ndarray, labels: np.ndarray | None = None) -> None:
         """x: (N, T, in_dim) training videos (per_video applied); subjects, labels: (N,) their subject ids and
         classes (training rows only)."""
+        self._fit_centring(x, subjects, labels)
+        if hasattr(self, "scale"):
+            self._fit_scale(x)
+
+    def _fit_scale(self, x: torch.Tensor, chunk: int = 256) -> None:
+        """1 / the per-dimension std of the transformed training frames: every input dimension starts on one
+        scale, so a block of large values (optical flow in pixels beside a backbone's activations) does not
+        drown the rest. Summed in chunks of videos: a large training fold is never copied whole in float32."""
+        self.scale.fill_(1.0)
+        n, total, sq = 0, 0.0, 0.0
+        for i in range(0, x.shape[0], chunk):
+            y = self._centred(x[i:i + chunk].float()).reshape(-1, x.shape[-1]).double()
+            n, total, sq = n + y.shape[0], total + y.sum(0), sq + (y * y).sum(0)
+        var = (sq / n - (total / n) ** 2).clamp_min(0.0)
+        self.scale.copy_((1.0 / var.sqrt().clamp_min(1e-6)).float())
+
+    def _fit_centring(self, x: torch.Tensor, subjects: np.ndarray, labels: np.ndarray | None) -> None:
         if not self.raw:
             return
         raw = x[..., -self.raw:].float().mean(dim=1)  # (N, D) each video's mean frame
@@ -102,14 +156,19 @@ class InputTransform(nn.Module):
         self.basis.zero_()
         self.basis[:k] = vt[:k]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in_dim)
+    def _centred(self, x: torch.Tensor) -> torch.Tensor:
+        """The raw half minus the training mean, identity directions projected out (no scale, no dropout)."""
         if not self.raw:
             return x
         changing, raw = x[..., :-self.raw], x[..., -self.raw:] - self.mean
         raw = raw - (raw @ self.basis.T) @ self.basis  # project out the identity directions
-        if self.raw_dropout and self.training and torch.is_grad_enabled():
+        return torch.cat([changing, raw], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in_dim)
+        x = self._centred(x)
+        if self.raw and self.raw_dropout and self.training and torch.is_grad_enabled():
             # Whole-video stream dropout while training: the head must also classify from the changing
             # stream alone, so it cannot lean on the identity left in the raw one (never at test time).
-            keep = torch.rand(raw.shape[0], *([1] * (raw.dim() - 1)), device=raw.device) >= self.raw_dropout
-            raw = raw * keep
-        return torch.cat([changing, raw], dim=-1)
+            keep = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) >= self.raw_dropout
+            x = torch.cat([x[..., :-self.raw], x[..., -self.raw:] * keep], dim=-1)
+        return x * self.scale if hasattr(self, "scale") else x

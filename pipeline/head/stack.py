@@ -117,6 +117,8 @@ class CEFLNetStack:
                                   lambda s, g: torch.rand(s, generator=g, device=self.device) >= self.raw_dropout)
                 raw = raw * keep
             x = torch.cat([changing, raw], dim=-1)
+        if "input.scale" in buf:
+            x = x * buf["input.scale"].view(fn, 1, 1, 1, -1)
         d = x.shape[-1]
         # CFE (model.CFE.forward, eq. 1-3), with F * B * n clips
         tokens = x.reshape(fn, b * n * k, d)  # (F, T, D)

@@ -49,8 +49,9 @@ def train_alone(cfg: TrainHeadConfig, feats: np.ndarray, labels: np.ndarray, sub
     return model.state_dict(), losses
 
 
-@pytest.mark.parametrize("kind, dropout, kernel", [("ceflnet", 0.0, 1), ("ceflnet", 0.4, 3), ("meanpool", 0.4, 1)])
-def test_a_fold_in_the_batch_equals_the_fold_trained_alone(kind, dropout, kernel):
+@pytest.mark.parametrize("kind, dropout, kernel, standardize", [("ceflnet", 0.0, 1, False), ("ceflnet", 0.4, 3, False),
+                                                             ("meanpool", 0.4, 1, False), ("ceflnet", 0.4, 1, True)])
+def test_a_fold_in_the_batch_equals_the_fold_trained_alone(kind, dropout, kernel, standardize):
     """Folds of unequal size (30, 25, 25 training videos at batch 4: 8, 7, 7 steps, short last batches), the
     two-stream input with its fitted buffers: weights and loss history equal training alone. With dropout on
     too: each fold's masks come from its own stream, the one it draws from alone."""
@@ -59,7 +60,7 @@ def test_a_fold_in_the_batch_equals_the_fold_trained_alone(kind, dropout, kernel
     assert len({len(f.train) for f in folds}) > 1 and any(len(f.train) % 4 for f in folds)
     cfg = TrainHeadConfig(folds=3, epochs=3, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu", lr=1e-3,
                           dropout=dropout, raw_dropout=dropout, clip_kernel=kernel, center="two_stream_first",
-                          identity_rank=4)
+                          identity_rank=4, standardize=standardize)
     batched = cross_validate(cfg, feats, labels, folds, 3, kind=kind, subjects=subjects)
     for fold, res in zip(folds, batched):
         state, losses = train_alone(cfg, feats, labels, subjects, fold, kind)
@@ -111,7 +112,7 @@ def test_dropout_masks_differ_across_folds():
 def test_batched_outputs_equal_the_module_in_eval():
     """Every HeadOutput field of the batched paper head equals the module's (the clip maps, the rich clip, the
     embedding, not only the logits), and other heads go through ModuleStack."""
-    cfg = TrainHeadConfig(hidden=16, clip_kernel=3, center="two_stream_first", identity_rank=2)
+    cfg = TrainHeadConfig(hidden=16, clip_kernel=3, center="two_stream_first", identity_rank=2, standardize=True)
     models = []
     for f in range(2):
         torch.manual_seed(f)

@@ -7,7 +7,7 @@ import torch
 
 from pipeline.config import CENTERS, TrainHeadConfig
 from pipeline.head.baselines import build_head
-from pipeline.head.inputs import InputTransform, input_dim, per_video
+from pipeline.head.inputs import InputTransform, head_input, input_dim, normalised_people, per_video, person_offsets
 
 
 def _videos(n=12, t=20, d=6, seed=0):
@@ -102,3 +102,81 @@ def test_raw_dropout_zeroes_whole_videos_raw_stream_in_training_only():
     t.train()
     with torch.no_grad():  # nor for the linear probe, which reads the input without gradients
         assert not (t(xs[:, None])[..., 6:].flatten(1) == 0).all(dim=1).any()
+
+
+def _people(n_people=4, per_person=6, t=10, d=5, seed=1):
+    """Each person: a large constant offset (identity); each video: one of `per_person` expression levels."""
+    rng = np.random.default_rng(seed)
+    identity = 10 * rng.normal(size=(n_people, 1, 1, d))
+    expression = np.broadcast_to(np.arange(per_person, dtype=float)[None, :, None, None], (n_people, per_person, 1, d))
+    x = (identity + expression + 0.01 * rng.normal(size=(n_people, per_person, t, d))).reshape(-1, t, d)
+    subjects = np.repeat([f"p{i}" for i in range(n_people)], per_person)
+    return x.astype(np.float16), subjects, np.tile(np.arange(per_person), n_people)
+
+
+def test_subject_norm_removes_each_persons_offset_and_keeps_the_expression_between_videos():
+    x, subjects, level = _people()
+    cfg = TrainHeadConfig(center="none", subject_norm=True)
+    out = head_input(x, cfg, subjects, n_classes=6).astype(np.float32)
+    video = out.mean(axis=1)[:, 0]
+    # Identity (std 10) gone: the same expression level reads the same for every person, and levels stay apart.
+    assert np.allclose(video, np.tile(np.arange(6) - 2.5, 4), atol=0.05)
+    assert np.abs(per_video(x, "none").astype(np.float32).mean(axis=1)[:, 0] - video).max() > 1  # it did something
+    # Off by default: the input is per_video's.
+    assert np.array_equal(head_input(x, TrainHeadConfig(center="none"), subjects, 6), per_video(x, "none"))
+
+
+def test_subject_norm_leaves_people_with_fewer_videos_than_classes_alone():
+    x, subjects, _ = _people()
+    subjects = subjects.astype(object)
+    subjects[:6] = [f"solo{i}" for i in range(6)]  # person 0's videos, one "person" each: their mean is their expression
+    assert normalised_people(subjects, 6) == ["p1", "p2", "p3"]
+    offsets = person_offsets(x, subjects, 6)
+    assert np.all(offsets[:6] == 0) and np.all(offsets[6:] != 0)
+    out = head_input(x, TrainHeadConfig(center="none", subject_norm=True), subjects, 6)
+    assert np.array_equal(out[:6], x[:6])
+
+
+def test_subject_norm_uses_no_label_and_only_the_persons_own_videos():
+    """The offset of a person is the same whoever else is in the dataset: no statistic crosses people (or folds)."""
+    x, subjects, _ = _people()
+    alone = person_offsets(x[6:12], subjects[6:12], 6)
+    together = person_offsets(x, subjects, 6)[6:12]
+    assert np.allclose(alone, together)
+
+
+def test_predict_of_one_video_of_an_unknown_person_drops_the_raw_stream_as_raw_dropout_does():
+    from types import SimpleNamespace
+
+    from pipeline.commands.predict import unknown_person
+    from pipeline.errors import PipelineError
+
+    x, subjects, _ = _people(d=8)
+    cfg = TrainHeadConfig(center="two_stream_first", subject_norm=True, identity_rank=2, hidden=16)
+    feats = head_input(x, cfg, subjects, 6)
+    model = build_head(cfg, input_dim(cfg.center, 8), 6)
+    model.input.fit(torch.from_numpy(feats.astype(np.float32)), subjects)
+    one = unknown_person(per_video(x[0], cfg.center), SimpleNamespace(config=cfg, model=model))
+    out = model.input.eval()(torch.from_numpy(one.astype(np.float32)))
+    assert torch.allclose(out[..., 8:], torch.zeros(()), atol=1e-2)  # raw stream: zero after the fitted centring
+    assert np.array_equal(one[..., :8], per_video(x[0], cfg.center)[..., :8])  # the changing stream as it was
+    none = TrainHeadConfig(center="none", subject_norm=True)
+    with pytest.raises(PipelineError, match="subject_norm and center none"):
+        unknown_person(per_video(x[0], "none"), SimpleNamespace(config=none, model=None))
+
+
+@pytest.mark.parametrize("center", ["none", "two_stream_first"])
+def test_standardize_puts_every_input_dimension_on_one_scale_fitted_on_training_rows(center):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 20, 6)).astype(np.float32)
+    x[..., 3:] *= 50  # a block 50x larger (flow in pixels beside a backbone's activations)
+    feats = torch.from_numpy(per_video(x, center))
+    subjects = np.repeat(list("abcdef"), 2)
+    t = InputTransform(feats.shape[-1], center, rank=2, standardize=True)
+    t.fit(feats[:8], subjects[:8])
+    std = t.eval()(feats[:8]).reshape(-1, feats.shape[-1]).std(0)
+    assert torch.allclose(std, torch.ones_like(std), atol=0.02)
+    t2 = InputTransform(feats.shape[-1], center, rank=2, standardize=True)
+    t2.fit(torch.cat([feats[:8], 100 * feats[8:]]), subjects)
+    assert not torch.allclose(t.scale, t2.scale)  # the rows it is given decide: the test fold's are never given
+    assert "scale" not in InputTransform(feats.shape[-1], center).state_dict()  # old checkpoints keep loading
