@@ -113,6 +113,7 @@ def test_index_rebuild_waits_for_the_other_slice(bad_batch, tmp_path):
     assert not t.is_alive() and (feats / "index.h5").exists()
 
 
+@pytest.mark.slow  # two train-head processes (12 s)
 def test_a_second_run_on_the_same_results_refuses_at_once_naming_the_first(tmp_path):
     """Issue 29: two train-heads on one results folder (with other parameters: the second used to die
     with a FileNotFoundError). The second refuses at once (exit 2), naming the first's pid and command."""

@@ -267,6 +267,7 @@ def test_extract_past_the_file_size_limit_is_a_message_and_exit_1_and_the_rerun_
     assert a.video_id == b.video_id and a.features.tobytes() == b.features.tobytes()
 
 
+@pytest.mark.slow  # a finetune run in a subprocess (4 s)
 def test_finetune_checkpoint_past_the_file_size_limit_is_a_message_and_exit_1(tmp_path):
     """torch.save's "unexpected pos" RuntimeError on a refused write is reported as the disk problem."""
     from tests.test_finetune import _cfg, write_crops_dataset
