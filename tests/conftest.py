@@ -64,14 +64,3 @@ def face_dataset(tmp_path_factory) -> dict:
                  "resample": resample.run(cfg, dataset="faces")}
     return {"base": base, "root": root, "params": params, "cfg": cfg, "summaries": summaries,
             "dir": cfg.dataset_dir("faces")}
-
-
-# Fixtures that run whole stages on real or generated videos (seconds to a minute each, built once):
-# a test that needs one is an end-to-end test. `python -m pytest -m "not slow"` runs the unit tests alone.
-END_TO_END_FIXTURES = {"face_dataset", "cached", "bad_batch", "synthetic_roots", "demo_run", "demo", "trained"}
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)

@@ -183,6 +183,7 @@ def test_head_trains_on_plugin_features(plugin_cache):
 # --------------------------------------------------------------------------- bad input stops early
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_exits_4_before_any_video_is_decoded(face_dataset, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -298,6 +299,7 @@ def _torchscript_writing(marker, path) -> None:
     torch.jit.script(Writer()).save(str(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", [f"timm:{TIMM_MODEL}", "resnet18"])
 @pytest.mark.parametrize("kind", ["torchscript", "pickle"])
 def test_weights_file_that_carries_code_is_refused_and_nothing_runs(face_dataset, tmp_path, monkeypatch, kind, backbone):

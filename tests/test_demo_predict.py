@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from tests.conftest import VIDEOS, write_params
 
+pytestmark = pytest.mark.slow  # end to end: every test reads a fixture that runs the stages
+
 TINY = {"videos_per_class_per_identity": 1, "n_frames": [50, 60], "identities": 4}
 
 

@@ -410,6 +410,7 @@ def test_frozen_default_never_reads_per_fold_caches(tmp_path, monkeypatch):
     assert train_head.run(cfg, dataset="synth")["n_folds"] == 3
 
 
+@pytest.mark.slow
 def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     """The real clips: detect -> resample (the shared fixture) -> extract with crops -> finetune, on the CPU.
     With extract.motion=flow: the per-fold caches keep the frozen cache's motion columns, and predict adds them."""

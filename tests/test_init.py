@@ -136,6 +136,7 @@ def _ignored(repo: Path, *paths: str) -> set[str]:
     return set(res.stdout.split())
 
 
+@pytest.mark.slow  # git, dvc init and dvc repro --dry (7 s)
 @HAS_DVC
 def test_init_makes_a_git_and_dvc_project_experiments_work_in(tmp_path):
     """`dvc exp run` needs git: init creates the repository (dvc init with SCM, not --no-scm), a .gitignore
@@ -169,6 +170,7 @@ def test_init_makes_a_git_and_dvc_project_experiments_work_in(tmp_path):
     assert all(f"pipeline run {s.name} --dataset demo" in dry.stdout for s in INIT_STAGES)
 
 
+@pytest.mark.slow  # git init and dvc init (3 s)
 @HAS_DVC
 def test_init_inside_a_repository_uses_it(tmp_path, monkeypatch):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)

@@ -48,6 +48,7 @@ def test_int8_features_follow_fp32_and_the_graph_is_cached(backbone, weights, mi
     assert list(tmp_path.rglob("*.onnx")) == cached
 
 
+@pytest.mark.slow
 def test_extract_int8_records_fidelity_per_shard(face_dataset, tmp_path, monkeypatch):
     from stages import extract
 

@@ -39,6 +39,7 @@ def test_an_unknown_motion_is_a_config_error(tmp_path):
         load_config(params, overrides=["extract.motion=farneback"])
 
 
+@pytest.mark.slow
 def test_flow_columns_follow_the_backbone_in_the_cache(face_dataset, tmp_path):
     """On real videos: the shard is backbone + 128 columns wide, the backbone part is the motion-free
     cache's, and each video's first chosen frame has (near) zero motion: it is its own reference."""

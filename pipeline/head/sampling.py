@@ -8,36 +8,37 @@ gather `features[video[:, None, None], index]` with no per-sample Python.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+
+from pipeline.config import TrainHeadConfig
 
 
 @dataclass(frozen=True)
 class ClipSampler:
+    """Built from the config alone (`from_config`): its fields are train_head's keys of the same name, whose
+    defaults (pipeline/schema.py) are the paper's; none is repeated here."""
+
     n_frames: int
     """Frames per cached video (105); every index must stay below it."""
-    n_clips: int = 7
-    clip_len: int = 15
-    clip_stride: int = 10
-    frames_per_clip: int = 5
-    train_offset_max: int = 29
-    test_offset: int = 15
-    test_frame_offsets: tuple[int, ...] = (0, 3, 6, 9, 12)
-
-    def __post_init__(self) -> None:
-        last = max(self.train_offset_max, self.test_offset) + (self.n_clips - 1) * self.clip_stride + self.clip_len
-        if last > self.n_frames:
-            raise ValueError(f"clips reach frame {last - 1} but the cache holds {self.n_frames} frames per video "
-                             "(lower train_head.train_offset_max/test_offset or n_clips)")
-        if self.frames_per_clip > self.clip_len:
-            raise ValueError(f"frames_per_clip {self.frames_per_clip} > clip_len {self.clip_len}")
+    n_clips: int
+    clip_len: int
+    clip_stride: int
+    frames_per_clip: int
+    train_offset_max: int
+    test_offset: int
+    test_frame_offsets: tuple[int, ...]
 
     @classmethod
-    def from_config(cls, cfg, n_frames: int) -> "ClipSampler":
-        """From a TrainHeadConfig."""
-        return cls(n_frames, cfg.n_clips, cfg.clip_len, cfg.clip_stride, cfg.frames_per_clip,
-                   cfg.train_offset_max, cfg.test_offset, tuple(cfg.test_frame_offsets))
+    def from_config(cls, cfg: TrainHeadConfig, n_frames: int) -> ClipSampler:
+        if cfg.frames_needed > n_frames:
+            raise ValueError(f"clips reach frame {cfg.frames_needed - 1} but the cache holds {n_frames} frames per "
+                             "video (lower train_head.train_offset_max/test_offset or n_clips)")
+        if cfg.frames_per_clip > cfg.clip_len:
+            raise ValueError(f"frames_per_clip {cfg.frames_per_clip} > clip_len {cfg.clip_len}")
+        keys = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "n_frames"}
+        return cls(n_frames=n_frames, **keys | {"test_frame_offsets": tuple(cfg.test_frame_offsets)})
 
     def clip_starts(self, device: torch.device | str = "cpu") -> torch.Tensor:  # (n,)
         return torch.arange(self.n_clips, device=device) * self.clip_stride

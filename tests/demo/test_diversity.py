@@ -31,6 +31,7 @@ def test_blends_form_one_family_with_their_parents(rich):
     assert len(rows) == 3 * 6
 
 
+@pytest.mark.slow  # generates the rich demo set a second time (4 s)
 def test_rich_videos_decode_and_are_deterministic(rich, tmp_path):
     for r in _rows(rich):
         assert len(_frames(rich / r["video"])) == int(r["n_frames"])

@@ -45,6 +45,7 @@ def demo(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes(demo, tmp_path):
     generate_demo(tmp_path / "again", seed=0, **SMALL)
     first, second = _digest(demo), _digest(tmp_path / "again")
@@ -52,6 +53,7 @@ def test_same_seed_same_bytes(demo, tmp_path):
     assert first == second
 
 
+@pytest.mark.slow
 def test_other_seed_other_videos(demo, tmp_path):
     generate_demo(tmp_path / "seed1", seed=1, videos_per_class_per_identity=1, n_frames=(20, 26), size=160,
                   n_identities=4)
@@ -60,6 +62,7 @@ def test_other_seed_other_videos(demo, tmp_path):
     assert all(other[k] != ours[k] for k in other if k.endswith(".mp4"))
 
 
+@pytest.mark.slow
 def test_labels_and_apex_spans(demo):
     rows = _rows(demo)
     assert list(rows[0]) == ["video", "label", "subject", "apex_start", "apex_end", "episode_start",
@@ -74,6 +77,7 @@ def test_labels_and_apex_spans(demo):
         assert r["video"] == f"{r['label']}/{r['subject']}_{r['video'].rsplit('_', 1)[1]}"
 
 
+@pytest.mark.slow
 def test_every_video_decodes_with_the_written_frame_count(demo):
     for r in _rows(demo):
         frames = _decode(demo / r["video"])
@@ -131,6 +135,7 @@ def test_plan_refuses_videos_too_short_for_an_episode():
         plan_video(np.random.default_rng(0), (8, 8), 25)
 
 
+@pytest.mark.slow
 def test_expression_changes_the_face_and_returns(demo):
     # mean absolute change of the apex frame vs the first frame is larger than of the neutral frames
     for r in _rows(demo)[::8]:
@@ -141,6 +146,7 @@ def test_expression_changes_the_face_and_returns(demo):
         assert at_apex > 0.5 and at_apex > before * 0.8, (r["video"], at_apex, before)
 
 
+@pytest.mark.slow
 def test_retinaface_detects_the_face_at_apex(demo):
     from pipeline.tiny_retinaface import detect_faces
 
@@ -152,6 +158,7 @@ def test_retinaface_detects_the_face_at_apex(demo):
         assert faces and max(f.score for f in faces) > 0.9, r["video"]
 
 
+@pytest.mark.slow
 def test_adapter_lists_the_demo(demo):
     listing = make_adapter("demo", demo).list_videos()
     assert len(listing.entries) >= 48 and not listing.problems
@@ -162,6 +169,7 @@ def test_adapter_lists_the_demo(demo):
     assert e.apex_start is not None and e.path.exists() and e.extra["n_frames"] > 0
 
 
+@pytest.mark.slow
 def test_adapter_keeps_only_chosen_classes(demo):
     listing = make_adapter("demo", demo, classes=("happiness", "sadness")).list_videos()
     assert {e.label for e in listing.entries} == {"happiness", "sadness"}

@@ -29,6 +29,7 @@ def test_full_head_beats_mean_pool_on_a_short_episode(tmp_path):
     assert acc["ceflnet"] >= acc["meanpool"] + 15, acc
 
 
+@pytest.mark.slow  # trains the head on 120 videos (6 s)
 def test_default_input_learns_the_expression_under_a_10x_identity_offset(tmp_path):
     """Frozen features are dominated by who is in the video: every subject gets a constant offset ten
     times the size of the expression, and the folds hold whole subjects out. The head's default input

@@ -43,6 +43,7 @@ def trained(tmp_path_factory):
     return cfg, metrics, synth
 
 
+@pytest.mark.slow
 def test_train_head_writes_exactly_its_files_and_schema(trained):
     cfg, metrics, _ = trained
     out = cfg.results_dir("synth")
@@ -75,6 +76,7 @@ def test_train_head_writes_exactly_its_files_and_schema(trained):
     assert prov["params"]["train_head"]["epochs"] == 3 and prov["params"]["train_head"]["folds"] == 3  # effective
 
 
+@pytest.mark.slow
 def test_history_is_one_csv_per_fold_with_every_epoch(trained):
     cfg, metrics, _ = trained
     hist = cfg.results_dir("synth") / "history"
@@ -88,6 +90,7 @@ def test_history_is_one_csv_per_fold_with_every_epoch(trained):
     assert float(rows[-1]["test_war"]) == pytest.approx(metrics["per_fold"]["1"]["war"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_predictions_map_rich_clip_to_original_frames(trained):
     cfg, metrics, _ = trained
     with (cfg.results_dir("synth") / "predictions.csv").open() as f:
@@ -104,6 +107,7 @@ def test_predictions_map_rich_clip_to_original_frames(trained):
         assert c == int(c) and 0 <= c <= 6 and end == start + 28
 
 
+@pytest.mark.slow
 def test_checkpoint_reloads_and_reproduces(trained):
     cfg, _, _ = trained
     head = load_head(cfg.results_dir("synth") / "checkpoints" / "fold-1.pt")
@@ -114,6 +118,7 @@ def test_checkpoint_reloads_and_reproduces(trained):
     assert out.logits.shape == (2, 3) and not head.model.training
 
 
+@pytest.mark.slow
 def test_evaluate_rebuilds_the_report_without_training(trained):
     cfg, metrics, _ = trained
     out = cfg.results_dir("synth")

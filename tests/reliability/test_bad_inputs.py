@@ -11,6 +11,8 @@ from pipeline.io import read_failures, read_manifest
 from stages.detect import read_track
 from tests.reliability.conftest import EXPECTED_FAILURES, GOOD, VFR_PTS_MS
 
+pytestmark = pytest.mark.slow  # end to end: every test reads a fixture that runs the stages
+
 
 def _failures(batch) -> dict[str, list]:
     out: dict[str, list] = {}

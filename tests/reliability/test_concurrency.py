@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cache.reader import load_cache
 from pipeline.config import load_config
@@ -22,6 +23,7 @@ def verify_exit(params: Path, data_root: Path):
     return CliRunner().invoke(main, ["cache", "verify", "--params", str(params), "--data-root", str(data_root)])
 
 
+@pytest.mark.slow
 def test_two_shard_processes_at_once_make_a_complete_cache(bad_batch, tmp_path):
     copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
     params = bad_batch["params"]
@@ -48,6 +50,7 @@ def test_two_shard_processes_at_once_make_a_complete_cache(bad_batch, tmp_path):
     assert verify_exit(params, tmp_path).exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_shard_run_leaves_other_slices_temporaries_alone(bad_batch, tmp_path):
     """A slice starting while another is writing must not delete the other's in-progress file."""
     from stages import extract
@@ -88,6 +91,7 @@ def test_concurrent_failure_updates_lose_no_row(tmp_path):
     assert len(ids) == 301 and len(set(ids)) == 301
 
 
+@pytest.mark.slow
 def test_index_rebuild_waits_for_the_other_slice(bad_batch, tmp_path):
     """index.h5 is listed and renamed under a lock: a slice finishing while another rebuilds it waits,
     then lists every shard (unlocked, the earlier lister's index could be renamed last)."""
@@ -109,6 +113,7 @@ def test_index_rebuild_waits_for_the_other_slice(bad_batch, tmp_path):
     assert not t.is_alive() and (feats / "index.h5").exists()
 
 
+@pytest.mark.slow  # two train-head processes (12 s)
 def test_a_second_run_on_the_same_results_refuses_at_once_naming_the_first(tmp_path):
     """Issue 29: two train-heads on one results folder (with other parameters: the second used to die
     with a FileNotFoundError). The second refuses at once (exit 2), naming the first's pid and command."""

@@ -67,6 +67,7 @@ def no_visible_partials(folder: Path) -> None:
             assert not p.name.endswith(".tmp"), p
 
 
+@pytest.mark.slow
 def test_detect_killed_after_first_part_resumes_to_the_same_faces(bad_batch, tmp_path):
     src = bad_batch["dir"]
     copy_dataset(src, tmp_path, without=("faces.h5", ".detect-parts", "detect.json", "resample.json", "features",
@@ -110,6 +111,7 @@ def _train(base: Path, params: Path, name: str) -> subprocess.Popen:
     return cli("train-head", params, base / name / "data", *HEAD_ARGS, "--results-root", str(base / name / "results"))
 
 
+@pytest.mark.slow
 def test_train_head_killed_during_training_reruns_to_the_same_results(synthetic_roots):
     import torch
 
@@ -209,6 +211,7 @@ def _enospc_on_call(n: int, real):
     return failing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["shard data", "rename"])
 def test_disk_full_mid_write_leaves_no_partial_file_and_rerun_completes(bad_batch, tmp_path, monkeypatch, where):
     """ENOSPC while the second shard's features are written (inside HDF5), or at the atomic rename."""
@@ -264,6 +267,7 @@ def test_extract_past_the_file_size_limit_is_a_message_and_exit_1_and_the_rerun_
     assert a.video_id == b.video_id and a.features.tobytes() == b.features.tobytes()
 
 
+@pytest.mark.slow  # a finetune run in a subprocess (4 s)
 def test_finetune_checkpoint_past_the_file_size_limit_is_a_message_and_exit_1(tmp_path):
     """torch.save's "unexpected pos" RuntimeError on a refused write is reported as the disk problem."""
     from tests.test_finetune import _cfg, write_crops_dataset

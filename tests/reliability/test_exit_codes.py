@@ -58,6 +58,7 @@ def _code_kinds() -> set[str]:
     return kinds
 
 
+@pytest.mark.slow
 def test_failure_kinds_of_the_video_stages_are_documented(bad_batch):
     from pipeline.io import read_failures
 

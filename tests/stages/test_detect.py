@@ -3,9 +3,12 @@ import shutil
 
 import h5py
 import numpy as np
+import pytest
 
 from pipeline.io import read_failures
 from stages.detect import read_track
+
+pytestmark = pytest.mark.slow  # end to end: every test reads a fixture that runs the stages
 
 
 def _track(face_dataset, vid):

@@ -36,6 +36,7 @@ def _width(cfg) -> int:
     return 512 + motion_dim(cfg.extract.motion)
 
 
+@pytest.mark.slow
 def test_shard_schema_and_provenance(cached):
     ds, summary = cached
     d = _width(ds["cfg"])
@@ -68,6 +69,7 @@ def test_shard_schema_and_provenance(cached):
         np.testing.assert_array_equal(f["features"][i], cache.features[j])
 
 
+@pytest.mark.slow
 def test_plain_tools_read_shards(cached):
     ds, _ = cached
     d = _width(ds["cfg"])
@@ -79,12 +81,14 @@ def test_plain_tools_read_shards(cached):
         assert "features" in out and f"{{2, 105, {d}}}" in out
 
 
+@pytest.mark.slow
 def test_golden_features(cached):
     from tests.make_golden import GOLDEN, golden_features
 
     np.testing.assert_allclose(golden_features(), np.load(GOLDEN), rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_verify_accepts_and_catches(cached, tmp_path):
     from pipeline.commands.verify import verify
 
@@ -102,6 +106,7 @@ def test_verify_accepts_and_catches(cached, tmp_path):
         dup.unlink()
 
 
+@pytest.mark.slow
 def test_keep_crops(face_dataset, tmp_path):
     from stages import extract
 
@@ -188,6 +193,7 @@ def _run_extract(params, data_root):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_killed_mid_shard_resumes_to_identical_features(face_dataset, tmp_path):
     """SIGKILL while shards are being written: no partial shard is visible; the rerun equals a clean run."""
     def copy_to(dst):
@@ -217,6 +223,7 @@ def test_killed_mid_shard_resumes_to_identical_features(face_dataset, tmp_path):
     assert not [p for p in os.listdir(feats) if p.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_lazy_torch_dataset_in_worker_processes(cached):
     from torch.utils.data import DataLoader
 

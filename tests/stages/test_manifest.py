@@ -1,6 +1,9 @@
+import pytest
+
 from pipeline.io import read_failures, read_manifest
 
 
+@pytest.mark.slow
 def test_ids_are_relative_paths_and_distinct(face_dataset):
     rows = {r.video_id: r for r in read_manifest(face_dataset["dir"] / "manifest.csv")}
     assert {"sadness/a/clip", "sadness/b/clip", "happiness/single_face", "surprise/face_noface"} <= set(rows)
@@ -8,6 +11,7 @@ def test_ids_are_relative_paths_and_distinct(face_dataset):
     assert rows["happiness/single_face"].label == "happiness"
 
 
+@pytest.mark.slow
 def test_probe_counts_decoded_frames_not_header(face_dataset):
     row = {r.video_id: r for r in read_manifest(face_dataset["dir"] / "manifest.csv")}["neutral/no_face"]
     assert (row.n_frames, row.header_frames) == (95, 98)
@@ -16,6 +20,7 @@ def test_probe_counts_decoded_frames_not_header(face_dataset):
     assert hevc.n_frames == 169 and abs(hevc.fps - 26.4) < 0.1
 
 
+@pytest.mark.slow
 def test_broken_files_are_listed_with_reason(face_dataset):
     rows = {r.video_id: r for r in read_manifest(face_dataset["dir"] / "manifest.csv")}
     assert rows["neutral/empty"].status == "unreadable" and "zero-byte" in rows["neutral/empty"].error
@@ -25,6 +30,7 @@ def test_broken_files_are_listed_with_reason(face_dataset):
     assert face_dataset["summaries"]["manifest"]["ok"] == 6
 
 
+@pytest.mark.slow
 def test_second_run_recomputes_nothing(face_dataset):
     from stages import detect, manifest, resample
 

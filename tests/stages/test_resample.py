@@ -7,6 +7,7 @@ from pipeline.errors import VideoError
 from pipeline.resampling import choose_frames
 
 
+@pytest.mark.slow
 def test_frame_index_inside_face_span(face_dataset):
     with h5py.File(face_dataset["dir"] / "faces.h5", "r") as f, h5py.File(face_dataset["dir"] / "frames.h5") as fr:
         assert "frame_index" not in f["surprise/face_noface"]  # faces.h5 is detect's alone
