@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Callable
 
 import click
 from pipeline.errors import PipelineError
@@ -64,8 +65,8 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)
     metrics = json.loads((cfg.results_dir(name) / "metrics.json").read_text())
-    note = record_for_dvc(cfg, name, load(None if params_path is None else params_path, name, None, None, (),
-                                          data_root, results_root), params_path, data_root, results_root)
+    note = record_for_dvc(cfg, name, lambda: load(params_path, name, None, None, (), data_root, results_root),
+                          params_path, data_root, results_root)
     click.echo(report(cfg, metrics, time.time() - t0, name))
     if note:
         click.echo(note)
@@ -74,14 +75,14 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         click.secho(SMOKE, fg="yellow", bold=True)
 
 
-def record_for_dvc(cfg, name: str, plain, params_path: str | None, data_root: str | None,
+def record_for_dvc(cfg, name: str, plain: Callable[[], object], params_path: str | None, data_root: str | None,
                    results_root: str | None) -> str | None:
     """After the demo, tell DVC what ran, so that `dvc repro` has nothing to recompute (issue 27).
 
     The demo and `dvc repro` run the same stages through the same runner; only DVC's record (dvc.lock:
     the hashes of each stage's deps, params and outputs) would not know the demo's outputs. So when this
     folder is a DVC project whose `repro:` lists the dataset and the demo ran exactly what dvc.yaml runs
-    (params.yaml, no --set, no other roots: `plain` is that configuration), `dvc commit` records the
+    (params.yaml, no --set, no other roots: `plain()` loads that configuration), `dvc commit` records the
     outputs as they are. Floats differ between machines, so the committed dvc.lock of another machine
     cannot be reused; this is the same record `dvc repro` would have written here. Otherwise nothing is
     touched, and the returned line says why `dvc repro` would rerun."""
@@ -93,7 +94,7 @@ def record_for_dvc(cfg, name: str, plain, params_path: str | None, data_root: st
 
     if not (Path("dvc.yaml").is_file() and Path(".dvc").is_dir()) or name not in cfg.repro:
         return None
-    if params_path not in (None, "params.yaml") or data_root or results_root or cfg != plain:
+    if params_path not in (None, "params.yaml") or data_root or results_root or cfg != plain():
         return ("dvc: not recorded in dvc.lock (the demo ran with --set, --params or other roots than dvc.yaml "
                 "runs), so `dvc repro` reruns its stages")
     dvc = shutil.which("dvc")
