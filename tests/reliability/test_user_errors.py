@@ -382,11 +382,11 @@ def test_outputs_respect_the_umask(tmp_path, umask, mode):
 
 
 def test_ablation_first_row_names_the_cache_backbone(tmp_path):
-    from stages import ablate
+    from pipeline.registry import stage
 
     write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6, dim=8)
     cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=8, threads=1, fold_workers=1), dataset="synth")
-    out = ablate.run(cfg, dataset="synth", kinds=("meanpool",))
+    out = stage("ablate").run(cfg, dataset="synth", kinds=("meanpool",))
     assert out["rows"][0]["model"] == "synthetic features (mean-pool + linear)"
     assert "ResNet-18" not in (cfg.results_dir("synth") / "ablation.md").read_text().split("|---|", 1)[1]
 
