@@ -483,6 +483,7 @@ def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_pa
     import stages.finetune as stage
     from pipeline.finetune.train import LeakageError
     from pipeline.head.train import Fold
+    from pipeline.runner import run_stage
 
     write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
     real = stage.protocol_folds
@@ -493,7 +494,7 @@ def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_pa
 
     monkeypatch.setattr(stage, "protocol_folds", overlapping)
     with pytest.raises(LeakageError, match="fold 0: the backbone checkpoint trained on 2 of the fold's own test"):
-        stage.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+        run_stage("finetune", _cfg(tmp_path, epochs=1, head_epochs=1), "ft")
     assert not (tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0").exists()
 
 
