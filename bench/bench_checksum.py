@@ -4,14 +4,14 @@
     python bench/bench_checksum.py --copies 6 --out /tmp/checksum.md
 
 What is timed, per backbone (`resnet18` with seeded random weights, `retinaface_mnet`):
-- extract: `stages.extract.run(force=True)` on the videos (manifest → detect → resample run once
+- extract: `registry.stage("extract").run(force=True)` on the videos (manifest → detect → resample run once
   before, untimed). This is the baseline, and it includes writing the checksums.
 - crc at write: `cache.store.row_crc32` over every cached row, in memory (the extra work inside
   `write_shard`).
 - resume check: `stages.extract._all_intact`, the check a rerun of extract makes every time
   before it reports "up to date": open every shard, read every row, CRC it (warm page cache: the
   shards were just written; a cold read adds ~105 KB of disk read per video).
-- rerun: `stages.extract.run()` once more, end to end, ending in "up to date (checksums verified)".
+- rerun: `registry.stage("extract").run()` once more, end to end, ending in "up to date (checksums verified)".
 - load check: the CRC that `cache.load_cache` runs on the rows it has just read for training.
 The budget (issue 16): crc at write + resume check <= 2 % of extract. Both grow with the number of
 videos exactly as extract does, so the ratio holds for a larger dataset.
@@ -59,11 +59,12 @@ def measure(cfg, backbone: str) -> dict:
     from cache.integrity import damaged_rows
     from cache.store import CHECKSUM, list_shards, row_crc32
     from pipeline.layout import layout_for
+    from pipeline.registry import stage
     from pipeline.state import signature
     from stages import extract
 
     cfg = dataclasses.replace(cfg, extract=dataclasses.replace(cfg.extract, backbone=backbone, weights="random"))
-    summary, t_extract = timed(lambda: extract.run(cfg, dataset="bench", force=True))
+    summary, t_extract = timed(lambda: stage("extract").run(cfg, dataset="bench", force=True))
     feats = layout_for(cfg, "bench").features
     rows = []
     for s in list_shards(feats):
@@ -73,7 +74,7 @@ def measure(cfg, backbone: str) -> dict:
     _, t_load = timed(lambda: [damaged_rows(block, crcs) for block, crcs in rows])
     sig = signature(cfg, "bench", "extract")
     intact, t_verify = timed(lambda: extract._all_intact(feats, sig))
-    rerun, t_rerun = timed(lambda: extract.run(cfg, dataset="bench"))
+    rerun, t_rerun = timed(lambda: stage("extract").run(cfg, dataset="bench"))
     assert intact and "skipped" in rerun, rerun
     return {"backbone": backbone, "videos": summary["cached"], "shards": summary["shards"],
             "mb": sum(s.stat().st_size for s in list_shards(feats)) / 2**20, "extract": t_extract, "crc": t_crc,
@@ -89,7 +90,7 @@ def main() -> None:
     import yaml
 
     from pipeline.config import load_config
-    from stages import detect, manifest, resample
+    from pipeline.registry import stage
 
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,8 +102,8 @@ def main() -> None:
         raw.setdefault("extract", {}).update(shard_size=4)  # several shards, as a real cache has
         (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
         cfg = load_config(tmp / "params.yaml")
-        for stage in (manifest, detect, resample):
-            stage.run(cfg, dataset="bench")
+        for name in ("manifest", "detect", "resample"):
+            stage(name).run(cfg, dataset="bench")
         results = [measure(cfg, b) for b in ("resnet18", "retinaface_mnet")]
     load_end = os.getloadavg()
 

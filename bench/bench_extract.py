@@ -8,7 +8,7 @@ per-frame pipeline, on the same videos and the same 105 frames per video, measur
     python bench/bench_extract.py --gpu             # CUDA: torch RetinaFace port + ResNet-18 bf16, batch 512
 
 What is timed
-- ours: `stages.manifest.run`, `stages.detect.run`, `stages.resample.run`, `stages.extract.run` on a
+- ours: `registry.stage(name).run` for manifest, detect, resample and extract on a
   fresh temporary data root (folder adapter over symlinks to the videos), `extract.weights: random`
   (speed does not depend on the weights' values), every other parameter from params.yaml (detect
   batch 16, adaptive det size, extract batch 64, 1 decode/align worker process). Runs (`--runs`):
@@ -202,20 +202,20 @@ def run_ours(params: Path, data_root: Path, run: str, sets: dict, variants: dict
 
     import pipeline.facetrack as pft
     from pipeline.io import read_manifest
-    from stages import detect, extract, manifest, resample
+    from pipeline.registry import stage
 
     sets = {**RUNS[run], **sets}
     cfg = load(params, data_root, **sets)
     pft._DETECTOR = None  # a fresh process would build it: count it
     t = {}
     start = time.perf_counter()
-    manifest.run(cfg, dataset=DS, force=True)
+    stage("manifest").run(cfg, dataset=DS, force=True)
     t["manifest"] = time.perf_counter() - start
-    detect.run(cfg, dataset=DS, force=True)
+    stage("detect").run(cfg, dataset=DS, force=True)
     t["detect"] = time.perf_counter() - start - sum(t.values())
-    resample.run(cfg, dataset=DS, force=True)
+    stage("resample").run(cfg, dataset=DS, force=True)
     t["resample"] = time.perf_counter() - start - sum(t.values())
-    extract.run(cfg, dataset=DS, force=True)
+    stage("extract").run(cfg, dataset=DS, force=True)
     t["extract resnet18"] = time.perf_counter() - start - sum(t.values())
     lay = cfg.dataset_dir(DS)
     with h5py.File(lay / "features" / "index.h5", "r") as f:
@@ -223,7 +223,7 @@ def run_ours(params: Path, data_root: Path, run: str, sets: dict, variants: dict
     cached_v = {"resnet18": cached}
     for name, extra in (variants or {}).items():
         v_start = time.perf_counter()
-        extract.run(load(params, data_root, **{**sets, **extra}), dataset=DS, force=True)
+        stage("extract").run(load(params, data_root, **{**sets, **extra}), dataset=DS, force=True)
         t[f"extract {name}"] = time.perf_counter() - v_start
         with h5py.File(lay / "features" / "index.h5", "r") as f:
             cached_v[name] = int(f["features"].shape[0]) * int(f["features"].shape[1])
@@ -329,13 +329,13 @@ def replicate(src_dir: Path, dst_dir: Path, copies: int) -> int:
 
 def child_extract(params: str, data_root: str, sets_json: str) -> None:
     """Subprocess entry: detect then extract, print peak RSS (KiB) after each, and of the workers."""
-    from stages import detect, extract
+    from pipeline.registry import stage
 
     cfg = load(Path(params), Path(data_root), **json.loads(sets_json))
     start = time.perf_counter()
-    detect.run(cfg, dataset=DS, force=True)
+    stage("detect").run(cfg, dataset=DS, force=True)
     detect_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    summary = extract.run(cfg, dataset=DS, force=True)
+    summary = stage("extract").run(cfg, dataset=DS, force=True)
     print(json.dumps({"seconds": time.perf_counter() - start, "cached": summary["cached"], "detect_kib": detect_kib,
                       "main_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       "workers_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))

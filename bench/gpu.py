@@ -9,7 +9,7 @@ with its error and the script exits 1 at the end; the others still run):
 
 1. extract end to end: the bench videos (every real face video of tests/data/videos and
    ../shared/testdata/videos) listed `--videos` times in total (2,000 by default; symlinks) as a
-   `folder` dataset; `stages.manifest/detect/resample/extract.run` with params.yaml's defaults plus
+   `folder` dataset; `registry.stage(name).run` for manifest, detect, resample and extract with params.yaml's defaults plus
    the GPU settings (detect: torch RetinaFace port on CUDA, 12 worker processes; extract: ResNet-18
    bf16, batch 512, 12 decode/align workers, `weights: random`). Per stage: seconds and output
    frames/s; plus the ceilings measured alone: decode (all cores, frames/s), the detector network
@@ -110,7 +110,7 @@ def backbone_ceiling(cfg, batch: int, seconds: float = 3.0) -> float:
 def part_extract(work: Path, n_videos: int, gpu: bool, workers: int) -> list[str]:
     import h5py
 
-    from stages import detect, extract, manifest, resample
+    from pipeline.registry import stage
 
     src = bench_videos()
     videos = [src[i % len(src)] for i in range(n_videos)]
@@ -125,9 +125,9 @@ def part_extract(work: Path, n_videos: int, gpu: bool, workers: int) -> list[str
         sets.update(detect__device="cpu", extract__device="cpu")
     cfg = load(params, work / "data", **sets)
     t: dict[str, float] = {}
-    for name, stage in (("manifest", manifest), ("detect", detect), ("resample", resample), ("extract", extract)):
+    for name in ("manifest", "detect", "resample", "extract"):
         start = time.perf_counter()
-        stage.run(cfg, dataset=DS, force=True)
+        stage(name).run(cfg, dataset=DS, force=True)
         t[name] = time.perf_counter() - start
     lay = cfg.dataset_dir(DS)
     with h5py.File(lay / "faces.h5", "r") as f:

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import click
 
 from pipeline.errors import PipelineError
-from pipeline.registry import STAGES, stage_module, upstream_chain
+from pipeline import registry
+from pipeline.registry import STAGES, Option, Stage, upstream_chain
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -99,35 +100,44 @@ def main() -> None:
     """
 
 
+def stage_options(fn: Callable) -> Callable:
+    """The stages' own `pipeline run` options, each once, from their registry records (`Stage.options`)."""
+    seen: dict[str, Option] = {}
+    for st in STAGES:
+        for opt in st.options:
+            seen.setdefault(opt.name, opt)
+    for opt in reversed(list(seen.values())):
+        flag = "--" + opt.name.replace("_", "-")
+        names = ", ".join(s.name for s in STAGES if opt in s.options)
+        kwargs: dict[str, Any] = {"is_flag": True} if opt.form == "flag" else {
+            "type": int if opt.form == "int" else str, "default": None,
+            **({"metavar": "K/N"} if opt.form == "slice" else {})}
+        fn = click.option(flag, opt.name, help=f"{names}: {opt.help}", **kwargs)(fn)
+    return fn
+
+
 @main.command("run")
 @click.argument("stage", type=click.Choice([s.name for s in STAGES]))
 @config_options
 @click.option("--no-deps", is_flag=True, help="Run only this stage, even if upstream outputs are missing or stale.")
 @click.option("--force", is_flag=True, help="Recompute this stage even if its outputs are up to date (detect: every "
               "video, its per-video parts included).")
-@click.option("--workers", type=int, default=None, help="Parallel processes for detect/extract (default: params).")
-@click.option("--folds", type=int, default=None, help="train-head/ablate: number of subject-independent folds.")
-@click.option("--shard", default=None, metavar="K/N", help="detect/extract: process slice K of N, K counted from 0 "
-              "(0/4, 1/4, 2/4, 3/4: parallel jobs; then one plain run assembles faces.h5 / index.h5).")
-@click.option("--keep-crops", is_flag=True, help="extract: also store the aligned crops (JPEG) for fine-tuning.")
+@stage_options
 def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | None, root: str | None,
             overrides: tuple[str, ...], data_root: str | None, results_root: str | None, verbose: bool,
-            no_deps: bool, force: bool, workers: int | None, folds: int | None, shard: str | None,
-            keep_crops: bool) -> None:
+            no_deps: bool, force: bool, **given: Any) -> None:
     """Run one STAGE (help text built from the registry's summaries below)."""
     _setup_logging(verbose)
-    extra = ([f"train_head.folds={folds}"] if folds is not None else []) + (["extract.keep_crops=true"] if keep_crops else [])
+    target = registry.stage(stage)
+    chain = [registry.stage(s) for s in upstream_chain(stage)] if target.runs_upstream and not no_deps else [target]
+    # Checked before the configuration is loaded or any stage runs: a usage error changes nothing.
+    applied = _applied_options(target, chain, {k: v for k, v in given.items() if v is not None and v is not False})
+    extra = [f"{opt.param}={'true' if value is True else value}" for opt, value, _ in applied if opt.param]
     cfg = _guard(lambda: load(params_path, dataset, adapter, root, overrides, data_root, results_root, extra))
     name = cfg.dataset
-    shard_slice = _parse_shard(shard) if shard else None  # a usage error stops here, before upstream stages run
-    if shard_slice and stage not in ("detect", "extract"):
-        raise click.BadParameter(f"only detect and extract run in slices, not {stage}", param_hint="--shard")
-    module = stage_module(stage)
-    if hasattr(module, "check_inputs"):  # a stage that reads results checks them before anything runs
-        _guard(lambda: module.check_inputs(cfg, name))
-    # Upstream stages skip themselves when current; evaluate runs none (it reads results as they are).
-    runs_upstream = not no_deps and getattr(module, "RUNS_UPSTREAM", True)
-    chain = upstream_chain(stage) if runs_upstream else [stage]
+    check = target.hook("check_inputs")
+    if check is not None:  # a stage that reads results checks them before anything runs
+        _guard(lambda: check(cfg, name))
     if no_deps:
         stale = _stale_upstream(cfg, name, stage)
         if stale:
@@ -136,18 +146,14 @@ def run_cmd(stage: str, params_path: str, dataset: str | None, adapter: str | No
                         "--no-deps brings them up to date", fg="yellow", err=True)
     from pipeline.workers import orphan_safe_workers
 
-    for s in chain:
-        kwargs: dict[str, Any] = {}
-        if s == stage and force:
+    for st in chain:  # upstream stages skip themselves when current
+        kwargs: dict[str, Any] = {opt.name: value for opt, value, to in applied if not opt.param and st in to}
+        if st is target and force:
             kwargs["force"] = True
-        if s in ("detect", "extract") and workers:
-            kwargs["workers"] = workers
-        if s in ("detect", "extract") and s == stage and shard_slice:
-            kwargs["shard"] = shard_slice
-        if s != stage:
-            click.echo(f"[{s}] checking upstream outputs for {name} (skipped when up to date)", err=True)
+        if st is not target:
+            click.echo(f"[{st.name}] checking upstream outputs for {name} (skipped when up to date)", err=True)
         with orphan_safe_workers():  # joblib workers (detect, manifest, head folds) exit if we are killed
-            summary = _guard(lambda: stage_module(s).run(cfg, dataset=name, **kwargs))
+            summary = _guard(lambda: st.run(cfg, dataset=name, **kwargs))
         click.echo(json.dumps(summary, indent=1, default=str))
 
 
@@ -155,21 +161,34 @@ run_cmd.help = ("Run one STAGE for a dataset, bringing missing or stale upstream
                 + "\n\n".join(f"{s.name}: {s.summary}" + ("" if s.in_pipeline else " (on demand)") for s in STAGES))
 
 
+def _applied_options(target: Stage, chain: list[Stage], given: dict[str, Any]) -> list[tuple[Option, Any, list[Stage]]]:
+    """Each option given, its value (`--shard` parsed) and the stages of this run it goes to: the target if it
+    lists it, and the upstream ones that list it for an `upstream` option; a usage error when none does."""
+    out = []
+    for key, value in given.items():
+        opt = next(o for s in STAGES for o in s.options if o.name == key)
+        to = [s for s in chain if opt in s.options and (s is target or opt.upstream)]
+        flag = "--" + key.replace("_", "-")
+        if not to:
+            takers = [s.name for s in STAGES if opt in s.options]
+            who = " and ".join(takers) if len(takers) < 3 else ", ".join(takers[:-1]) + " and " + takers[-1]
+            raise click.BadParameter(f"only {who} take{'s' if len(takers) == 1 else ''} {flag}, not {target.name}",
+                                     param_hint=flag)
+        out.append((opt, _parse_shard(value) if opt.form == "slice" else value, to))
+    return out
+
+
 def _stale_upstream(cfg, dataset: str, stage: str) -> list[str]:
     """Upstream stages whose recorded signature differs from today's parameters and code (a stage with an
     input fingerprint, such as manifest, is not checked: its signature needs a listing of the dataset root;
-    unless the stage marks it cheap, as train-head's reads a few HDF5 attributes)."""
+    unless its record marks it cheap, as train-head's reads a few HDF5 attributes)."""
+    from pipeline.runner import fingerprint
     from pipeline.state import recorded, signature
 
-    ups = [s for s in upstream_chain(stage)[:-1] if not hasattr(stage_module(s), "input_fingerprint")
-           or getattr(stage_module(s), "CHEAP_FINGERPRINT", False)]
-    from pipeline.runner import scoped
-
-    def fingerprint(s: str) -> str:
-        module = stage_module(s)
-        return module.input_fingerprint(scoped(cfg, s), dataset) if hasattr(module, "input_fingerprint") else ""
-
-    return [s for s in ups if recorded(cfg, dataset, s) not in (None, signature(cfg, dataset, s, fingerprint(s)))]
+    ups = [registry.stage(s) for s in upstream_chain(stage)[:-1]]
+    ups = [s for s in ups if s.fingerprint is None or s.cheap_fingerprint]
+    return [s.name for s in ups if recorded(cfg, dataset, s.name) not in
+            (None, signature(cfg, dataset, s.name, fingerprint(cfg, s, dataset)))]
 
 
 def _parse_shard(text: str) -> tuple[int, int]:

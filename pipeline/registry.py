@@ -7,9 +7,11 @@ keys, data inputs, and — computed from its imports — the code files) and wha
 runner (`pipeline/runner.py`) hands a stage a config that raises on any section or key not listed
 here, so an undeclared read fails loudly instead of going unnoticed by DVC and by the signature.
 
-Adding a stage: write `stages/<name>.py` with `work(cfg, dataset, *, sig, force, **options) ->
-Outcome` and a `run()` that calls `pipeline.runner.run_stage`, then add one `Stage(...)` line here
-and regenerate `dvc.yaml` with `python -m pipeline.registry > dvc.yaml` (docs/extending.md).
+The record is the whole contract between a stage and the rest: its module holds `work(cfg, dataset, *,
+sig, force, **options) -> Outcome` and the functions its hooks name; everything else — the `pipeline run`
+options, whether it brings upstream stages up to date, its signature's extra inputs, the check before a
+skip, every path it writes — is read from here. Adding a stage: one module, one `Stage(...)` entry below,
+its config section; then `python -m pipeline.registry > dvc.yaml` (docs/extending.md).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 """The source tree (the repository, or site-packages for an installed package)."""
@@ -30,6 +33,42 @@ PLUMBING = ("pipeline.registry", "pipeline.runner", "pipeline.state", "pipeline.
 """Modules that decide *whether* a stage runs, not what it computes (parameter values, which are hashed
 themselves, come through config): neither the signature nor dvc.yaml's deps list them, else a
 help-text edit would recompute detect on a whole dataset."""
+
+
+# --------------------------------------------------------------------------- where outputs live
+# The one definition of every path the stages write (`{data}`: <data_root>/<dataset>, `{results}`:
+# <results_root>/<dataset>). The `Output`s below and `pipeline/layout.py` (what the code opens) read these.
+MANIFEST = "{data}/manifest.csv"
+FAILURES = "{data}/failures.csv"
+"""The shared failure ledger: each stage owns its own rows (the runner writes them)."""
+FACES = "{data}/faces.h5"
+DETECT_PARTS = "{data}/.detect-parts"
+"""detect's per-video results, each written atomically: its resume state, not an output."""
+QC = "{data}/qc"
+CONTACT_SHEET = QC + "/detect_contact_sheet.png"
+FRAMES = "{data}/frames.h5"
+FEATURES = "{data}/features"
+FINETUNED = FEATURES + "/finetuned"
+"""finetune's per-fold caches (`fold-<k>/`), beside the frozen shards, never among them."""
+BACKBONES = "{data}/checkpoints"
+"""finetune's adapted backbones (`backbone-fold-<k>.pt`)."""
+CROPS_PACK = "{data}/crops"
+"""finetune's pack of the kept crops: a cache of its input rebuilt when missing, not an output."""
+STATE_DIR = ".state"
+"""Beside a stage's outputs (`{data}/.state/` or `{results}/.state/`): the runner's record per stage."""
+METRICS = "{results}/metrics.json"
+PROVENANCE = "{results}/provenance.json"
+HISTORY = "{results}/history"
+TRAINING_CURVES = "{results}/training_curves.png"
+PREDICTIONS = "{results}/predictions.csv"
+HEADS = "{results}/checkpoints"
+"""train-head's fold heads (`fold-<k>.pt`)."""
+REPORT = "{results}/report.md"
+CONFUSION = "{results}/confusion.png"
+ACTIVATION_MAPS = "{results}/activation_maps.png"
+TSNE = "{results}/tsne.png"
+ABLATION_JSON = "{results}/ablation.json"
+ABLATION_MD = "{results}/ablation.md"
 
 
 @dataclass(frozen=True)
@@ -46,6 +85,30 @@ class Output:
     """Kept when DVC reruns the stage: the stage resumes or verifies it by itself."""
     plot: dict = field(default_factory=dict)
     """DVC plot properties (x, y, template, title)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A `pipeline run` option of the stages that list it (cli.py adds each one once, with their names)."""
+
+    name: str
+    """The keyword the stage's `work` receives; the flag is `--name` with `-` for `_`."""
+    help: str
+    form: str = "int"
+    """`int`, `flag` (a switch) or `slice` (`K/N`, given to `work` as the pair `(K, N)`)."""
+    param: str | None = None
+    """Sets this params key instead of passing a keyword (`--folds` is `--set train_head.folds=...`), so the
+    signature sees it."""
+    upstream: bool = False
+    """Also given to the upstream stages `pipeline run` brings up to date that list it (`--workers`)."""
+
+
+WORKERS = Option("workers", "parallel processes (default: params).", upstream=True)
+SHARD = Option("shard", "process slice K of N, K counted from 0 (0/4, 1/4, 2/4, 3/4: parallel jobs; then one "
+               "plain run assembles faces.h5 / index.h5).", form="slice")
+FOLDS = Option("folds", "number of subject-independent folds.", param="train_head.folds")
+KEEP_CROPS = Option("keep_crops", "also store the aligned crops (JPEG) for fine-tuning.", form="flag",
+                    param="extract.keep_crops", upstream=True)
 
 
 @dataclass(frozen=True)
@@ -72,6 +135,23 @@ class Stage:
     """Part of dvc.yaml's per-dataset pipeline (False: run on demand only)."""
     always_changed: bool = False
     """DVC runs it every time; the stage's own input fingerprint decides whether work is needed."""
+    options: tuple[Option, ...] = ()
+    """`pipeline run` options beyond the common ones (--force, --no-deps, the config options)."""
+    partial: tuple[str, ...] = ()
+    """Keywords of `work` that make a run partial (one `--shard` slice, a subset of heads): never skipped as
+    current, a shared lock, nothing recorded."""
+    runs_upstream: bool = True
+    """`pipeline run` brings the upstream stages up to date first (False: it reads results as they are)."""
+    # Hooks: names of functions in `module`, called by the runner and the CLI (`Stage.hook`).
+    fingerprint: str | None = None
+    """`(cfg, dataset) -> str`: inputs outside the pipeline (the dataset's files), hashed into the signature."""
+    cheap_fingerprint: bool = False
+    """`fingerprint` reads a few attributes, not a listing of the dataset: the CLI's `--no-deps` staleness
+    warning may compute it."""
+    verify: str | None = None
+    """`(cfg, dataset, sig) -> bool`: a check of the outputs' contents before a skip (extract's checksums)."""
+    check_inputs: str | None = None
+    """`(cfg, dataset) -> None`: raises a PipelineError naming the fix before anything runs."""
 
     @property
     def state_root(self) -> str:
@@ -80,90 +160,108 @@ class Stage:
 
     @property
     def state(self) -> str:
-        return f"{self.state_root}/.state/{self.name}.json"
+        return f"{self.state_root}/{STATE_DIR}/{self.name}.json"
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
+
+    def hook(self, field_name: str) -> Callable[..., Any] | None:
+        """The module's function a hook field names (`fingerprint`, `verify`, `check_inputs`), or None."""
+        fn = getattr(self, field_name)
+        return None if fn is None else getattr(self.load(), fn)
+
+    def run(self, cfg: Any, dataset: str | None = None, *, force: bool = False, **options: Any) -> dict:
+        """Run it for a dataset unless current (`pipeline.runner.run_stage`); returns its summary."""
+        from pipeline.runner import run_stage
+
+        return run_stage(self.name, cfg, dataset, force=force, **options)
 
 
 SPEED = ("workers", "threads", "device", "batch_size", "max_failure_fraction")
 
 STAGES: tuple[Stage, ...] = (
     Stage("manifest", "stages.manifest", None, ("manifest",), (),
-          (Output("{data}/manifest.csv", persist=True),),
+          (Output(MANIFEST, persist=True),),
           "List the dataset's videos through its adapter and probe each (frames decoded, fps, size, rotation). "
           "Reads the dataset root; writes <data_root>/D/manifest.csv and failures.csv rows.",
-          volatile=("workers",), extra_code=("pipeline/assets",), always_changed=True),
+          volatile=("workers",), extra_code=("pipeline/assets",), always_changed=True,
+          fingerprint="input_fingerprint"),
     Stage("detect", "stages.detect", "manifest", ("detect", "extract.crop_size", "extract.margin", "extract.backbone"),
-          ("{data}/manifest.csv",),
-          (Output("{data}/faces.h5", persist=True), Output("{data}/qc/detect_contact_sheet.png", persist=True)),
+          (MANIFEST,),
+          (Output(FACES, persist=True), Output(CONTACT_SHEET, persist=True)),
           "Decode every frame, detect faces in batches (RetinaFace-MobileNet0.25 or SCRFD), keep one subject's "
           "track with 5 landmarks, fill and smooth gaps. Reads manifest.csv; writes faces.h5, failures.csv rows "
           "and qc/detect_contact_sheet.png. Resumable (per-video parts; --force recomputes them).",
           # extract.crop_size/margin/backbone (its default margin) only shape the contact sheet's crops:
           # no reason to detect again.
           volatile=(*SPEED, "qc_samples", "crop_size", "margin", "backbone"),
-          failure_limit="detect.max_failure_fraction"),
-    Stage("resample", "stages.resample", "detect", ("resample",), ("{data}/manifest.csv", "{data}/faces.h5"),
-          (Output("{data}/frames.h5", persist=True),),
+          failure_limit="detect.max_failure_fraction", options=(WORKERS, SHARD), partial=("shard",)),
+    Stage("resample", "stages.resample", "detect", ("resample",), (MANIFEST, FACES),
+          (Output(FRAMES, persist=True),),
           "Choose resample.n_frames (105) frames per video inside its face-present span. Reads faces.h5; writes "
           "frames.h5 (frame_index per video).",
           failure_limit="resample.max_failure_fraction", volatile=("max_failure_fraction",)),
     Stage("extract", "stages.extract", "resample", ("extract", "resample", "detect"),
-          ("{data}/manifest.csv", "{data}/faces.h5", "{data}/frames.h5"),
-          (Output("{data}/features", persist=True),),
+          (MANIFEST, FACES, FRAMES),
+          (Output(FEATURES, persist=True),),
           "Align the chosen frames (224x224, 5-point similarity) and cache per-frame backbone features. Reads "
           "faces.h5, frames.h5 and the videos; writes <data_root>/D/features/shard-*.h5 and index.h5. Resumable, "
           "shardable (--shard k/N).",
           # shard_size only regroups videos into files: existing shards stay valid (issue 16). keep_crops
           # only adds crops: a cache with them serves keep_crops false, one without is redone (issue 29).
-          volatile=(*SPEED, "shard_size", "keep_crops"), failure_limit="extract.max_failure_fraction"),
+          volatile=(*SPEED, "shard_size", "keep_crops"), failure_limit="extract.max_failure_fraction",
+          options=(WORKERS, SHARD, KEEP_CROPS), partial=("shard",), verify="verify_outputs"),
     Stage("train-head", "stages.train_head", "extract", ("train_head",),
-          ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv"),
-          (Output("{results}/metrics.json", "metrics"),
-           Output("{results}/provenance.json"),
+          (FEATURES, MANIFEST, FAILURES),
+          (Output(METRICS, "metrics"),
+           Output(PROVENANCE),
            # DVC takes one y column per stage-level plot: test WAR, overlaid across folds and
            # experiments; every column is in the CSVs (`dvc plots show <dir> -y train_loss`), the
            # train-vs-test picture in training_curves.png.
-           Output("{results}/history", "plots", plot={
+           Output(HISTORY, "plots", plot={
                "x": "epoch", "y": "test_war",
                "title": "test WAR per epoch: one chart per fold (fold-0 first), one line per revision"}),
-           Output("{results}/training_curves.png", "plots", cache=True),
-           Output("{results}/predictions.csv", "plots", cache=True,
+           Output(TRAINING_CURVES, "plots", cache=True),
+           Output(PREDICTIONS, "plots", cache=True,
                   plot={"template": "confusion", "x": "predicted", "y": "true", "title": "confusion (last epoch)"}),
-           Output("{results}/checkpoints", cache=True)),
+           Output(HEADS, cache=True)),
           "Train the CEFLNet head (CFE + EIAN) on the cached features with subject-independent (or official) "
           "folds. Reads features/ and manifest.csv; writes <results_root>/D/metrics.json, provenance.json "
           "(effective parameters), history/fold-<k>.csv, training_curves.png, predictions.csv and per-fold "
           "checkpoints.",
-          volatile=("device", "threads", "fold_workers", "fold_batch")),
+          volatile=("device", "threads", "fold_workers", "fold_batch"), options=(FOLDS,),
+          # with `features: finetuned`, the per-fold caches' attributes (pipeline/head/finetuned.py)
+          fingerprint="input_fingerprint", cheap_fingerprint=True),
     Stage("evaluate", "stages.evaluate", "train-head", ("evaluate", "train_head"),
-          ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv", "{results}/predictions.csv",
-           "{results}/checkpoints"),
-          (Output("{results}/report.md", cache=True),
-           Output("{results}/confusion.png", "plots", cache=True),
-           Output("{results}/activation_maps.png", "plots", cache=True),
-           Output("{results}/tsne.png", "plots", cache=True)),
+          (FEATURES, MANIFEST, FAILURES, PREDICTIONS, HEADS),
+          (Output(REPORT, cache=True),
+           Output(CONFUSION, "plots", cache=True),
+           Output(ACTIVATION_MAPS, "plots", cache=True),
+           Output(TSNE, "plots", cache=True)),
           "Rebuild the report (tables, confusion, activation maps, t-SNE) from predictions and checkpoints "
           "without retraining. Reads <results_root>/D/; writes report.md and figures there.",
-          volatile=("device", "threads", "fold_workers", "fold_batch")),
+          volatile=("device", "threads", "fold_workers", "fold_batch"),
+          # It reads what train-head produced and checks it before anything runs (issue 16: it ran hours of
+          # upstream stages before finding predictions.csv missing).
+          runs_upstream=False, check_inputs="check_inputs"),
     Stage("ablate", "stages.ablate", "extract", ("train_head",),
-          ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv"),
-          (Output("{results}/ablation.json"), Output("{results}/ablation.md")),
+          (FEATURES, MANIFEST, FAILURES),
+          (Output(ABLATION_JSON), Output(ABLATION_MD)),
           "Train the paper's ablation (mean-pool baseline, LSTM, +SAL, +SAL+LRL, full) on the same folds. "
           "Reads features/; writes <results_root>/D/ablation.md and ablation.json.",
-          volatile=("device", "threads", "fold_workers", "fold_batch"), in_pipeline=False),
+          volatile=("device", "threads", "fold_workers", "fold_batch"), in_pipeline=False, options=(FOLDS,),
+          partial=("kinds",), fingerprint="input_fingerprint", cheap_fingerprint=True),
     # On demand (in_pipeline=False): the default chain, the demo included, trains on frozen features;
     # `train_head.features: finetuned` reads this stage's per-fold caches (docs/finetune.md).
     Stage("finetune", "stages.finetune", "extract", ("finetune", "extract", "train_head.folds", "train_head.seed"),
-          ("{data}/features", "{data}/manifest.csv", "{data}/failures.csv"),
-          (Output("{data}/features/finetuned", persist=True), Output("{data}/checkpoints", persist=True)),
+          (FEATURES, MANIFEST, FAILURES),
+          (Output(FINETUNED, persist=True), Output(BACKBONES, persist=True)),
           "Adapt the extract backbone on each train-head fold's training videos (frame mode: backbone + linear "
           "classifier on augmented crops), then re-extract every video with it. Reads the crops kept by "
           "`extract --keep-crops` and manifest.csv; writes <data_root>/D/checkpoints/backbone-fold-<k>.pt and "
           "<data_root>/D/features/finetuned/fold-<k>/. Resumable per epoch; finished folds are verified and skipped.",
           volatile=("device", "threads", "crops_memory_gb", "workers", "max_failure_fraction", "shard_size", "keep_crops"),
-          in_pipeline=False),
+          in_pipeline=False, options=(FOLDS,), verify="verify_outputs"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -175,10 +273,6 @@ def stage(name: str) -> Stage:
 def pipeline_stages() -> list[Stage]:
     """The default chain, in order (dvc.yaml's stages)."""
     return [s for s in STAGES if s.in_pipeline]
-
-
-def stage_module(name: str) -> ModuleType:
-    return BY_NAME[name].load()
 
 
 def upstream_chain(name: str) -> list[str]:
@@ -283,7 +377,7 @@ def _dvc_path(path: str) -> str:
 
 def dvc_stage(st: Stage, code: list[str] | None = None) -> dict:
     """One dvc.yaml stage (a foreach over params.yaml `repro:`). `code` replaces the source paths (an
-    installed package tracks its version instead, see `render_dvc_yaml`)."""
+    installed package tracks its version instead: `pipeline init`)."""
     do: dict = {"cmd": f"pipeline run {st.name} --dataset ${{item}} --no-deps",
                 "deps": [*(code_deps(st.name) if code is None else code), *map(_dvc_path, st.inputs)],
                 "params": [*st.params, "datasets.${item}"]}
@@ -315,11 +409,14 @@ HEADER = """\
 """
 
 
-def render_dvc_yaml(code: dict[str, list[str]] | None = None) -> str:
+def render_dvc_yaml(code: list[str] | None = None, *, header: str = HEADER, before: dict | None = None) -> str:
+    """dvc.yaml: the pipeline's stages, in order. The one generator: the repository's (`python -m
+    pipeline.registry > dvc.yaml`) and `pipeline init`'s, which passes its version file as every stage's
+    `code` and the stage that writes it in `before` (stages placed first)."""
     import yaml
 
-    stages = {s.name: dvc_stage(s, None if code is None else code[s.name]) for s in pipeline_stages()}
-    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=110)
+    stages = {**(before or {}), **{s.name: dvc_stage(s, code) for s in pipeline_stages()}}
+    return header + yaml.safe_dump({"stages": stages}, sort_keys=False, width=110)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The one stage runner: signature → skip when current → work → failures → failure-rate limit → done.
 
-Every stage goes through `run_stage`, so "up to date" is decided one way. A stage module provides
-`work(cfg, dataset, *, sig, force, **options) -> Outcome` (and optionally `input_fingerprint(cfg,
-dataset) -> str` for inputs outside the pipeline, such as the dataset's files, and `verify_outputs(cfg,
-dataset, sig) -> bool`, a check of the outputs' contents run before skipping, such as extract's shard
-checksums); it receives a config that only exposes the parameters it declares in `pipeline/registry.py`.
+Every stage goes through `run_stage` (or `registry.stage(name).run`, the same call), so "up to date" is
+decided one way. A stage module provides `work(cfg, dataset, *, sig, force, **options) -> Outcome`; its
+registry record names the module's optional hooks: `fingerprint` (inputs outside the pipeline, such as the
+dataset's files) and `verify` (a check of the outputs' contents before skipping, such as extract's shard
+checksums). `work` receives a config that only exposes the parameters the record declares.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Any
 from pipeline.config import SECTIONS, Config
 from pipeline.errors import TooManyFailures
 from pipeline.io import Failure, run_lock, update_failures
-from pipeline.layout import layout_for
+from pipeline.layout import layout_for, resolve
 from pipeline.registry import Stage, stage
-from pipeline.state import clear_done, is_current, mark_done, resolve, signature
+from pipeline.state import clear_done, is_current, mark_done, signature
 
 log = logging.getLogger(__name__)
 
@@ -88,26 +88,30 @@ def run_stage(name: str, cfg: Config, dataset: str | None = None, *, force: bool
     cfg = cfg.unscoped if isinstance(cfg, ScopedConfig) else cfg
     dataset = dataset or cfg.dataset
     st = stage(name)
-    module = st.load()
     view = ScopedConfig(cfg, st)
-    fingerprint = module.input_fingerprint(view, dataset) if hasattr(module, "input_fingerprint") else ""
-    sig = signature(cfg, dataset, name, fingerprint)
-    partial = options.get("shard") is not None or "kinds" in options
+    sig = signature(cfg, dataset, name, fingerprint(cfg, st, dataset))
+    partial = any(options.get(k) is not None for k in st.partial)
     if not force and not partial and is_current(cfg, dataset, name, sig):
-        if not hasattr(module, "verify_outputs"):
+        verify = st.hook("verify")
+        if verify is None:
             return {"stage": name, "dataset": dataset, "skipped": "up to date"}
-        if module.verify_outputs(view, dataset, sig):
+        if verify(view, dataset, sig):
             return {"stage": name, "dataset": dataset, "skipped": "up to date (outputs verified)"}
     # One writer per folder (issue 29): the data folder for the data stages, the results folder for the others.
     with run_lock(resolve(st.state_root + "/", cfg, dataset), shared=partial):
-        return _work(st, module, view, cfg, dataset, sig, force, options)
+        return _work(st, view, cfg, dataset, sig, force, options)
 
 
-def _work(st: Stage, module: Any, view: ScopedConfig, cfg: Config, dataset: str, sig: str, force: bool,
-          options: dict) -> dict:
+def fingerprint(cfg: Config | ScopedConfig, st: Stage, dataset: str) -> str:
+    """The stage's extra signature input from its `fingerprint` hook ("" without one)."""
+    hook = st.hook("fingerprint")
+    return "" if hook is None else hook(scoped(cfg, st.name), dataset)
+
+
+def _work(st: Stage, view: ScopedConfig, cfg: Config, dataset: str, sig: str, force: bool, options: dict) -> dict:
     name = st.name
     clear_done(cfg, dataset, name)  # no claim of currency while outputs change; mark_done below is last
-    out: Outcome = module.work(view, dataset, sig=sig, force=force, **options)
+    out: Outcome = st.load().work(view, dataset, sig=sig, force=force, **options)
     summary = out.summary
     if out.failures is not None:
         lay = layout_for(cfg, dataset)

@@ -16,18 +16,10 @@ from pathlib import Path
 
 from pipeline.config import Config, section_hash
 from pipeline.io import read_only, sha256_file, write_text_if_changed
+from pipeline.layout import resolve
 from pipeline.registry import Stage, code_hash, stage
 
 log = logging.getLogger(__name__)
-
-
-def resolve(template: str, cfg: Config, dataset: str) -> Path:
-    """A registry path (`{data}/faces.h5`) for this dataset."""
-    if template.startswith("{data}"):
-        return cfg.dataset_dir(dataset) / template[len("{data}/"):]
-    if template.startswith("{results}"):
-        return cfg.results_dir(dataset) / template[len("{results}/"):]
-    raise ValueError(f"registry path must start with {{data}} or {{results}}, got {template!r}")
 
 
 def state_path(cfg: Config, dataset: str, name: str) -> Path:

@@ -9,14 +9,14 @@ import logging
 from pipeline.config import Config
 from pipeline.head.baselines import KINDS
 from pipeline.head.data import load_training_data
-from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the runner reads input_fingerprint)
+from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the registry's fingerprint hook)
 from pipeline.head.report import mean_std, war_uar, write_json, write_text
 from pipeline.head.train import cross_validate, head_params
+from pipeline.layout import results_for
 from pipeline.precision import resolve_device
-from pipeline.runner import Outcome, run_stage
+from pipeline.runner import Outcome
 
 log = logging.getLogger(__name__)
-STAGE = "ablate"
 ROWS = {  # kind -> (Table 6 row name, the paper's BU-4DFE accuracy %)
     "meanpool": ("ResNet-18 (mean-pool + linear)", 62.77),
     "lstm": ("CNN-LSTM", 79.17),
@@ -26,15 +26,10 @@ ROWS = {  # kind -> (Table 6 row name, the paper's BU-4DFE accuracy %)
 }
 
 
-def run(cfg: Config, *, dataset: str | None = None, kinds: tuple[str, ...] = KINDS, force: bool = False) -> dict:
-    # A subset of heads is a partial run: never recorded as the finished ablation.
-    return run_stage(STAGE, cfg, dataset, force=force, **({"kinds": kinds} if kinds != KINDS else {}))
-
-
-CHEAP_FINGERPRINT = True  # input_fingerprint: the per-fold caches', as train-head's
-
-
-def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tuple[str, ...] = KINDS) -> Outcome:
+def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tuple[str, ...] | None = None) -> Outcome:
+    """Every head of Table 6, or only `kinds` (a partial run, registry `partial`: never recorded as the
+    finished ablation)."""
+    kinds = KINDS if kinds is None else tuple(kinds)
     data = load_training_data(cfg, dataset)
     th = cfg.train_head
     fold_features = fold_features_for(cfg, dataset, data)  # fold k's cache for fold k, as train-head
@@ -48,7 +43,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tup
     rows = []
     for kind in kinds:
         results = cross_validate(th, data.cache.features, data.cache.label, data.folds,
-                                 len(data.class_names), kind=kind, device=device, desc=f"{STAGE} {kind}",
+                                 len(data.class_names), kind=kind, device=device, desc=f"ablate {kind}",
                                  subjects=data.cache.subject, fold_features=fold_features)
         scores = [war_uar(data.cache.label[r.test], r.pred) for r in results]
         war, war_std = mean_std([s[0] for s in scores])
@@ -66,8 +61,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tup
            "note": "ours: last epoch, mean ± std over the same folds for every row; paper: Table 6, BU-4DFE "
                    "(the paper's 'BU-3DFE'), end-to-end fine-tuned ResNet-18, for reference only",
            "rows": rows}
-    folder = cfg.results_dir(dataset)
-    write_json(folder / "ablation.json", out)
+    res = results_for(cfg, dataset)
+    write_json(res.ablation_json, out)
     lines = [f"# Ablation on {dataset} (paper Table 6 layout)", "",
              f"Backbone `{out['backbone']}` (weights `{out['weights']}`, {th.features} features), {data.protocol}, "
              f"{out['epochs']} epochs, last epoch. The paper's column is BU-4DFE with a fine-tuned backbone, "
@@ -75,5 +70,5 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tup
              "| model | ours WAR % | ours UAR % | head params | paper (BU-4DFE) acc % |", "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['war']:.2f} ± {r['war_std']:.2f} | {r['uar']:.2f} ± {r['uar_std']:.2f} | "
               f"{r['head_params']:,} | {r['paper_bu4dfe_accuracy']:.2f} |" for r in rows]
-    write_text(folder / "ablation.md", "\n".join(lines) + "\n")
+    write_text(res.ablation_md, "\n".join(lines) + "\n")
     return Outcome(out, complete=kinds == KINDS)

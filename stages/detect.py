@@ -30,11 +30,10 @@ from pipeline.facetrack import VideoResult, detect_video, shared_detector
 from pipeline.io import Failure, atomic_path, clean_stale_temporaries, read_manifest
 from pipeline.layout import layout_for
 from pipeline.qc import detect_contact_sheet
-from pipeline.runner import Outcome, run_stage
+from pipeline.runner import Outcome
 from pipeline.tracking import DETECTED, FILLED, FaceTrack
 
 log = logging.getLogger(__name__)
-STAGE = "detect"
 
 
 def part_path(parts: Path, video_id: str) -> Path:
@@ -102,11 +101,6 @@ def read_track(f: h5py.File, video_id: str) -> FaceTrack:
     return FaceTrack(g["boxes"][:], g["landmarks"][:], g["scores"][:], g["flags"][:])
 
 
-def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[int, int] | None = None,
-        force: bool = False) -> dict:
-    return run_stage(STAGE, cfg, dataset, force=force, workers=workers, shard=shard)
-
-
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: int | None = None,
          shard: tuple[int, int] | None = None) -> Outcome:
     """Detect every pending video (all of them when forced: `--force` recomputes, parts included)."""
@@ -146,18 +140,18 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
         save_part(part_path(lay.parts, res.video_id), res, sig, describe)  # durable before counted
         results[res.video_id] = res
     if shard is not None:  # parts only: no failure rows, no state (the runner records nothing for a slice)
-        return Outcome({"stage": STAGE, "dataset": dataset, "shard": f"{shard[0]}/{shard[1]}", "detector": describe,
+        return Outcome({"stage": "detect", "dataset": dataset, "shard": f"{shard[0]}/{shard[1]}", "detector": describe,
                         "videos": len(todo), "detected_now": len(pending), "resumed": n_resumed,
                         "failed": sum(v.track is None for v in results.values()), "parts": str(lay.parts),
                         "next": f"after every slice: pipeline run detect --dataset {dataset} --no-deps "
                                 "(assembles faces.h5)"}, complete=False)
 
     good = [results[r.video_id] for r in todo if results[r.video_id].track is not None]
-    failures = [Failure(v.video_id, STAGE, v.kind, v.message) for v in results.values() if v.track is None]
-    write_faces(lay.faces, good, {"detector": describe, "signature": sig, "stride": dcfg.stride,
-                                  "det_size": dcfg.det_size})
+    failures = [Failure(v.video_id, "detect", v.kind, v.message) for v in results.values() if v.track is None]
+    # No signature inside: the runner's `.state/detect.json` is the one record of what made faces.h5.
+    write_faces(lay.faces, good, {"detector": describe, "stride": dcfg.stride, "det_size": dcfg.det_size})
     e = cfg.extract  # null crop_size / margin: the backbone's (plug-in input sizes need the library; 224 drawn)
-    sheet = detect_contact_sheet(rows, good, lay.qc / "detect_contact_sheet.png", dcfg.qc_samples,
+    sheet = detect_contact_sheet(rows, good, lay.contact_sheet, dcfg.qc_samples,
                                  size=e.crop_size or 224,
                                  margin=e.margin if e.margin is not None else builtin_margin(e.backbone))
     frames = sum(v.n_frames for v in good)
@@ -165,7 +159,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
     n_fill = sum(int((v.track.flags == FILLED).sum()) for v in good)
     n_failed = len(rows) - len(good)
     summary = {
-        "stage": STAGE, "dataset": dataset, "detector": describe, "videos": len(rows), "tracked": len(good),
+        "stage": "detect", "dataset": dataset, "detector": describe, "videos": len(rows), "tracked": len(good),
         "detected_now": len(pending), "resumed": n_resumed,
         "frames": frames, "pct_detected": round(100.0 * n_det / max(frames, 1), 2),
         "pct_filled": round(100.0 * n_fill / max(frames, 1), 2), "failed": n_failed,

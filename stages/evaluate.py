@@ -23,15 +23,9 @@ from pipeline.head.report import (ActivationExample, mean_std, per_class_recall,
 from pipeline.head.sampling import ClipSampler
 from pipeline.head.train import autocast, load_head, predict
 from pipeline.io import read_failures, read_manifest
-from pipeline.layout import layout_for
-from pipeline.runner import Outcome, run_stage, scoped
+from pipeline.layout import layout_for, results_for
+from pipeline.runner import Outcome, scoped
 
-STAGE = "evaluate"
-RESULT_FILES = ("report.md", "confusion.png", "activation_maps.png", "tsne.png")
-RUNS_UPSTREAM = False
-"""The CLI does not bring detect/extract up to date first: evaluate reads what train-head produced, and
-its inputs are checked by `check_inputs` before anything runs (issue 16: it ran hours of upstream
-stages before finding predictions.csv missing)."""
 
 
 def activation_examples(data: TrainingData, rows, clip_scores, rich_clip, pred, cfg: Config, n: int
@@ -54,16 +48,17 @@ def _train_hint(dataset: str) -> str:
 
 
 def checkpoints(cfg: Config, dataset: str) -> list[Path]:
-    folder = cfg.results_dir(dataset) / "checkpoints"
+    folder = results_for(cfg, dataset).heads
     return sorted(folder.glob("fold-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
 
 
 def check_inputs(cfg: Config, dataset: str) -> None:
-    """Everything evaluate reads, checked before any work; raises one PipelineError naming the fix."""
-    out = cfg.results_dir(dataset)
-    missing = [str(p) for p in (out / "predictions.csv",) if not p.exists()]
+    """The registry's `check_inputs` hook: everything evaluate reads, checked before any work (and before
+    `pipeline run` would bring upstream stages up to date); raises one PipelineError naming the fix."""
+    res = results_for(cfg, dataset)
+    missing = [str(p) for p in (res.predictions,) if not p.exists()]
     if not checkpoints(cfg, dataset):
-        missing.append(f"{out / 'checkpoints'}/fold-*.pt")
+        missing.append(f"{res.heads}/fold-*.pt")
     if not list(layout_for(cfg, dataset).features.glob("shard-*.h5")):
         missing.append(str(layout_for(cfg, dataset).features / "shard-*.h5"))
     if missing:
@@ -86,9 +81,7 @@ def _head_features(head, data: TrainingData, dataset: str, lay) -> torch.Tensor:
     per-fold cache (aligned with the frozen rows, centred the same way), so the figures show that head's input."""
     if head.provenance.get("features") != "finetuned":
         return torch.from_numpy(data.cache.features)
-    from pipeline.head.finetuned import fold_cache_dir
-
-    folder = fold_cache_dir(lay, head.fold)
+    folder = lay.fold_features(head.fold)
     if not list(folder.glob("shard-*.h5")):
         raise PipelineError(f"fold-{head.fold}.pt was trained on {folder}, which holds no features now; rerun "
                             f"`pipeline run finetune --dataset {dataset}` and {_train_hint(dataset)}")
@@ -187,17 +180,13 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def run(cfg: Config, *, dataset: str | None = None, force: bool = False) -> dict:
-    return run_stage(STAGE, cfg, dataset, force=force)
-
-
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
-    out = cfg.results_dir(dataset)
+    res = results_for(cfg, dataset)
     check_inputs(cfg, dataset)
     heads = _load_heads(cfg, dataset)
     # The head parameters (clip layout, centring) are the checkpoints', whatever params.yaml says now.
-    cfg = scoped(dataclasses.replace(cfg.unscoped, train_head=heads[0].config), STAGE)
-    preds, classes = read_predictions(out / "predictions.csv")
+    cfg = scoped(dataclasses.replace(cfg.unscoped, train_head=heads[0].config), "evaluate")
+    preds, classes = read_predictions(res.predictions)
     index = {c: i for i, c in enumerate(classes)}
     true = np.array([index[p.true] for p in preds])
     pred = np.array([index[p.predicted] for p in preds])
@@ -211,8 +200,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     uar = mean_std([f["uar"] for f in per_fold])
     recall = per_class_recall(true, pred, classes)
     # Text (provenance.json) and numbers (metrics.json) of the training run.
-    metrics = {**_read_json(out / "provenance.json"), **_read_json(out / "metrics.json")}
-    plot_confusion(out / "confusion.png", true, pred, classes,
+    metrics = {**_read_json(res.provenance), **_read_json(res.metrics)}
+    plot_confusion(res.confusion, true, pred, classes,
                    f"{dataset}: WAR {war[0]:.1f} / UAR {uar[0]:.1f} (last epoch)")
 
     data = evaluation_data(cfg, dataset, heads[0].config)
@@ -221,14 +210,14 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
                             f"the cache was rebuilt; retrain with {_train_hint(dataset)}")
     fo = _fold_outputs(heads, data, dataset, layout_for(cfg, dataset))
     fo_pred = fo["probs"].argmax(1)
-    plot_activation_maps(out / "activation_maps.png",
+    plot_activation_maps(res.activation_maps,
                          activation_examples(data, fo["rows"], fo["clip_scores"], fo["rich_clip"], fo_pred, cfg,
                                              cfg.evaluate.n_activation_examples))
-    written = ["report.md", "confusion.png", "activation_maps.png", "tsne.png"]
+    written = [p.name for p in (res.report, res.confusion, res.activation_maps, res.tsne)]
     # Always a tsne.png (a declared output): with evaluate.tsne off, one that says so, never a stale one.
-    plot_tsne(out / "tsne.png", fo["embedding"] if cfg.evaluate.tsne else None, data.cache.label[fo["rows"]], classes,
+    plot_tsne(res.tsne, fo["embedding"] if cfg.evaluate.tsne else None, data.cache.label[fo["rows"]], classes,
               cfg.train_head.seed)
-    write_text(out / "report.md", report_markdown(dataset, per_fold, war, uar, recall, metrics))
+    write_text(res.report, report_markdown(dataset, per_fold, war, uar, recall, metrics))
     # The checkpoints must reproduce predictions.csv: a mismatch means they come from another run.
     csv_pred = {p.video_id: index[p.predicted] for p in preds}
     agree = float(np.mean([csv_pred.get(data.cache.video_id[r]) == q for r, q in zip(fo["rows"], fo_pred)]))

@@ -34,12 +34,11 @@ from pipeline.motion import motion_features
 from pipeline.io import Failure, clean_stale_temporaries, read_manifest
 from pipeline.labels import DEFAULT_CLASSES
 from pipeline.layout import layout_for
-from pipeline.runner import Outcome, run_stage
+from pipeline.runner import Outcome
 from pipeline.workers import process_pool
 from pipeline.video import read_frames
 
 log = logging.getLogger(__name__)
-STAGE = "extract"
 
 
 @dataclass
@@ -205,7 +204,7 @@ def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, bat
         on_video()
         t = p.task
         if p.error is not None:
-            failures.append(Failure(t.video_id, STAGE, p.error.kind, p.error.message))
+            failures.append(Failure(t.video_id, "extract", p.error.kind, p.error.message))
             continue
         rec = ShardRecord(t.video_id, t.label, t.subject, np.empty(0), t.frame_index, t.flags, t.landmarks, p.jpegs)
         feats = np.zeros((len(p.crops), extractor.out_dim), np.float32)
@@ -220,7 +219,7 @@ def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, bat
         run_batch(len(buf))
     for rec, feats in queue:
         if not np.isfinite(feats).all():
-            failures.append(Failure(rec.video_id, STAGE, "non_finite", "backbone produced NaN/Inf features"))
+            failures.append(Failure(rec.video_id, "extract", "non_finite", "backbone produced NaN/Inf features"))
             continue
         rec.features = feats.astype(np.float16)
         records.append(rec)
@@ -228,7 +227,7 @@ def extract_chunk(prepared: Iterator[Prepared], extractor: FeatureExtractor, bat
 
 
 def verify_outputs(cfg: Config, dataset: str, sig: str) -> bool:
-    """The runner's last word before skipping: every shard's row checksums still match (a damaged
+    """The registry's `verify` hook, the runner's last word before skipping: every shard's row checksums still match (a damaged
     row is repaired by the run instead of being read by training)."""
     features = layout_for(cfg, dataset).features
     return (features / "index.h5").exists() and _all_intact(features, sig, cfg.extract.keep_crops)
@@ -244,11 +243,6 @@ def holds_crops(features: Path) -> bool:
         except OSError:
             continue  # unreadable: verified_shard reports it
     return False
-
-
-def run(cfg: Config, *, dataset: str, workers: int | None = None, shard: tuple[int, int] | None = None,
-        force: bool = False) -> dict:
-    return run_stage(STAGE, cfg, dataset, force=force, workers=workers, shard=shard)
 
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: int | None = None,
@@ -316,7 +310,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
                 next_index += 1
     write_index(lay.features)
     n_cached = len(done) + len(pending) - len(failures)
-    summary = {"stage": STAGE, "dataset": dataset, **extractor.provenance(), "videos": len(tasks),
+    summary = {"stage": "extract", "dataset": dataset, **extractor.provenance(), "videos": len(tasks),
                "computed": len(pending) - len(failures), "resumed": len(tasks) - len(pending), "cached": n_cached,
                "repaired": len(repaired),
                "failed": len(failures), "shards": len(list_shards(lay.features)), "features": str(lay.features)}

@@ -22,11 +22,10 @@ from pipeline.config import Config
 from pipeline.errors import VideoError
 from pipeline.io import Failure, ManifestRow, read_failures, write_manifest
 from pipeline.layout import layout_for
-from pipeline.runner import Outcome, run_stage
+from pipeline.runner import Outcome
 from pipeline.video import probe
 
 log = logging.getLogger(__name__)
-STAGE = "manifest"
 
 
 def list_entries(cfg: Config, dataset: str) -> Listing:
@@ -68,23 +67,20 @@ def probe_entry(entry: VideoEntry, fps_default: float) -> ManifestRow:
 
 
 def input_fingerprint(cfg: Config, dataset: str) -> str:
-    """The dataset's listing (ids, labels, sizes, mtimes): cheap, and changes when a video is added,
-    removed or rewritten — so `dvc repro` (which always runs this stage) notices new files."""
+    """The registry's `fingerprint` hook: the dataset's listing (ids, labels, sizes, mtimes): cheap, and
+    changes when a video is added, removed or rewritten — so `dvc repro` (which always runs this stage)
+    notices new files."""
     return fingerprint(list_entries(cfg, dataset))
-
-
-def run(cfg: Config, *, dataset: str, force: bool = False) -> dict:
-    return run_stage(STAGE, cfg, dataset, force=force)
 
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
     lay = layout_for(cfg, dataset)
     listing = list_entries(cfg, dataset)
     seen: set[str] = set()
-    entries, failures = [], [Failure(vid, STAGE, kind, msg) for vid, kind, msg in listing.problems]
+    entries, failures = [], [Failure(vid, "manifest", kind, msg) for vid, kind, msg in listing.problems]
     for e in listing.entries:
         if e.video_id in seen:
-            failures.append(Failure(e.video_id, STAGE, "duplicate_id", f"{e.path}: id already used by another video"))
+            failures.append(Failure(e.video_id, "manifest", "duplicate_id", f"{e.path}: id already used by another video"))
             continue
         seen.add(e.video_id)
         entries.append(e)
@@ -94,13 +90,13 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     n_jobs = cfg.manifest.workers if len(entries) >= 16 else 1
     rows = list(tqdm(Parallel(n_jobs=n_jobs, return_as="generator")(jobs),
                      total=len(entries), desc=f"probe {dataset}", unit="video", leave=False))
-    failures += [Failure(r.video_id, STAGE, r.status, r.error) for r in rows if not r.ok]
+    failures += [Failure(r.video_id, "manifest", r.status, r.error) for r in rows if not r.ok]
     write_manifest(rows, lay.manifest)
     # This stage owns its failure rows: replace all of them (a fixed file no longer fails).
-    old_ids = [f.video_id for f in read_failures(lay.failures) if f.stage == STAGE]
+    old_ids = [f.video_id for f in read_failures(lay.failures) if f.stage == "manifest"]
     labels = Counter(r.label for r in rows if r.ok)
     summary = {
-        "stage": STAGE, "dataset": dataset, "videos": len(rows), "ok": sum(r.ok for r in rows),
+        "stage": "manifest", "dataset": dataset, "videos": len(rows), "ok": sum(r.ok for r in rows),
         "failed": len(failures), "frames": sum(r.n_frames for r in rows),
         # An empty label is "no label" (a `folder` dataset without class folders), not a class.
         "labels": {k: v for k, v in labels.items() if k}, "unlabelled": labels.get("", 0),

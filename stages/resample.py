@@ -22,13 +22,7 @@ from pipeline.errors import PipelineError, VideoError
 from pipeline.io import Failure, atomic_path, read_manifest
 from pipeline.layout import layout_for
 from pipeline.resampling import choose_frames
-from pipeline.runner import Outcome, run_stage
-
-STAGE = "resample"
-
-
-def run(cfg: Config, *, dataset: str, force: bool = False) -> dict:
-    return run_stage(STAGE, cfg, dataset, force=force)
+from pipeline.runner import Outcome
 
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
@@ -38,7 +32,6 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     rows = read_manifest(lay.manifest)
     failures, n_ok = [], 0
     with h5py.File(lay.faces, "r") as faces, atomic_path(lay.frames) as tmp, h5py.File(tmp, "w") as out:
-        out.attrs["signature"] = sig
         out.attrs["policy"] = cfg.resample.policy
         for row in tqdm(rows, desc=f"resample {dataset}", unit="video", leave=False):
             if row.video_id not in faces:
@@ -46,10 +39,10 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
             try:
                 idx = choose_frames(faces[row.video_id]["flags"][:], cfg.resample)
             except VideoError as err:
-                failures.append(Failure(row.video_id, STAGE, err.kind, err.message))
+                failures.append(Failure(row.video_id, "resample", err.kind, err.message))
                 continue
             out.create_group(row.video_id).create_dataset("frame_index", data=idx)  # ids with `/` nest
             n_ok += 1
-    summary = {"stage": STAGE, "dataset": dataset, "policy": cfg.resample.policy, "n_frames": cfg.resample.n_frames,
+    summary = {"stage": "resample", "dataset": dataset, "policy": cfg.resample.policy, "n_frames": cfg.resample.n_frames,
                "resampled": n_ok, "failed": len(failures), "frames": str(lay.frames)}
     return Outcome(summary, failures, replace_ids=[r.video_id for r in rows], n_items=len(rows))

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.config import Config, flatten_overrides
 from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
-from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the runner reads input_fingerprint)
+from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the registry's fingerprint hook)
 from pipeline.head.inputs import normalised_people
 from pipeline.head.report import (Prediction, mean_std, per_class_recall, plot_training_curves, war_uar,
                                   write_history, write_json, write_predictions)
@@ -32,15 +32,10 @@ from pipeline.head.sampling import ClipSampler
 from pipeline.head.sanity import ClipSpans, localisation, near_chance
 from pipeline.head.train import FoldResult, cross_validate, head_params, save_head
 from pipeline.io import clean_stale_temporaries
-from pipeline.layout import layout_for
+from pipeline.layout import layout_for, results_for
 from pipeline.precision import resolve_device
-from pipeline.runner import Outcome, run_stage
+from pipeline.runner import Outcome
 
-STAGE = "train-head"
-RESULT_FILES = ("metrics.json", "provenance.json", "predictions.csv", "training_curves.png")
-"""Written by every run, beside `checkpoints/fold-<k>.pt` and `history/fold-<k>.csv` per fold."""
-CHECKPOINTS = "checkpoints"
-HISTORY = "history"
 BEST_EPOCH_NOTE = ("OPTIMISTIC: each fold's epoch chosen by its accuracy on its own test fold, as the authors' "
                    "main.py and most peers report; not a held-out estimate")
 NOTES = {
@@ -153,16 +148,6 @@ def _replace_per_fold(folder, pattern: str, keep: int) -> None:
             old.unlink()
 
 
-def run(cfg: Config, *, dataset: str | None = None, force: bool = False) -> dict:
-    """Train every fold unless current, write the results folder, return metrics.json's content."""
-    return run_stage(STAGE, cfg, dataset, force=force)
-
-
-CHEAP_FINGERPRINT = True
-"""`input_fingerprint` (the per-fold caches' fingerprint with `features: finetuned`, pipeline/head/finetuned.py)
-reads a few HDF5 attributes: the CLI's --no-deps staleness warning still checks this stage."""
-
-
 def backbone_of_fold(cfg: Config, dataset: str, fold: int) -> dict:
     """With `features: finetuned`, where fold k's adapted backbone is and its sha256: `pipeline predict`
     feeds head k the features of that backbone, as training did. Empty for the frozen cache."""
@@ -171,12 +156,10 @@ def backbone_of_fold(cfg: Config, dataset: str, fold: int) -> dict:
     import h5py
 
     from cache.store import list_shards
-    from pipeline.head.finetuned import backbone_checkpoint, fold_cache_dir
-
     lay = layout_for(cfg, dataset)
-    with h5py.File(list_shards(fold_cache_dir(lay, fold))[0], "r") as f:  # the hash the fold's features were made with
+    with h5py.File(list_shards(lay.fold_features(fold))[0], "r") as f:  # the hash the fold's features were made with
         sha = str(f.attrs.get("checkpoint_sha256", ""))
-    return {"backbone_checkpoint": str(backbone_checkpoint(lay, fold).resolve()), "backbone_checkpoint_sha256": sha}
+    return {"backbone_checkpoint": str(lay.backbone(fold).resolve()), "backbone_checkpoint_sha256": sha}
 
 
 def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome:
@@ -184,11 +167,11 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     device = resolve_device(cfg.train_head.device, "train_head.device")
     fold_features = fold_features_for(cfg, dataset, data)
     results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
-                             len(data.class_names), device=device, desc=f"{STAGE} {dataset}",
+                             len(data.class_names), device=device, desc=f"train-head {dataset}",
                              subjects=np.asarray(data.cache.subject), probe=True, fold_features=fold_features)
-    out = cfg.results_dir(dataset)
-    ckpt_dir, hist_dir = out / CHECKPOINTS, out / HISTORY
-    for folder in (out, ckpt_dir, hist_dir):  # leftovers of a killed run
+    res = results_for(cfg, dataset)
+    ckpt_dir, hist_dir = res.heads, res.history
+    for folder in (res.root, ckpt_dir, hist_dir):  # leftovers of a killed run
         folder.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(folder)
     _replace_per_fold(ckpt_dir, "fold-*.pt", len(results))
@@ -199,15 +182,15 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
                                                                  "input_convention", "params_hash")},
                        "params": json.dumps(attrs.get("params", {})), "features": cfg.train_head.features}
     for r in results:
-        save_head(ckpt_dir / f"fold-{r.fold}.pt", r.state_dict, cfg.train_head, kind="ceflnet",
+        save_head(res.head(r.fold), r.state_dict, cfg.train_head, kind="ceflnet",
                   in_dim=data.backbone_dim, class_names=data.class_names, fold=r.fold,
                   test_video_ids=[data.cache.video_id[i] for i in r.test],
                   provenance={**ckpt_provenance, **backbone_of_fold(cfg, dataset, r.fold)})
-        write_history(hist_dir / f"fold-{r.fold}.csv", r.history)
+        write_history(res.fold_history(r.fold), r.history)
     metrics = summarize(data, results, cfg)
     metrics["head_params"] = head_params(results[0].state_dict)
-    write_predictions(out / "predictions.csv", predictions(data, results, cfg), data.class_names)
-    plot_training_curves(out / "training_curves.png", {r.fold: r.history for r in results})
-    write_json(out / "provenance.json", {**provenance(data, cfg, dataset), "device": str(device)})
-    write_json(out / "metrics.json", metrics)
+    write_predictions(res.predictions, predictions(data, results, cfg), data.class_names)
+    plot_training_curves(res.training_curves, {r.fold: r.history for r in results})
+    write_json(res.provenance, {**provenance(data, cfg, dataset), "device": str(device)})
+    write_json(res.metrics, metrics)
     return Outcome(metrics)

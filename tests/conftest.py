@@ -46,7 +46,7 @@ FAST = {"detect": {"det_size": 480, "batch_size": 16, "qc_samples": 2},
 def face_dataset(tmp_path_factory) -> dict:
     """A folder dataset of the real clips plus broken files; manifest → detect → resample run once."""
     from pipeline.config import load_config
-    from stages import detect, manifest, resample
+    from pipeline.registry import stage
 
     base = tmp_path_factory.mktemp("faces")
     root = base / "videos"
@@ -60,7 +60,6 @@ def face_dataset(tmp_path_factory) -> dict:
     (root / "neutral" / "notes.mp4").write_text("this is a text file, not a video\n")
     params = write_params(base, {"faces": {"adapter": "folder", "root": str(root)}}, "faces", **FAST)
     cfg = load_config(params)
-    summaries = {"manifest": manifest.run(cfg, dataset="faces"), "detect": detect.run(cfg, dataset="faces"),
-                 "resample": resample.run(cfg, dataset="faces")}
+    summaries = {name: stage(name).run(cfg, dataset="faces") for name in ("manifest", "detect", "resample")}
     return {"base": base, "root": root, "params": params, "cfg": cfg, "summaries": summaries,
             "dir": cfg.dataset_dir("faces")}

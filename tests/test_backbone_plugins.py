@@ -130,7 +130,7 @@ def test_default_margins_match_the_plugins():
 @pytest.fixture(scope="module")
 def plugin_cache(face_dataset, checkpoints, tmp_path_factory):
     """`extract` run for real on the fixture videos with the timm checkpoint."""
-    from stages import extract
+    from pipeline.registry import stage
 
     out = tmp_path_factory.mktemp("plugin_cache")
     shutil.copytree(face_dataset["dir"], out / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
@@ -138,7 +138,7 @@ def plugin_cache(face_dataset, checkpoints, tmp_path_factory):
                       overrides=[f"extract.backbone=timm:{TIMM_MODEL}", f"extract.weights={checkpoints['timm']}",
                                  "extract.threads=1",  # one thread: the shared CI cores run ViTs 5x slower on two
                                  "extract.motion=none"])  # the plugin's own width, 64, is what is checked
-    summary = extract.run(cfg, dataset="faces")
+    summary = stage("extract").run(cfg, dataset="faces")
     return cfg, summary, out / "faces" / "features"
 
 

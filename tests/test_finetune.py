@@ -80,7 +80,7 @@ def _cfg(base: Path, name: str = "ft", **finetune):
 def run_recording_batches(cfg, dataset: str = "ft") -> tuple[dict, list[torch.Tensor]]:
     """The finetune stage, every augmented input batch recorded (what reached the backbone)."""
     import pipeline.finetune.train as train_mod
-    from stages import finetune
+    from pipeline.registry import stage
 
     seen: list[torch.Tensor] = []
     real = train_mod.augment
@@ -91,7 +91,7 @@ def run_recording_batches(cfg, dataset: str = "ft") -> tuple[dict, list[torch.Te
 
     train_mod.augment = spy
     try:
-        return finetune.run(cfg, dataset=dataset), seen
+        return stage("finetune").run(cfg, dataset=dataset), seen
     finally:
         train_mod.augment = real
 
@@ -181,9 +181,9 @@ def test_checkpoint_reload_gives_the_cached_features_bit_exactly(finetuned):
 
 
 def test_a_second_run_verifies_and_skips(finetuned):
-    from stages import finetune
+    from pipeline.registry import stage
 
-    again = finetune.run(finetuned["cfg"], dataset="ft")
+    again = stage("finetune").run(finetuned["cfg"], dataset="ft")
     assert again["skipped"] == "up to date (outputs verified)"
 
 
@@ -310,18 +310,18 @@ def test_decoding_without_torchvision_codecs_falls_back_to_opencv(tmp_path, monk
 
 def test_no_crops_is_one_clear_message(tmp_path):
     from pipeline.finetune.crops import NoCropsError
-    from stages import finetune
+    from pipeline.registry import stage
 
     write_crops_dataset(tmp_path, keep_crops=False)
     with pytest.raises(NoCropsError, match=r"pipeline run extract --dataset ft --set extract.keep_crops=true"):
-        finetune.run(_cfg(tmp_path), dataset="ft")
+        stage("finetune").run(_cfg(tmp_path), dataset="ft")
 
 
 def test_a_corrupt_crop_is_a_failure_row_and_the_run_goes_on(tmp_path):
-    from stages import finetune
+    from pipeline.registry import stage
 
     write_crops_dataset(tmp_path, corrupt="S1/v1")
-    summary = finetune.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+    summary = stage("finetune").run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
     assert summary["bad_crop"] == 1
     rows = [f for f in read_failures(tmp_path / "data" / "ft" / "failures.csv") if f.stage == "finetune"]
     assert [(f.video_id, f.kind) for f in rows] == [("S1/v1", "bad_crop")] and "crop 2" in rows[0].message
@@ -337,7 +337,7 @@ def test_a_corrupt_crop_is_a_failure_row_and_the_run_goes_on(tmp_path):
 def _per_fold_caches(cfg, dataset: str, *, offset: float = 100.0, wrong_fold: int | None = None) -> None:
     """Fold k's cache: the frozen features + k * offset, with the provenance finetune records."""
     from pipeline.head.data import load_training_data
-    from pipeline.head.finetuned import fold_cache_dir, ids_sha256
+    from pipeline.head.finetuned import ids_sha256
     from pipeline.layout import layout_for
 
     lay = layout_for(cfg, dataset)
@@ -350,12 +350,12 @@ def _per_fold_caches(cfg, dataset: str, *, offset: float = 100.0, wrong_fold: in
                             frozen.frame_index[i], frozen.flags[i], np.zeros((frozen.features.shape[1], 5, 2), np.float32))
                 for i, v in enumerate(frozen.video_id)]
         attrs = {**frozen.attrs, "fold": fold.index, "fold_test_ids_sha256": sha, "checkpoint_sha256": "x"}
-        write_shard(fold_cache_dir(lay, fold.index) / "shard-00000.h5", recs, attrs)
+        write_shard(lay.fold_features(fold.index) / "shard-00000.h5", recs, attrs)
 
 
 def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     import pipeline.head.train as train_mod
-    from stages import train_head
+    from pipeline.registry import stage
     from tests.head.conftest import tiny_params, write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
@@ -363,7 +363,7 @@ def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     from pipeline.errors import PipelineError
 
     with pytest.raises(PipelineError, match="run `pipeline run finetune --dataset synth` first"):
-        train_head.run(cfg, dataset="synth")
+        stage("train-head").run(cfg, dataset="synth")
     _per_fold_caches(cfg, "synth")
     seen = {}
     real = train_mod.fold_run
@@ -375,13 +375,13 @@ def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
         return real(cfg_, features, labels, subjects, fold, *a, **kw)
 
     monkeypatch.setattr(train_mod, "fold_run", spy)
-    metrics = train_head.run(cfg, dataset="synth")
+    metrics = stage("train-head").run(cfg, dataset="synth")
     assert seen == {0: 0, 1: 100, 2: 200} and metrics["n_folds"] == 3
-    from stages import evaluate
+    from pipeline.registry import stage
 
     # evaluate feeds each fold's head its own fold's cache: the checkpoints reproduce predictions.csv exactly
     # (on the frozen cache, 100 and 200 away from what folds 1 and 2 trained on, they would not).
-    summary = evaluate.run(cfg, dataset="synth")
+    summary = stage("evaluate").run(cfg, dataset="synth")
     assert summary["checkpoint_agreement"] == 100.0, summary
     import stages.evaluate as ev
     from pipeline.layout import layout_for
@@ -395,19 +395,19 @@ def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     # A per-fold cache made for other folds is refused: its backbone may have seen this fold's test videos.
     _per_fold_caches(cfg, "synth", wrong_fold=1)
     with pytest.raises(PipelineError, match="made for other folds than train-head's fold 1"):
-        train_head.run(cfg, dataset="synth")  # the new caches' fingerprint makes train-head stale
+        stage("train-head").run(cfg, dataset="synth")  # the new caches' fingerprint makes train-head stale
 
 
 def test_frozen_default_never_reads_per_fold_caches(tmp_path, monkeypatch):
     import pipeline.head.finetuned as finetuned_mod
-    from stages import train_head
+    from pipeline.registry import stage
     from tests.head.conftest import tiny_params, write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
     cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1))
     assert cfg.train_head.features == "frozen"
     monkeypatch.setattr(finetuned_mod, "load_fold_features", lambda *a, **k: pytest.fail("read per-fold caches"))
-    assert train_head.run(cfg, dataset="synth")["n_folds"] == 3
+    assert stage("train-head").run(cfg, dataset="synth")["n_folds"] == 3
 
 
 @pytest.mark.slow
@@ -416,14 +416,14 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     With extract.motion=flow: the per-fold caches keep the frozen cache's motion columns, and predict adds them."""
     import shutil
 
-    from stages import extract, finetune
+    from pipeline.registry import stage
 
     shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
     over = ["extract.keep_crops=true", "extract.backbone=retinaface_mnet", "extract.crop_size=64", "extract.motion=flow",
             "train_head.folds=2", *(f"finetune.{k}={v}" for k, v in {**FT, "epochs": 2, "frames_per_video": 4}.items())]
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=over)
-    extract.run(cfg, dataset="faces")
-    summary = finetune.run(cfg, dataset="faces")
+    stage("extract").run(cfg, dataset="faces")
+    summary = stage("finetune").run(cfg, dataset="faces")
     frozen = load_cache(tmp_path / "faces" / "features")
     assert summary["folds"] == 2 and summary["bad_crop"] == 0
     for k in (0, 1):
@@ -460,12 +460,12 @@ def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     # fold k's adapted backbone (checked by its sha256), and a replaced backbone is refused.
     from pipeline.commands.predict import Predictor
     from pipeline.errors import PipelineError
-    from stages import train_head
+    from pipeline.registry import stage
 
     cfg_ft = load_config(face_dataset["params"], data_root=str(tmp_path), results_root=str(tmp_path / "results"),
                          overrides=[*over, "train_head.features=finetuned", "train_head.epochs=2",
                                     "train_head.fold_workers=1"])
-    train_head.run(cfg_ft, dataset="faces")
+    stage("train-head").run(cfg_ft, dataset="faces")
     model = tmp_path / "results" / "faces"
     pred = Predictor(model, device="cpu")
     assert pred.finetuned and len(pred.backbones) == 2
@@ -484,6 +484,7 @@ def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_pa
     import stages.finetune as stage
     from pipeline.finetune.train import LeakageError
     from pipeline.head.train import Fold
+    from pipeline.runner import run_stage
 
     write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
     real = stage.protocol_folds
@@ -494,7 +495,7 @@ def test_stage_refuses_to_cache_a_fold_whose_backbone_saw_its_test_videos(tmp_pa
 
     monkeypatch.setattr(stage, "protocol_folds", overlapping)
     with pytest.raises(LeakageError, match="fold 0: the backbone checkpoint trained on 2 of the fold's own test"):
-        stage.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+        run_stage("finetune", _cfg(tmp_path, epochs=1, head_epochs=1), "ft")
     assert not (tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0").exists()
 
 
@@ -521,16 +522,16 @@ def test_end_to_end_mode_trains_backbone_and_head_on_sampled_clips_never_on_test
 
 def test_end_to_end_on_too_few_cached_frames_is_a_clear_message(tmp_path):
     from pipeline.errors import PipelineError
-    from stages import finetune
+    from pipeline.registry import stage
 
     write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)  # 6 frames per video
     with pytest.raises(PipelineError, match="end_to_end draws the paper's 7 clips"):
-        finetune.run(_cfg(tmp_path, mode="end_to_end"), dataset="ft")
+        stage("finetune").run(_cfg(tmp_path, mode="end_to_end"), dataset="ft")
 
 
 def test_ablate_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
     import pipeline.head.train as train_mod
-    from stages import ablate
+    from pipeline.registry import stage
     from tests.head.conftest import tiny_params, write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
@@ -546,7 +547,7 @@ def test_ablate_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
         return real(cfg_, features, labels, subjects, fold, *a, **kw)
 
     monkeypatch.setattr(train_mod, "fold_run", spy)
-    out = ablate.run(cfg, dataset="synth", kinds=("meanpool",))
+    out = stage("ablate").run(cfg, dataset="synth", kinds=("meanpool",))
     assert seen == {0: 0, 1: 100, 2: 200} and out["features"] == "finetuned"
 
 
@@ -636,11 +637,11 @@ def test_a_damaged_fold_cache_names_its_folder_and_the_advice_repairs_it(tmp_pat
 
     from pipeline.cli import main
     from pipeline.errors import PipelineError
-    from stages import finetune
+    from pipeline.registry import stage
     from tests.cache.test_integrity import damage_row
 
     write_crops_dataset(tmp_path, n_subjects=2, per_subject=2)
-    finetune.run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
+    stage("finetune").run(_cfg(tmp_path, epochs=1, head_epochs=1), dataset="ft")
     fold = tmp_path / "data" / "ft" / "features" / "finetuned" / "fold-0"
     checkpoint = tmp_path / "data" / "ft" / "checkpoints" / "backbone-fold-0.pt"
     trained = checkpoint.read_bytes()

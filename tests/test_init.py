@@ -15,7 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.commands.init import INIT_STAGES, VERSION_FILE, dvc_yaml
+from pipeline.commands.init import VERSION_FILE, dvc_yaml_text
+from pipeline.registry import pipeline_stages
 from pipeline.config import BUILTIN_TOP, load_config
 from tests.conftest import cut_clip
 
@@ -54,7 +55,7 @@ def test_init_writes_the_builtin_defaults_and_a_repo_free_dvc_yaml(tmp_path, mon
     text = (tmp_path / "proj" / "params.yaml").read_text()
     assert "  # Frames are resized so their long side" in text  # field docstrings become comments
     stages = yaml.safe_load((tmp_path / "proj" / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == ["version", *(s.name for s in INIT_STAGES)]
+    assert list(stages) == ["version", *(s.name for s in pipeline_stages())]
     for name, stage in stages.items():
         for dep in stage.get("do", stage).get("deps", []):
             assert dep == VERSION_FILE or dep.startswith("${"), (name, dep)  # data files only, no source paths
@@ -70,10 +71,10 @@ def test_repo_demo_entry_is_the_builtin_one():
 
 
 def test_dvc_yaml_builds_from_the_registry():
-    from pipeline.registry import pipeline_stages, render_dvc_yaml, stage
+    from pipeline.registry import render_dvc_yaml, stage
 
-    out = dvc_yaml(INIT_STAGES)["stages"]
-    assert [s.name for s in INIT_STAGES] == [s.name for s in pipeline_stages()]
+    out = yaml.safe_load(dvc_yaml_text())["stages"]
+    assert list(out) == ["version", *(s.name for s in pipeline_stages())]
     assert out["detect"]["do"]["params"] == [*stage("detect").params, "datasets.${item}"]
     # The repository's dvc.yaml, with the version file in place of the source paths.
     repo = yaml.safe_load(render_dvc_yaml())["stages"]
@@ -163,11 +164,11 @@ def test_init_makes_a_git_and_dvc_project_experiments_work_in(tmp_path):
         missing = re.search(r"No such file or directory: '([^']+)'", dry.stderr)
         assert missing, dry.stdout + dry.stderr
         made_by_a_stage = {str(proj / "data" / "demo" / Path(o.path).relative_to("{data}"))
-                           for st in INIT_STAGES for o in st.outs if o.path.startswith("{data}")}
+                           for st in pipeline_stages() for o in st.outs if o.path.startswith("{data}")}
         assert missing.group(1) in made_by_a_stage, dry.stderr
     dry = subprocess.run(["dvc", "repro", "--dry", "--force"], cwd=proj, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert all(f"pipeline run {s.name} --dataset demo" in dry.stdout for s in INIT_STAGES)
+    assert all(f"pipeline run {s.name} --dataset demo" in dry.stdout for s in pipeline_stages())
 
 
 @pytest.mark.slow  # git init and dvc init (3 s)

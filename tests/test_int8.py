@@ -50,13 +50,13 @@ def test_int8_features_follow_fp32_and_the_graph_is_cached(backbone, weights, mi
 
 @pytest.mark.slow
 def test_extract_int8_records_fidelity_per_shard(face_dataset, tmp_path, monkeypatch):
-    from stages import extract
+    from pipeline.registry import stage
 
     monkeypatch.setenv("CEFLNET_CACHE", str(tmp_path / "int8"))
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path),
                       overrides=["extract.backbone=retinaface_mnet", "extract.precision=int8"])
     shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
-    summary = extract.run(cfg, dataset="faces")
+    summary = stage("extract").run(cfg, dataset="faces")
     assert summary["precision"] == "int8" and summary["failed"] == 0
     for s in list_shards(tmp_path / "faces" / "features"):
         with h5py.File(s, "r") as f:

@@ -43,7 +43,7 @@ def test_an_unknown_motion_is_a_config_error(tmp_path):
 def test_flow_columns_follow_the_backbone_in_the_cache(face_dataset, tmp_path):
     """On real videos: the shard is backbone + 128 columns wide, the backbone part is the motion-free
     cache's, and each video's first chosen frame has (near) zero motion: it is its own reference."""
-    from stages import extract
+    from pipeline.registry import stage
 
     runs = {}
     for motion in ("none", "flow"):
@@ -51,7 +51,7 @@ def test_flow_columns_follow_the_backbone_in_the_cache(face_dataset, tmp_path):
         shutil.copytree(face_dataset["dir"], root / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
         cfg = load_config(face_dataset["params"], data_root=str(root),
                           overrides=["extract.backbone=retinaface_mnet", f"extract.motion={motion}"])
-        extract.run(cfg, dataset="faces")
+        stage("extract").run(cfg, dataset="faces")
         runs[motion] = load_cache(root / "faces" / "features")
     plain, flow = runs["none"], runs["flow"]
     assert plain.feature_dim == 384 and flow.feature_dim == 384 + 128 and plain.video_id == flow.video_id

@@ -58,7 +58,7 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         for stage in pipeline_stages():
             t = time.time()
             with orphan_safe_workers():  # joblib workers exit if the demo is killed (as in `pipeline run`)
-                summary = stage.load().run(cfg, dataset=name)
+                summary = stage.run(cfg, dataset=name)
             click.echo(f"[{stage.name}] {'up to date' if summary.get('skipped') else 'done'} in "
                        f"{time.time() - t:.0f} s", err=True)
     except PipelineError as err:

@@ -24,24 +24,20 @@ from typing import Any, Iterable
 import click
 import yaml
 
-from pipeline.registry import Stage, dvc_stage, pipeline_stages
+from pipeline.layout import ResultsLayout
+from pipeline.registry import render_dvc_yaml
 
 VERSION_FILE = "pipeline-version.txt"
 
 
-INIT_STAGES = tuple(pipeline_stages())
-"""The repository's pipeline (pipeline/registry.py), with the package version standing for its code."""
-
-
-def dvc_yaml(stages: Iterable[Stage]) -> dict:
-    """dvc.yaml as a mapping: the registry's stages (one `foreach: ${repro}` pipeline each), their source
-    paths replaced by the version file, which an always-run stage rewrites (`render_dvc_yaml` in a clone)."""
-    out: dict[str, Any] = {"version": {
-        "cmd": f"pipeline --version > {VERSION_FILE}", "always_changed": True,
-        "outs": [{VERSION_FILE: {"cache": False}}]}}
-    for st in stages:
-        out[st.name] = dvc_stage(st, code=[VERSION_FILE])
-    return {"stages": out}
+def dvc_yaml_text() -> str:
+    """The repository's dvc.yaml (`render_dvc_yaml`, the registry's stages) with the package version standing
+    for the code: every stage depends on the version file, which an always-run first stage rewrites."""
+    header = ("# One pipeline per dataset in params.yaml `repro:`. Stages depend on data files and on the installed\n"
+              f"# package's version ({VERSION_FILE}), not on source files. Written by `pipeline init`.\n")
+    version = {"cmd": f"pipeline --version > {VERSION_FILE}", "always_changed": True,
+               "outs": [{VERSION_FILE: {"cache": False}}]}
+    return render_dvc_yaml([VERSION_FILE], header=header, before={"version": version})
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -125,8 +121,9 @@ def gitignore_lines(top: dict[str, Any], folder: Path, roots: Iterable[Path]) ->
         if p.is_absolute():
             continue  # outside the project: nothing for git to stage
         base = "/" + p.as_posix().strip("/")
+        res = ResultsLayout(Path(base) / "*")  # every dataset's results folder
         lines += [f"{base}/"] if key == "data_root" else [
-            f"{base}/*/checkpoints/", f"{base}/*/predict/", f"{base}/*/*.png", f"{base}/*/predictions.csv"]
+            f"{res.heads.as_posix()}/", f"{base}/*/predict/", f"{base}/*/*.png", res.predictions.as_posix()]
     for root in roots:
         try:
             lines.append("/" + root.resolve().relative_to(folder.resolve()).as_posix() + "/")
@@ -286,9 +283,7 @@ def command(folder: Path, dataset: str | None, adapter: str, root: Path | None, 
         top["datasets"][dataset] = {"adapter": adapter, "root": str(root.expanduser().resolve())}
         top["dataset"], top["repro"] = dataset, [dataset]
     targets[0].write_text(params_text(top, {"extract": {"backbone": OFFLINE_BACKBONE}}))
-    header = ("# One pipeline per dataset in params.yaml `repro:`. Stages depend on data files and on the installed\n"
-              f"# package's version ({VERSION_FILE}), not on source files. Written by `pipeline init`.\n")
-    targets[1].write_text(header + yaml.safe_dump(dvc_yaml(INIT_STAGES), sort_keys=False, width=110))
+    targets[1].write_text(dvc_yaml_text())
     # The version stage rewrites it on every `dvc repro`; written now so that the stages depending on it
     # resolve before the first run (`dvc status`, `dvc repro --dry`; the latter then still stops at the first
     # data file an earlier stage makes, DVC's treeverse/dvc#9818: docs/experiments.md).

@@ -23,6 +23,7 @@ from pipeline.align import align
 from pipeline.config import DetectConfig, ExtractConfig, ResampleConfig
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError, VideoError
 from pipeline.io import ManifestRow, atomic_path
+from pipeline.layout import ResultsLayout
 from pipeline.video import probe, read_frames
 
 
@@ -56,7 +57,7 @@ def _section(cls, raw: dict):
 
 
 def find_checkpoints(model_dir: Path) -> list[Path]:
-    found = sorted(model_dir.glob("fold-*.pt")) or sorted((model_dir / "checkpoints").glob("fold-*.pt"))
+    found = sorted(model_dir.glob("fold-*.pt")) or sorted(ResultsLayout(model_dir).heads.glob("fold-*.pt"))
     if not found:
         raise PipelineError(f"no fold-*.pt checkpoints in {model_dir} (run `pipeline run train-head` first)")
     return found

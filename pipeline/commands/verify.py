@@ -93,7 +93,7 @@ def verify(cfg, dataset: str) -> tuple[list[str], dict]:
             if f["features"].shape[0] != len(all_ids):
                 problems.append(f"index.h5 lists {f['features'].shape[0]} videos, shards hold {len(all_ids)} "
                                 "(rerun extract to rebuild it)")
-    problems += _check_packs(lay.features)
+    problems += _check_packs(lay.crops_pack)
     stats = {"dataset": dataset, "shards": len(shards), "videos": len(all_ids), "manifest_videos": len(manifest_ids),
              "failed_videos": len((failed & manifest_ids) - set(all_ids)), "backbone": (first or {}).get("backbone"),
              "weights": (first or {}).get("weights")}
@@ -130,13 +130,11 @@ def info(cfg, dataset: str) -> dict:
     out["mb"] = round(out["bytes"] / 2**20, 2)
     if crops["videos"]:
         out["crops"] = {**crops, "mb": round(crops["bytes"] / 2**20, 2)}
-    from pipeline.finetune.crops import pack_dir
-
-    packs = sorted(pack_dir(lay.features).glob("pack-*.bin"))
+    packs = sorted(lay.crops_pack.glob("pack-*.bin"))
     if packs:  # finetune's pack of those crops: a second copy on disk
         size = sum(p.stat().st_size for p in packs)
         out["crops_pack"] = {"files": [p.name for p in packs], "bytes": size, "mb": round(size / 2**20, 2)}
-    finetuned = _finetuned_caches(lay.features / "finetuned")
+    finetuned = _finetuned_caches(lay.finetuned)
     if finetuned:
         out["finetuned"] = finetuned
     return out
@@ -158,12 +156,12 @@ def _crops_bytes(path: Path, f: h5py.File) -> int:
     return max(0, path.stat().st_size - others)
 
 
-def _check_packs(features: Path) -> list[str]:
+def _check_packs(folder: Path) -> list[str]:
     """Finetune's crops packs: every crop's bytes against the CRC-32 its index recorded (issue 29)."""
-    from pipeline.finetune.crops import PackDamaged, _read_pack, pack_damage_message, pack_dir
+    from pipeline.finetune.crops import PackDamaged, _read_pack, pack_damage_message
 
     problems = []
-    for meta in sorted(pack_dir(features).glob("pack-*.npz")):
+    for meta in sorted(folder.glob("pack-*.npz")):
         data = meta.with_suffix(".bin")
         try:
             bad = _read_pack(meta, data, "finetune").damaged() if data.exists() else []

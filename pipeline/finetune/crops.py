@@ -35,6 +35,7 @@ import torch
 from cache.store import list_shards, read_strings
 from pipeline.errors import PipelineError, VideoError
 from pipeline.io import Failure, atomic_path, clean_stale_temporaries, file_lock
+from pipeline.layout import DatasetLayout
 
 try:  # batched, libjpeg-turbo on the CPU, nvJPEG on a GPU
     from torchvision.io import decode_jpeg as _torchvision_decode
@@ -167,8 +168,8 @@ def pack_key(shards: list[Path], dataset: str) -> str:
 
 
 def pack_dir(features_dir: Path) -> Path:
-    """`<data_root>/D/crops/`, beside `features/`."""
-    return features_dir.parent / "crops"
+    """The crops pack of the dataset whose frozen cache is `features_dir` (`DatasetLayout.crops_pack`)."""
+    return DatasetLayout(features_dir.parent).crops_pack
 
 
 def open_pack(features_dir: Path, dataset: str, stage: str, *,

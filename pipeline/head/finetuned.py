@@ -1,6 +1,6 @@
 """`train_head.features: finetuned`: fold k's head trains and tests on fold k's adapted-backbone cache.
 
-finetune (stages/finetune.py) writes `features/finetuned/fold-<k>/` from a backbone trained on fold k's
+finetune (stages/finetune.py) writes `features/finetuned/fold-<k>/` (`DatasetLayout.fold_features`) from a backbone trained on fold k's
 training videos only. Before a head uses it, each per-fold cache must have been made for the very fold
 train-head computes now (the sha256 of its test ids, recorded by finetune): with other folds (another
 `train_head.folds` or seed, a changed manifest) fold k's backbone may have trained on fold k's test videos.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 from typing import Sequence
 
 import h5py
@@ -25,22 +24,6 @@ from pipeline.layout import DatasetLayout, layout_for
 log = logging.getLogger(__name__)
 
 
-def finetuned_dir(layout: DatasetLayout) -> Path:
-    """`<data_root>/D/features/finetuned/`: beside the frozen shards, never among them (the frozen cache's
-    shard glob does not descend into folders). The one definition of the path (finetune writes it)."""
-    return layout.features / "finetuned"
-
-
-def fold_cache_dir(layout: DatasetLayout, fold: int) -> Path:
-    return finetuned_dir(layout) / f"fold-{fold}"
-
-
-def backbone_checkpoint(layout: DatasetLayout, fold: int) -> Path:
-    """`<data_root>/D/checkpoints/backbone-fold-<k>.pt`, fold k's adapted backbone (finetune writes it,
-    train-head records it for `pipeline predict`)."""
-    return layout.root / "checkpoints" / f"backbone-fold-{fold}.pt"
-
-
 def ids_sha256(ids: Sequence[str]) -> str:
     """Of a set of video ids (order-free): how finetune and train-head agree on a fold's videos."""
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
@@ -50,7 +33,7 @@ def fingerprint(layout: DatasetLayout) -> str:
     """What the per-fold caches hold (checkpoint hashes, folds, signatures): a rerun of finetune makes
     train-head stale. Missing caches give a fingerprint too; `load_fold_features` then says what to run."""
     parts = []
-    folders = sorted(finetuned_dir(layout).glob("fold-*"))
+    folders = sorted(layout.finetuned.glob("fold-*"))
     for folder in folders:
         for s in list_shards(folder):
             with h5py.File(s, "r") as f:
@@ -67,7 +50,7 @@ def load_fold_features(layout: DatasetLayout, dataset: str, video_ids: Sequence[
     kept: list[Fold] = []
     row_of = {v: i for i, v in enumerate(video_ids)}
     for fold in folds:
-        folder = fold_cache_dir(layout, fold.index)
+        folder = layout.fold_features(fold.index)
         if not list_shards(folder):
             raise PipelineError(f"train_head.features=finetuned but {folder} holds no features: run "
                                 f"`pipeline run finetune --dataset {dataset}` first")

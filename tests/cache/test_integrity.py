@@ -78,19 +78,19 @@ def test_cache_verify_without_a_manifest_fails(synth):
 def test_extract_resume_repairs_only_the_damaged_video(face_dataset, tmp_path):
     """The rerun's fast path verifies checksums; it re-extracts the damaged row alone, to the same values."""
     from pipeline.config import load_config
-    from stages import extract
+    from pipeline.registry import stage
 
     shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.backbone=retinaface_mnet"])
-    first = extract.run(cfg, dataset="faces")
+    first = stage("extract").run(cfg, dataset="faces")
     assert first["computed"] == 5
     clean = load_cache(tmp_path / "faces" / "features")
-    assert "skipped" in extract.run(cfg, dataset="faces")  # intact: still the fast path
+    assert "skipped" in stage("extract").run(cfg, dataset="faces")  # intact: still the fast path
     shard = list_shards(tmp_path / "faces" / "features")[1]
     with h5py.File(shard, "r") as f:
         victim = f["video_id"][0].decode()
     damage_row(shard, 0, 0x5A)
-    again = extract.run(cfg, dataset="faces")
+    again = stage("extract").run(cfg, dataset="faces")
     assert (again.get("repaired"), again["computed"], again["resumed"]) == (1, 1, 4), again
     fixed = load_cache(tmp_path / "faces" / "features")
     assert sorted(fixed.video_id) == sorted(clean.video_id)

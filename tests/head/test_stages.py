@@ -14,7 +14,6 @@ from pipeline.errors import PipelineError
 from pipeline.head.train import load_head
 from pipeline.head.report import HISTORY_COLUMNS
 from pipeline.registry import stage
-from stages import ablate, evaluate, train_head
 from tests.head.conftest import CLASSES, tiny_params, write_synthetic_dataset
 
 METRIC_KEYS = {"epochs", "war", "war_std", "uar", "uar_std", "per_class_recall", "n_videos", "n_failed", "n_folds",
@@ -39,7 +38,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("head")
     synth = write_synthetic_dataset(tmp / "data")
     cfg = load_config(tiny_params(tmp, threads=1), dataset="synth")
-    metrics = train_head.run(cfg, dataset="synth")
+    metrics = stage("train-head").run(cfg, dataset="synth")
     return cfg, metrics, synth
 
 
@@ -48,7 +47,6 @@ def test_train_head_writes_exactly_its_files_and_schema(trained):
     cfg, metrics, _ = trained
     out = cfg.results_dir("synth")
     assert {p.name for p in out.iterdir()} == _declared("train-head")
-    assert {*train_head.RESULT_FILES, train_head.CHECKPOINTS, train_head.HISTORY} == _declared("train-head") - {".state"}
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["fold-0.pt", "fold-1.pt", "fold-2.pt"]
     on_disk = json.loads((out / "metrics.json").read_text())
     assert set(on_disk) == METRIC_KEYS and _numbers_only(on_disk)
@@ -123,9 +121,8 @@ def test_evaluate_rebuilds_the_report_without_training(trained):
     cfg, metrics, _ = trained
     out = cfg.results_dir("synth")
     before = (out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("checkpoints/fold-*.pt"))
-    summary = evaluate.run(cfg, dataset="synth")
+    summary = stage("evaluate").run(cfg, dataset="synth")
     assert {p.name for p in out.iterdir()} == _declared("train-head") | _declared("evaluate")
-    assert set(evaluate.RESULT_FILES) == _declared("evaluate") - {".state"}
     assert summary["war"] == pytest.approx(metrics["war"], abs=0.01)
     assert summary["checkpoint_agreement"] == 100.0  # checkpoints reproduce predictions.csv
     assert ((out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("checkpoints/fold-*.pt"))) == before
@@ -137,7 +134,7 @@ def test_evaluate_without_training_says_what_to_run(tmp_path):
     write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6)
     cfg = load_config(tiny_params(tmp_path), dataset="synth")
     with pytest.raises(PipelineError, match="run `pipeline run train-head --dataset synth` first"):
-        evaluate.run(cfg, dataset="synth")
+        stage("evaluate").run(cfg, dataset="synth")
 
 
 @pytest.mark.slow
@@ -146,7 +143,7 @@ def test_ablate_rows_share_folds_and_one_variant(tmp_path):
 
     write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6, dim=16)
     cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=16, threads=1, variant="authors"), dataset="synth")
-    out = ablate.run(cfg, dataset="synth")
+    out = stage("ablate").run(cfg, dataset="synth")
     folder = cfg.results_dir("synth")
     assert {p.name for p in folder.iterdir()} == _declared("ablate")
     assert [r["head"] for r in out["rows"]] == ["meanpool", "lstm", "sal", "sal_lrl", "ceflnet"]
@@ -175,7 +172,7 @@ def test_official_split_is_used(tmp_path):
         r.split = "test" if i % 4 == 0 else "train"
     write_manifest(rows, path)
     cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=16, threads=1), dataset="synth")
-    m = train_head.run(cfg, dataset="synth")
+    m = stage("train-head").run(cfg, dataset="synth")
     prov = json.loads((cfg.results_dir("synth") / "provenance.json").read_text())
     assert prov["protocol"] == "fixed split" and m["n_folds"] == 1 and m["per_fold"]["0"]["n_test"] == 3
 
@@ -190,5 +187,5 @@ def test_unlabelled_dataset_stops_before_training(tmp_path):
                 {"class_names": ["happiness"], "backbone": "synthetic", "feature_dim": 8, "weights": "random"})
     cfg = load_config(tiny_params(tmp_path), dataset="synth")
     with pytest.raises(DatasetError, match="4 of 4 cached videos have no label"):
-        train_head.run(cfg, dataset="synth")
+        stage("train-head").run(cfg, dataset="synth")
     assert not cfg.results_dir("synth").exists()  # stopped before any fold

@@ -82,18 +82,17 @@ def bad_batch(tmp_path_factory) -> dict:
 
 The replaced file stays replaced: later runs on copies of this dataset see what extract saw."""
     from pipeline.config import load_config
-    from stages import detect, extract, manifest, resample
+    from pipeline.registry import stage
 
     base = tmp_path_factory.mktemp("reliability")
     listing = make_bad_batch(base / "vids")
     params = write_params(base, {"bad": {"adapter": "csv", "root": str(listing)}}, "bad", **RELIABILITY)
     cfg = load_config(params)
-    summaries = {"manifest": manifest.run(cfg, dataset="bad"), "detect": detect.run(cfg, dataset="bad"),
-                 "resample": resample.run(cfg, dataset="bad")}
+    summaries = {name: stage(name).run(cfg, dataset="bad") for name in ("manifest", "detect", "resample")}
     # The file changes between resample and extract (re-encoded, now 5 frames): extract must record it.
     vanished = base / "vids" / "vanished" / "clip.mp4"
     cut_clip(VIDEOS / "single_face.mp4", vanished, 5)
-    summaries["extract"] = extract.run(cfg, dataset="bad")
+    summaries["extract"] = stage("extract").run(cfg, dataset="bad")
     return {"base": base, "params": params, "cfg": cfg, "summaries": summaries, "dir": cfg.dataset_dir("bad"),
             "listing": listing}
 

@@ -43,9 +43,9 @@ def test_two_shard_processes_at_once_make_a_complete_cache(bad_batch, tmp_path):
     order = [b.video_id.index(v) for v in a.video_id]
     np.testing.assert_allclose(a.features.astype(np.float32), b.features[order].astype(np.float32), atol=2e-2)
     # The documented last step: a plain run finds everything cached and only rebuilds index.h5.
-    from stages import extract
+    from pipeline.registry import stage
 
-    summary = extract.run(load_config(params, data_root=str(tmp_path)), dataset="bad")
+    summary = stage("extract").run(load_config(params, data_root=str(tmp_path)), dataset="bad")
     assert (summary["computed"], summary["cached"]) == (0, 9)
     assert verify_exit(params, tmp_path).exit_code == 0
 
@@ -53,7 +53,7 @@ def test_two_shard_processes_at_once_make_a_complete_cache(bad_batch, tmp_path):
 @pytest.mark.slow
 def test_a_shard_run_leaves_other_slices_temporaries_alone(bad_batch, tmp_path):
     """A slice starting while another is writing must not delete the other's in-progress file."""
-    from stages import extract
+    from pipeline.registry import stage
 
     copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
     feats = tmp_path / "bad" / "features"
@@ -64,7 +64,7 @@ def test_a_shard_run_leaves_other_slices_temporaries_alone(bad_batch, tmp_path):
     for p in (other, other_index, mine):
         p.write_bytes(b"in progress")
     cfg = load_config(bad_batch["params"], data_root=str(tmp_path))
-    assert extract.run(cfg, dataset="bad", shard=(0, 10))["cached"] == 1  # one video: quick
+    assert stage("extract").run(cfg, dataset="bad", shard=(0, 10))["cached"] == 1  # one video: quick
     assert other.exists() and other_index.exists()
     assert not mine.exists()
 

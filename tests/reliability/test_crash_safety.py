@@ -115,12 +115,12 @@ def _train(base: Path, params: Path, name: str) -> subprocess.Popen:
 def test_train_head_killed_during_training_reruns_to_the_same_results(synthetic_roots):
     import torch
 
-    from stages import train_head
+    from pipeline.registry import stage
 
     base, params = synthetic_roots
     cfg = load_config(params, dataset="synth", overrides=HEAD_ARGS[3::2], data_root=str(base / "a" / "data"),
                       results_root=str(base / "a" / "results"))
-    train_head.run(cfg, dataset="synth")  # the uninterrupted run, in process
+    stage("train-head").run(cfg, dataset="synth")  # the uninterrupted run, in process
     proc = _train(base, params, "b")
     seen = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
@@ -155,6 +155,7 @@ def test_train_head_interrupted_at_any_output_write_claims_nothing_and_reruns(sy
     """Issue 29: Ctrl-C at each of train-head's output writes, in a run with other parameters than the
     finished one: no state record is left, so rerunning either command recomputes, never "up to date"
     over a mix of the two runs' files."""
+    from pipeline.registry import stage
     from pipeline.state import state_path
     from stages import train_head
 
@@ -182,18 +183,18 @@ def test_train_head_interrupted_at_any_output_write_claims_nothing_and_reruns(sy
     stop_at = [0]
     for name in TRAIN_HEAD_WRITERS:
         monkeypatch.setattr(train_head, name, counting(name))
-    train_head.run(cfgs[1], dataset="synth", force=True)
+    stage("train-head").run(cfgs[1], dataset="synth", force=True)
     total = n_writes[0]
     assert total >= 2 * 2 + 4  # a checkpoint and a history per fold, predictions, curves, provenance, metrics
     out = tmp_path / "results" / "synth"
-    train_head.run(cfgs[0], dataset="synth")  # the old run, complete and current (as each rerun below leaves it)
+    stage("train-head").run(cfgs[0], dataset="synth")  # the old run, complete and current (as each rerun below leaves it)
     for i in range(1, total + 1):
         n_writes[0], stop_at[0] = 0, i
         with pytest.raises(KeyboardInterrupt):
-            train_head.run(cfgs[1], dataset="synth")
+            stage("train-head").run(cfgs[1], dataset="synth")
         stop_at[0] = 0
         assert not state_path(cfgs[1], "synth", "train-head").exists(), f"interrupted at write {i}: state left"
-        again = train_head.run(cfgs[0], dataset="synth")
+        again = stage("train-head").run(cfgs[0], dataset="synth")
         assert "skipped" not in again, f"interrupted at write {i}: the old command claimed to be up to date"
         assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
         assert json.loads((out / "provenance.json").read_text())["params"]["train_head"]["epochs"] == 2
@@ -215,7 +216,7 @@ def _enospc_on_call(n: int, real):
 @pytest.mark.parametrize("where", ["shard data", "rename"])
 def test_disk_full_mid_write_leaves_no_partial_file_and_rerun_completes(bad_batch, tmp_path, monkeypatch, where):
     """ENOSPC while the second shard's features are written (inside HDF5), or at the atomic rename."""
-    from stages import extract
+    from pipeline.registry import stage
 
     copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
     cfg = load_config(bad_batch["params"], data_root=str(tmp_path))
@@ -228,7 +229,7 @@ def test_disk_full_mid_write_leaves_no_partial_file_and_rerun_completes(bad_batc
 
             m.setattr(pipeline.io.os, "replace", _enospc_on_call(2, os.replace))
         with pytest.raises(OSError) as err:
-            extract.run(cfg, dataset="bad")
+            stage("extract").run(cfg, dataset="bad")
         assert err.value.errno == errno.ENOSPC
     shards = list_shards(feats)
     assert [s.name for s in shards] == ["shard-00000.h5"]  # the complete one only
@@ -236,7 +237,7 @@ def test_disk_full_mid_write_leaves_no_partial_file_and_rerun_completes(bad_batc
         assert f["features"].shape[0] == f["video_id"].shape[0] == 2
     assert not [p for p in os.listdir(feats) if p.endswith(".tmp")]  # the failed temporary is removed
     assert not (feats / "index.h5").exists()
-    summary = extract.run(cfg, dataset="bad")
+    summary = stage("extract").run(cfg, dataset="bad")
     assert (summary["resumed"], summary["cached"]) == (2, 9)
     a, b = load_cache(bad_batch["dir"] / "features"), load_cache(feats)
     assert a.video_id == b.video_id and a.features.tobytes() == b.features.tobytes()

@@ -51,7 +51,7 @@ def test_two_runs_in_separate_roots_are_identical(tmp_path):
 
 @pytest.mark.slow
 def test_train_head_metrics_are_identical_across_roots(tmp_path):
-    from stages import train_head
+    from pipeline.registry import stage
     from tests.head.conftest import tiny_params, write_synthetic_dataset
 
     params = tiny_params(tmp_path, threads=1)
@@ -60,7 +60,7 @@ def test_train_head_metrics_are_identical_across_roots(tmp_path):
         write_synthetic_dataset(tmp_path / root / "data", n_videos=24, n_subjects=8, dim=16)
         cfg = load_config(params, dataset="synth", overrides=["train_head.epochs=3", "train_head.folds=2"],
                           data_root=str(tmp_path / root / "data"), results_root=str(tmp_path / root / "results"))
-        train_head.run(cfg, dataset="synth")
+        stage("train-head").run(cfg, dataset="synth")
         metrics.append(json.loads((tmp_path / root / "results" / "synth" / "metrics.json").read_text()))
     for key in ("war", "uar", "per_fold", "per_class_recall"):
         assert metrics[0][key] == metrics[1][key], key

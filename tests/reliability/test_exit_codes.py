@@ -42,9 +42,9 @@ def _readme_kinds() -> set[str]:
 
 
 def _code_kinds() -> set[str]:
-    """Kind literals where a failure is made: VideoError("kind", ...), Failure(id, STAGE, "kind", ...),
+    """Kind literals where a failure is made: VideoError("kind", ...), Failure(id, "stage", "kind", ...),
     VideoResult(..., kind="...") and the adapters' listing problems (id, "kind", message)."""
-    patterns = [r'VideoError\("(\w+)"', r'Failure\([^,()]+, STAGE, "(\w+)"', r'kind="(\w+)"',
+    patterns = [r'VideoError\("(\w+)"', r'Failure\([^,()]+, "[\w-]+", "(\w+)"', r'kind="(\w+)"',
                 r'VideoResult\([^"\n]*?"(\w+)", f?"',  # detect's VideoResult(id, None, n, w, h, "kind", message)
                 r'\(\w+, "(\w+)", f?"']  # the adapters' listing problems: (id, "kind", message)
     kinds = set()
@@ -68,7 +68,7 @@ def test_failure_kinds_of_the_video_stages_are_documented(bad_batch):
     stage_kinds = set()
     for py in [*(ROOT / "stages" / f"{s}.py" for s in ("manifest", "detect", "resample", "extract")),
                *(ROOT / "pipeline" / f"{m}.py" for m in ("video", "facetrack", "resampling"))]:
-        stage_kinds.update(re.findall(r'(?:VideoError\(|Failure\([^,()]+, STAGE, |kind=)"(\w+)"', py.read_text()))
+        stage_kinds.update(re.findall(r'(?:VideoError\(|Failure\([^,()]+, "[\w-]+", |kind=)"(\w+)"', py.read_text()))
     assert stage_kinds and stage_kinds <= _readme_kinds(), stage_kinds - _readme_kinds()
 
 

@@ -361,7 +361,7 @@ def test_ctrl_c_exits_130(tmp_path, monkeypatch):
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(manifest, "run", interrupted)
+    monkeypatch.setattr(manifest, "work", interrupted)  # Ctrl-C inside the stage's work
     params = write_params(tmp_path, {"x": {"adapter": "folder", "root": str(tmp_path)}}, "x")
     res = _invoke("run", "manifest", "--params", str(params))
     assert res.exit_code == 130 and "interrupted" in res.output, res.output
@@ -382,11 +382,11 @@ def test_outputs_respect_the_umask(tmp_path, umask, mode):
 
 
 def test_ablation_first_row_names_the_cache_backbone(tmp_path):
-    from stages import ablate
+    from pipeline.registry import stage
 
     write_synthetic_dataset(tmp_path / "data", n_videos=12, n_subjects=6, dim=8)
     cfg = load_config(tiny_params(tmp_path, epochs=1, hidden=8, threads=1, fold_workers=1), dataset="synth")
-    out = ablate.run(cfg, dataset="synth", kinds=("meanpool",))
+    out = stage("ablate").run(cfg, dataset="synth", kinds=("meanpool",))
     assert out["rows"][0]["model"] == "synthetic features (mean-pool + linear)"
     assert "ResNet-18" not in (cfg.results_dir("synth") / "ablation.md").read_text().split("|---|", 1)[1]
 
@@ -403,14 +403,14 @@ def test_changing_shard_size_keeps_the_extract_signature(tmp_path):
 
 def test_no_deps_says_when_the_upstream_no_longer_matches(tmp_path, monkeypatch):
     """`extract --no-deps --set detect.det_size=480` said "up to date" and nothing else."""
+    from pipeline.registry import Stage
     from pipeline.state import mark_done, signature
-    from stages import extract
 
     params = write_params(tmp_path, {"x": {"adapter": "folder", "root": str(tmp_path)}}, "x")
     cfg = load_config(params)
     for stage in ("detect", "resample"):
         mark_done(cfg, "x", stage, signature(cfg, "x", stage), {})
-    monkeypatch.setattr(extract, "run", lambda cfg, **kw: {"skipped": "up to date"})
+    monkeypatch.setattr(Stage, "run", lambda self, cfg, **kw: {"skipped": "up to date"})
     same = _invoke("run", "extract", "--no-deps", "--params", str(params))
     assert same.exit_code == 0 and "no longer match" not in same.output
     res = _invoke("run", "extract", "--no-deps", "--params", str(params), "--set", "detect.det_size=480")

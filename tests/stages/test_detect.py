@@ -73,18 +73,19 @@ def _assert_same_tracks(a, b):
 
 
 def test_resume_reuses_verified_parts(face_dataset, tmp_path):
-    from stages import detect
+    from pipeline.registry import stage
 
     cfg, folder = _private_copy(face_dataset, tmp_path)
     # Same parameters, new output file: every video comes from its verified part, none is detected again.
     (folder / ".state" / "detect.json").unlink()
-    s = detect.run(cfg, dataset="faces")
+    s = stage("detect").run(cfg, dataset="faces")
     assert s["detected_now"] == 0 and s["resumed"] == 6
     _assert_same_tracks(_tracks(folder / "faces.h5"), _tracks(face_dataset["dir"] / "faces.h5"))
 
 
 def test_shards_write_parts_and_a_plain_run_assembles_them(face_dataset, tmp_path):
     from pipeline.io import read_manifest
+    from pipeline.registry import stage
     from stages import detect
 
     cfg, folder = _private_copy(face_dataset, tmp_path)
@@ -95,11 +96,11 @@ def test_shards_write_parts_and_a_plain_run_assembles_them(face_dataset, tmp_pat
     for vid in redo:
         detect.part_path(folder / ".detect-parts", vid).unlink()
     for k in range(2):
-        s = detect.run(cfg, dataset="faces", shard=(k, 2))
+        s = stage("detect").run(cfg, dataset="faces", shard=(k, 2))
         mine = ok[k::2]
         assert s["videos"] == len(mine) and s["detected_now"] == len([v for v in redo if v in mine])
         assert not (folder / "faces.h5").exists() and not (folder / ".state" / "detect.json").exists()
-    s = detect.run(cfg, dataset="faces")  # the merge: nothing left to detect
+    s = stage("detect").run(cfg, dataset="faces")  # the merge: nothing left to detect
     assert s["detected_now"] == 0 and s["resumed"] == 6 and s["tracked"] == 5
     with h5py.File(folder / "faces.h5", "r") as f:  # the detector the parts were made with (issue 29)
         assert f.attrs["detector"].startswith("RetinaFace-MobileNet0.25"), f.attrs["detector"]
@@ -113,6 +114,7 @@ def test_force_recomputes_every_video_parts_included(face_dataset, monkeypatch):
     stored results here, to count the calls without paying for detection again)."""
     import json
 
+    from pipeline.registry import stage
     from stages import detect
 
     cfg, folder = face_dataset["cfg"], face_dataset["dir"]
@@ -125,7 +127,7 @@ def test_force_recomputes_every_video_parts_included(face_dataset, monkeypatch):
 
     monkeypatch.setattr(detect, "detect_video", stored)
     before = (folder / "faces.h5").read_bytes()
-    s = detect.run(cfg, dataset="faces", force=True)
+    s = stage("detect").run(cfg, dataset="faces", force=True)
     assert s["detected_now"] == 6 and s["resumed"] == 0 and len(calls) == 6
     assert "resumed" not in s["detector"]
     (folder / "faces.h5").write_bytes(before)

@@ -20,12 +20,12 @@ from pipeline.errors import MissingWeightsError, PipelineError
 def cached(tmp_path_factory, face_dataset):
     """Extract on a copy of the session's detected dataset: a module's fixture writes only into its own
     folder (issue 27; before, extract's failures.csv rows landed in the folder test_detect reads)."""
-    from stages import extract
+    from pipeline.registry import stage
 
     root = tmp_path_factory.mktemp("cached")
     shutil.copytree(face_dataset["dir"], root / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
     cfg = load_config(face_dataset["params"], data_root=str(root))
-    summary = extract.run(cfg, dataset="faces")
+    summary = stage("extract").run(cfg, dataset="faces")
     return {**face_dataset, "cfg": cfg, "dir": cfg.dataset_dir("faces")}, summary
 
 
@@ -108,11 +108,11 @@ def test_verify_accepts_and_catches(cached, tmp_path):
 
 @pytest.mark.slow
 def test_keep_crops(face_dataset, tmp_path):
-    from stages import extract
+    from pipeline.registry import stage
 
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.keep_crops=true"])
     shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
-    extract.run(cfg, dataset="faces")
+    stage("extract").run(cfg, dataset="faces")
     with h5py.File(list_shards(tmp_path / "faces" / "features")[0], "r") as f:
         import cv2
 
@@ -131,18 +131,18 @@ def test_crops_are_kept_by_later_extracts_without_the_setting(face_dataset, tmp_
     """Issue 29: an extract with extract.keep_crops false (the default) never drops a cache's crops,
     neither when the cache is current nor when other parameters make it stale; keep_crops true on a
     cache without crops redoes it with them."""
-    from stages import extract
+    from pipeline.registry import stage
 
     shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
     features = tmp_path / "faces" / "features"
     plain = load_config(face_dataset["params"], data_root=str(tmp_path))
-    assert extract.run(plain, dataset="faces")["cached"] == 5 and not _all_hold_crops(features)
+    assert stage("extract").run(plain, dataset="faces")["cached"] == 5 and not _all_hold_crops(features)
     keep = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.keep_crops=true"])
-    assert extract.run(keep, dataset="faces")["computed"] == 5 and _all_hold_crops(features)
-    assert "skipped" in extract.run(plain, dataset="faces")  # current: nothing redone, nothing dropped
+    assert stage("extract").run(keep, dataset="faces")["computed"] == 5 and _all_hold_crops(features)
+    assert "skipped" in stage("extract").run(plain, dataset="faces")  # current: nothing redone, nothing dropped
     assert _all_hold_crops(features)
     other = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.input_convention=unit"])
-    assert extract.run(other, dataset="faces")["computed"] == 5  # stale: every video redone, with its crops
+    assert stage("extract").run(other, dataset="faces")["computed"] == 5  # stale: every video redone, with its crops
     assert _all_hold_crops(features)
 
 

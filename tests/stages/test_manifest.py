@@ -32,12 +32,12 @@ def test_broken_files_are_listed_with_reason(face_dataset):
 
 @pytest.mark.slow
 def test_second_run_recomputes_nothing(face_dataset):
-    from stages import detect, manifest, resample
+    from pipeline.registry import stage
 
     cfg = face_dataset["cfg"]
-    assert manifest.run(cfg, dataset="faces")["skipped"] == "up to date"
-    assert detect.run(cfg, dataset="faces")["skipped"] == "up to date"
-    assert resample.run(cfg, dataset="faces")["skipped"] == "up to date"
+    assert stage("manifest").run(cfg, dataset="faces")["skipped"] == "up to date"
+    assert stage("detect").run(cfg, dataset="faces")["skipped"] == "up to date"
+    assert stage("resample").run(cfg, dataset="faces")["skipped"] == "up to date"
 
 
 def test_new_and_removed_videos_are_noticed(tmp_path):
@@ -45,26 +45,26 @@ def test_new_and_removed_videos_are_noticed(tmp_path):
     import shutil
 
     from pipeline.config import load_config
-    from stages import manifest
+    from pipeline.registry import stage
     from tests.conftest import VIDEOS, write_params
 
     root = tmp_path / "raw"
     (root / "happiness").mkdir(parents=True)
     shutil.copy(VIDEOS / "single_face.mp4", root / "happiness" / "a.mp4")
     cfg = load_config(write_params(tmp_path, {"x": {"adapter": "folder", "root": str(root)}}, "x"))
-    assert manifest.run(cfg, dataset="x")["videos"] == 1
-    assert manifest.run(cfg, dataset="x")["skipped"] == "up to date"
+    assert stage("manifest").run(cfg, dataset="x")["videos"] == 1
+    assert stage("manifest").run(cfg, dataset="x")["skipped"] == "up to date"
     shutil.copy(VIDEOS / "single_face.mp4", root / "happiness" / "b.mp4")
-    assert manifest.run(cfg, dataset="x")["videos"] == 2
+    assert stage("manifest").run(cfg, dataset="x")["videos"] == 2
     (root / "happiness" / "a.mp4").unlink()
-    assert manifest.run(cfg, dataset="x")["videos"] == 1
+    assert stage("manifest").run(cfg, dataset="x")["videos"] == 1
 
 
 def test_unlabelled_videos_are_not_a_class(tmp_path):
     import shutil
 
     from pipeline.config import load_config
-    from stages import manifest
+    from pipeline.registry import stage
     from tests.conftest import VIDEOS, write_params
 
     root = tmp_path / "raw"
@@ -72,7 +72,7 @@ def test_unlabelled_videos_are_not_a_class(tmp_path):
     shutil.copy(VIDEOS / "single_face.mp4", root / "loose.mp4")  # directly under the root: no label
     shutil.copy(VIDEOS / "single_face.mp4", root / "happiness" / "a.mp4")
     cfg = load_config(write_params(tmp_path, {"x": {"adapter": "folder", "root": str(root)}}, "x"))
-    summary = manifest.run(cfg, dataset="x")
+    summary = stage("manifest").run(cfg, dataset="x")
     assert summary["labels"] == {"happiness": 1} and summary["unlabelled"] == 1
 
 
