@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 """The source tree (the repository, or site-packages for an installed package)."""
 PACKAGES = ("pipeline", "stages", "cache")
 """Top-level packages of this project: imports of these are code dependencies of a stage."""
-PLUMBING = ("pipeline.registry", "pipeline.runner", "pipeline.state", "pipeline.config", "pipeline.errors")
+PLUMBING = ("pipeline.registry", "pipeline.runner", "pipeline.state", "pipeline.config", "pipeline.schema", "pipeline.errors")
 """Modules that decide *whether* a stage runs, not what it computes (parameter values, which are hashed
 themselves, come through config): neither the signature nor dvc.yaml's deps list them, else a
 help-text edit would recompute detect on a whole dataset."""
