@@ -274,7 +274,7 @@ class TrainHeadConfig:
     """How the head's input is built from a video's frozen features (pipeline/head/inputs.py): `none` (the
     paper), `video_median`, `first_frames`, `two_stream` or `two_stream_first`; chosen by its worst case across
     generated sources (bench/results/robust.md; a departure from the paper, documented in docs/head.md)."""
-    subject_norm: bool = False
+    subject_norm: bool = True
     """Subtract each person's mean frame (over all of that person's videos, no labels) from the features before
     the head's input is built: person-specific normalisation, as OpenFace does for action units. Only people
     with at least as many videos as there are classes are normalised (fewer would also remove their

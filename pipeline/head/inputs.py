@@ -140,6 +140,7 @@ class InputTransform(nn.Module):
         r = self.basis.shape[0]
         if r == 0:
             return
+        spread = float((raw - raw.mean(dim=0)).norm()) / max(1, raw.shape[0]) ** 0.5  # a video's typical distance
         if labels is not None:
             # Subject means of what the class does not explain: with unbalanced classes per subject (the
             # wild datasets) a subject's plain mean frame also points along its most frequent expression,
@@ -151,8 +152,12 @@ class InputTransform(nn.Module):
         ids = np.unique(subjects)
         means = torch.stack([raw[torch.as_tensor(subjects == s)].mean(dim=0) for s in ids])  # (S, D)
         means = means - means.mean(dim=0)
-        _, _, vt = torch.linalg.svd(means, full_matrices=False)  # rows: directions of identity variance
-        k = min(r, len(ids) - 1, vt.shape[0])  # S subject means span at most S - 1 directions
+        _, sv, vt = torch.linalg.svd(means, full_matrices=False)  # rows: directions of identity variance
+        # Only directions the subject means really spread along: after `subject_norm` they coincide up to
+        # float16 rounding (singular values ~1e-4 of a video's spread), and the SVD of that noise would name
+        # arbitrary directions to remove.
+        real = int((sv > 1e-2 * spread).sum())
+        k = min(r, len(ids) - 1, vt.shape[0], real)  # S subject means span at most S - 1 directions
         self.basis.zero_()
         self.basis[:k] = vt[:k]
 

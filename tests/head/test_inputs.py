@@ -122,8 +122,9 @@ def test_subject_norm_removes_each_persons_offset_and_keeps_the_expression_betwe
     # Identity (std 10) gone: the same expression level reads the same for every person, and levels stay apart.
     assert np.allclose(video, np.tile(np.arange(6) - 2.5, 4), atol=0.05)
     assert np.abs(per_video(x, "none").astype(np.float32).mean(axis=1)[:, 0] - video).max() > 1  # it did something
-    # Off by default: the input is per_video's.
-    assert np.array_equal(head_input(x, TrainHeadConfig(center="none"), subjects, 6), per_video(x, "none"))
+    # Off: the input is per_video's.
+    off = TrainHeadConfig(center="none", subject_norm=False)
+    assert np.array_equal(head_input(x, off, subjects, 6), per_video(x, "none"))
 
 
 def test_subject_norm_leaves_people_with_fewer_videos_than_classes_alone():
@@ -180,3 +181,15 @@ def test_standardize_puts_every_input_dimension_on_one_scale_fitted_on_training_
     t2.fit(torch.cat([feats[:8], 100 * feats[8:]]), subjects)
     assert not torch.allclose(t.scale, t2.scale)  # the rows it is given decide: the test fold's are never given
     assert "scale" not in InputTransform(feats.shape[-1], center).state_dict()  # old checkpoints keep loading
+
+
+def test_after_subject_norm_no_identity_direction_is_projected_out():
+    """The people's mean frames then coincide: the SVD of their rounding noise must not name directions."""
+    x, subjects, level = _people(n_people=6, d=8)
+    cfg = TrainHeadConfig(center="two_stream_first", subject_norm=True, identity_rank=4)
+    feats = torch.from_numpy(head_input(x, cfg, subjects, 6).astype(np.float32))
+    t = InputTransform(feats.shape[-1], cfg.center, rank=4)
+    t.fit(feats, subjects, level)
+    assert torch.count_nonzero(t.basis) == 0
+    t.fit(torch.from_numpy(per_video(x, cfg.center).astype(np.float32)), subjects, level)  # without: identity is there
+    assert torch.count_nonzero(t.basis.abs().sum(1)) == 4
