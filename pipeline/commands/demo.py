@@ -55,12 +55,16 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         click.secho(announce(cfg, name), fg="yellow" if quick else None, bold=quick, err=True)
         from pipeline.workers import orphan_safe_workers
 
-        for stage in pipeline_stages():
+        stages = pipeline_stages()
+        eta = Remaining([st.name for st in stages])
+        for stage in stages:
             t = time.time()
             with orphan_safe_workers():  # joblib workers exit if the demo is killed (as in `pipeline run`)
                 summary = stage.run(cfg, dataset=name)
-            click.echo(f"[{stage.name}] {'up to date' if summary.get('skipped') else 'done'} in "
-                       f"{time.time() - t:.0f} s", err=True)
+            took = time.time() - t
+            eta.done(stage.name, took, skipped=bool(summary.get("skipped")))
+            click.echo(f"[{stage.name}] {'up to date' if summary.get('skipped') else 'done'} in {took:.0f} s"
+                       + (f"; about {eta.left() / 60:.0f} min left" if eta.pending and not quick else ""), err=True)
     except PipelineError as err:
         click.secho(f"error: {err}", fg="red", err=True)
         sys.exit(err.exit_code)
@@ -73,6 +77,29 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
     click.echo(realism(cfg, name))
     if quick:
         click.secho(SMOKE, fg="yellow", bold=True)
+
+
+# Seconds each stage took in the full demo on this project's 2-core machine (docs/measurements.md,
+# 2026-12-04/05): the remaining-time estimate scales them by how fast this machine has been so far.
+STAGE_SECONDS = {"manifest": 60, "detect": 145, "resample": 2, "extract": 75, "train-head": 380, "evaluate": 30}
+
+
+class Remaining:
+    """The demo's remaining time: the reference seconds of the stages still to run, times this machine's
+    speed so far (actual over reference seconds of the stages that computed; skipped ones say nothing)."""
+
+    def __init__(self, names: list[str]):
+        self.pending = list(names)
+        self.actual = self.reference = 0.0
+
+    def done(self, name: str, seconds: float, skipped: bool) -> None:
+        self.pending.remove(name)
+        if not skipped and STAGE_SECONDS.get(name):
+            self.actual, self.reference = self.actual + seconds, self.reference + STAGE_SECONDS[name]
+
+    def left(self) -> float:
+        speed = self.actual / self.reference if self.reference else 1.0
+        return speed * sum(STAGE_SECONDS.get(n, 0) for n in self.pending)
 
 
 def record_for_dvc(cfg, name: str, plain: Callable[[], object], params_path: str | None, data_root: str | None,
