@@ -35,8 +35,9 @@ class FERV39kAdapter(Adapter):
                     continue
                 path = self.root / clips / clip
                 if len(fields) > 1 and fields[1].lower() != parts[1].lower():
-                    listing.problems.append((video_id_for(path, self.root), "label_mismatch",
-                                             f"{name}:{number}: folder {parts[1]}, label {fields[1]}"))
+                    vid = video_id_for(path, self.root)
+                    listing.problems.append(
+                        (vid, "label_mismatch", f"{name}:{number}: folder {parts[1]}, label {fields[1]}"))
                     continue
                 # The label is the Emotion folder's name, as the release organises the clips.
                 self.add_listed(listing, clip, path, parts[1], f"{name}:{number}", split=split,
