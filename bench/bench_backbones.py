@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_detect import machine_info, machine_lines  # noqa: E402
+from _tables import publish  # noqa: E402
 
 # (backbone, role): the baseline and the detector body, then a small and a large model of each plug-in
 DEFAULT_MODELS = [
@@ -115,11 +116,7 @@ def main() -> None:
                      f"{r['fps'] / base:.2f}x | {r['build_s']:.1f} |")
     lines += ["", "Machine:", *machine_lines(info), ""]
     text = "\n".join(lines)
-    print(text)
-    out = args.out or REPO / "bench" / "results" / f"backbones_{'gpu' if args.device == 'cuda' else 'cpu'}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    publish(args.out or REPO / "bench" / "results" / f"backbones_{'gpu' if args.device == 'cuda' else 'cpu'}.md", text)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import CENTERS  # noqa: E402
+from _tables import publish  # noqa: E402  (beside this script)
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,7 @@ def write(args, rows: list[dict], seconds: float) -> None:
         lines.append(f"| {r['source']} | {r['flavour']} | `{r['center']}` | {fmt(r['war'], r['war_std'])} | "
                      f"{fmt(r['uar'], r['uar_std'])} | {strict} | {probe} | {r['near_chance']} of {r['n_folds']} | "
                      f"{r['seconds']:.0f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print("\n".join(lines))
+    publish(args.out, "\n".join(lines) + "\n", rows)
 
 
 if __name__ == "__main__":

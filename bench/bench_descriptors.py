@@ -48,6 +48,7 @@ from pipeline.io import read_manifest  # noqa: E402
 from pipeline.layout import layout_for  # noqa: E402
 from pipeline.motion import SIZE, motion_features  # noqa: E402
 from pipeline.video import read_frames  # noqa: E402
+from _tables import publish  # noqa: E402  (beside this script)
 
 BASE = 8  # frames whose mean is "the first frames"; faces aligned at motion's SIZE (112), as flow sees them
 
@@ -112,8 +113,7 @@ def write(rows: list[dict], out: Path, argv: list[str]) -> None:
         vals = [cell[(d, v, ds)] for ds in datasets if (d, v, ds) in cell]
         lines.append(f"| {d} | {v} | " + " | ".join(f"{c['war']:.1f} ± {c['war_std']:.1f}" for c in vals)
                      + f" | **{min(c['war'] for c in vals):.1f}** |")
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    publish(out, "\n".join(lines) + "\n", rows)
 
 
 def main() -> None:

@@ -35,6 +35,8 @@ LONG_VIDEO = "WolfgangLanger_Pexels.mp4"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _tables import publish  # noqa: E402  (beside this script)
+
 
 def default_videos(short_only: bool = False) -> list[Path]:
     """The shipped clips (tests/data/videos) plus the 472-frame Pexels video from the shared folder when present."""
@@ -213,10 +215,7 @@ def main() -> None:
         *machine_lines(info),
         "",
     ])
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"written {args.out}")
+    publish(args.out, text)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from pipeline.finetune.crops import CropPack, StreamedCrops, decode_jpeg, open_p
 from pipeline.finetune.model import features_of, trainable_extractor
 from pipeline.finetune.train import FoldRun, train_fold
 
+from _tables import publish  # beside this script
+
 
 def _timed(fn) -> float:
     fn()  # warm-up (allocator, oneDNN primitives, cuDNN autotune)
@@ -158,9 +160,7 @@ def main() -> None:
             f"`python bench/bench_finetune.py{' --gpu' if args.gpu else ''}`: {args.videos} videos x {args.frames} "
             f"frames, batch {args.batch}, crops cut from the shipped faces (JPEG q95), random weights. Load average {load:.2f} at start, "
             f"{os.getloadavg()[0]:.2f} at end.\n\n" + "\n".join(lines) + "\n\n" + "; ".join(args.sizes_seen) + ".\n")
-    out = args.out or Path(__file__).parent / "results" / ("finetune_gpu.md" if args.gpu else "finetune_cpu.md")
-    out.write_text(text)
-    print(f"\nwrote {out}")
+    publish(args.out or Path(__file__).parent / "results" / ("finetune_gpu.md" if args.gpu else "finetune_cpu.md"), text)
 
 
 if __name__ == "__main__":

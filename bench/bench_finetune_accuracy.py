@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from _tables import publish  # beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -138,10 +140,7 @@ def write(args, rows: list[dict], seconds: float) -> None:
                      f"{r['head_seconds']} |")
     lines += ["", "extract with crops: " + ", ".join(f"{r['people']} people {r['seconds']:.0f} s"
                                                       for r in rows if "seconds" in r) + "."]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print("\n".join(lines))
+    publish(args.out, "\n".join(lines) + "\n", rows)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pipeline.precision import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detect import machine_info, machine_lines  # noqa: E402
+from _tables import publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -219,11 +220,8 @@ def main() -> None:
         lines += [f"| {name} | {ms:.0f} | {ms / probe['floor']:.2f}x |" for name, ms in probe.items()]
     lines += ["", "Machine:", "", *machine_lines(info)]
     text = "\n".join(lines)
-    print("\n" + text)
-    out = args.out or RESULTS / f"head_{'gpu' if device.type == 'cuda' else 'cpu'}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# `python bench/bench_head.py {' '.join(sys.argv[1:])}`\n\n{text}\n")
-    print(f"\nwritten to {out}")
+    publish(args.out or RESULTS / f"head_{'gpu' if device.type == 'cuda' else 'cpu'}.md",
+            f"# `python bench/bench_head.py {' '.join(sys.argv[1:])}`\n\n{text}\n")
 
 
 if __name__ == "__main__":

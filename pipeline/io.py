@@ -124,17 +124,31 @@ def clean_stale_temporaries(folder: Path, pattern: str = ".*.tmp") -> int:
 
 
 @dataclass
-class ManifestRow:
-    """One row of `manifest.csv`: what the adapter listed plus what the probe found."""
+class ListedVideo:
+    """What an adapter says of one video; the first columns of `manifest.csv`, declared once for both
+    the adapters' `VideoEntry` and the manifest's `ManifestRow`."""
 
     video_id: str
-    path: str
+    """Dataset-relative path without extension (may contain `/`); unique within a dataset."""
+    path: Path
+    """A video file, or a directory of frames read in sorted order."""
     label: str
+    """Canonical class name, or '' when unlabelled (e.g. the `folder` adapter on unsorted videos)."""
     subject: str
     fold: int | None = None
     split: str | None = None
+    """`train` / `test` for datasets with a fixed split."""
     apex_start: int | None = None
     apex_end: int | None = None
+    """Apex span in original frame numbers, when the dataset annotates it."""
+
+
+@dataclass
+class ManifestRow(ListedVideo):
+    """One row of `manifest.csv`: what the adapter listed plus what the probe found."""
+
+    path: str
+    """As written in the csv (the field keeps its place, second)."""
     n_frames: int = 0
     """Frames actually decoded (never the header's count)."""
     header_frames: int = 0

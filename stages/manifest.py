@@ -20,7 +20,7 @@ from pipeline.adapters import VideoEntry, make_adapter
 from pipeline.adapters.base import Listing
 from pipeline.config import Config
 from pipeline.errors import VideoError
-from pipeline.io import Failure, ManifestRow, read_failures, write_manifest
+from pipeline.io import Failure, ListedVideo, ManifestRow, read_failures, write_manifest
 from pipeline.layout import layout_for
 from pipeline.runner import Outcome
 from pipeline.video import probe
@@ -48,7 +48,7 @@ def fingerprint(listing: Listing) -> str:
 
 
 # What the adapter listed is carried into the row by name; only `path` and `extra` change form (str, JSON).
-LISTED = tuple(f.name for f in fields(VideoEntry) if f.name not in ("path", "extra"))
+LISTED = tuple(f.name for f in fields(ListedVideo) if f.name != "path")
 
 
 def probe_entry(entry: VideoEntry, fps_default: float) -> ManifestRow:

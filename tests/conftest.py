@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -18,6 +19,32 @@ def write_params(folder: Path, datasets: dict, dataset: str, **sections) -> Path
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def decode(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    """The frames of a video (its first `limit`), BGR, as OpenCV reads them: the tests' own decoder,
+    apart from `pipeline.video` (the code under test)."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while limit is None or len(frames) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+EXTRACTED = ("features", "extract.json")
+"""What extract writes into a dataset folder: left out of a copy a test extracts again."""
+
+
+def copy_dataset(src: Path, dst_root: Path, *, without: tuple[str, ...] = ()) -> Path:
+    """A copy of a dataset folder under another data root, leaving out some outputs: a test then writes
+    only into its own folder, never into a session fixture's that other tests read."""
+    dst = dst_root / src.name
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*without))
+    return dst
 
 
 def cut_clip(src: Path, dst: Path, n_frames: int) -> Path:

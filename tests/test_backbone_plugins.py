@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 
 import h5py
@@ -21,6 +20,7 @@ from cache.store import list_shards  # noqa: E402
 from pipeline.config import ExtractConfig, load_config  # noqa: E402
 from pipeline.errors import ConfigError, MissingWeightsError  # noqa: E402
 from pipeline.features import build_extractor  # noqa: E402
+from tests.conftest import EXTRACTED, copy_dataset  # noqa: E402
 
 TIMM_MODEL = "test_vit"  # timm's own test model: 0.3 M parameters, 160 px input, 64-d pre-logits
 TINY_CLIP = {"embed_dim": 32,
@@ -133,7 +133,7 @@ def plugin_cache(face_dataset, checkpoints, tmp_path_factory):
     from pipeline.registry import stage
 
     out = tmp_path_factory.mktemp("plugin_cache")
-    shutil.copytree(face_dataset["dir"], out / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], out, without=EXTRACTED)
     cfg = load_config(face_dataset["params"], data_root=str(out),
                       overrides=[f"extract.backbone=timm:{TIMM_MODEL}", f"extract.weights={checkpoints['timm']}",
                                  "extract.threads=1",  # one thread: the shared CI cores run ViTs 5x slower on two
@@ -194,7 +194,7 @@ def test_missing_checkpoint_exits_4_before_any_video_is_decoded(face_dataset, tm
         raise AssertionError("a video was decoded")
 
     monkeypatch.setattr(stages.extract, "read_frames", no_decoding)
-    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], tmp_path, without=EXTRACTED)
     missing = tmp_path / "nowhere" / "model.safetensors"
     res = CliRunner().invoke(main, ["run", "extract", "--no-deps", "--params", str(face_dataset["params"]),
                                     "--data-root", str(tmp_path), "--dataset", "faces",
@@ -311,7 +311,7 @@ def test_weights_file_that_carries_code_is_refused_and_nothing_runs(face_dataset
     from pipeline.cli import main
 
     monkeypatch.setattr(stages.extract, "read_frames", lambda *a, **k: pytest.fail("a video was decoded"))
-    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], tmp_path, without=EXTRACTED)
     marker = tmp_path / "marker"
     weights = tmp_path / "model.pt"
     if kind == "torchscript":

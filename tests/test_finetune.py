@@ -15,7 +15,7 @@ from cache.reader import load_cache
 from cache.store import ShardRecord, write_shard
 from pipeline.config import load_config
 from pipeline.io import ManifestRow, read_failures, write_manifest
-from tests.conftest import write_params
+from tests.conftest import EXTRACTED, copy_dataset, write_params
 
 CLASSES = ["anger", "happiness", "surprise"]
 # Each class tints the face crop one way; a fold-0 test video also carries a white square (the marker).
@@ -353,32 +353,40 @@ def _per_fold_caches(cfg, dataset: str, *, offset: float = 100.0, wrong_fold: in
         write_shard(lay.fold_features(fold.index) / "shard-00000.h5", recs, attrs)
 
 
-def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
+def _fold_offsets(cfg, dataset: str, monkeypatch) -> dict[int, int]:
+    """Filled as train-head's folds run: fold → median offset of the features it trained on from the frozen
+    cache (k * 100 when fold k reads the cache `_per_fold_caches` wrote for it)."""
     import pipeline.head.train as train_mod
-    from pipeline.registry import stage
-    from tests.head.conftest import tiny_params, write_synthetic_dataset
 
-    write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
-    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned"))
-    from pipeline.errors import PipelineError
-
-    with pytest.raises(PipelineError, match="run `pipeline run finetune --dataset synth` first"):
-        stage("train-head").run(cfg, dataset="synth")
-    _per_fold_caches(cfg, "synth")
-    seen = {}
+    seen: dict[int, int] = {}
     real = train_mod.fold_run
 
     def spy(cfg_, features, labels, subjects, fold, *a, **kw):
-        frozen = load_cache(cfg.dataset_dir("synth") / "features").features
+        frozen = load_cache(cfg.dataset_dir(dataset) / "features").features
         got = features.cpu().numpy().astype(np.float32)
         seen[fold.index] = round(float(np.median(got - frozen.astype(np.float32))))  # fp16
         return real(cfg_, features, labels, subjects, fold, *a, **kw)
 
     monkeypatch.setattr(train_mod, "fold_run", spy)
+    return seen
+
+
+def test_train_head_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
+    from pipeline.registry import stage
+    from tests.head.conftest import tiny_params, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
+    # subject_norm off: it subtracts each person's mean, and with it the per-fold offset that marks the cache read
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned",
+                                  subject_norm=False))
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="run `pipeline run finetune --dataset synth` first"):
+        stage("train-head").run(cfg, dataset="synth")
+    _per_fold_caches(cfg, "synth")
+    seen = _fold_offsets(cfg, "synth", monkeypatch)
     metrics = stage("train-head").run(cfg, dataset="synth")
     assert seen == {0: 0, 1: 100, 2: 200} and metrics["n_folds"] == 3
-    from pipeline.registry import stage
-
     # evaluate feeds each fold's head its own fold's cache: the checkpoints reproduce predictions.csv exactly
     # (on the frozen cache, 100 and 200 away from what folds 1 and 2 trained on, they would not).
     summary = stage("evaluate").run(cfg, dataset="synth")
@@ -414,11 +422,9 @@ def test_frozen_default_never_reads_per_fold_caches(tmp_path, monkeypatch):
 def test_real_crops_through_extract_and_finetune(face_dataset, tmp_path):
     """The real clips: detect -> resample (the shared fixture) -> extract with crops -> finetune, on the CPU.
     With extract.motion=flow: the per-fold caches keep the frozen cache's motion columns, and predict adds them."""
-    import shutil
-
     from pipeline.registry import stage
 
-    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], tmp_path, without=EXTRACTED)
     over = ["extract.keep_crops=true", "extract.backbone=retinaface_mnet", "extract.crop_size=64", "extract.motion=flow",
             "train_head.folds=2", *(f"finetune.{k}={v}" for k, v in {**FT, "epochs": 2, "frames_per_video": 4}.items())]
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=over)
@@ -530,23 +536,15 @@ def test_end_to_end_on_too_few_cached_frames_is_a_clear_message(tmp_path):
 
 
 def test_ablate_uses_fold_k_cache_for_fold_k(tmp_path, monkeypatch):
-    import pipeline.head.train as train_mod
     from pipeline.registry import stage
     from tests.head.conftest import tiny_params, write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "data", n_videos=18, n_subjects=6, dim=8)
-    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned"))
+    # subject_norm off: it subtracts each person's mean, and with it the per-fold offset that marks the cache read
+    cfg = load_config(tiny_params(tmp_path, epochs=1, fold_workers=1, center="none", features="finetuned",
+                                  subject_norm=False))
     _per_fold_caches(cfg, "synth")
-    seen = {}
-    real = train_mod.fold_run
-
-    def spy(cfg_, features, labels, subjects, fold, *a, **kw):
-        frozen = load_cache(cfg.dataset_dir("synth") / "features").features
-        got = features.cpu().numpy().astype(np.float32)
-        seen[fold.index] = round(float(np.median(got - frozen.astype(np.float32))))
-        return real(cfg_, features, labels, subjects, fold, *a, **kw)
-
-    monkeypatch.setattr(train_mod, "fold_run", spy)
+    seen = _fold_offsets(cfg, "synth", monkeypatch)
     out = stage("ablate").run(cfg, dataset="synth", kinds=("meanpool",))
     assert seen == {0: 0, 1: 100, 2: 200} and out["features"] == "finetuned"
 

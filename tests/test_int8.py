@@ -1,12 +1,11 @@
 """int8 CPU path (pipeline/backbones/int8.py): quantized graphs, fidelity to fp32, the cache, the shard record."""
-import shutil
-
 import h5py
 import numpy as np
 import pytest
 
 from cache.store import list_shards
 from pipeline.config import ExtractConfig, load_config
+from tests.conftest import EXTRACTED, copy_dataset
 
 
 def test_int8_is_refused_where_it_is_not_built():
@@ -55,7 +54,7 @@ def test_extract_int8_records_fidelity_per_shard(face_dataset, tmp_path, monkeyp
     monkeypatch.setenv("CEFLNET_CACHE", str(tmp_path / "int8"))
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path),
                       overrides=["extract.backbone=retinaface_mnet", "extract.precision=int8"])
-    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], tmp_path, without=EXTRACTED)
     summary = stage("extract").run(cfg, dataset="faces")
     assert summary["precision"] == "int8" and summary["failed"] == 0
     for s in list_shards(tmp_path / "faces" / "features"):

@@ -1,6 +1,4 @@
 """extract.motion = flow (issue 31, item 5): what it measures, and how it sits in the cache."""
-import shutil
-
 import cv2
 import h5py
 import numpy as np
@@ -11,6 +9,7 @@ from cache.store import list_shards
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.motion import GRID, motion_dim, motion_features
+from tests.conftest import EXTRACTED, copy_dataset
 
 
 def _texture(seed: int = 0) -> np.ndarray:
@@ -48,7 +47,7 @@ def test_flow_columns_follow_the_backbone_in_the_cache(face_dataset, tmp_path):
     runs = {}
     for motion in ("none", "flow"):
         root = tmp_path / motion
-        shutil.copytree(face_dataset["dir"], root / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+        copy_dataset(face_dataset["dir"], root, without=EXTRACTED)
         cfg = load_config(face_dataset["params"], data_root=str(root),
                           overrides=["extract.backbone=retinaface_mnet", f"extract.motion={motion}"])
         stage("extract").run(cfg, dataset="faces")

@@ -15,6 +15,7 @@ import torch
 from pipeline.backbones.mnet import FEATURE_DIM, build_mnet_features, weights_sha256
 from pipeline.retinaface_torch import (load_retinaface_torch, onnx_body_only, onnx_bytes,
                                       onnx_with_body_outputs)
+from tests.conftest import decode
 
 VIDEO = Path(__file__).parent / "data" / "videos" / "single_face.mp4"
 MEAN_BGR = np.array([104, 117, 123], np.float32)
@@ -24,10 +25,8 @@ MEAN_BGR = np.array([104, 117, 123], np.float32)
 def frame_bgr() -> np.ndarray:
     """Frame 10 of the fixture video (BGR uint8); the scikit-image astronaut if the video is absent."""
     if VIDEO.exists():
-        cap = cv2.VideoCapture(str(VIDEO))
-        frames = [cap.read()[1] for _ in range(11)]
-        cap.release()
-        assert frames[-1] is not None, f"could not decode 11 frames of {VIDEO}"
+        frames = decode(VIDEO, 11)
+        assert len(frames) == 11, f"could not decode 11 frames of {VIDEO}"
         return frames[-1]
     from skimage.data import astronaut  # public domain, ships with scikit-image
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar, Iterator
 
 from pipeline.errors import DatasetError
+from pipeline.io import ListedVideo
 from pipeline.labels import DEFAULT_CLASSES
 
 # Canonical class vocabulary (lower case). Datasets map their own names onto these by name,
@@ -48,23 +49,11 @@ def canonical_label(name: str) -> str:
     raise KeyError(f"unknown class name {name!r}")
 
 
-@dataclass(frozen=True)
-class VideoEntry:
-    """One video (a file, or a folder of frames) as an adapter lists it."""
+@dataclass
+class VideoEntry(ListedVideo):
+    """One video (a file, or a folder of frames) as an adapter lists it: the manifest's listed columns
+    (`pipeline.io.ListedVideo`) plus what only the adapter knows."""
 
-    video_id: str
-    """Dataset-relative path without extension (may contain `/`); unique within a dataset."""
-    path: Path
-    """A video file, or a directory of frames read in sorted order."""
-    label: str
-    """Canonical class name, or '' when unlabelled (e.g. the `folder` adapter on unsorted videos)."""
-    subject: str
-    fold: int | None = None
-    split: str | None = None
-    """`train` / `test` for datasets with a fixed split."""
-    apex_start: int | None = None
-    apex_end: int | None = None
-    """Apex span in original frame numbers, when the dataset annotates it."""
     extra: dict = field(default_factory=dict)
     """Adapter-specific columns kept in the manifest (e.g. MMI `view`)."""
 
@@ -79,12 +68,14 @@ class Listing:
     problems: list[tuple[str, str, str]] = field(default_factory=list)
     """(video_id, kind, message) for entries that could not be listed (missing file, unknown label)."""
 
-    def label_of(self, video_id: str, name: str) -> str | None:
-        """`name` mapped to the canonical vocabulary, or None after recording an `unknown_label` problem."""
+    def label_of(self, video_id: str, name: str, to_label: Callable[[str], str] = canonical_label,
+                 where: str = "") -> str | None:
+        """`name` mapped by `to_label` (the canonical vocabulary unless a dataset numbers its classes), or
+        None after recording an `unknown_label` problem: `to_label` raises a KeyError naming the cause."""
         try:
-            return canonical_label(name)
+            return to_label(name)
         except KeyError as err:
-            self.problems.append((video_id, "unknown_label", str(err.args[0])))
+            self.problems.append((video_id, "unknown_label", f"{where}: {err.args[0]}" if where else str(err.args[0])))
             return None
 
 
@@ -146,6 +137,29 @@ class Adapter(abc.ABC):
                     listing.entries.append(VideoEntry(video_id=vid, path=sequence, label=label, subject=subject.name))
         return listing
 
+    def add_listed(self, listing: Listing, clip: str, path: Path | None, label: str, where: str, *,
+                   fold: int | None = None, split: str | None = None, extra: dict | None = None,
+                   to_label: Callable[[str], str] = canonical_label, seen: dict[str, int] | None = None) -> None:
+        """One clip named by an annotation list (DFEW, MAFW, FERV39k): listed, or the reason it is not recorded.
+
+        Checked in this order: named again by another fold's list (`seen`, clip → its first fold, for
+        datasets whose fold lists partition the clips), media missing (`path` None or absent), label
+        unknown to `to_label`, class not chosen. `where` (`file:line`) starts every problem's message.
+        These datasets have no subject ids: the clip id stands in (their official splits need none)."""
+        if seen is not None:
+            if clip in seen:
+                listing.problems.append((clip, "duplicate", f"{where}: {clip} is already listed in set_{seen[clip]}"))
+                return
+            seen[clip] = fold
+        if path is None or not path.exists():
+            listing.problems.append((clip, "missing", f"{where}: {path or clip} not found"))
+            return
+        vid = video_id_for(path, self.root)
+        canonical = listing.label_of(vid, label, to_label, where)
+        if canonical is not None and self.keep(canonical, listing):
+            listing.entries.append(VideoEntry(video_id=vid, path=path, label=canonical, subject=clip, fold=fold,
+                                              split=split, extra=extra or {}))
+
     def keep(self, label: str, listing: Listing) -> bool:
         """True when `label` is in the chosen class set; otherwise counts the exclusion."""
         if self.classes is None or label in self.classes:
@@ -153,6 +167,14 @@ class Adapter(abc.ABC):
         reason = f"class not in classes: {label}"
         listing.excluded[reason] = listing.excluded.get(reason, 0) + 1
         return False
+
+
+def annotation_lines(path: Path) -> Iterator[tuple[int, str, list[str]]]:
+    """(line number, line, its whitespace-separated fields) for each non-blank line of a plain-text list."""
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if fields:
+            yield number, line, fields
 
 
 def video_id_for(path: Path, root: Path) -> str:

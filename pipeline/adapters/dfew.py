@@ -11,7 +11,7 @@ import csv
 import os
 from pathlib import Path
 
-from pipeline.adapters.base import VIDEO_EXTENSIONS, Adapter, Listing, VideoEntry, video_id_for
+from pipeline.adapters.base import VIDEO_EXTENSIONS, Adapter, Listing
 from pipeline.errors import DatasetError
 
 LABEL_CODES = {1: "happiness", 2: "sadness", 3: "neutral", 4: "anger", 5: "surprise", 6: "disgust", 7: "fear"}
@@ -46,25 +46,17 @@ class DFEWAdapter(Adapter):
                                        f"expected video_name,label.\nExpected layout:\n{self.layout}")
                 for row in reader:
                     name = row["video_name"].strip().zfill(5)
-                    if name in fold_of:  # the five test sets partition the clips: a repeat is a bad csv
-                        listing.problems.append(
-                            (name, "duplicate", f"{rel} lists {name}, already in set_{fold_of[name]}"))
-                        continue
-                    fold_of[name] = k
-                    path = index.get(name)
-                    if path is None:
-                        listing.problems.append((name, "missing", f"{rel} lists {name}, not found under {media}"))
-                        continue
-                    vid = video_id_for(path, self.root)
-                    try:
-                        label = LABEL_CODES[int(float(row["label"]))]
-                    except (KeyError, ValueError):
-                        listing.problems.append((vid, "unknown_label", f"{rel}: label {row['label']!r} not in 1-7"))
-                        continue
-                    if self.keep(label, listing):
-                        # DFEW has no subject ids: the clip id stands in (the official folds need none).
-                        listing.entries.append(VideoEntry(video_id=vid, path=path, label=label, subject=name, fold=k))
+                    self.add_listed(listing, name, index.get(name, self.root / media / name), row["label"],
+                                    f"{rel}:{reader.line_num}", fold=k, to_label=_label, seen=fold_of)
         return listing
+
+
+def _label(code: str) -> str:
+    """DFEW's class number (1-7, as the csv writes it) → canonical name."""
+    try:
+        return LABEL_CODES[int(float(code))]
+    except (KeyError, ValueError):
+        raise KeyError(f"label {code!r} not in 1-7") from None
 
 
 def _index(folder: Path, dirs: bool) -> dict[str, Path]:

@@ -6,7 +6,7 @@ frames. The label is taken from the Emotion component of that path, as the relea
 """
 from __future__ import annotations
 
-from pipeline.adapters.base import Adapter, Listing, VideoEntry, video_id_for
+from pipeline.adapters.base import Adapter, Listing, annotation_lines, video_id_for
 
 LISTS = (("train", "train_All.csv"), ("test", "test_All.csv"))
 
@@ -26,11 +26,7 @@ class FERV39kAdapter(Adapter):
         self.require(clips, *(f"{setups}/{name}" for _, name in LISTS))
         listing = Listing(entries=[])
         for split, name in LISTS:
-            lines = (self.root / setups / name).read_text().splitlines()
-            for number, line in enumerate(lines, start=1):
-                fields = line.split()
-                if not fields:
-                    continue
+            for number, line, fields in annotation_lines(self.root / setups / name):
                 clip = fields[0].strip("/")
                 parts = clip.split("/")
                 if len(parts) != 3:
@@ -38,19 +34,12 @@ class FERV39kAdapter(Adapter):
                         (clip, "bad_annotation", f"{name}:{number}: expected 'Scene/Emotion/ID Label', got {line!r}"))
                     continue
                 path = self.root / clips / clip
-                if not path.is_dir():
-                    listing.problems.append((clip, "missing", f"{name}:{number}: no clip folder {path}"))
-                    continue
-                vid = video_id_for(path, self.root)
-                label = listing.label_of(vid, parts[1])
-                if label is None:
-                    continue
                 if len(fields) > 1 and fields[1].lower() != parts[1].lower():
+                    vid = video_id_for(path, self.root)
                     listing.problems.append(
                         (vid, "label_mismatch", f"{name}:{number}: folder {parts[1]}, label {fields[1]}"))
                     continue
-                if self.keep(label, listing):
-                    # FERV39k has no subject ids: the clip id `Scene/Emotion/ID` stands in.
-                    listing.entries.append(VideoEntry(video_id=vid, path=path, label=label, subject=clip,
-                                                      split=split, extra={"scene": parts[0]}))
+                # The label is the Emotion folder's name, as the release organises the clips.
+                self.add_listed(listing, clip, path, parts[1], f"{name}:{number}", split=split,
+                                extra={"scene": parts[0]})
         return listing

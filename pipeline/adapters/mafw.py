@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.adapters.base import Adapter, Listing, VideoEntry, video_id_for
+from pipeline.adapters.base import Adapter, Listing, annotation_lines
 
 N_SETS = 5
 # The release names the split folder "Train & Test Set"; some copies rename it `split`.
@@ -35,28 +35,12 @@ class MAFWAdapter(Adapter):
         listing = Listing(entries=[])
         fold_of: dict[str, int] = {}
         for k, rel in enumerate(lists, start=1):
-            for number, line in enumerate((self.root / rel).read_text().splitlines(), start=1):
-                fields = line.split()
-                if not fields:
-                    continue
+            for number, line, fields in annotation_lines(self.root / rel):
                 if len(fields) != 2:
                     listing.problems.append(
                         (fields[0], "bad_annotation", f"{rel}:{number}: expected '<clip>.mp4 <label>', got {line!r}"))
                     continue
                 clip = Path(fields[0]).stem.zfill(5)
-                if clip in fold_of:  # the five test sets partition the clips: a repeat is a bad list
-                    listing.problems.append((clip, "duplicate", f"{rel}:{number}: already in set_{fold_of[clip]}"))
-                    continue
-                fold_of[clip] = k
                 path = self.root / media / (clip if frames else f"{clip}{Path(fields[0]).suffix or '.mp4'}")
-                if not path.exists():
-                    listing.problems.append((clip, "missing", f"{rel}:{number}: {path} not found"))
-                    continue
-                vid = video_id_for(path, self.root)
-                label = listing.label_of(vid, fields[1])
-                if label is None:
-                    continue
-                if self.keep(label, listing):
-                    # MAFW has no subject ids: the clip id stands in (the official folds need none).
-                    listing.entries.append(VideoEntry(video_id=vid, path=path, label=label, subject=clip, fold=k))
+                self.add_listed(listing, clip, path, fields[1], f"{rel}:{number}", fold=k, seen=fold_of)
         return listing

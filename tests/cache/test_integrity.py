@@ -1,8 +1,6 @@
 """Issue 16: a damaged cache is caught by its row checksums, refused by training, repaired by extract."""
 from __future__ import annotations
 
-import shutil
-
 import h5py
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from cache.integrity import check_shard
 from cache.store import CHECKSUM
 from pipeline.cli import main
 from pipeline.errors import PipelineError
+from tests.conftest import EXTRACTED, copy_dataset
 from tests.head.conftest import tiny_params, write_synthetic_dataset
 
 
@@ -80,7 +79,7 @@ def test_extract_resume_repairs_only_the_damaged_video(face_dataset, tmp_path):
     from pipeline.config import load_config
     from pipeline.registry import stage
 
-    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], tmp_path, without=EXTRACTED)
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.backbone=retinaface_mnet"])
     first = stage("extract").run(cfg, dataset="faces")
     assert first["computed"] == 5

@@ -11,7 +11,8 @@ from pipeline.demo.blend import blend_faces, blend_weights, families
 from pipeline.demo.distractors import rich_plan
 from pipeline.demo.generate import generate_demo, load_models
 from pipeline.detector import RetinaFaceDetector
-from tests.demo.test_generate import _decode as _frames, _rows
+from tests.conftest import decode
+from tests.demo.test_generate import _rows
 
 SMALL = dict(videos_per_class_per_identity=1, n_frames=(40, 44), size=160, n_identities=2)
 
@@ -34,19 +35,19 @@ def test_blends_form_one_family_with_their_parents(rich):
 @pytest.mark.slow  # generates the rich demo set a second time (4 s)
 def test_rich_videos_decode_and_are_deterministic(rich, tmp_path):
     for r in _rows(rich):
-        assert len(_frames(rich / r["video"])) == int(r["n_frames"])
+        assert len(decode(rich / r["video"])) == int(r["n_frames"])
     generate_demo(tmp_path, seed=0, distractors="rich", blends=1, **SMALL)
     for r in _rows(rich)[:4]:
         assert (tmp_path / r["video"]).read_bytes() == (rich / r["video"]).read_bytes()
 
 
-def test_rich_distractors_leave_the_plan_and_change_the_frames(rich, tmp_path):
+def test_rich_distractors_leave_the_plan_and_change_thedecode(rich, tmp_path):
     generate_demo(tmp_path, seed=0, **SMALL)
     basic = {r["video"]: r for r in _rows(tmp_path)}
     for r in _rows(rich):
         if r["video"] in basic:  # same episode and apex: the distractors have their own random stream
             assert {k: r[k] for k in r if k != "subject"} == {k: v for k, v in basic[r["video"]].items() if k != "subject"}
-            a, b = _frames(rich / r["video"]), _frames(tmp_path / r["video"])
+            a, b = decode(rich / r["video"]), decode(tmp_path / r["video"])
             assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() > 3
 
 

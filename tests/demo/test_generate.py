@@ -12,6 +12,7 @@ import pytest
 from pipeline.adapters import make_adapter
 from pipeline.demo.generate import APEX_LEVEL, CLASSES, generate_demo, plan_video
 from pipeline.errors import DatasetError
+from tests.conftest import decode
 
 SMALL = dict(videos_per_class_per_identity=2, n_frames=(20, 26), size=160, n_identities=4)
 
@@ -24,18 +25,6 @@ def _digest(folder: Path) -> dict[str, str]:
 def _rows(folder: Path) -> list[dict]:
     with (folder / "labels.csv").open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _decode(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +69,7 @@ def test_labels_and_apex_spans(demo):
 @pytest.mark.slow
 def test_every_video_decodes_with_the_written_frame_count(demo):
     for r in _rows(demo):
-        frames = _decode(demo / r["video"])
+        frames = decode(demo / r["video"])
         assert len(frames) == int(r["n_frames"]), r["video"]
         assert frames[0].shape == (SMALL["size"], SMALL["size"], 3)
 
@@ -124,7 +113,7 @@ def test_sustained_videos_and_labels(tmp_path):
     rows = list(csv.DictReader(labels.open()))
     assert len(rows) == 4
     for r in rows:
-        n = len(_decode(tmp_path / r["video"]))
+        n = len(decode(tmp_path / r["video"]))
         assert n == int(r["n_frames"]) and int(r["apex_end"]) == n - 1 and int(r["apex_start"]) <= round(0.15 * n)
     with pytest.raises(ValueError, match="episode"):
         generate_demo(tmp_path / "x", episode="held")
@@ -139,7 +128,7 @@ def test_plan_refuses_videos_too_short_for_an_episode():
 def test_expression_changes_the_face_and_returns(demo):
     # mean absolute change of the apex frame vs the first frame is larger than of the neutral frames
     for r in _rows(demo)[::8]:
-        frames = np.array(_decode(demo / r["video"]), dtype=np.float32)
+        frames = np.array(decode(demo / r["video"]), dtype=np.float32)
         a0, e0 = int(r["apex_start"]), int(r["episode_start"])
         at_apex = np.abs(frames[a0] - frames[0]).mean()
         before = np.abs(frames[max(e0 - 1, 0)] - frames[0]).mean()
@@ -153,7 +142,7 @@ def test_retinaface_detects_the_face_at_apex(demo):
     rows = _rows(demo)
     for r in [rows[i] for i in range(0, 48, 7)]:  # a few videos, every identity and several classes
         a0, a1 = int(r["apex_start"]), int(r["apex_end"])
-        frame = _decode(demo / r["video"])[(a0 + a1) // 2]
+        frame = decode(demo / r["video"])[(a0 + a1) // 2]
         faces = detect_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         assert faces and max(f.score for f in faces) > 0.9, r["video"]
 

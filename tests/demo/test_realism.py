@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 
@@ -13,7 +12,7 @@ from pipeline.demo.generate import CLASSES, generate_demo
 from pipeline.demo.realism import (EXPRESSIONS, LabelRow, VideoReading, check_images, check_videos, format_images,
                                    interleave, main, read_labels, spread, summarise)
 from pipeline.errors import DatasetError
-from tests.conftest import VIDEOS
+from tests.conftest import VIDEOS, decode
 
 
 def _probs(top: int, p: float = 0.6) -> tuple[float, ...]:
@@ -102,9 +101,7 @@ def test_cli(tiny_set, tmp_path, capsys):
 
 
 def test_check_images_reads_a_real_smile():
-    cap = cv2.VideoCapture(str(VIDEOS / "single_face.mp4"))
-    frames = [cap.read()[1] for _ in range(40)]
-    cap.release()
+    frames = decode(VIDEOS / "single_face.mp4", 40)
     blank = np.zeros((120, 90, 3), np.uint8)
     readings = check_images([frames[3], frames[39], blank], ["neutral", "happiness", "nothing"])
     assert [r.reads for r in readings] == ["neutral", "happiness", None]

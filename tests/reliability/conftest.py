@@ -6,7 +6,6 @@ a missing file beside the real (and awkward but valid) videos. Every file is gen
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import cv2
@@ -97,8 +96,3 @@ The replaced file stays replaced: later runs on copies of this dataset see what 
             "listing": listing}
 
 
-def copy_dataset(src: Path, dst_root: Path, *, without: tuple[str, ...] = ()) -> Path:
-    """A copy of a dataset folder under another data root, leaving out some outputs."""
-    dst = dst_root / src.name
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*without))
-    return dst

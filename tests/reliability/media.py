@@ -11,20 +11,12 @@ import av
 import cv2
 import numpy as np
 
-from tests.conftest import VIDEOS
+from tests.conftest import VIDEOS, decode
 
 
 def real_frames(n: int, name: str = "single_face.mp4") -> list[np.ndarray]:
     """The first `n` frames (BGR) of a real clip."""
-    cap = cv2.VideoCapture(str(VIDEOS / name))
-    frames = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
+    return decode(VIDEOS / name, n)
 
 
 def write_cv2(path: Path, frames: Sequence[np.ndarray], fps: float = 25.0, color: bool = True) -> Path:

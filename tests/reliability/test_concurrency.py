@@ -11,7 +11,7 @@ import pytest
 from cache.reader import load_cache
 from pipeline.config import load_config
 from pipeline.io import Failure, read_failures
-from tests.reliability.conftest import copy_dataset
+from tests.conftest import EXTRACTED, copy_dataset
 from tests.reliability.test_crash_safety import cli, finish
 
 
@@ -25,7 +25,7 @@ def verify_exit(params: Path, data_root: Path):
 
 @pytest.mark.slow
 def test_two_shard_processes_at_once_make_a_complete_cache(bad_batch, tmp_path):
-    copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
+    copy_dataset(bad_batch["dir"], tmp_path, without=EXTRACTED)
     params = bad_batch["params"]
     # One torch thread each: two processes on a 2-core machine (threads do not change the results).
     procs = [cli("extract", params, tmp_path, "--shard", f"{k}/2", "--set", "extract.threads=1") for k in range(2)]
@@ -55,7 +55,7 @@ def test_a_shard_run_leaves_other_slices_temporaries_alone(bad_batch, tmp_path):
     """A slice starting while another is writing must not delete the other's in-progress file."""
     from pipeline.registry import stage
 
-    copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
+    copy_dataset(bad_batch["dir"], tmp_path, without=EXTRACTED)
     feats = tmp_path / "bad" / "features"
     feats.mkdir()
     other = feats / ".shard-001of010-00000.h5.k2j4x9.tmp"  # slice 1 writing its first shard

@@ -21,7 +21,7 @@ from cache.reader import load_cache
 from cache.store import list_shards
 from pipeline.config import load_config
 from pipeline.io import read_failures
-from tests.reliability.conftest import copy_dataset
+from tests.conftest import EXTRACTED, copy_dataset
 
 FACE_FIELDS = ("boxes", "landmarks", "scores", "flags")
 
@@ -218,7 +218,7 @@ def test_disk_full_mid_write_leaves_no_partial_file_and_rerun_completes(bad_batc
     """ENOSPC while the second shard's features are written (inside HDF5), or at the atomic rename."""
     from pipeline.registry import stage
 
-    copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
+    copy_dataset(bad_batch["dir"], tmp_path, without=EXTRACTED)
     cfg = load_config(bad_batch["params"], data_root=str(tmp_path))
     feats = tmp_path / "bad" / "features"
     with monkeypatch.context() as m:
@@ -255,7 +255,7 @@ def _under_file_limit(kb: int, *args: str) -> subprocess.CompletedProcess:
 def test_extract_past_the_file_size_limit_is_a_message_and_exit_1_and_the_rerun_completes(bad_batch, tmp_path):
     """Issue 29: HDF5 failing a write (EFBIG under `ulimit -f`, as on a full disk) used to end in a
     segmentation fault at interpreter exit (139)."""
-    copy_dataset(bad_batch["dir"], tmp_path, without=("features", "extract.json"))
+    copy_dataset(bad_batch["dir"], tmp_path, without=EXTRACTED)
     args = ("run", "extract", "--no-deps", "--params", str(bad_batch["params"]), "--data-root", str(tmp_path))
     res = _under_file_limit(64, *args)  # a shard of two videos is ~170 KiB
     assert res.returncode == 1, res.stderr[-3000:]

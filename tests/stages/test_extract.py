@@ -14,6 +14,7 @@ from cache.reader import load_cache
 from cache.store import list_shards
 from pipeline.config import load_config
 from pipeline.errors import MissingWeightsError, PipelineError
+from tests.conftest import EXTRACTED, copy_dataset
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def cached(tmp_path_factory, face_dataset):
     from pipeline.registry import stage
 
     root = tmp_path_factory.mktemp("cached")
-    shutil.copytree(face_dataset["dir"], root / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], root, without=EXTRACTED)
     cfg = load_config(face_dataset["params"], data_root=str(root))
     summary = stage("extract").run(cfg, dataset="faces")
     return {**face_dataset, "cfg": cfg, "dir": cfg.dataset_dir("faces")}, summary
@@ -111,7 +112,7 @@ def test_keep_crops(face_dataset, tmp_path):
     from pipeline.registry import stage
 
     cfg = load_config(face_dataset["params"], data_root=str(tmp_path), overrides=["extract.keep_crops=true"])
-    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], tmp_path, without=EXTRACTED)
     stage("extract").run(cfg, dataset="faces")
     with h5py.File(list_shards(tmp_path / "faces" / "features")[0], "r") as f:
         import cv2
@@ -133,7 +134,7 @@ def test_crops_are_kept_by_later_extracts_without_the_setting(face_dataset, tmp_
     cache without crops redoes it with them."""
     from pipeline.registry import stage
 
-    shutil.copytree(face_dataset["dir"], tmp_path / "faces", ignore=shutil.ignore_patterns("features", "extract.json"))
+    copy_dataset(face_dataset["dir"], tmp_path, without=EXTRACTED)
     features = tmp_path / "faces" / "features"
     plain = load_config(face_dataset["params"], data_root=str(tmp_path))
     assert stage("extract").run(plain, dataset="faces")["cached"] == 5 and not _all_hold_crops(features)
@@ -197,8 +198,7 @@ def _run_extract(params, data_root):
 def test_killed_mid_shard_resumes_to_identical_features(face_dataset, tmp_path):
     """SIGKILL while shards are being written: no partial shard is visible; the rerun equals a clean run."""
     def copy_to(dst):
-        shutil.copytree(face_dataset["dir"], dst / "faces",
-                        ignore=shutil.ignore_patterns("features", "extract.json"))
+        copy_dataset(face_dataset["dir"], dst, without=EXTRACTED)
         return dst
 
     clean, killed = copy_to(tmp_path / "clean"), copy_to(tmp_path / "killed")

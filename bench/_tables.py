@@ -1,0 +1,16 @@
+"""How a bench ends: its markdown printed and written, with its rows as JSON beside it when it keeps them,
+so the table on screen is the table on disk (and `bench_center.py --tables` can join parts later)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def publish(out: Path, text: str, rows: list[dict] | None = None) -> None:
+    """Print `text`, write it to `out` (its folder made) and `rows` to `out` with `.json`; say where."""
+    print("\n" + text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    if rows is not None:
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    print(f"written {out}")
