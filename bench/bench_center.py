@@ -179,7 +179,7 @@ def write(args, rows: list[dict], seconds: float) -> None:
              "folds; chance 16.7 %. A source is RIG-DISTRACTORS-PEOPLE (`+B`: B blends per pair of people); the "
              "training people per fold in brackets. **min** is the worst column: a default must hold there; "
              "*min transient* / *min sustained* decide a family's (lab clips are transient, wild ones sustained).", "",
-             "| center | " + " | ".join(f"{s} ({cell[(options[0], s, f)]['training_people'] if (options[0], s, f) in cell else '?'}) {f}"
+             "| center | " + " | ".join(f"{s} ({next(cell[(o, s, f)]['training_people'] for o in options if (o, s, f) in cell)}) {f}"
                                         for s, f in columns) + " | **min** | "
              + " | ".join(f"min {f}" for f in flavours) + " |",
              "|---|" + "---|" * (len(columns) + 1 + len(flavours))]
