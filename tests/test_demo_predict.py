@@ -34,6 +34,7 @@ def test_demo_report_names_backbone_numbers_and_pictures(demo_run):
     metrics = json.loads((base / "results" / "demo" / "metrics.json").read_text())
     provenance = json.loads((base / "results" / "demo" / "provenance.json").read_text())
     assert metrics["n_videos"] == 24 and provenance["backbone"] == "retinaface_mnet"
+    assert provenance["subject_norm"].startswith("4 of 4 people normalised")  # 6 videos each, one per class
     assert "clip_localization" in metrics and "best_epoch" in metrics
     # the sanity numbers of issue 11: chance, a near-chance flag per fold, the linear probe, localisation baselines
     assert metrics["chance_war"] > 0 and "n_folds_near_chance" in metrics

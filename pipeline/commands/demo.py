@@ -79,9 +79,11 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         click.secho(SMOKE, fg="yellow", bold=True)
 
 
-# Seconds each stage took in the full demo on this project's 2-core machine (docs/measurements.md,
-# 2026-12-04/05): the remaining-time estimate scales them by how fast this machine has been so far.
-STAGE_SECONDS = {"manifest": 60, "detect": 145, "resample": 2, "extract": 75, "train-head": 380, "evaluate": 30}
+# Approximate seconds of each stage of the full demo on this project's 2-core machine: detect 145 and extract
+# 75 measured (docs/measurements.md, 2026-12-04), train-head + evaluate 380 together (`dvc repro`, 10 folds),
+# manifest (video generation) and resample rough guesses. Only their ratios matter: the remaining-time
+# estimate scales them by how fast this machine has been so far.
+STAGE_SECONDS = {"manifest": 60, "detect": 145, "resample": 2, "extract": 75, "train-head": 350, "evaluate": 30}
 
 
 class Remaining:
