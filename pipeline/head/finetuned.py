@@ -70,7 +70,7 @@ def load_fold_features(layout: DatasetLayout, dataset: str, video_ids: Sequence[
             log.warning("fold %d: %d videos missing from %s (finetune failures.csv rows) left out of this fold",
                         fold.index, int((~present).sum()), folder)
         # Rows left out are zeros that no fold index reaches.
-        out[fold.index] = head_input(feats, th, subjects, n_classes)
+        out[fold.index] = head_input(feats, th, subjects, n_classes, present)
         kept.append(Fold(fold.index, fold.train[present[fold.train]], fold.test[present[fold.test]]))
     return out, kept
 

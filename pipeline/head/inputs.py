@@ -57,21 +57,30 @@ def normalised_people(subjects: Sequence[str], min_videos: int) -> list[str]:
     return [str(s) for s, n in zip(ids, counts) if n >= min_videos]
 
 
-def person_offsets(features: np.ndarray, subjects: Sequence[str], min_videos: int) -> np.ndarray:
+def person_offsets(features: np.ndarray, subjects: Sequence[str], min_videos: int,
+                   present: np.ndarray | None = None) -> np.ndarray:
     """(N, T, D) cached features -> (N, D) each video's person's mean frame over all of that person's videos;
-    zeros for people with fewer than `min_videos` videos (left as they are)."""
+    zeros for people with fewer than `min_videos` videos (left as they are). `present`: (N,) rows that hold
+    features (a per-fold cache leaves the videos finetune dropped as zero rows, which must not count)."""
     subjects = np.asarray(subjects).astype(str)
+    present = np.ones(len(subjects), bool) if present is None else np.asarray(present, bool)
     out = np.zeros((features.shape[0], features.shape[-1]), np.float32)
-    for s in normalised_people(subjects, min_videos):
-        rows = np.flatnonzero(subjects == s)
-        out[rows] = features[rows].astype(np.float32).mean(axis=(0, 1))
+    for s in normalised_people(subjects[present], min_videos):
+        rows = np.flatnonzero((subjects == s) & present)
+        out[subjects == s] = features[rows].astype(np.float32).mean(axis=(0, 1))
     return out
 
 
-def head_input(features: np.ndarray, cfg, subjects: Sequence[str], n_classes: int) -> np.ndarray:
+def head_input(features: np.ndarray, cfg, subjects: Sequence[str], n_classes: int,
+               present: np.ndarray | None = None) -> np.ndarray:
     """The per-video part of the head's input for a `train_head` config `cfg` (its `center` and
-    `subject_norm`): the one entry train-head, evaluate and the per-fold caches use."""
-    offset = person_offsets(features, subjects, n_classes) if getattr(cfg, "subject_norm", False) else None
+    `subject_norm`): the one entry train-head, evaluate and the per-fold caches use. The offsets are only
+    taken where they matter: `first_frames` and `video_median` keep no level (a person's offset cancels in
+    the video's own reference), and where nobody qualifies they are all zero."""
+    offset = None
+    if getattr(cfg, "subject_norm", False) and (cfg.center == "none" or is_two_stream(cfg.center)):
+        offset = person_offsets(features, subjects, n_classes, present)
+        offset = offset if offset.any() else None
     return per_video(features, cfg.center, offset)
 
 

@@ -193,3 +193,24 @@ def test_after_subject_norm_no_identity_direction_is_projected_out():
     assert torch.count_nonzero(t.basis) == 0
     t.fit(torch.from_numpy(per_video(x, cfg.center).astype(np.float32)), subjects, level)  # without: identity is there
     assert torch.count_nonzero(t.basis.abs().sum(1)) == 4
+
+
+def test_person_offsets_leave_out_rows_that_hold_no_features():
+    """A per-fold cache leaves the videos finetune dropped as zero rows: they must not pull their person's mean."""
+    x, subjects, _ = _people()
+    holed = x.copy()
+    holed[0] = 0
+    present = np.ones(len(x), bool)
+    present[0] = False
+    with_hole = person_offsets(holed, subjects, 5, present)
+    assert np.allclose(with_hole[1:6], x[1:6].astype(np.float32).mean(axis=(0, 1)), atol=1e-3)
+    assert not np.allclose(person_offsets(holed, subjects, 5)[1], with_hole[1])  # counted, the zeros would pull it
+
+
+def test_head_input_skips_offsets_that_cancel_or_are_zero():
+    x, subjects, _ = _people()
+    for center in ("first_frames", "video_median"):
+        cfg = TrainHeadConfig(center=center, subject_norm=True)
+        assert np.array_equal(head_input(x, cfg, subjects, 6), per_video(x, center))
+    solo = TrainHeadConfig(center="none", subject_norm=True)
+    assert np.array_equal(head_input(x, solo, [f"v{i}" for i in range(len(x))], 6), per_video(x, "none"))
