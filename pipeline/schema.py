@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
-CENTERS = ("none", "video_median", "first_frames", "two_stream", "two_stream_first")
+CENTERS = ("none", "video_median", "first_frames", "two_stream", "two_stream_first", "two_stream_held")
 """`train_head.center` choices; what each does: pipeline/head/inputs.py."""
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -272,8 +272,8 @@ class TrainHeadConfig:
     Lower it only when their weights and batches do not fit in memory; the numbers are the same either way."""
     center: str = "two_stream_first"
     """How the head's input is built from a video's frozen features (pipeline/head/inputs.py): `none` (the
-    paper), `video_median`, `first_frames`, `two_stream` or `two_stream_first`; chosen by its worst case across
-    generated sources (bench/results/robust.md; a departure from the paper, documented in docs/head.md)."""
+    paper), `video_median`, `first_frames`, `two_stream`, `two_stream_first` or `two_stream_held`; chosen by its
+    worst case across generated sources (bench/results/robust.md; a departure from the paper, documented in docs/head.md)."""
     subject_norm: bool = True
     """Subtract each person's mean frame (over all of that person's videos, no labels) from the features before
     the head's input is built: person-specific normalisation, as OpenFace does for action units. Only people

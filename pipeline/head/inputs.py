@@ -20,6 +20,10 @@ parts, the training fold only — never test-fold labels or statistics:
                                                 first frames: a transient expression stands out
                                                 against its neutral onset, and a held one, which
                                                 the centred stream cancels, is still in the raw one
+  two_stream_held [x - mean(x[:k]) : P(median_t(x) - mu)]  as two_stream_first, the raw stream replaced by
+                                                the video's median frame on every frame: the level the
+                                                video holds most of the time, so a passing occluder,
+                                                speech or a blink does not move it
 
 `train_head.subject_norm` first subtracts each person's mean frame over all of that person's videos
 (`person_offsets`): person-specific normalisation (OpenFace's for action units). It uses no labels and
@@ -48,7 +52,7 @@ def input_dim(center: str, feature_dim: int) -> int:
 
 
 def is_two_stream(center: str) -> bool:
-    return center in ("two_stream", "two_stream_first")
+    return center in ("two_stream", "two_stream_first", "two_stream_held")
 
 
 def normalised_people(subjects: Sequence[str], min_videos: int) -> list[str]:
@@ -96,13 +100,15 @@ def per_video(features: np.ndarray, center: str, offset: np.ndarray | None = Non
     if center == "none":
         return features
     x = features.astype(np.float32)
-    if center in ("first_frames", "two_stream_first"):
+    if center in ("first_frames", "two_stream_first", "two_stream_held"):
         k = max(1, round(FIRST_FRAMES_SHARE * x.shape[-2]))
         changing = x - x[..., :k, :].mean(axis=-2, keepdims=True)
     else:
         changing = x - np.median(x, axis=-2, keepdims=True)
     if not is_two_stream(center):
         return changing.astype(features.dtype)
+    if center == "two_stream_held":
+        x = np.broadcast_to(np.median(x, axis=-2, keepdims=True), x.shape)
     return np.concatenate([changing, x], axis=-1).astype(features.dtype)
 
 

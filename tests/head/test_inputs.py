@@ -26,7 +26,7 @@ def test_per_video_shapes(center):
     assert per_video(x[0], center).shape == (20, input_dim(center, 6))  # one video, as predict gives it
 
 
-@pytest.mark.parametrize("center", ["video_median", "first_frames", "two_stream", "two_stream_first"])
+@pytest.mark.parametrize("center", [c for c in CENTERS if c != "none"])
 def test_reference_options_remove_a_constant_offset_and_keep_the_episode(center):
     x, _ = _videos()
     out = per_video(x, center).astype(np.float32)[..., :6]  # two-stream: the changing half comes first
@@ -34,7 +34,7 @@ def test_reference_options_remove_a_constant_offset_and_keep_the_episode(center)
     assert np.allclose(out[:, 10, 0], 1.0, atol=0.1)  # the episode stays
 
 
-@pytest.mark.parametrize("center", ["two_stream", "two_stream_first"])
+@pytest.mark.parametrize("center", ["two_stream", "two_stream_first", "two_stream_held"])
 def test_two_stream_fit_sees_only_training_rows_and_projects_identity_out(center):
     x, _ = _videos(n=12, d=8)
     feats = torch.from_numpy(per_video(x, center).astype(np.float32))
@@ -53,6 +53,17 @@ def test_two_stream_fit_sees_only_training_rows_and_projects_identity_out(center
     torch.testing.assert_close(basis @ basis.T, torch.eye(3), atol=1e-5, rtol=0)  # orthonormal rows
     raw = t(feats)[..., 8:]
     assert torch.allclose(raw @ basis.T, torch.zeros(()), atol=1e-3)  # nothing left along identity directions
+
+
+def test_the_held_stream_is_the_videos_median_frame_so_a_passing_distractor_does_not_move_it():
+    x, identity = _videos()
+    x[:, 15:18, 3] += 50  # a passing occluder on 3 of 20 frames
+    raw = per_video(x, "two_stream_held").astype(np.float32)[..., 6:]
+    assert np.allclose(raw, raw[:, :1], atol=1e-2)  # one level for the whole video
+    assert np.allclose(raw[:, 0], identity[:, 0], atol=0.1)  # the held level, neither episode nor occluder
+    x[:, :, 2] += 1.0  # an expression held from the first frame to the last (sustained)
+    held = per_video(x, "two_stream_held").astype(np.float32)
+    assert np.allclose(held[:, :, 2], 0.0, atol=0.1) and np.allclose(held[:, 0, 8], identity[:, 0, 2] + 1, atol=0.1)
 
 
 def test_the_fitted_input_travels_in_the_head_state_dict():
