@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.commands.demo import SMOKE, announce
+from pipeline.commands.demo import DEMO_MINUTES, SMOKE, announce
 from pipeline.config import load_config
 
 
@@ -15,7 +15,7 @@ def test_the_full_demo_announces_what_it_does_and_how_long(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)  # the built-in defaults, as after `pip install`
     text = announce(load_config(None, dataset="demo"), "demo")
     assert "216 videos (6 expressions x 12 people)" in text and "10 folds x 120 epochs" in text
-    assert "about 10 minutes" in text and "--quick" in text
+    assert f"about {DEMO_MINUTES} minutes" in text and "--quick" in text
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.commands.demo import DEMO_MINUTES
 from pipeline.commands.init import VERSION_FILE, dvc_yaml_text
 from pipeline.registry import pipeline_stages
 from pipeline.config import BUILTIN_TOP, load_config
@@ -216,8 +217,8 @@ def test_init_next_steps_fit_what_was_asked(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["init", ".", "--no-dvc"])
     assert res.exit_code == 0, res.output
     assert "cd ." not in res.output
-    assert "next: dvc repro" not in res.output  # no dataset: dvc repro is the ten-minute demo, said as such
-    assert "about 10 minutes" in res.output and "pipeline demo --quick" in res.output
+    assert "next: dvc repro" not in res.output  # no dataset: dvc repro is the demo, said as such
+    assert f"about {DEMO_MINUTES} minutes" in res.output and "pipeline demo --quick" in res.output
     assert "--dataset NAME --root" in res.output
     res = CliRunner().invoke(main, ["init", "proj", "--no-dvc", "--dataset", "mine", "--root", str(VIDEOS)])
     assert res.exit_code == 0, res.output

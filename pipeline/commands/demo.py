@@ -79,11 +79,12 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         click.secho(SMOKE, fg="yellow", bold=True)
 
 
-# Approximate seconds of each stage of the full demo on this project's 2-core machine: detect 145 and extract
-# 75 measured (docs/measurements.md, 2026-12-04), train-head + evaluate 380 together (`dvc repro`, 10 folds),
-# manifest (video generation) and resample rough guesses. Only their ratios matter: the remaining-time
-# estimate scales them by how fast this machine has been so far.
-STAGE_SECONDS = {"manifest": 60, "detect": 145, "resample": 2, "extract": 75, "train-head": 350, "evaluate": 30}
+# Seconds of each stage of the full demo, every one measured in one `pipeline demo` run from a fresh clone on a
+# quiet 2-core AMD EPYC (2026-12-05, 7.7 min in all; manifest includes generating the videos). They give the
+# announced duration; the remaining-time estimate scales them by how fast this machine has been so far.
+STAGE_SECONDS = {"manifest": 36, "detect": 45, "resample": 1, "extract": 65, "train-head": 308, "evaluate": 3}
+DEMO_MINUTES = round(sum(STAGE_SECONDS.values()) / 60)
+"""What the demo and `pipeline init` announce (README says the same)."""
 
 
 class Remaining:
@@ -163,8 +164,8 @@ def announce(cfg, name: str) -> str:
             f"{th.folds} folds x {th.epochs} epochs")
     if name == "demo-quick":
         return f"{SMOKE.split(':')[0]}: {what}, about 1-2 minutes; a check that every stage runs, not a result."
-    return (f"pipeline demo: {what}; about 10 minutes on 2 CPU cores with the defaults (`pipeline demo --quick`: "
-            "a 1-2 minute smoke run).")
+    return (f"pipeline demo: {what}; about {DEMO_MINUTES} minutes on 2 quiet CPU cores with the defaults (`pipeline demo "
+            "--quick`: a 1-2 minute smoke run).")
 
 
 def report(cfg, m: dict, seconds: float, name: str = "demo") -> str:
