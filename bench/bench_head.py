@@ -104,13 +104,11 @@ def _floor_worker(cfg: TrainHeadConfig, dim: int, n_classes: int, steps: int) ->
     return gemm, (time.perf_counter() - start) / steps
 
 
-def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: int) -> dict[str, float]:
-    """Milliseconds for one optimizer step of all k folds on one thread, data and test passes left out (best of
-    `repeats`): the batched model (pipeline/head/stack.py), k steps of the module one fold after another, and
-    the floor's work (k x the Q/K GEMMs + k fused Adam updates). Tells per-step overhead from compute."""
+def stacked_step(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int):
+    """(step, models, x, y): one optimizer step of k folds as one batched model (pipeline/head/stack.py) on
+    random inputs of the config's shapes, as train-head runs it."""
     from pipeline.head.stack import FoldAdam, stack_heads
 
-    torch.set_num_threads(1)
     models = []
     for f in range(k):
         torch.manual_seed(f)
@@ -119,17 +117,46 @@ def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: 
     adam = FoldAdam(stack, cfg.lr, cfg.weight_decay)
     x = torch.randn(k, cfg.batch_size, cfg.n_clips, cfg.frames_per_clip, dim)
     y = torch.randint(0, n_classes, (k, cfg.batch_size))
+
+    def step() -> None:
+        logits = stack(x, [cfg.batch_size] * k).logits
+        stack.zero_grad()
+        F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").div(cfg.batch_size).backward()
+        adam.step(range(k))
+
+    return step, models, x, y
+
+
+def profile_step(dim: int, k: int, steps: int = 10) -> str:
+    """torch.profiler's table of `steps` batched steps (one thread), by operator and input shape: where a step
+    goes. The defaults are the demo's: two_stream_first on the detector body (2 x 384), 5 folds a process."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(1)
+    step, *_ = stacked_step(TrainHeadConfig(center="two_stream_first"), dim, 6, k)
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    ms = 1e3 * (time.perf_counter() - start) / steps
+    table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15,
+                                                                max_name_column_width=24, max_shapes_column_width=60)
+    return f"{steps} steps of {k} folds, input {dim}, one thread: {ms:.1f} ms a step (profiled)\n{table}"
+
+
+def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: int) -> dict[str, float]:
+    """Milliseconds for one optimizer step of all k folds on one thread, data and test passes left out (best of
+    `repeats`): the batched model (pipeline/head/stack.py), k steps of the module one fold after another, and
+    the floor's work (k x the Q/K GEMMs + k fused Adam updates). Tells per-step overhead from compute."""
+    torch.set_num_threads(1)
+    batched, models, x, y = stacked_step(cfg, dim, n_classes, k)
     module = models[0]
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     w = module.head.cfe.sal.qk.weight.detach().clone().requires_grad_()
     tokens = x[0].reshape(-1, dim)
     go = torch.randn(len(tokens), w.shape[0])
-
-    def batched() -> None:
-        logits = stack(x, [cfg.batch_size] * k).logits
-        stack.zero_grad()
-        F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").div(cfg.batch_size).backward()
-        adam.step(range(k))
 
     def one_by_one() -> None:
         for f in range(k):
@@ -181,7 +208,12 @@ def main() -> None:
     ap.add_argument("--variant", default="paper", choices=["paper", "authors"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=None, help="results file (default bench/results/head_<cpu|gpu>.md)")
+    ap.add_argument("--profile-step", type=int, default=0, metavar="DIM",
+                    help="only print torch.profiler's table of one batched step at input width DIM (768: the demo)")
     args = ap.parse_args()
+    if args.profile_step:
+        print(profile_step(args.profile_step, 5))
+        return
     n, n_subj, k, n_cls = (12059, 1000, 5, 7) if args.dfew else (205, 30, 10, 6)
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
                           precision=args.precision, variant=args.variant, device=args.device,
