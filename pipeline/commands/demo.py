@@ -164,8 +164,8 @@ def announce(cfg, name: str) -> str:
             f"{th.folds} folds x {th.epochs} epochs")
     if name == "demo-quick":
         return f"{SMOKE.split(':')[0]}: {what}, about 1-2 minutes; a check that every stage runs, not a result."
-    return (f"pipeline demo: {what}; about {DEMO_MINUTES} minutes on 2 quiet CPU cores with the defaults (`pipeline demo "
-            "--quick`: a 1-2 minute smoke run).")
+    return (f"pipeline demo: {what}; about {DEMO_MINUTES} minutes on 2 quiet CPU cores with the defaults "
+            "(`pipeline demo --quick`: a 1-2 minute smoke run).")
 
 
 def report(cfg, m: dict, seconds: float, name: str = "demo") -> str:
