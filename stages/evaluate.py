@@ -88,10 +88,8 @@ def _head_features(head, data: TrainingData, dataset: str, lay) -> torch.Tensor:
     cache = load_cache(folder)
     row = {v: i for i, v in enumerate(cache.video_id)}
     raw = np.zeros((len(data.cache.video_id), *cache.features.shape[1:]), cache.features.dtype)
-    present = np.array([v in row for v in data.cache.video_id])
-    for i, v in enumerate(data.cache.video_id):
-        if v in row:  # a video finetune dropped (bad_crop) is in no fold's test ids either
-            raw[i] = cache.features[row[v]]
+    present = np.array([v in row for v in data.cache.video_id])  # finetune dropped the others (bad_crop): in no fold
+    raw[present] = cache.features[[row[v] for v in data.cache.video_id if v in row]]
     return torch.from_numpy(head_input(raw, head.config, data.cache.subject, len(data.class_names), present))
 
 

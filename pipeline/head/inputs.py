@@ -44,6 +44,12 @@ import torch.nn as nn
 
 from pipeline.config import CENTERS
 FIRST_FRAMES_SHARE = 0.1
+REFERENCE = {"video_median": "median", "first_frames": "first", "two_stream": "median", "two_stream_first": "first",
+             "two_stream_held": "first"}
+"""What each option's changing stream is taken against: the video's median frame or its first frames (`none`
+has no changing stream)."""
+RAW = {"two_stream": "frames", "two_stream_first": "frames", "two_stream_held": "median"}
+"""The two-stream options' raw stream beside the changing one: every frame as it is, or the video's median frame."""
 
 
 def input_dim(center: str, feature_dim: int) -> int:
@@ -52,7 +58,7 @@ def input_dim(center: str, feature_dim: int) -> int:
 
 
 def is_two_stream(center: str) -> bool:
-    return center in ("two_stream", "two_stream_first", "two_stream_held")
+    return center in RAW
 
 
 def normalised_people(subjects: Sequence[str], min_videos: int) -> list[str]:
@@ -100,16 +106,15 @@ def per_video(features: np.ndarray, center: str, offset: np.ndarray | None = Non
     if center == "none":
         return features
     x = features.astype(np.float32)
-    if center in ("first_frames", "two_stream_first", "two_stream_held"):
-        k = max(1, round(FIRST_FRAMES_SHARE * x.shape[-2]))
-        changing = x - x[..., :k, :].mean(axis=-2, keepdims=True)
+    median = np.median(x, axis=-2, keepdims=True) if "median" in (REFERENCE[center], RAW.get(center)) else None
+    if REFERENCE[center] == "first":
+        changing = x - x[..., :max(1, round(FIRST_FRAMES_SHARE * x.shape[-2])), :].mean(axis=-2, keepdims=True)
     else:
-        changing = x - np.median(x, axis=-2, keepdims=True)
+        changing = x - median
     if not is_two_stream(center):
         return changing.astype(features.dtype)
-    if center == "two_stream_held":
-        x = np.broadcast_to(np.median(x, axis=-2, keepdims=True), x.shape)
-    return np.concatenate([changing, x], axis=-1).astype(features.dtype)
+    raw = x if RAW[center] == "frames" else np.broadcast_to(median, x.shape)
+    return np.concatenate([changing, raw], axis=-1).astype(features.dtype)
 
 
 class InputTransform(nn.Module):

@@ -7,7 +7,8 @@ import torch
 
 from pipeline.config import CENTERS, TrainHeadConfig
 from pipeline.head.baselines import build_head
-from pipeline.head.inputs import InputTransform, head_input, input_dim, normalised_people, per_video, person_offsets
+from pipeline.head.inputs import (RAW, REFERENCE, InputTransform, head_input, input_dim, normalised_people, per_video,
+                                  person_offsets)
 
 
 def _videos(n=12, t=20, d=6, seed=0):
@@ -16,6 +17,10 @@ def _videos(n=12, t=20, d=6, seed=0):
     expression = np.zeros((n, t, d))
     expression[:, 8:14, 0] = 1.0  # a transient episode on dimension 0
     return (identity + expression + 0.01 * rng.normal(size=(n, t, d))).astype(np.float16), identity
+
+
+def test_every_option_says_what_its_streams_are_taken_against():
+    assert set(REFERENCE) == set(CENTERS) - {"none"} and set(RAW) <= set(REFERENCE)
 
 
 @pytest.mark.parametrize("center", CENTERS)
