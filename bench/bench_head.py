@@ -132,18 +132,23 @@ def profile_step(dim: int, k: int, steps: int = 10) -> str:
     goes. The defaults are the demo's: two_stream_first on the detector body (2 x 384), 5 folds a process."""
     from torch.profiler import ProfilerActivity, profile
 
+    cfg = TrainHeadConfig(center="two_stream_first")
     torch.set_num_threads(1)
-    step, *_ = stacked_step(TrainHeadConfig(center="two_stream_first"), dim, 6, k)
+    step, *_ = stacked_step(cfg, dim, 6, k)
     for _ in range(3):
         step()
     start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    ms = 1e3 * (time.perf_counter() - start) / steps
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
             step()
-    ms = 1e3 * (time.perf_counter() - start) / steps
     table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15,
                                                                 max_name_column_width=24, max_shapes_column_width=60)
-    return f"{steps} steps of {k} folds, input {dim}, one thread: {ms:.1f} ms a step (profiled)\n{table}"
+    gemm, adam = _floor_worker(cfg, dim, 6, 50)  # one fold's Q/K GEMMs (fwd + weight grad) and Adam, these shapes
+    return (f"{steps} steps of {k} folds, input {dim}, one thread: {ms:.1f} ms a step (not profiled); floor for "
+            f"{k} folds: Q/K GEMMs {1e3 * k * gemm:.1f} ms + Adam {1e3 * k * adam:.1f} ms\n{table}")
 
 
 def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: int) -> dict[str, float]:
