@@ -229,7 +229,7 @@ def next_steps(folder: Path, dataset: str | None, dvc_ready: bool) -> list[str]:
     from pipeline.commands.demo import DEMO_MINUTES
 
     return [f"params.yaml runs the demo: `{'dvc repro' if dvc_ready else 'pipeline demo'}` generates 216 videos "
-            f"of real faces and trains 10 folds x 120 epochs (about {DEMO_MINUTES} minutes on 2 CPU cores);",
+            f"of real faces and trains 10 folds x 120 epochs (about {DEMO_MINUTES} minutes on 2 quiet CPU cores);",
             "  `pipeline demo --quick` is a 1-2 minute smoke run.",
             f"for your videos: pipeline init {shlex.quote(str(folder))} --force --dataset NAME --root "
             "/path/to/videos  (one subfolder per label),",
