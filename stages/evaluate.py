@@ -128,6 +128,26 @@ def _fold_outputs(heads: list, data: TrainingData, dataset: str, lay) -> dict[st
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def head_against_probe(by_fold: dict) -> str | None:
+    """The head's WAR minus the probe's, fold by fold, with a two-sided sign test over the folds that differ: with
+    few training people a linear probe can beat the paper's head (bench/results/head_gap.md), and two means ±
+    std do not say which side each fold falls on."""
+    from scipy.stats import binomtest
+
+    pairs = [(f["war"], f["probe_war"]) for f in by_fold.values() if "probe_war" in f]
+    if not pairs:
+        return None
+    diff = [h - p for h, p in pairs]
+    ahead, behind = sum(d > 0 for d in diff), sum(d < 0 for d in diff)
+    p = binomtest(ahead, ahead + behind).pvalue if ahead + behind else 1.0
+    verdict = (f"no difference beyond noise (sign test p = {p:.2f})" if p >= 0.05 else
+               f"the head is ahead (sign test p = {p:.3f})" if ahead > behind else
+               f"the probe is ahead (sign test p = {p:.3f}): the head adds nothing over it on this data "
+               "(docs/head.md, *Why the head stays under the probe*)")
+    return (f"Head minus probe, fold by fold: {np.mean(diff):+.2f} points on average; the head is ahead on {ahead} "
+            f"of {len(diff)} folds, behind on {behind}, level on {len(diff) - ahead - behind}: {verdict}.")
+
+
 def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, recall: dict, metrics: dict) -> str:
     lines = [f"# {dataset}: CEFLNet head ({metrics.get('variant', '?')} variant)", ""]
     if metrics.get("warning"):
@@ -152,6 +172,9 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
               "A fold is *within chance noise* when its correct count is not significantly above the majority-class "
               "rate (one-sided binomial test, p > 0.05). The linear probe is logistic regression on the head's "
               "input mean-pooled over frames, same folds: the head should beat it.", ""]
+    paired = head_against_probe(by_fold)
+    if paired:
+        lines += [paired, ""]
     loc = metrics.get("clip_localization")
     if loc and "overlap" in loc:
         lines += ["## Emotion-rich clip localisation", "",

@@ -128,6 +128,22 @@ def test_evaluate_rebuilds_the_report_without_training(trained):
     assert ((out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("checkpoints/fold-*.pt"))) == before
     report = (out / "report.md").read_text()
     assert "mean ± std" in report and "WARNING" in report and "optimistic" in report
+    assert "Head minus probe, fold by fold" in report
+
+
+def test_the_report_says_which_side_of_the_probe_each_fold_falls_on():
+    from stages.evaluate import head_against_probe
+
+    folds = {"0": {"war": 50.0, "probe_war": 70.0}, "1": {"war": 60.0, "probe_war": 60.0},
+             "2": {"war": 40.0, "probe_war": 55.0}, "3": {"war": 80.0, "probe_war": 75.0}}
+    line = head_against_probe(folds)
+    assert "-7.50 points" in line and "ahead on 1 of 4 folds, behind on 2, level on 1" in line
+    assert "no difference beyond noise (sign test p = 1.00)" in line  # 1 against 2 folds: a coin does as well
+    behind = {str(i): {"war": 50.0, "probe_war": 60.0} for i in range(8)}  # 8 of 8 folds: p = 0.008
+    assert "the probe is ahead (sign test p = 0.008)" in head_against_probe(behind)
+    ahead = {str(i): {"war": 70.0, "probe_war": 60.0} for i in range(8)}
+    assert "the head is ahead" in head_against_probe(ahead)
+    assert head_against_probe({"0": {"war": 90.0}}) is None  # runs without a probe say nothing
 
 
 def test_evaluate_without_training_says_what_to_run(tmp_path):
