@@ -6,7 +6,11 @@ no download and no training:
 
 - **HOG** of the aligned grey face (112 px, 16 px cells, 9 orientations: 1296-d a frame);
 - **optical flow** from the video's first chosen frame to each frame: `extract.motion: flow` itself
-  (pipeline/motion.py, 128-d a frame): motion of brows, lids and mouth, blind to texture.
+  (pipeline/motion.py, 128-d a frame): motion of brows, lids and mouth, blind to texture;
+- **the detector body pooled by face region** instead of globally (`--regions`): its stage2 and stage3
+  maps on the 224-px aligned face averaged over 3 horizontal bands (brows and eyes, nose and cheeks,
+  mouth and chin: 1152-d) or a 2x2 grid (1536-d). Global pooling keeps *what* fires, not *where*; the
+  action units that tell expressions apart are regional.
 
 Baseline in the same run: the cached detector-body features (`retinaface_mnet`, 384-d). Each descriptor
 is scored by the same linear probe on two video descriptors, *level* (mean over frames) and *change*
@@ -53,13 +57,41 @@ from _tables import publish  # noqa: E402  (beside this script)
 BASE = 8  # frames whose mean is "the first frames"; faces aligned at motion's SIZE (112), as flow sees them
 
 
-def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-frame HOG and flow of one video's chosen frames, aligned as extract aligns them."""
+REGIONS = {"detector body, 3 face bands": (3, 1), "detector body, 2x2 grid": (2, 2)}
+_BODY = None
+
+
+def regional(crops: np.ndarray) -> dict[str, np.ndarray]:
+    """The detector body's stage2 and stage3 maps (pipeline/backbones/mnet.py, before its global pooling)
+    averaged over each of `REGIONS`' layouts, on 224-px aligned crops as extract gives the body."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.backbones.mnet import build_mnet_features
+
+    global _BODY
+    if _BODY is None:  # once per worker process
+        torch.set_num_threads(1)
+        _BODY = build_mnet_features()
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        _, s2, s3 = _BODY.body(x.flip(1) - _BODY.mean_bgr)  # RGB -> BGR minus the training mean, as mnet.py
+        return {name: torch.cat([F.adaptive_avg_pool2d(s, size).flatten(1) for s in (s2, s3)], 1).numpy()
+                for name, size in REGIONS.items()}
+
+
+def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks: np.ndarray,
+                      regions: bool = False) -> dict[str, np.ndarray]:
+    """Per-frame HOG and flow (and with `regions` the body's regional pooling) of one video's chosen frames,
+    aligned as extract aligns them."""
     frames = read_frames(Path(path), index, crop=crop)
     crops = np.stack([align(frames[int(i)], lm, SIZE) for i, lm in zip(index, landmarks)])
     grey = [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in crops]
     h = np.stack([hog(g, orientations=9, pixels_per_cell=(16, 16), cells_per_block=(2, 2)) for g in grey])
-    return {"hog": h.astype(np.float32), "flow": motion_features(crops, "flow")}
+    out = {"HOG": h.astype(np.float32), "optical flow": motion_features(crops, "flow")}
+    if regions:
+        out |= regional(np.stack([align(frames[int(i)], lm, 224) for i, lm in zip(index, landmarks)]))
+    return out
 
 
 def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> tuple[float, float]:
@@ -70,7 +102,7 @@ def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> tuple
     return float(np.mean(accs)), float(np.std(accs))
 
 
-def measure(params: Path, dataset: str, folds: int, jobs: int) -> list[dict]:
+def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = False) -> list[dict]:
     cfg = load_config(params, dataset=dataset)
     lay = layout_for(cfg, dataset)
     cached = load_cache(lay.features)
@@ -81,12 +113,12 @@ def measure(params: Path, dataset: str, folds: int, jobs: int) -> list[dict]:
         tasks = [(rows[v].path, rows[v].crop_side, chosen[v]["frame_index"][:],
                   faces[v]["landmarks"][:][chosen[v]["frame_index"][:]]) for v in ids]
     t0 = time.time()
-    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t) for t in tqdm(tasks, desc=dataset, unit="video"))
+    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions) for t in tqdm(tasks, desc=dataset, unit="video"))
     seconds = time.time() - t0
     sel = [row_of[v] for v in ids]
     y, groups = cached.label[sel], np.asarray(cached.subject)[sel]
-    frames = {"detector body (baseline)": cached.features[sel].astype(np.float32),
-              "HOG": np.stack([d["hog"] for d in per_video]), "optical flow": np.stack([d["flow"] for d in per_video])}
+    frames = {"detector body (baseline)": cached.features[sel].astype(np.float32)}
+    frames |= {name: np.stack([d[name] for d in per_video]) for name in per_video[0]}
     out = []
     for name, f in frames.items():
         level, change = f.mean(1), (f - f[:, :BASE].mean(1, keepdims=True)).mean(1)
@@ -124,12 +156,13 @@ def main() -> None:
     ap.add_argument("--datasets", required=True, help="comma list")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--regions", action="store_true", help="also the detector body pooled by face region")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "descriptors.md")
     args = ap.parse_args()
     rows = []
     for ds in args.datasets.split(","):
         params = next(p for p in args.params if ds in (p.read_text()))
-        rows += measure(params, ds, args.folds, args.jobs)
+        rows += measure(params, ds, args.folds, args.jobs, args.regions)
         write(rows, args.out, sys.argv[1:])
     print(args.out.read_text())
 
