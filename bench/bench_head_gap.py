@@ -9,17 +9,17 @@ takes the head apart on the caches `bench/bench_center.py` made, on the same lea
 - **meanpool** rows: the paper's ResNet-18 row (frames averaged, one linear layer) trained with the head's
   recipe (Adam, lr 1e-4, 120 epochs), then with lr 1e-3 and with `standardize`: is it the model or the
   training that falls short of the probe?
-- **ceflnet** rows: the default head; with lr 1e-3; its input scaled by one factor to RMS 1 (the detector body's
-  features have an RMS of ~0.13, the paper's recipe was set for ResNet-18 activations of order 1; one
-  scalar over the whole cache, no labels); plus weight decay 1e-2; the frames smoothed over time (a
-  9-frame moving average per video, against blinks and speech); a narrower head (`hidden` 128).
+- **ceflnet** rows: the default head; with lr 1e-3; its input scaled by one factor to RMS 1 (the head's
+  input has an RMS of 0.13-0.14, printed under the table; one scalar over the whole cache, no labels), also
+  with weight decay 1e-2; the frames smoothed over time (a 9-frame moving average per video, against blinks
+  and speech); a narrower head (`hidden` 128).
 
 Every trained row reports the last epoch (mean ± std over folds), the optimistic best epoch, the final
 training accuracy and the epoch of the lowest test loss (median over folds). A diagnostic of the
 defaults, not a search: nothing here is chosen on these folds.
 
-    python bench/bench_head_gap.py --params /work/sweep/params-tps-rich-8.yaml --params /work/sweep/params-au-rich-8.yaml \\
-        --datasets bench-tps-rich-8-sustained,bench-au-rich-8-sustained
+    python bench/bench_head_gap.py --params W/params-tps-rich-8.yaml --params W/params-au-rich-8.yaml \\
+        --datasets bench-tps-rich-8-sustained,bench-au-rich-8-sustained     # W: bench_center.py's --work
 """
 from __future__ import annotations
 
