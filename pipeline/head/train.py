@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.config import TrainHeadConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.head.baselines import build_head
 from pipeline.head.inputs import input_dim
 from pipeline.head.report import war_uar
@@ -289,6 +289,8 @@ def train_group(runs: Sequence[FoldRun], labels: torch.Tensor, sampler: ClipSamp
             seen = max(n[f], 1)
             history[f].append(EpochRecord(epoch + 1, loss_sum[f] / seen, 100.0 * hits[f] / seen, test_loss, war, uar))
             last[f] = out[f]
+            if not math.isfinite(loss_sum[f]):
+                raise diverged(runs[f].fold.index, epoch + 1, loss_sum[f], cfg)
         if progress is not None:
             progress.update(len(live))
             f = live[0]
@@ -300,6 +302,16 @@ def train_group(runs: Sequence[FoldRun], labels: torch.Tensor, sampler: ClipSamp
     return [FoldResult(r.fold.index, r.fold.test, *(last[f][k].cpu().numpy() for k in
                                                      ("probs", "rich_clip", "clip_scores", "embedding")),
                        history[f], stack.state_dict(f)) for f, r in enumerate(runs)]
+
+
+def diverged(fold: int, epoch: int, loss: float, cfg: TrainHeadConfig) -> PipelineError:
+    """A fold whose training loss is no longer a number: measured with lr 1e-3 on flow features, a fold at 97-100 %
+    training accuracy turned NaN at epoch 52 and then answered one class to the end, silently reported as
+    chance (bench/results/robust.md, fifth session). Stopping names the cause instead."""
+    return PipelineError(f"train-head: fold {fold}'s training loss became {loss} at epoch {epoch} "
+                         f"(train_head.lr={cfg.lr:g}, train_head.precision={cfg.precision}): its weights are no "
+                         "longer numbers, so no number of this run would mean anything, and nothing was written. "
+                         "Lower train_head.lr (the paper's is 1e-4), or look for non-finite values in the features.")
 
 
 SMOOTH_EPOCHS = 5

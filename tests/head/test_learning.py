@@ -93,3 +93,20 @@ def test_inner_split_falls_back_without_two_subjects():
     assert inner_split(labels, np.array(["a"] * 4), np.arange(4), 5, 0) is None
     split = inner_split(labels, np.array(["a", "a", "b", "b"]), np.arange(4), 5, 0)
     assert split is not None and {*split.train} | {*split.test} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("workers", [1, 2])  # in this process, and re-raised from the fold processes
+def test_a_fold_whose_loss_stops_being_a_number_stops_the_run_with_the_cause(tmp_path, workers):
+    """Measured with lr 1e-3 on flow features: a fold's loss turned NaN mid-run and the head then answered one
+    class to the end, reported as a chance-level result. Here one training video's frames are not numbers."""
+    from pipeline.errors import PipelineError
+
+    write_synthetic_dataset(tmp_path, n_videos=24, n_subjects=6, dim=8, failed=())
+    cache = load_cache(tmp_path / "synth" / "features")
+    folds = make_folds(cache.label, cache.subject, k=2, seed=0)
+    feats = cache.features.astype(np.float32)
+    feats[folds[0].train[0], :, 0] = np.nan
+    cfg = TrainHeadConfig(epochs=3, hidden=8, batch_size=4, threads=1, device="cpu", fold_workers=workers,
+                          center="none", warmup_epochs=1)
+    with pytest.raises(PipelineError, match=r"fold 0's training loss became nan at epoch 1 \(train_head.lr=0.0001"):
+        cross_validate(cfg, feats, cache.label, folds, 3)
