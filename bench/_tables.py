@@ -1,5 +1,6 @@
-"""How a bench ends: its markdown printed and written, with its rows as JSON beside it when it keeps them,
-so the table on screen is the table on disk (and `bench_center.py --tables` can join parts later)."""
+"""What the benches share: how one ends (its markdown printed and written, with its rows as JSON beside it when it
+keeps them, so the table on screen is the table on disk and `bench_center.py --tables` can join parts later), and
+which of `bench_center.py`'s params files lists a dataset."""
 from __future__ import annotations
 
 import json
@@ -14,3 +15,13 @@ def publish(out: Path, text: str, rows: list[dict] | None = None) -> None:
     if rows is not None:
         out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     print(f"written {out}")
+
+
+def params_for(files: list[Path], dataset: str) -> Path:
+    """The first of `files` (bench_center.py's params files, one per sweep part) whose `datasets:` lists `dataset`."""
+    import yaml
+
+    for f in files:
+        if dataset in (yaml.safe_load(f.read_text()).get("datasets") or {}):
+            return f
+    raise SystemExit(f"{dataset}: in none of {', '.join(map(str, files))}")

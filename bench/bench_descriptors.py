@@ -52,7 +52,7 @@ from pipeline.io import read_manifest  # noqa: E402
 from pipeline.layout import layout_for  # noqa: E402
 from pipeline.motion import SIZE, motion_features  # noqa: E402
 from pipeline.video import read_frames  # noqa: E402
-from _tables import publish  # noqa: E402  (beside this script)
+from _tables import params_for, publish  # noqa: E402  (beside this script)
 
 BASE = 8  # frames whose mean is "the first frames"; faces aligned at motion's SIZE (112), as flow sees them
 
@@ -161,8 +161,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for ds in args.datasets.split(","):
-        params = next(p for p in args.params if ds in (p.read_text()))
-        rows += measure(params, ds, args.folds, args.jobs, args.regions)
+        rows += measure(params_for(args.params, ds), ds, args.folds, args.jobs, args.regions)
         write(rows, args.out, sys.argv[1:])
     print(args.out.read_text())
 

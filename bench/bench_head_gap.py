@@ -40,8 +40,9 @@ sys.path.insert(0, str(REPO))
 from pipeline.config import load_config  # noqa: E402
 from pipeline.head.data import load_training_data  # noqa: E402
 from pipeline.head.sampling import ClipSampler  # noqa: E402
+from pipeline.head.sanity import linear_probe  # noqa: E402
 from pipeline.head.train import cross_validate  # noqa: E402
-from _tables import publish  # noqa: E402  (beside this script)
+from _tables import params_for, publish  # noqa: E402  (beside this script)
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,8 @@ def transformed(features: np.ndarray, how: str) -> np.ndarray:
 
 
 def probe(features: np.ndarray, labels: np.ndarray, folds, frames: np.ndarray) -> list[float]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = features[:, frames].astype(np.float32).mean(axis=1)
-    accs = []
-    for f in folds:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(x[f.train], labels[f.train])
-        accs.append(100.0 * float((clf.predict(x[f.test]) == labels[f.test]).mean()))
-    return accs
+    """The head's sanity probe (pipeline/head/sanity.py) on the given frames only."""
+    return [linear_probe(features[:, frames], labels, f.train, f.test)[0] for f in folds]
 
 
 def measure(params: Path, dataset: str, folds: int, rows: tuple[Row, ...]) -> list[dict]:
@@ -117,15 +110,6 @@ def measure(params: Path, dataset: str, folds: int, rows: tuple[Row, ...]) -> li
         print(rec, flush=True)
         out.append(rec)
     return out
-
-
-def params_for(files: list[Path], dataset: str) -> Path:
-    import yaml
-
-    for f in files:
-        if dataset in (yaml.safe_load(f.read_text()).get("datasets") or {}):
-            return f
-    raise SystemExit(f"{dataset}: in none of {', '.join(map(str, files))}")
 
 
 def write(rows: list[dict], out: Path, argv: list[str]) -> None:
