@@ -24,7 +24,6 @@ defaults, not a search: nothing here is chosen on these folds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import sys
