@@ -62,7 +62,7 @@ _BODY = None
 
 
 def regional(crops: np.ndarray) -> dict[str, np.ndarray]:
-    """The detector body's stage2 and stage3 maps (pipeline/backbones/mnet.py, before its global pooling)
+    """The detector body's stage2 and stage3 maps (`RetinaFaceMNetFeatures.maps`, before its global pooling)
     averaged over each of `REGIONS`' layouts, on 224-px aligned crops as extract gives the body."""
     import torch
     import torch.nn.functional as F
@@ -75,7 +75,7 @@ def regional(crops: np.ndarray) -> dict[str, np.ndarray]:
         _BODY = build_mnet_features()
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     with torch.no_grad():
-        _, s2, s3 = _BODY.body(x.flip(1) - _BODY.mean_bgr)  # RGB -> BGR minus the training mean, as mnet.py
+        s2, s3 = _BODY.maps(x)
         return {name: torch.cat([F.adaptive_avg_pool2d(s, size).flatten(1) for s in (s2, s3)], 1).numpy()
                 for name, size in REGIONS.items()}
 

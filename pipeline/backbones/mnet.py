@@ -47,12 +47,17 @@ class RetinaFaceMNetFeatures(nn.Module):
         Returns:
             (B, 384) float32: 128 stage2 channels, then 256 stage3 channels.
         """
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected (B, 3, H, W) RGB crops, got shape {tuple(x.shape)}")
-        x = x.flip(1) - self.mean_bgr.to(x.dtype)             # RGB -> BGR, minus the training mean
-        _, s2, s3 = self.body(x)                               # (B, 128, H/16, W/16), (B, 256, H/32, W/32)
+        s2, s3 = self.maps(x)
         # Pool in float32 so bf16/fp16 runs lose precision only in the convs.
         return torch.cat([s2.float().mean(dim=(2, 3)), s3.float().mean(dim=(2, 3))], dim=1)  # (B, 384)
+
+    def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stage2 and stage3 maps the features pool: (B, 128, H/16, W/16), (B, 256, H/32, W/32). `forward`
+        averages them over the face; bench/bench_descriptors.py `--regions` over parts of it."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) RGB crops, got shape {tuple(x.shape)}")
+        _, s2, s3 = self.body(x.flip(1) - self.mean_bgr.to(x.dtype))  # RGB -> BGR, minus the training mean
+        return s2, s3
 
 
 def build_mnet_features() -> RetinaFaceMNetFeatures:
