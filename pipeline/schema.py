@@ -259,6 +259,11 @@ class TrainHeadConfig:
     train_offset_max: int = 29
     test_offset: int = 15
     test_frame_offsets: tuple[int, ...] = (0, 3, 6, 9, 12)
+    test_windows: str = "all"
+    """`fixed`: one test window, at `test_offset` (the paper). `all`: the class probabilities averaged over every
+    window start training draws from (0..train_offset_max), so every cached frame counts; the clip outputs
+    (activation map, emotion-rich clip, embedding) stay the `test_offset` window's. Per-epoch test scores (the
+    history, best epoch) use the `test_offset` window only (docs/head.md)."""
     hidden: int = 512
     """Width of the clip features inside the head."""
     clip_kernel: int = 1
@@ -313,6 +318,8 @@ class TrainHeadConfig:
         p = []
         if self.features not in ("frozen", "finetuned"):
             p.append(f"{key}.features: must be frozen or finetuned, got {self.features!r}")
+        if self.test_windows not in ("fixed", "all"):
+            p.append(f"{key}.test_windows: must be fixed or all, got {self.test_windows!r}")
         if self.epoch_select not in ("fixed", "inner"):
             p.append(f"{key}.epoch_select: must be fixed or inner, got {self.epoch_select!r}")
         if self.inner_folds < 2 or self.inner_patience < 0:

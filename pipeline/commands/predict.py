@@ -132,8 +132,8 @@ class Predictor:
         crops = np.stack([align(frames[int(i)], res.track.landmarks[i], self.extractor.crop_size,
                                 self.extractor.margin) for i in idx])
         from pipeline.head.inputs import per_video
+        from pipeline.head.train import predict as predict_head
 
-        index = self.sampler.test_indices(self.device)
         outs = []
         for k, h in enumerate(self.heads):
             if self.finetuned:
@@ -145,11 +145,12 @@ class Predictor:
             if getattr(h.config, "subject_norm", False):
                 cached = unknown_person(cached, h)
             feats = torch.from_numpy(cached.astype(np.float32)).to(self.device)
-            with torch.inference_mode():
-                outs.append(h.model(feats[index].unsqueeze(0)))  # (1, n, K, D)
-        per_head = torch.stack([o.logits.softmax(-1) for o in outs])[:, 0].cpu().numpy()  # (heads, C)
+            # the test windows train-head scored with (train_head.test_windows)
+            outs.append(predict_head(h.model, feats[None], torch.zeros(1, dtype=torch.long, device=self.device),
+                                     self.sampler))
+        per_head = torch.stack([o["probs"][0] for o in outs]).cpu().numpy()  # (heads, C)
         probs = per_head.mean(0)
-        scores = torch.stack([o.clip_scores for o in outs]).mean(0)[0].cpu().numpy()  # (C, n)
+        scores = torch.stack([o["clip_scores"][0] for o in outs]).mean(0).cpu().numpy()  # (C, n)
         c = int(probs.argmax())
         rich = int(scores[c].argmax())
         clip_frames, mids = [], []

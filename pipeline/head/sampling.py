@@ -3,6 +3,7 @@
 From the paper and the authors' `data/NewDataset.py` (docs/reference.md §1): the window starts at a random
 offset in 0..29 in training and at 15 at test; clip c covers window frames [10c, 10c + 15); training
 draws 5 distinct frames per clip at random (kept in time order), test takes offsets 0,3,6,9,12.
+`train_head.test_windows: all` averages the test prediction over every window start training draws from.
 Indices come out as one tensor for the whole batch, on the features' device, so a batch is one
 gather `features[video[:, None, None], index]` with no per-sample Python.
 """
@@ -29,6 +30,7 @@ class ClipSampler:
     train_offset_max: int
     test_offset: int
     test_frame_offsets: tuple[int, ...]
+    test_windows: str
 
     @classmethod
     def from_config(cls, cfg: TrainHeadConfig, n_frames: int) -> ClipSampler:
@@ -52,10 +54,18 @@ class ClipSampler:
         within = noise.argsort(dim=-1)[..., : self.frames_per_clip].sort(dim=-1).values  # (B, n, K)
         return offset + self.clip_starts(dev).view(1, -1, 1) + within  # (B, n, K)
 
-    def test_indices(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """(n, K) fixed indices, the same for every video (broadcast over the batch)."""
+    def test_indices(self, device: torch.device | str = "cpu", offset: int | None = None) -> torch.Tensor:
+        """(n, K) fixed indices of the window at `offset` (default `test_offset`), the same for every video."""
         within = torch.tensor(self.test_frame_offsets, device=device).view(1, -1)  # (1, K)
-        return self.test_offset + self.clip_starts(device).view(-1, 1) + within  # (n, K)
+        start = self.test_offset if offset is None else offset
+        return start + self.clip_starts(device).view(-1, 1) + within  # (n, K)
+
+    def window_offsets(self) -> list[int]:
+        """The window starts a test prediction averages, `test_offset` first (its clip outputs are kept): that
+        one alone (`fixed`), or every start training draws from (`all`)."""
+        if self.test_windows == "fixed":
+            return [self.test_offset]
+        return [self.test_offset] + [o for o in range(self.train_offset_max + 1) if o != self.test_offset]
 
     def clip_span(self, clip: torch.Tensor, train_offset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """First and last cached frame covered by clip index `clip` at test time (inclusive)."""

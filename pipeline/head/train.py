@@ -161,31 +161,44 @@ def gather(features: Sequence[torch.Tensor], rows: torch.Tensor, index: torch.Te
 
 @torch.no_grad()
 def predict_folds(stack: CEFLNetStack | ModuleStack, features: Sequence[torch.Tensor], rows: Sequence[torch.Tensor],
-                  sampler: ClipSampler, chunk: int = 512) -> list[dict[str, torch.Tensor]]:
-    """Test-time forward (fixed offsets) of fold f's cache rows `rows[f]` through fold f's head; per fold:
-    probs, rich_clip, clip_scores, embedding. All folds in one forward per chunk, shorter ones padded."""
+                  sampler: ClipSampler, chunk: int = 512, windows: bool = True) -> list[dict[str, torch.Tensor]]:
+    """Test-time forward of fold f's cache rows `rows[f]` through fold f's head; per fold: probs, rich_clip,
+    clip_scores, embedding. All folds in one forward per chunk and window, shorter ones padded.
+
+    probs: averaged over `sampler.window_offsets()` (with `windows`; else the `test_offset` window alone);
+    clip_scores and embedding: the `test_offset` window's; rich_clip: its best clip for the averaged class."""
     was_training = stack.training
     stack.eval()
-    index = sampler.test_indices(rows[0].device)  # (n, K)
+    dev = rows[0].device
+    offsets = sampler.window_offsets() if windows else [sampler.test_offset]
     outs: list[dict[str, list]] = [{"probs": [], "rich_clip": [], "clip_scores": [], "embedding": []} for _ in rows]
     for s in range(0, max(len(r) for r in rows), chunk):
         part = [r[s:s + chunk] for r in rows]
         b = max(len(p) for p in part)
         padded = torch.stack([torch.cat([p, p.new_zeros(b - len(p))]) for p in part])  # (F, b)
-        o = stack(gather(features, padded, index.expand(len(rows), b, *index.shape)), [len(p) for p in part])
+        probs, first = 0.0, None
+        for offset in offsets:
+            index = sampler.test_indices(dev, offset)  # (n, K)
+            o = stack(gather(features, padded, index.expand(len(rows), b, *index.shape)), [len(p) for p in part])
+            probs = probs + torch.softmax(o.logits.float(), dim=-1)  # (F, b, C)
+            first = o if first is None else first
+        probs = probs / len(offsets)
+        # eq. 6 for the averaged class: with one window, exactly the head's own rich clip
+        rich = first.clip_scores.float().gather(2, probs.argmax(-1)[..., None, None].expand(
+            -1, -1, 1, first.clip_scores.shape[-1])).squeeze(2).argmax(-1) if len(offsets) > 1 else first.rich_clip
         for f, p in enumerate(part):
             n = len(p)
-            outs[f]["probs"].append(torch.softmax(o.logits[f, :n].float(), dim=1))
-            outs[f]["rich_clip"].append(o.rich_clip[f, :n])
-            outs[f]["clip_scores"].append(o.clip_scores[f, :n].float())
-            outs[f]["embedding"].append(o.embedding[f, :n].float())
+            outs[f]["probs"].append(probs[f, :n])
+            outs[f]["rich_clip"].append(rich[f, :n])
+            outs[f]["clip_scores"].append(first.clip_scores[f, :n].float())
+            outs[f]["embedding"].append(first.embedding[f, :n].float())
     stack.train(was_training)
     return [{k: torch.cat(v) for k, v in out.items()} for out in outs]
 
 
 def predict(model: nn.Module, features: torch.Tensor, rows: torch.Tensor, sampler: ClipSampler,
             chunk: int = 512) -> dict[str, torch.Tensor]:
-    """Test-time forward of cache rows through one head (fixed offsets); probs, rich_clip, clip_scores, embedding."""
+    """Test-time forward of cache rows through one head (`predict_folds`); probs, rich_clip, clip_scores, embedding."""
     return predict_folds(ModuleStack([model]), [features], [rows], sampler, chunk)[0]
 
 
@@ -278,9 +291,10 @@ def train_group(runs: Sequence[FoldRun], labels: torch.Tensor, sampler: ClipSamp
             opt.step([f for f, c in enumerate(counts) if c])
             loss_sum += ce.detach().sum(dim=1)
             hits += ((logits.detach().argmax(-1) == y) * w).sum(dim=1)
-        # The scored rows' outputs reuse the one forward pass the WAR needs (no extra evaluation).
+        # The scored rows' outputs reuse the one forward pass the WAR needs (no extra evaluation); every epoch
+        # scores the test_offset window alone, the averaged windows cost one pass at the end.
         with autocast(dev, cfg.precision):
-            out = predict_folds(stack, feats, test_rows, sampler)
+            out = predict_folds(stack, feats, test_rows, sampler, windows=False)
         loss_sum, hits = loss_sum.tolist(), hits.tolist()
         for f in live:
             probs, truth = out[f]["probs"], labels[test_rows[f]]
@@ -299,6 +313,9 @@ def train_group(runs: Sequence[FoldRun], labels: torch.Tensor, sampler: ClipSamp
         live = [f for f in live if not (runs[f].patience
                                         and epoch + 1 - best_held_out_epoch(history[f]) >= runs[f].patience)]
         epoch += 1
+    if len(sampler.window_offsets()) > 1:  # each fold's weights are its last epoch's: a finished fold took no step since
+        with autocast(dev, cfg.precision):
+            last = predict_folds(stack, feats, test_rows, sampler)
     return [FoldResult(r.fold.index, r.fold.test, *(last[f][k].cpu().numpy() for k in
                                                      ("probs", "rich_clip", "clip_scores", "embedding")),
                        history[f], stack.state_dict(f)) for f, r in enumerate(runs)]
@@ -550,6 +567,7 @@ def load_head(path: Path, device: str | torch.device = "cpu") -> LoadedHead:
     raw["test_frame_offsets"] = tuple(raw["test_frame_offsets"])
     known = {f.name for f in dataclasses.fields(TrainHeadConfig)}
     raw.setdefault("clip_kernel", 3)  # checkpoints from before the parameter were trained with kernel 3
+    raw.setdefault("test_windows", "fixed")  # and scored on the one test window
     cfg = TrainHeadConfig(**{k: v for k, v in raw.items() if k in known})
     # in_dim is the backbone's feature width; the head's input may be wider (two_stream)
     model = build_head(cfg, input_dim(cfg.center, ck["in_dim"]), len(ck["class_names"]), ck["kind"]).to(device)

@@ -139,3 +139,57 @@ def test_predict_leaves_an_eval_model_in_eval_mode():
     model = build_head(cfg, 16, 3).eval()
     out = predict(model, torch.randn(4, 105, 16), torch.arange(4), ClipSampler.from_config(cfg, 105))
     assert out["probs"].shape == (4, 3) and not model.training
+
+
+def test_averaged_windows_are_the_mean_of_each_windows_probabilities():
+    """`test_windows: all`: probs are the mean of the one-window probabilities over every training window start;
+    clip scores and embedding stay the test_offset window's, and the rich clip is that window's best clip for
+    the averaged class. The batched head (two folds) and the module give the same."""
+    from pipeline.head.train import predict, predict_folds
+
+    cfg = TrainHeadConfig(hidden=16, center="two_stream_first", identity_rank=2, test_windows="all")
+    models = []
+    for f in range(2):
+        torch.manual_seed(f)
+        m = build_head(cfg, 32, 3)
+        m.input.fit(torch.randn(10, 105, 32), np.array(list("aabbccddee")), np.arange(10) % 3)
+        models.append(m.eval())
+    feats, rows = torch.randn(6, 105, 32), torch.arange(6)
+    every = ClipSampler.from_config(cfg, 105)
+    one = {o: ClipSampler.from_config(dataclasses.replace(cfg, test_windows="fixed", test_offset=o), 105)
+           for o in range(30)}
+    for model, out in zip(models, predict_folds(stack_heads(models, [torch.get_rng_state()] * 2), [feats, feats],
+                                                [rows, rows], every)):
+        alone = predict(model, feats, rows, every)
+        per_window = {o: predict(model, feats, rows, s) for o, s in one.items()}
+        mean = torch.stack([p["probs"] for p in per_window.values()]).mean(0)
+        for got in (out, alone):
+            torch.testing.assert_close(got["probs"], mean, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(got["clip_scores"], per_window[15]["clip_scores"], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(got["embedding"], per_window[15]["embedding"], rtol=1e-5, atol=1e-6)
+            best = per_window[15]["clip_scores"][torch.arange(6), mean.argmax(1)].argmax(-1)
+            assert torch.equal(got["rich_clip"], best)
+        assert not torch.allclose(mean, per_window[15]["probs"])  # the windows do differ: the test can fail
+
+
+@pytest.mark.parametrize("windows", ["fixed", "all"])
+def test_train_head_scores_the_trained_head_on_its_test_windows(windows):
+    """A fold's final probs are its last-epoch head's prediction on the configured windows (what evaluate and
+    predict recompute from the checkpoint); its history scores the test_offset window alone every epoch."""
+    from pipeline.head.report import war_uar
+    from pipeline.head.train import predict
+
+    feats, labels, subjects = small_cache()
+    folds = make_folds(labels, subjects, k=3, seed=0)
+    cfg = TrainHeadConfig(folds=3, epochs=2, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu",
+                          center="two_stream_first", identity_rank=2, test_windows=windows)
+    fixed = ClipSampler.from_config(dataclasses.replace(cfg, test_windows="fixed"), 105)
+    for fold, res in zip(folds, cross_validate(cfg, feats, labels, folds, 3, subjects=subjects)):
+        model = build_head(cfg, feats.shape[-1], 3)
+        model.load_state_dict(res.state_dict)
+        model.eval()
+        x, rows = torch.from_numpy(feats), torch.as_tensor(fold.test)
+        torch.testing.assert_close(torch.from_numpy(res.probs),
+                                   predict(model, x, rows, ClipSampler.from_config(cfg, 105))["probs"])
+        one = predict(model, x, rows, fixed)["probs"].argmax(1).numpy()
+        assert res.history[-1].test_war == pytest.approx(war_uar(labels[fold.test], one)[0])

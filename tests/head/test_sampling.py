@@ -39,3 +39,14 @@ def test_train_indices_in_bounds_sorted_distinct_and_random():
 def test_too_short_cache_is_an_error():
     with pytest.raises(ValueError, match="cache holds 80 frames"):
         ClipSampler.from_config(TrainHeadConfig(), 80)
+
+
+def test_window_offsets_fixed_is_the_papers_one_window_and_all_every_training_start():
+    fixed = ClipSampler.from_config(TrainHeadConfig(test_windows="fixed"), 105)
+    assert fixed.window_offsets() == [15]
+    every = ClipSampler.from_config(TrainHeadConfig(test_windows="all"), 105)
+    offsets = every.window_offsets()
+    assert offsets[0] == 15 and sorted(offsets) == list(range(30))  # the test_offset window first: its clips are kept
+    assert every.test_indices(offset=0)[0].tolist() == [0, 3, 6, 9, 12]
+    assert every.test_indices(offset=29)[6].tolist() == [89, 92, 95, 98, 101]
+    assert torch.equal(every.test_indices(), fixed.test_indices())
