@@ -49,6 +49,17 @@ def train_alone(cfg: TrainHeadConfig, feats: np.ndarray, labels: np.ndarray, sub
     return model.state_dict(), losses
 
 
+def fitted_heads(cfg: TrainHeadConfig, n: int = 2) -> list:
+    """n heads of 32-d input and 3 classes, each from its own seed, input fitted on random videos, in eval mode."""
+    models = []
+    for f in range(n):
+        torch.manual_seed(f)
+        m = build_head(cfg, 32, 3)
+        m.input.fit(torch.randn(10, 105, 32), np.array(list("aabbccddee")), np.arange(10) % 3)
+        models.append(m.eval())
+    return models
+
+
 @pytest.mark.parametrize("kind, dropout, kernel, standardize", [("ceflnet", 0.0, 1, False), ("ceflnet", 0.4, 3, False),
                                                              ("meanpool", 0.4, 1, False), ("ceflnet", 0.4, 1, True)])
 def test_a_fold_in_the_batch_equals_the_fold_trained_alone(kind, dropout, kernel, standardize):
@@ -113,12 +124,7 @@ def test_batched_outputs_equal_the_module_in_eval():
     """Every HeadOutput field of the batched paper head equals the module's (the clip maps, the rich clip, the
     embedding, not only the logits), and other heads go through ModuleStack."""
     cfg = TrainHeadConfig(hidden=16, clip_kernel=3, center="two_stream_first", identity_rank=2, standardize=True)
-    models = []
-    for f in range(2):
-        torch.manual_seed(f)
-        m = build_head(cfg, 32, 3)
-        m.input.fit(torch.randn(10, 105, 32), np.array(list("aabbccddee")), np.arange(10) % 3)
-        models.append(m.eval())
+    models = fitted_heads(cfg)
     stack = stack_heads(models, [torch.get_rng_state()] * 2)
     stack.eval()
     x = torch.randn(2, 5, 7, 5, 32)
@@ -148,12 +154,7 @@ def test_averaged_windows_are_the_mean_of_each_windows_probabilities():
     from pipeline.head.train import predict, predict_folds
 
     cfg = TrainHeadConfig(hidden=16, center="two_stream_first", identity_rank=2, test_windows="all")
-    models = []
-    for f in range(2):
-        torch.manual_seed(f)
-        m = build_head(cfg, 32, 3)
-        m.input.fit(torch.randn(10, 105, 32), np.array(list("aabbccddee")), np.arange(10) % 3)
-        models.append(m.eval())
+    models = fitted_heads(cfg)
     feats, rows = torch.randn(6, 105, 32), torch.arange(6)
     every = ClipSampler.from_config(cfg, 105)
     one = {o: ClipSampler.from_config(dataclasses.replace(cfg, test_windows="fixed", test_offset=o), 105)
