@@ -148,6 +148,14 @@ def head_against_probe(by_fold: dict) -> str | None:
             f"of {len(diff)} folds, behind on {behind}, level on {len(diff) - ahead - behind}: {verdict}.")
 
 
+def _windows_line(metrics: dict) -> str:
+    windows = metrics.get("params", {}).get("train_head", {}).get("test_windows", "fixed")
+    if windows == "all":
+        return ("each test video's class probabilities averaged over every window start training draws from "
+                "(`train_head.test_windows: all`; the per-epoch history scores the paper's one window).")
+    return "each test video scored on the paper's one test window (`train_head.test_windows: fixed`)."
+
+
 def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, recall: dict, metrics: dict) -> str:
     lines = [f"# {dataset}: CEFLNet head ({metrics.get('variant', '?')} variant)", ""]
     if metrics.get("warning"):
@@ -155,7 +163,8 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
     lines += [f"Backbone `{metrics.get('backbone', '?')}`, weights `{metrics.get('weights', '?')}`; "
               f"protocol: {metrics.get('protocol', '?')}; {metrics.get('epochs', '?')} epochs; "
               f"{metrics.get('n_videos', '?')} videos cached, {metrics.get('n_failed', '?')} failed upstream.", "",
-              "Numbers from the LAST epoch of each fold (no selection on the test set).", "",
+              "Numbers from the LAST epoch of each fold (no selection on the test set); "
+              + _windows_line(metrics), "",
               "| fold | test videos | WAR % | UAR % | linear probe WAR % | within chance noise |",
               "|---|---|---|---|---|---|"]
     by_fold = metrics.get("per_fold", {})  # keyed by fold, as DVC reads it

@@ -150,6 +150,7 @@ def test_evaluate_rebuilds_the_report_without_training(trained):
     report = (out / "report.md").read_text()
     assert "mean ± std" in report and "WARNING" in report and "optimistic" in report
     assert "Head minus probe, fold by fold" in report
+    assert "averaged over every window start" in report  # test_windows: all, the default, is said
 
 
 def test_the_report_says_which_side_of_the_probe_each_fold_falls_on():
