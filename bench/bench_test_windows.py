@@ -15,10 +15,16 @@ import argparse
 import csv
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline.head.report import mean_std  # noqa: E402
+from pipeline.head.sanity import sign_test  # noqa: E402
 
 
 def fold_pairs(run: Path) -> list[tuple[float, float]]:
@@ -35,8 +41,9 @@ def fold_pairs(run: Path) -> list[tuple[float, float]]:
     return pairs
 
 
-def mean_std(v: list[float]) -> str:
-    return f"{np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+def cell(v: list[float]) -> str:
+    m, s = mean_std(v)
+    return f"{m:.1f} ± {s:.1f}"
 
 
 def main() -> None:
@@ -52,12 +59,12 @@ def main() -> None:
         pairs = fold_pairs(run)
         d = [a - f for f, a in pairs]
         diffs += d
-        lines.append(f"| {label or run.name} | {mean_std([f for f, _ in pairs])} | "
-                     f"{mean_std([a for _, a in pairs])} | {' / '.join(f'{round(x, 1) + 0.0:+.1f}' for x in d)} |")
-    ahead, behind = sum(x > 0.01 for x in diffs), sum(x < -0.01 for x in diffs)
-    p = binomtest(ahead, ahead + behind).pvalue if ahead + behind else 1.0
-    lines += ["", f"Over {len(diffs)} folds: `all` ahead on {ahead}, behind on {behind}, level on "
-                  f"{len(diffs) - ahead - behind}; mean {np.mean(diffs):+.2f} points; two-sided sign test p = {p:.2g}."]
+        lines.append(f"| {label or run.name} | {cell([f for f, _ in pairs])} | "
+                     f"{cell([a for _, a in pairs])} | {' / '.join(f'{round(x, 1) + 0.0:+.1f}' for x in d)} |")
+    # history keeps 4 decimals, metrics.json 2: a level fold can differ by 0.003
+    ahead, behind, level, p = sign_test(diffs, tol=0.01)
+    lines += ["", f"Over {len(diffs)} folds: `all` ahead on {ahead}, behind on {behind}, level on {level}; "
+                  f"mean {np.mean(diffs):+.2f} points; two-sided sign test p = {p:.2g}."]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -21,6 +21,7 @@ from pipeline.head.inputs import head_input
 from pipeline.head.report import (ActivationExample, mean_std, per_class_recall, plot_activation_maps, plot_confusion,
                                   plot_tsne, read_predictions, war_uar, write_text)
 from pipeline.head.sampling import ClipSampler
+from pipeline.head.sanity import sign_test
 from pipeline.head.train import autocast, load_head, predict
 from pipeline.io import read_failures, read_manifest
 from pipeline.layout import layout_for, results_for
@@ -132,31 +133,29 @@ def head_against_probe(by_fold: dict) -> str | None:
     """The head's WAR minus the probe's, fold by fold, with a two-sided sign test over the folds that differ: with
     few training people a linear probe can beat the paper's head (bench/results/head_gap.md), and two means ±
     std do not say which side each fold falls on."""
-    from scipy.stats import binomtest
-
     pairs = [(f["war"], f["probe_war"]) for f in by_fold.values() if "probe_war" in f]
     if not pairs:
         return None
     diff = [h - p for h, p in pairs]
-    ahead, behind = sum(d > 0 for d in diff), sum(d < 0 for d in diff)
-    p = binomtest(ahead, ahead + behind).pvalue if ahead + behind else 1.0
+    ahead, behind, level, p = sign_test(diff)
     verdict = (f"no difference beyond noise (sign test p = {p:.2f})" if p >= 0.05 else
                f"the head is ahead (sign test p = {p:.3f})" if ahead > behind else
                f"the probe is ahead (sign test p = {p:.3f}): the head adds nothing over it on this data "
                "(docs/head.md, *Why the head stays under the probe*)")
     return (f"Head minus probe, fold by fold: {np.mean(diff):+.2f} points on average; the head is ahead on {ahead} "
-            f"of {len(diff)} folds, behind on {behind}, level on {len(diff) - ahead - behind}: {verdict}.")
+            f"of {len(diff)} folds, behind on {behind}, level on {level}: {verdict}.")
 
 
-def _windows_line(metrics: dict) -> str:
-    windows = metrics.get("params", {}).get("train_head", {}).get("test_windows", "fixed")
+def _windows_line(windows: str) -> str:
+    """How a test video was scored: `test_windows` of the checkpoints (load_head reads older ones as fixed)."""
     if windows == "all":
         return ("each test video's class probabilities averaged over every window start training draws from "
                 "(`train_head.test_windows: all`; the per-epoch history scores the paper's one window).")
     return "each test video scored on the paper's one test window (`train_head.test_windows: fixed`)."
 
 
-def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, recall: dict, metrics: dict) -> str:
+def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, recall: dict, metrics: dict,
+                    windows: str) -> str:
     lines = [f"# {dataset}: CEFLNet head ({metrics.get('variant', '?')} variant)", ""]
     if metrics.get("warning"):
         lines += [f"> **WARNING: {metrics['warning']}**", ""]
@@ -164,7 +163,7 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
               f"protocol: {metrics.get('protocol', '?')}; {metrics.get('epochs', '?')} epochs; "
               f"{metrics.get('n_videos', '?')} videos cached, {metrics.get('n_failed', '?')} failed upstream.", "",
               "Numbers from the LAST epoch of each fold (no selection on the test set); "
-              + _windows_line(metrics), "",
+              + _windows_line(windows), "",
               "| fold | test videos | WAR % | UAR % | linear probe WAR % | within chance noise |",
               "|---|---|---|---|---|---|"]
     by_fold = metrics.get("per_fold", {})  # keyed by fold, as DVC reads it
@@ -248,7 +247,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     # Always a tsne.png (a declared output): with evaluate.tsne off, one that says so, never a stale one.
     plot_tsne(res.tsne, fo["embedding"] if cfg.evaluate.tsne else None, data.cache.label[fo["rows"]], classes,
               cfg.train_head.seed)
-    write_text(res.report, report_markdown(dataset, per_fold, war, uar, recall, metrics))
+    write_text(res.report, report_markdown(dataset, per_fold, war, uar, recall, metrics,
+                                                   heads[0].config.test_windows))
     # The checkpoints must reproduce predictions.csv: a mismatch means they come from another run.
     csv_pred = {p.video_id: index[p.predicted] for p in preds}
     agree = float(np.mean([csv_pred.get(data.cache.video_id[r]) == q for r, q in zip(fo["rows"], fo_pred)]))

@@ -51,6 +51,16 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, train: np.ndarray, te
     return war, uar, pred
 
 
+def sign_test(diff: Sequence[float], tol: float = 0.0) -> tuple[int, int, int, float]:
+    """Paired per-fold differences -> (ahead, behind, level, two-sided sign-test p over the folds that differ);
+    a difference within `tol` counts as level (two readings rounded differently)."""
+    from scipy.stats import binomtest
+
+    ahead, behind = sum(d > tol for d in diff), sum(d < -tol for d in diff)
+    p = binomtest(ahead, ahead + behind).pvalue if ahead + behind else 1.0
+    return ahead, behind, len(diff) - ahead - behind, float(p)
+
+
 @dataclass(frozen=True)
 class ClipSpans:
     """Per test video, every test clip's first, centre and last cached-frame position."""
