@@ -4,6 +4,7 @@ DataLoader loop, on a synthetic cache of a real dataset's size, measured in the 
     python bench/bench_head.py                       # MMI size: 205 videos, 30 subjects, 10 folds x 120 epochs, CPU
     python bench/bench_head.py --threads 1 --precision bf16
     python bench/bench_head.py --dfew --batch-size 256   # DFEW size (12,059 videos, 5 folds) on the GPU
+    python bench/bench_head.py --demo                # the demo's shapes: 216 videos, 12 people, head input 768
 
 The full protocol is timed for our loop; the naive loop runs `--naive-epochs` epochs of one fold and
 is extrapolated to the same protocol (it is the baseline, not the product). On the CPU the run also
@@ -37,6 +38,8 @@ from bench_detect import machine_info, machine_lines  # noqa: E402
 from _tables import publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = {"dfew": (12059, 1000, 5, 7, 512), "demo": (216, 12, 10, 6, 768), "mmi": (205, 30, 10, 6, 512)}
+"""(videos, people, folds, classes, head input width) of each protocol the bench can time."""
 
 
 def synthetic(n: int, n_subjects: int, dim: int, n_classes: int, seed: int = 0):
@@ -104,9 +107,10 @@ def _floor_worker(cfg: TrainHeadConfig, dim: int, n_classes: int, steps: int) ->
     return gemm, (time.perf_counter() - start) / steps
 
 
-def stacked_step(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int):
+def stacked_step(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, compiled: bool = False):
     """(step, models, x, y): one optimizer step of k folds as one batched model (pipeline/head/stack.py) on
-    random inputs of the config's shapes, as train-head runs it."""
+    random inputs of the config's shapes, as train-head runs it; `compiled`: its forward and backward through
+    torch.compile (inductor's generated C++ kernels; the per-fold dropout generators break the graph)."""
     from pipeline.head.stack import FoldAdam, stack_heads
 
     models = []
@@ -118,10 +122,15 @@ def stacked_step(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int):
     x = torch.randn(k, cfg.batch_size, cfg.n_clips, cfg.frames_per_clip, dim)
     y = torch.randint(0, n_classes, (k, cfg.batch_size))
 
-    def step() -> None:
+    def loss() -> torch.Tensor:
         logits = stack(x, [cfg.batch_size] * k).logits
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").div(cfg.batch_size)
+
+    forward = torch.compile(loss) if compiled else loss
+
+    def step() -> None:
         stack.zero_grad()
-        F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").div(cfg.batch_size).backward()
+        forward().backward()
         adam.step(range(k))
 
     return step, models, x, y
@@ -151,10 +160,12 @@ def profile_step(dim: int, k: int, steps: int = 10) -> str:
             f"{k} folds: Q/K GEMMs {1e3 * k * gemm:.1f} ms + Adam {1e3 * k * adam:.1f} ms\n{table}")
 
 
-def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: int) -> dict[str, float]:
+def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: int,
+               compiled: bool = False) -> tuple[dict[str, float], float | None]:
     """Milliseconds for one optimizer step of all k folds on one thread, data and test passes left out (best of
     `repeats`): the batched model (pipeline/head/stack.py), k steps of the module one fold after another, and
-    the floor's work (k x the Q/K GEMMs + k fused Adam updates). Tells per-step overhead from compute."""
+    the floor's work (k x the Q/K GEMMs + k fused Adam updates). Tells per-step overhead from compute.
+    `compiled`: also the batched step through torch.compile, and the seconds its first call took."""
     torch.set_num_threads(1)
     batched, models, x, y = stacked_step(cfg, dim, n_classes, k)
     module = models[0]
@@ -175,8 +186,15 @@ def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: 
             F.linear(tokens, w).backward(go)
             opt.step()
 
+    steps = {"batched": batched, "one_by_one": one_by_one, "floor": floor}
+    compile_s = None
+    if compiled:
+        steps["batched, torch.compile"] = stacked_step(cfg, dim, n_classes, k, compiled=True)[0]
+        start = time.perf_counter()
+        steps["batched, torch.compile"]()
+        compile_s = time.perf_counter() - start
     out = {}
-    for name, fn in (("batched", batched), ("one_by_one", one_by_one), ("floor", floor)):
+    for name, fn in steps.items():
         fn()
         times = []
         for _ in range(repeats):
@@ -184,7 +202,7 @@ def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: 
             fn()
             times.append(time.perf_counter() - start)
         out[name] = 1e3 * min(times)
-    return out
+    return out, compile_s
 
 
 def floor_seconds(cfg: TrainHeadConfig, dim: int, n_classes: int, total_steps: int, workers: int,
@@ -202,6 +220,9 @@ def floor_seconds(cfg: TrainHeadConfig, dim: int, n_classes: int, total_steps: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dfew", action="store_true", help="DFEW size (12,059 videos, 5 folds), GPU")
+    ap.add_argument("--demo", action="store_true",
+                    help="the demo's shapes: 216 videos of 12 people, 10 folds, head input 768 (two_stream_first on "
+                         "the detector body's 384-d)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--naive-epochs", type=int, default=2)
@@ -210,6 +231,7 @@ def main() -> None:
     ap.add_argument("--fold-workers", type=int, default=0, help="train_head.fold_workers (0: one process per core)")
     ap.add_argument("--probe-repeats", type=int, default=5, help="one-step probe repeats (0: skip)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--compile", action="store_true", help="the one-step probe also times the step through torch.compile")
     ap.add_argument("--variant", default="paper", choices=["paper", "authors"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=None, help="results file (default bench/results/head_<cpu|gpu>.md)")
@@ -219,14 +241,17 @@ def main() -> None:
     if args.profile_step:
         print(profile_step(args.profile_step, 5))
         return
-    n, n_subj, k, n_cls = (12059, 1000, 5, 7) if args.dfew else (205, 30, 10, 6)
+    # (videos, people, folds, classes, head input width); the head input is what train-head feeds the head
+    # (for `pipeline demo`: two_stream_first doubles the detector body's 384-d)
+    size = "dfew" if args.dfew else "demo" if args.demo else "mmi"
+    n, n_subj, k, n_cls, dim = SIZES[size]
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
                           precision=args.precision, variant=args.variant, device=args.device,
                           fold_workers=args.fold_workers)
     device = resolve_device(cfg.device, "train_head.device")
     set_threads(cfg.threads, device)
     info = machine_info()
-    feats, labels, subjects = synthetic(n, n_subj, 512, n_cls)
+    feats, labels, subjects = synthetic(n, n_subj, dim, n_cls)
     folds = make_folds(labels, subjects, k=k, seed=0)
     total_steps = sum(math.ceil(len(f.train) / cfg.batch_size) for f in folds) * cfg.epochs
     workers = fold_processes(cfg, device, len(folds))
@@ -240,10 +265,10 @@ def main() -> None:
             (f"naive: DataLoader + per-sample Python sampling ({args.naive_epochs} epochs, extrapolated)", naive,
              naive_total)]
     if device.type == "cpu" and args.floor_steps and args.variant == "paper":
-        gemm, gemm_adam = floor_seconds(cfg, 512, n_cls, total_steps, workers, args.floor_steps)
+        gemm, gemm_adam = floor_seconds(cfg, dim, n_cls, total_steps, workers, args.floor_steps)
         rows += [("floor: eq. 1 Q/K projection matmuls alone (fwd + weight grad), extrapolated", None, gemm),
                  ("floor: those matmuls + the fused Adam update, extrapolated", None, gemm_adam)]
-    lines = [f"{'DFEW' if args.dfew else 'MMI'}-size cache: {n} videos x 105 x 512 fp16, {k} folds x {cfg.epochs} "
+    lines = [f"{size.upper() if size != 'demo' else 'Demo'}-size cache: {n} videos x 105 x {dim} fp16, {k} folds x {cfg.epochs} "
              f"epochs = {total_steps} optimizer steps of batch {cfg.batch_size}, {args.variant} head, "
              f"{args.precision}, device {device}, {workers} process(es) x {cfg.threads or 1} thread, each training its "
              f"share of the folds as one batched model",
@@ -251,10 +276,12 @@ def main() -> None:
     lines += [f"| {name} | {'' if per is None else f'{per:.3f}'} | {total:.1f} | {naive_total / total:.2f}x |"
               for name, per, total in rows]
     if device.type == "cpu" and args.probe_repeats and args.variant == "paper":
-        probe = step_probe(cfg, 512, n_cls, k, args.probe_repeats)
+        probe, compile_s = step_probe(cfg, dim, n_cls, k, args.probe_repeats, args.compile)
         lines += ["", f"One optimizer step of all {k} folds on one thread (no data, no test pass; best of "
                   f"{args.probe_repeats}):", "", "| step | ms | vs floor |", "|---|---|---|"]
         lines += [f"| {name} | {ms:.0f} | {ms / probe['floor']:.2f}x |" for name, ms in probe.items()]
+        if compile_s is not None:
+            lines += ["", f"torch.compile's first step (compilation) took {compile_s:.1f} s."]
     lines += ["", "Machine:", "", *machine_lines(info)]
     text = "\n".join(lines)
     publish(args.out or RESULTS / f"head_{'gpu' if device.type == 'cuda' else 'cpu'}.md",
