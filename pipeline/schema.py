@@ -192,9 +192,10 @@ class ExtractConfig:
     """Also store the aligned crops as JPEG bytes."""
     jpeg_quality: int = 95
     max_failure_fraction: float = 0.5
-    motion: str = "none"
+    motion: str = "flow"
     """Per-frame motion appended to the backbone's features: `none`, or `flow` (128-d optical flow from the
-    video's first chosen frame, pipeline/motion.py; bench/results/robust.md)."""
+    video's first chosen frame, pipeline/motion.py). `flow` beside `train_head.standardize` has the best worst
+    case across rigs, flavours and people counts (bench/results/robust.md); the wild family sets `none`."""
 
     def check(self, key: str) -> list[str]:
         from pipeline.motion import MOTIONS
@@ -284,9 +285,10 @@ class TrainHeadConfig:
     the head's input is built: person-specific normalisation, as OpenFace does for action units. Only people
     with at least as many videos as there are classes are normalised (fewer would also remove their
     expression); `predict` of a single video then drops the raw stream (docs/head.md)."""
-    standardize: bool = False
+    standardize: bool = True
     """Scale every input dimension by 1 / its std over the training fold's frames (fitted per fold, saved in the
-    checkpoint), so a block of larger values (`extract.motion: flow`, in pixels) does not drown the backbone's."""
+    checkpoint), so a block of larger values (`extract.motion: flow`, in pixels) does not drown the backbone's.
+    On with flow (the section's default); the lab and wild families set it off (bench/results/robust.md)."""
     identity_rank: int = 64
     """two-stream options: identity directions projected out of the raw stream, fitted on each training fold."""
     raw_dropout: float = 0.5

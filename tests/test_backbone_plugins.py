@@ -55,6 +55,7 @@ def crops(size: int, n: int = 6) -> np.ndarray:
 
 
 def extractor(backbone: str, weights, **kw):
+    kw.setdefault("motion", "none")  # the plugin's own width is what these tests check, not the section's flow
     return build_extractor(ExtractConfig(backbone=backbone, weights=str(weights), device="cpu", threads=1, **kw))
 
 

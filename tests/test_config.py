@@ -56,12 +56,16 @@ def test_repo_params_are_valid():
     assert cfg.train_head.lr == pytest.approx(1e-4) and cfg.train_head.epochs == 120 and cfg.train_head.folds == 10
     assert cfg.train_head.batch_size == 8
     mmi = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="mmi")
-    # the lab family: the section's center plus optical flow, the best worst case on transient clips
+    # folder and csv datasets (and the demo) get the section's default, the best worst case over both kinds of
+    # clip: optical flow beside the backbone, each input dimension standardised
+    assert cfg.train_head.center == "two_stream_first" and cfg.extract.motion == "flow" and cfg.train_head.standardize
+    # the lab family: the section without standardize, the best worst case on transient clips
     assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow"
-    assert cfg.train_head.center == "two_stream_first"  # the demo: the defaults a folder user gets
-    # the wild family, folder and csv datasets get the section's default, the one that holds on both kinds
+    assert not mmi.train_head.standardize
+    # the wild family: the section without flow or standardize, the best worst case on held expressions
     afew = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="afew")
     assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "none"
+    assert not afew.train_head.standardize
     assert set(cfg.repro) <= set(cfg.datasets)
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
     assert raw["train_head"]["epochs"] == 120

@@ -79,10 +79,11 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         click.secho(SMOKE, fg="yellow", bold=True)
 
 
-# Seconds of each stage of the full demo, every one measured in one `pipeline demo` run from a fresh clone on a
-# quiet 2-core AMD EPYC (2026-12-05, 7.7 min in all; manifest includes generating the videos). They give the
+# Seconds of each stage of the full demo on a quiet 2-core AMD EPYC, 2026-12-05: manifest (which generates the
+# videos), detect and resample from one `pipeline demo` run in a fresh clone; extract, train-head and evaluate
+# from the `dvc repro` that reran them after the section took optical flow (9.9 min in all). They give the
 # announced duration; the remaining-time estimate scales them by how fast this machine has been so far.
-STAGE_SECONDS = {"manifest": 36, "detect": 45, "resample": 1, "extract": 65, "train-head": 308, "evaluate": 3}
+STAGE_SECONDS = {"manifest": 36, "detect": 45, "resample": 1, "extract": 92, "train-head": 416, "evaluate": 3}
 DEMO_MINUTES = round(sum(STAGE_SECONDS.values()) / 60)
 """What the demo and `pipeline init` announce (README says the same)."""
 
