@@ -4,7 +4,7 @@ DataLoader loop, on a synthetic cache of a real dataset's size, measured in the 
     python bench/bench_head.py                       # MMI size: 205 videos, 30 subjects, 10 folds x 120 epochs, CPU
     python bench/bench_head.py --threads 1 --precision bf16
     python bench/bench_head.py --dfew --batch-size 256   # DFEW size (12,059 videos, 5 folds) on the GPU
-    python bench/bench_head.py --demo                # the demo's shapes: 216 videos, 12 people, head input 768
+    python bench/bench_head.py --demo                # the demo's shapes: 216 videos, 12 people, its head input
 
 The full protocol is timed for our loop; the naive loop runs `--naive-epochs` epochs of one fold and
 is extrapolated to the same protocol (it is the baseline, not the product). On the CPU the run also
@@ -38,8 +38,24 @@ from bench_detect import machine_info, machine_lines  # noqa: E402
 from _tables import publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SIZES = {"dfew": (12059, 1000, 5, 7, 512), "demo": (216, 12, 10, 6, 768), "mmi": (205, 30, 10, 6, 512)}
-"""(videos, people, folds, classes, head input width) of each protocol the bench can time."""
+MNET_DIM = 384
+"""The detector body's width per frame (pipeline/backbones/mnet.py), the demo's backbone."""
+
+
+def demo_input_width() -> int:
+    """The head input `pipeline demo` trains on, from params.yaml: the detector body plus `extract.motion`'s
+    columns, doubled by a two-stream `train_head.center`."""
+    from pipeline.config import load_config
+    from pipeline.head.inputs import input_dim
+    from pipeline.motion import motion_dim
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="demo")
+    return input_dim(cfg.train_head.center, MNET_DIM + motion_dim(cfg.extract.motion))
+
+
+SIZES = {"dfew": (12059, 1000, 5, 7, 512), "demo": (216, 12, 10, 6, None), "mmi": (205, 30, 10, 6, 512)}
+"""(videos, people, folds, classes, head input width) of each protocol the bench can time; the demo's width is
+read from params.yaml."""
 
 
 def synthetic(n: int, n_subjects: int, dim: int, n_classes: int, seed: int = 0):
@@ -221,8 +237,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dfew", action="store_true", help="DFEW size (12,059 videos, 5 folds), GPU")
     ap.add_argument("--demo", action="store_true",
-                    help="the demo's shapes: 216 videos of 12 people, 10 folds, head input 768 (two_stream_first on "
-                         "the detector body's 384-d)")
+                    help="the demo's shapes: 216 videos of 12 people, 10 folds, its head input width (from params.yaml: "
+                         "1024 = two_stream_first on the detector body's 384-d and 128-d optical flow)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--naive-epochs", type=int, default=2)
@@ -242,9 +258,9 @@ def main() -> None:
         print(profile_step(args.profile_step, 5))
         return
     # (videos, people, folds, classes, head input width); the head input is what train-head feeds the head
-    # (for `pipeline demo`: two_stream_first doubles the detector body's 384-d)
     size = "dfew" if args.dfew else "demo" if args.demo else "mmi"
     n, n_subj, k, n_cls, dim = SIZES[size]
+    dim = dim or demo_input_width()
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
                           precision=args.precision, variant=args.variant, device=args.device,
                           fold_workers=args.fold_workers)
