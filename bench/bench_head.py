@@ -245,6 +245,7 @@ def main() -> None:
     ap.add_argument("--floor-steps", type=int, default=400, help="steps per process timed for the floor (0: skip)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--fold-workers", type=int, default=0, help="train_head.fold_workers (0: one process per core)")
+    ap.add_argument("--fold-batch", type=int, default=0, help="train_head.fold_batch (0: all of a process's folds)")
     ap.add_argument("--probe-repeats", type=int, default=5, help="one-step probe repeats (0: skip)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--compile", action="store_true", help="the one-step probe also times the step through torch.compile")
@@ -263,7 +264,7 @@ def main() -> None:
     dim = dim or demo_input_width()
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
                           precision=args.precision, variant=args.variant, device=args.device,
-                          fold_workers=args.fold_workers)
+                          fold_workers=args.fold_workers, fold_batch=args.fold_batch)
     device = resolve_device(cfg.device, "train_head.device")
     set_threads(cfg.threads, device)
     info = machine_info()
@@ -287,7 +288,7 @@ def main() -> None:
     lines = [f"{size.upper() if size != 'demo' else 'Demo'}-size cache: {n} videos x 105 x {dim} fp16, {k} folds x {cfg.epochs} "
              f"epochs = {total_steps} optimizer steps of batch {cfg.batch_size}, {args.variant} head, "
              f"{args.precision}, device {device}, {workers} process(es) x {cfg.threads or 1} thread, each training its "
-             f"share of the folds as one batched model",
+             f"share of the folds {f'{cfg.fold_batch} at a time' if cfg.fold_batch else 'as one batched model'}",
              "", "| loop | s / epoch (one fold) | full protocol, s | vs naive |", "|---|---|---|---|"]
     lines += [f"| {name} | {'' if per is None else f'{per:.3f}'} | {total:.1f} | {naive_total / total:.2f}x |"
               for name, per, total in rows]
