@@ -38,19 +38,15 @@ from bench_detect import machine_info, machine_lines  # noqa: E402
 from _tables import publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MNET_DIM = 384
-"""The detector body's width per frame (pipeline/backbones/mnet.py), the demo's backbone."""
-
-
 def demo_input_width() -> int:
-    """The head input `pipeline demo` trains on, from params.yaml: the detector body plus `extract.motion`'s
-    columns, doubled by a two-stream `train_head.center`."""
+    """The head input `pipeline demo` trains on, from params.yaml: its extractor's cached width (backbone plus
+    `extract.motion`'s columns), doubled by a two-stream `train_head.center`."""
     from pipeline.config import load_config
+    from pipeline.features import build_extractor
     from pipeline.head.inputs import input_dim
-    from pipeline.motion import motion_dim
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="demo")
-    return input_dim(cfg.train_head.center, MNET_DIM + motion_dim(cfg.extract.motion))
+    return input_dim(cfg.train_head.center, build_extractor(cfg.extract).out_dim)
 
 
 SIZES = {"dfew": (12059, 1000, 5, 7, 512), "demo": (216, 12, 10, 6, None), "mmi": (205, 30, 10, 6, 512)}

@@ -25,12 +25,15 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.head.report import mean_std  # noqa: E402
 from pipeline.head.sanity import sign_test  # noqa: E402
+from pipeline.head.train import load_head  # noqa: E402
 
 
 def fold_pairs(run: Path) -> list[tuple[float, float]]:
     """(fixed, all) WAR per fold of one run made with test_windows: all (RUN_DIR: WORK/results/OPTION/DATASET)."""
-    prov = json.loads((run / "provenance.json").read_text())
-    windows = prov["params"]["train_head"].get("test_windows", "fixed")
+    checkpoints = sorted((run / "checkpoints").glob("fold-*.pt"))
+    if not checkpoints:
+        raise SystemExit(f"{run}: no checkpoints/fold-*.pt; RUN_DIR is a train-head results folder")
+    windows = load_head(checkpoints[0]).config.test_windows  # load_head reads older checkpoints as fixed
     if windows != "all":
         raise SystemExit(f"{run}: made with test_windows {windows!r}; only an `all` run holds both readings")
     per_fold = json.loads((run / "metrics.json").read_text())["per_fold"]

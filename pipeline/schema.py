@@ -194,8 +194,9 @@ class ExtractConfig:
     max_failure_fraction: float = 0.5
     motion: str = "flow"
     """Per-frame motion appended to the backbone's features: `none`, or `flow` (128-d optical flow from the
-    video's first chosen frame, pipeline/motion.py). `flow` beside `train_head.standardize` has the best worst
-    case across rigs, flavours and people counts (bench/results/robust.md); the wild family sets `none`."""
+    video's first chosen frame, pipeline/motion.py). For folder and csv data, `flow` beside `train_head.standardize`
+    has the best worst case across rigs, flavours and people counts (bench/results/robust.md); the wild family
+    sets `none`."""
 
     def check(self, key: str) -> list[str]:
         from pipeline.motion import MOTIONS

@@ -247,8 +247,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     # Always a tsne.png (a declared output): with evaluate.tsne off, one that says so, never a stale one.
     plot_tsne(res.tsne, fo["embedding"] if cfg.evaluate.tsne else None, data.cache.label[fo["rows"]], classes,
               cfg.train_head.seed)
-    write_text(res.report, report_markdown(dataset, per_fold, war, uar, recall, metrics,
-                                                   heads[0].config.test_windows))
+    write_text(res.report, report_markdown(dataset, per_fold, war, uar, recall, metrics, heads[0].config.test_windows))
     # The checkpoints must reproduce predictions.csv: a mismatch means they come from another run.
     csv_pred = {p.video_id: index[p.predicted] for p in preds}
     agree = float(np.mean([csv_pred.get(data.cache.video_id[r]) == q for r, q in zip(fo["rows"], fo_pred)]))
