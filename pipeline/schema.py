@@ -21,6 +21,8 @@ CENTERS = ("none", "video_median", "first_frames", "two_stream", "two_stream_fir
 """`train_head.center` choices; what each does: pipeline/head/inputs.py."""
 
 DEVICES = ("auto", "cpu", "cuda")
+FUSIONS = ("none", "probe")
+"""train_head.fusion: what a video's class probabilities are made of (pipeline/head/fusion.py)."""
 
 # The top level used when there is no params.yaml (a pip-installed user in an empty folder); the
 # stage sections then take their dataclass defaults. `pipeline init` writes exactly this out.
@@ -308,6 +310,12 @@ class TrainHeadConfig:
     """`epoch_select: inner`: 1 / inner_folds of the training fold's subjects is the held-out part."""
     inner_patience: int = 30
     """`epoch_select: inner`: stop the held-out run after this many epochs without a better held-out WAR (0: never)."""
+    fusion: str = "probe"
+    """`none`: a video's class probabilities are the head's (the paper). `probe`: the mean of the head's and a
+    linear probe's, multinomial logistic regression on the same fitted input mean-pooled over every cached frame
+    (pipeline/head/fusion.py, fitted on the training fold, saved in the checkpoint). With few training people the
+    probe reads held expressions better and the head transient ones; their mean has the best worst case across
+    generated sources (bench/results/robust.md). A departure from the paper (docs/head.md)."""
     features: str = "frozen"
     """`frozen` (the extract cache) or `finetuned`: fold k trains on `features/finetuned/fold-k/`, written by
     `pipeline run finetune` with a backbone adapted on fold k's training videos only (docs/finetune.md)."""
@@ -323,6 +331,8 @@ class TrainHeadConfig:
             p.append(f"{key}.features: must be frozen or finetuned, got {self.features!r}")
         if self.test_windows not in ("fixed", "all"):
             p.append(f"{key}.test_windows: must be fixed or all, got {self.test_windows!r}")
+        if self.fusion not in FUSIONS:
+            p.append(f"{key}.fusion: must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.epoch_select not in ("fixed", "inner"):
             p.append(f"{key}.epoch_select: must be fixed or inner, got {self.epoch_select!r}")
         if self.inner_folds < 2 or self.inner_patience < 0:

@@ -39,6 +39,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tup
         log.warning("ablate: train_head.variant=%s ignored; every row, the full model included, uses the paper's "
                     "equations so the rows differ by one part each", th.variant)
         th = dataclasses.replace(th, variant="paper")
+    # Table 6 compares heads: a probe averaged into every row (train_head.fusion) would blur what each part adds
+    th = dataclasses.replace(th, fusion="none")
     device = resolve_device(th.device, "train_head.device")
     rows = []
     for kind in kinds:

@@ -31,22 +31,28 @@ def near_chance(n_correct: int, n: int, chance: float) -> bool:
     return bool(binomtest(int(n_correct), int(n), float(chance), alternative="greater").pvalue > NEAR_CHANCE_P)
 
 
+def fit_probe(x: np.ndarray, labels: np.ndarray, seed: int = 0):
+    """(StandardScaler, LogisticRegression) fitted on (N, D) pooled inputs of at least two classes: the probe
+    reported here and the one `train_head.fusion: probe` averages with the head (pipeline/head/fusion.py)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    clf = LogisticRegression(max_iter=2000, random_state=seed).fit(scaler.transform(x), labels)
+    return scaler, clf
+
+
 def linear_probe(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
                  seed: int = 0) -> tuple[float, float, np.ndarray]:
     """(WAR, UAR, predictions) of logistic regression on mean-pooled features, fitted on `train` rows."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     x = features.astype(np.float32).mean(axis=1)  # (N, D)
     seen = np.unique(labels[train])
     if len(seen) < 2:  # a training fold of one class (tiny datasets): the only fit is that constant
         pred = np.full(len(test), seen[0] if len(seen) else -1, dtype=np.asarray(labels).dtype)
         war, uar = war_uar(labels[test], pred)
         return war, uar, pred
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    clf.fit(x[train], labels[train])
-    pred = clf.predict(x[test])
+    scaler, clf = fit_probe(x[train], labels[train], seed)
+    pred = clf.predict(scaler.transform(x[test]))
     war, uar = war_uar(labels[test], pred)
     return war, uar, pred
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from pipeline.config import TrainHeadConfig
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.head.baselines import build_head
+from pipeline.head.fusion import ProbeFusion, fuse, pooled_input
 from pipeline.head.inputs import input_dim
 from pipeline.head.report import war_uar
 from pipeline.head.sanity import linear_probe
@@ -198,8 +199,14 @@ def predict_folds(stack: CEFLNetStack | ModuleStack, features: Sequence[torch.Te
 
 def predict(model: nn.Module, features: torch.Tensor, rows: torch.Tensor, sampler: ClipSampler,
             chunk: int = 512) -> dict[str, torch.Tensor]:
-    """Test-time forward of cache rows through one head (`predict_folds`); probs, rich_clip, clip_scores, embedding."""
-    return predict_folds(ModuleStack([model]), [features], [rows], sampler, chunk)[0]
+    """Test-time forward of cache rows through one head (`predict_folds`); probs, rich_clip, clip_scores, embedding.
+    A checkpoint trained with `fusion: probe` carries its probe (`model.fusion`): probs are then the fused ones,
+    as train-head scored them."""
+    out = predict_folds(ModuleStack([model]), [features], [rows], sampler, chunk)[0]
+    fusion = getattr(model, "fusion", None)
+    if fusion is not None:
+        out["probs"] = fuse(out["probs"], fusion(pooled_input(model, features, rows)))
+    return out
 
 
 # --------------------------------------------------------------------------- training
@@ -407,11 +414,15 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
     results = train_group(runs, labs, sampler, cfg, progress)
     for run, res in zip(runs, results):
         res.held_out = held.get(run.fold.index, [])
+        if not (probe or cfg.fusion == "probe"):
+            continue
+        pooled = pooled_input(run.model, run.features).cpu()  # (N, D): the input the probe reads
+        if cfg.fusion == "probe":
+            fusion = ProbeFusion.fit(pooled[run.fold.train].numpy(), labels[run.fold.train], n_classes, cfg.seed)
+            res.probs = fuse(torch.from_numpy(res.probs), fusion(pooled[run.fold.test])).numpy()
+            res.state_dict = {**res.state_dict, **{f"fusion.{k}": v for k, v in fusion.state_dict().items()}}
         if probe:
-            x = run.features
-            with torch.no_grad():
-                x = torch.cat([run.model.input(x[s:s + 256].float()) for s in range(0, len(x), 256)]).cpu().numpy()
-            res.probe = linear_probe(x, labels, run.fold.train, run.fold.test, cfg.seed)[:2]
+            res.probe = linear_probe(pooled[:, None].numpy(), labels, run.fold.train, run.fold.test, cfg.seed)[:2]
     return results
 
 
@@ -535,8 +546,8 @@ def _pump(queue, bar: tqdm) -> None:
 
 
 def head_params(state_dict: dict) -> int:
-    """Trained parameters of a head (the input transform's fitted statistics are not parameters)."""
-    return int(sum(v.numel() for k, v in state_dict.items() if not k.startswith("input.")))
+    """Trained parameters of a head (the input transform's fitted statistics and the fused probe are not the head's)."""
+    return int(sum(v.numel() for k, v in state_dict.items() if not k.startswith(("input.", "fusion."))))
 
 
 @dataclass
@@ -560,6 +571,15 @@ def save_head(path: Path, state_dict: dict, cfg: TrainHeadConfig, *, kind: str, 
         torch.save(payload, tmp)
 
 
+def checkpoint_module(cfg: TrainHeadConfig, width: int, n_classes: int, kind: str = "ceflnet") -> nn.Module:
+    """The module a fold's state dict loads into: the head behind its input transform and, with `fusion: probe`,
+    the fitted probe's buffers (`fusion.*`, which `predict` then applies)."""
+    model = build_head(cfg, width, n_classes, kind)
+    if cfg.fusion == "probe":
+        model.fusion = ProbeFusion(width, n_classes)
+    return model
+
+
 def load_head(path: Path, device: str | torch.device = "cpu") -> LoadedHead:
     """Rebuild a fold checkpoint (`fold-k.pt`) in eval mode, ready for prediction."""
     ck = torch.load(Path(path), map_location=device, weights_only=True)
@@ -568,9 +588,10 @@ def load_head(path: Path, device: str | torch.device = "cpu") -> LoadedHead:
     known = {f.name for f in dataclasses.fields(TrainHeadConfig)}
     raw.setdefault("clip_kernel", 3)  # checkpoints from before the parameter were trained with kernel 3
     raw.setdefault("test_windows", "fixed")  # and scored on the one test window
+    raw.setdefault("fusion", "none")  # and by the head alone
     cfg = TrainHeadConfig(**{k: v for k, v in raw.items() if k in known})
     # in_dim is the backbone's feature width; the head's input may be wider (two_stream)
-    model = build_head(cfg, input_dim(cfg.center, ck["in_dim"]), len(ck["class_names"]), ck["kind"]).to(device)
+    model = checkpoint_module(cfg, input_dim(cfg.center, ck["in_dim"]), len(ck["class_names"]), ck["kind"]).to(device)
     state = ck["state_dict"]
     if not any(k.startswith("input.") for k in state):  # a checkpoint from before the input transform
         state = {**{f"head.{k}": v for k, v in state.items()}, **{f"input.{k}": v for k, v in model.input.state_dict().items()}}

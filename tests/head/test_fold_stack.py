@@ -71,7 +71,7 @@ def test_a_fold_in_the_batch_equals_the_fold_trained_alone(kind, dropout, kernel
     assert len({len(f.train) for f in folds}) > 1 and any(len(f.train) % 4 for f in folds)
     cfg = TrainHeadConfig(folds=3, epochs=3, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu", lr=1e-3,
                           dropout=dropout, raw_dropout=dropout, clip_kernel=kernel, center="two_stream_first",
-                          identity_rank=4, standardize=standardize)
+                          identity_rank=4, standardize=standardize, fusion="none")  # the head's own weights
     batched = cross_validate(cfg, feats, labels, folds, 3, kind=kind, subjects=subjects)
     for fold, res in zip(folds, batched):
         state, losses = train_alone(cfg, feats, labels, subjects, fold, kind)
@@ -175,10 +175,11 @@ def test_averaged_windows_are_the_mean_of_each_windows_probabilities():
 
 @pytest.mark.parametrize("windows", ["fixed", "all"])
 def test_train_head_scores_the_trained_head_on_its_test_windows(windows):
-    """A fold's final probs are its last-epoch head's prediction on the configured windows (what evaluate and
-    predict recompute from the checkpoint); its history scores the test_offset window alone every epoch."""
+    """A fold's final probs are its last-epoch head's prediction on the configured windows, fused with its probe
+    (what evaluate and predict recompute from the checkpoint); its history scores the head alone on the
+    test_offset window every epoch."""
     from pipeline.head.report import war_uar
-    from pipeline.head.train import predict
+    from pipeline.head.train import checkpoint_module, predict
 
     feats, labels, subjects = small_cache()
     folds = make_folds(labels, subjects, k=3, seed=0)
@@ -186,11 +187,12 @@ def test_train_head_scores_the_trained_head_on_its_test_windows(windows):
                           center="two_stream_first", identity_rank=2, test_windows=windows)
     fixed = ClipSampler.from_config(dataclasses.replace(cfg, test_windows="fixed"), 105)
     for fold, res in zip(folds, cross_validate(cfg, feats, labels, folds, 3, subjects=subjects)):
-        model = build_head(cfg, feats.shape[-1], 3)
+        model = checkpoint_module(cfg, feats.shape[-1], 3)
         model.load_state_dict(res.state_dict)
         model.eval()
         x, rows = torch.from_numpy(feats), torch.as_tensor(fold.test)
         torch.testing.assert_close(torch.from_numpy(res.probs),
                                    predict(model, x, rows, ClipSampler.from_config(cfg, 105))["probs"])
+        del model.fusion  # the history is the head's own
         one = predict(model, x, rows, fixed)["probs"].argmax(1).numpy()
         assert res.history[-1].test_war == pytest.approx(war_uar(labels[fold.test], one)[0])

@@ -20,7 +20,8 @@ def test_full_head_beats_mean_pool_on_a_short_episode(tmp_path):
     folds = make_folds(cache.label, cache.subject, k=3, seed=0)
     # A faster recipe than the paper's (lr 3e-3, 30 epochs) so the test stays a few seconds.
     cfg = TrainHeadConfig(epochs=30, hidden=32, lr=3e-3, batch_size=16, warmup_epochs=2, t_max=30, dropout=0.1,
-                          threads=1, device="cpu", center="none", standardize=False)  # the head itself, on the raw features
+                          threads=1, device="cpu", center="none", standardize=False,
+                          fusion="none")  # the head itself, on the raw features
     acc = {}
     for kind in ("meanpool", "ceflnet"):
         results = cross_validate(cfg, cache.features, cache.label, folds, 3, kind=kind)

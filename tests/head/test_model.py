@@ -112,13 +112,14 @@ def test_checkpoint_from_before_clip_kernel_reloads(tmp_path):
     """Checkpoints written before `clip_kernel` existed hold kernel-3 weights; they still load."""
     from pipeline.head.train import load_head, save_head
 
-    cfg = TrainHeadConfig(hidden=8, clip_kernel=3, center="none")
+    cfg = TrainHeadConfig(hidden=8, clip_kernel=3, center="none", fusion="none")
     model = build_head(cfg, 8, 3)
     path = tmp_path / "fold-0.pt"
     save_head(path, model.state_dict(), cfg, kind="ceflnet", in_dim=8, class_names=["a", "b", "c"], fold=0,
               test_video_ids=["v"], provenance={})
     ck = torch.load(path, weights_only=True)
-    del ck["train_head"]["clip_kernel"]
+    del ck["train_head"]["clip_kernel"], ck["train_head"]["fusion"]
     torch.save(ck, path)
     loaded = load_head(path)
+    assert loaded.config.fusion == "none" and not hasattr(loaded.model, "fusion")
     assert loaded.config.clip_kernel == 3 and loaded.model.head.eian.score.weight.shape[-1] == 3

@@ -90,8 +90,9 @@ def test_history_is_one_csv_per_fold_with_every_epoch(trained):
     assert tuple(rows[0]) == HISTORY_COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert all(float(r["train_loss"]) > 0 and float(r["test_loss"]) > 0 for r in rows)
     assert all(0 <= float(r[c]) <= 100 for r in rows for c in ("train_acc", "test_war", "test_uar"))
-    # The last epoch's test WAR is the fold's checkpoint on the test_offset window; the reported WAR is the same
-    # checkpoint's probabilities averaged over the windows (train_head.test_windows: all, the default).
+    # The reported WAR is the fold's checkpoint's probabilities averaged over the windows (train_head.test_windows:
+    # all, the default) and fused with its probe (train_head.fusion: probe, the default); the last epoch's test WAR
+    # is the head alone on the test_offset window.
     from pipeline.head.report import war_uar
     from pipeline.head.sampling import ClipSampler
     from pipeline.head.train import predict
@@ -103,10 +104,12 @@ def test_history_is_one_csv_per_fold_with_every_epoch(trained):
     row_of = {v: i for i, v in enumerate(data.cache.video_id)}
     test = torch.tensor([row_of[v] for v in head.test_video_ids])
     feats, truth = torch.from_numpy(data.cache.features), data.cache.label[test.numpy()]
-    for windows, expected in (("fixed", float(rows[-1]["test_war"])), ("all", metrics["per_fold"]["1"]["war"])):
+    assert head.config.fusion == "probe"
+    for windows, expected in (("all", metrics["per_fold"]["1"]["war"]), ("fixed", float(rows[-1]["test_war"]))):
         sampler = ClipSampler.from_config(dataclasses.replace(head.config, test_windows=windows), feats.shape[1])
         pred = predict(head.model, feats, test, sampler)["probs"].argmax(1).numpy()
         assert war_uar(truth, pred)[0] == pytest.approx(expected, abs=0.01), windows
+        head.model.fusion = None  # the history's scores are the head's alone
 
 
 @pytest.mark.slow

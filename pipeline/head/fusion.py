@@ -1,0 +1,73 @@
+"""Late fusion of the head with a linear probe (`train_head.fusion: probe`; a departure from the paper).
+
+A video's class probabilities are the mean of the head's and those of the linear probe that
+`pipeline/head/sanity.py` reports beside every result: multinomial logistic regression on the head's
+fitted input, mean-pooled over every cached frame and standardised, fitted on the training fold only.
+The two fail differently: with few training people the head reads transient expressions better
+(it scores clips and finds the emotion-rich one) and the probe held ones (a mean over all frames is
+what a held expression needs); their mean has the best worst case across generated sources
+(bench/results/robust.md). The clip outputs (activation map, emotion-rich clip) stay the head's.
+
+The fitted probe lives in torch buffers (`ProbeFusion`), so a fold checkpoint carries it and
+`evaluate` and `predict` apply exactly what train-head scored.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.head.sanity import fit_probe
+
+POOL_CHUNK = 256
+"""Videos per forward through the input transform while pooling (bounds the float32 copy)."""
+
+
+class ProbeFusion(nn.Module):
+    """probs = softmax(((x - mean) / scale) @ weight.T + bias) for pooled inputs x (N, D)."""
+
+    def __init__(self, in_dim: int, n_classes: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("scale", torch.ones(in_dim))
+        self.register_buffer("weight", torch.zeros(n_classes, in_dim))
+        self.register_buffer("bias", torch.zeros(n_classes))
+
+    @classmethod
+    def fit(cls, pooled: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0) -> "ProbeFusion":
+        """The probe fitted on (N, D) pooled training inputs; a class absent from `labels` gets probability 0."""
+        out = cls(pooled.shape[1], n_classes)
+        seen = np.unique(labels)
+        bias = np.full(n_classes, -1e4)  # absent classes: exp(-1e4) underflows to 0 in float32
+        weight = np.zeros((n_classes, pooled.shape[1]))
+        if len(seen) == 1:  # one class in the fold (tiny datasets): the only fit is that constant
+            bias[seen[0]] = 0.0
+        else:
+            scaler, clf = fit_probe(pooled, labels, seed)
+            coef, icpt = clf.coef_, clf.intercept_
+            if len(clf.classes_) == 2:  # sklearn's binary form: one logit z for classes_[1] -> softmax(-z/2, z/2)
+                coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
+            weight[clf.classes_], bias[clf.classes_] = coef, icpt
+            out.mean.copy_(torch.from_numpy(scaler.mean_))
+            out.scale.copy_(torch.from_numpy(scaler.scale_))
+        out.weight.copy_(torch.from_numpy(weight))
+        out.bias.copy_(torch.from_numpy(bias))
+        return out
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, C)
+        z = ((pooled.float() - self.mean) / self.scale) @ self.weight.T + self.bias
+        return torch.softmax(z, dim=-1)
+
+
+@torch.no_grad()
+def pooled_input(model: nn.Module, features: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, D) the head's fitted input (`model.input`, no dropout) of cache rows, mean over every cached frame."""
+    rows = torch.arange(len(features), device=features.device) if rows is None else rows
+    parts = [model.input(features[rows[s:s + POOL_CHUNK]].float()).mean(dim=1)
+             for s in range(0, len(rows), POOL_CHUNK)]
+    return torch.cat(parts) if parts else features.new_zeros((0, features.shape[-1]), dtype=torch.float32)
+
+
+def fuse(head_probs: torch.Tensor, probe_probs: torch.Tensor) -> torch.Tensor:
+    """The unweighted mean: a fixed rule, never fitted to the folds it is scored on."""
+    return (head_probs.float() + probe_probs.float()) / 2

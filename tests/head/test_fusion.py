@@ -1,0 +1,75 @@
+"""`train_head.fusion: probe`: the head's class probabilities averaged with the linear probe's (pipeline/head/fusion.py)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import TrainHeadConfig
+from pipeline.head.fusion import ProbeFusion
+from pipeline.head.sanity import fit_probe, linear_probe
+from pipeline.head.train import cross_validate, make_folds
+from tests.head.test_fold_stack import small_cache
+
+
+def separable(n: int = 60, dim: int = 12, classes: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.standard_normal((n, dim)) + 1.5 * np.eye(classes, dim)[y]
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("classes", [4, 2])
+def test_the_torch_probe_is_sklearns_probe(classes):
+    """Its buffers give the probabilities of the fitted scikit-learn probe (multinomial, and sklearn's one-logit
+    binary form), so a checkpoint reproduces the probe without scikit-learn at predict time."""
+    x, y = separable(classes=classes)
+    scaler, clf = fit_probe(x[:40], y[:40])
+    fused = ProbeFusion.fit(x[:40], y[:40], classes)
+    want = clf.predict_proba(scaler.transform(x[40:]))
+    np.testing.assert_allclose(fused(torch.from_numpy(x[40:])).numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_class_the_fold_never_saw_gets_probability_zero():
+    x, y = separable(classes=4)
+    train = y != 2
+    p = ProbeFusion.fit(x[train], y[train], 4)(torch.from_numpy(x)).numpy()
+    assert np.all(p[:, 2] == 0) and np.allclose(p.sum(1), 1)
+    scaler, clf = fit_probe(x[train], y[train])
+    np.testing.assert_allclose(p[:, [0, 1, 3]], clf.predict_proba(scaler.transform(x)), rtol=1e-4, atol=1e-6)
+    one = ProbeFusion.fit(x[y == 1], y[y == 1], 4)(torch.from_numpy(x)).numpy()
+    assert np.array_equal(one, np.eye(4)[np.ones(len(x), int)])
+
+
+def test_fused_probs_are_the_mean_of_the_head_and_the_reported_probe():
+    """Fusion happens after training: the head's weights and history are the same with it on or off, and the fused
+    probabilities minus the head's half are the probe whose WAR train-head reports beside the head's."""
+    feats, labels, subjects = small_cache()
+    folds = make_folds(labels, subjects, k=3, seed=0)
+    cfg = TrainHeadConfig(folds=3, epochs=2, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu",
+                          center="two_stream_first", identity_rank=2, fusion="none")
+    alone = cross_validate(cfg, feats, labels, folds, 3, subjects=subjects, probe=True)
+    fused = cross_validate(dataclasses.replace(cfg, fusion="probe"), feats, labels, folds, 3, subjects=subjects,
+                           probe=True)
+    for a, b in zip(alone, fused):
+        assert [e.test_war for e in a.history] == [e.test_war for e in b.history]
+        assert {k for k in b.state_dict if k.startswith("fusion.")} == {f"fusion.{k}" for k in ("mean", "scale",
+                                                                                                  "weight", "bias")}
+        probe = 2 * b.probs - a.probs
+        np.testing.assert_allclose(probe.sum(1), 1, atol=1e-5)
+        assert np.all(probe > -1e-5)
+        truth = labels[b.test]
+        assert 100 * np.mean(probe.argmax(1) == truth) == pytest.approx(b.probe[0])
+        assert b.probe == a.probe
+        assert not np.allclose(a.probs, b.probs)
+
+
+def test_the_reported_probe_is_the_one_fused():
+    """One probe, two uses: `linear_probe` (the sanity number) predicts what the fused probe ranks first."""
+    x, y = separable()
+    train, test = np.arange(40), np.arange(40, 60)
+    _, _, pred = linear_probe(x[:, None], y, train, test)
+    p = ProbeFusion.fit(x[train], y[train], 4)(torch.from_numpy(x[test])).numpy()
+    assert np.array_equal(pred, p.argmax(1))
