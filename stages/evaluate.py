@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cache.reader import load_cache
-from pipeline.config import Config
+from pipeline.config import Config, TrainHeadConfig
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
 from pipeline.head.data import TrainingData
 from pipeline.head.inputs import head_input
@@ -129,33 +129,40 @@ def _fold_outputs(heads: list, data: TrainingData, dataset: str, lay) -> dict[st
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def head_against_probe(by_fold: dict) -> str | None:
+def head_against_probe(by_fold: dict, fused: bool = False) -> str | None:
     """The head's WAR minus the probe's, fold by fold, with a two-sided sign test over the folds that differ: with
     few training people a linear probe can beat the paper's head (bench/results/head_gap.md), and two means ±
-    std do not say which side each fold falls on."""
+    std do not say which side each fold falls on. `fused`: the WAR is the head's averaged with that probe's
+    (`train_head.fusion: probe`), so the line says what the mean adds over the probe alone."""
     pairs = [(f["war"], f["probe_war"]) for f in by_fold.values() if "probe_war" in f]
     if not pairs:
         return None
     diff = [h - p for h, p in pairs]
     ahead, behind, level, p = sign_test(diff)
+    head = "the head fused with the probe" if fused else "the head"
     verdict = (f"no difference beyond noise (sign test p = {p:.2f})" if p >= 0.05 else
-               f"the head is ahead (sign test p = {p:.3f})" if ahead > behind else
-               f"the probe is ahead (sign test p = {p:.3f}): the head adds nothing over it on this data "
+               f"{head} is ahead (sign test p = {p:.3f})" if ahead > behind else
+               f"the probe is ahead (sign test p = {p:.3f}): {head} adds nothing over it on this data "
                "(docs/head.md, *Why the head stays under the probe*)")
-    return (f"Head minus probe, fold by fold: {np.mean(diff):+.2f} points on average; the head is ahead on {ahead} "
-            f"of {len(diff)} folds, behind on {behind}, level on {level}: {verdict}.")
+    return (f"{head[0].upper()}{head[1:]} minus the probe alone, fold by fold: {np.mean(diff):+.2f} points on average; "
+            f"ahead on {ahead} of {len(diff)} folds, behind on {behind}, level on {level}: {verdict}.")
 
 
-def _windows_line(windows: str) -> str:
-    """How a test video was scored: `test_windows` of the checkpoints (load_head reads older ones as fixed)."""
-    if windows == "all":
-        return ("each test video's class probabilities averaged over every window start training draws from "
-                "(`train_head.test_windows: all`; the per-epoch history scores the paper's one window).")
-    return "each test video scored on the paper's one test window (`train_head.test_windows: fixed`)."
+def _scoring_line(cfg: TrainHeadConfig) -> str:
+    """How a test video was scored: `test_windows` and `fusion` of the checkpoints (load_head reads older ones as
+    fixed, none)."""
+    line = ("each test video's class probabilities averaged over every window start training draws from "
+            "(`train_head.test_windows: all`; the per-epoch history scores the head alone on the paper's one window)"
+            if cfg.test_windows == "all" else
+            "each test video scored on the paper's one test window (`train_head.test_windows: fixed`)")
+    if cfg.fusion == "probe":
+        line += ("; the WAR and UAR columns are the mean of the head's class probabilities and the linear probe's "
+                 "(`train_head.fusion: probe`, docs/head.md)")
+    return line + "."
 
 
 def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, recall: dict, metrics: dict,
-                    windows: str) -> str:
+                    scoring: TrainHeadConfig) -> str:
     lines = [f"# {dataset}: CEFLNet head ({metrics.get('variant', '?')} variant)", ""]
     if metrics.get("warning"):
         lines += [f"> **WARNING: {metrics['warning']}**", ""]
@@ -163,7 +170,7 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
               f"protocol: {metrics.get('protocol', '?')}; {metrics.get('epochs', '?')} epochs; "
               f"{metrics.get('n_videos', '?')} videos cached, {metrics.get('n_failed', '?')} failed upstream.", "",
               "Numbers from the LAST epoch of each fold (no selection on the test set); "
-              + _windows_line(windows), "",
+              + _scoring_line(scoring), "",
               "| fold | test videos | WAR % | UAR % | linear probe WAR % | within chance noise |",
               "|---|---|---|---|---|---|"]
     by_fold = metrics.get("per_fold", {})  # keyed by fold, as DVC reads it
@@ -180,7 +187,7 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
               "A fold is *within chance noise* when its correct count is not significantly above the majority-class "
               "rate (one-sided binomial test, p > 0.05). The linear probe is logistic regression on the head's "
               "input mean-pooled over frames, same folds: the head should beat it.", ""]
-    paired = head_against_probe(by_fold)
+    paired = head_against_probe(by_fold, fused=scoring.fusion == "probe")
     if paired:
         lines += [paired, ""]
     loc = metrics.get("clip_localization")
@@ -247,7 +254,7 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     # Always a tsne.png (a declared output): with evaluate.tsne off, one that says so, never a stale one.
     plot_tsne(res.tsne, fo["embedding"] if cfg.evaluate.tsne else None, data.cache.label[fo["rows"]], classes,
               cfg.train_head.seed)
-    write_text(res.report, report_markdown(dataset, per_fold, war, uar, recall, metrics, heads[0].config.test_windows))
+    write_text(res.report, report_markdown(dataset, per_fold, war, uar, recall, metrics, heads[0].config))
     # The checkpoints must reproduce predictions.csv: a mismatch means they come from another run.
     csv_pred = {p.video_id: index[p.predicted] for p in preds}
     agree = float(np.mean([csv_pred.get(data.cache.video_id[r]) == q for r, q in zip(fo["rows"], fo_pred)]))

@@ -55,8 +55,9 @@ class ProbeFusion(nn.Module):
         return out
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, C)
-        z = ((pooled.float() - self.mean) / self.scale) @ self.weight.T + self.bias
-        return torch.softmax(z, dim=-1)
+        with torch.autocast(pooled.device.type, enabled=False):  # float32 under bf16 autocast too: as fitted
+            z = ((pooled.float() - self.mean) / self.scale) @ self.weight.T + self.bias
+            return torch.softmax(z, dim=-1)
 
 
 @torch.no_grad()

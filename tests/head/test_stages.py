@@ -152,8 +152,9 @@ def test_evaluate_rebuilds_the_report_without_training(trained):
     assert ((out / "metrics.json").read_bytes(), sorted(p.name for p in out.glob("checkpoints/fold-*.pt"))) == before
     report = (out / "report.md").read_text()
     assert "mean ± std" in report and "WARNING" in report and "optimistic" in report
-    assert "Head minus probe, fold by fold" in report
+    assert "The head fused with the probe minus the probe alone, fold by fold" in report
     assert "averaged over every window start" in report  # test_windows: all, the default, is said
+    assert "`train_head.fusion: probe`" in report  # and the fusion, the default too
 
 
 def test_the_report_says_which_side_of_the_probe_each_fold_falls_on():
@@ -168,6 +169,7 @@ def test_the_report_says_which_side_of_the_probe_each_fold_falls_on():
     assert "the probe is ahead (sign test p = 0.008)" in head_against_probe(behind)
     ahead = {str(i): {"war": 70.0, "probe_war": 60.0} for i in range(8)}
     assert "the head is ahead" in head_against_probe(ahead)
+    assert "the head fused with the probe is ahead" in head_against_probe(ahead, fused=True)
     assert head_against_probe({"0": {"war": 90.0}}) is None  # runs without a probe say nothing
 
 

@@ -1,0 +1,105 @@
+"""What does `train_head.fusion: probe` add, fold by fold? (issue 31)
+
+Fusion happens after training (pipeline/head/fusion.py), so one training run per dataset gives all three
+readings of the same heads on the same leave-people-out folds: the head alone, the probe alone and their
+mean (the default). It trains with `fusion: none` and then applies the module train-head applies: each
+fold's checkpoint module is rebuilt, its input pooled and the probe fitted on the training fold. Per
+dataset it prints the three WARs per fold; at the end, the fused-minus-head differences over every fold
+with a two-sided sign test (pipeline/head/sanity.py).
+
+    python bench/bench_fusion.py --params W/params-tps-rich-8_au-rich-8.yaml \\
+        --datasets bench-tps-rich-8-transient,bench-tps-rich-8-sustained,bench-au-rich-8-transient,bench-au-rich-8-sustained \\
+        --set extract.backbone=retinaface_mnet --set extract.motion=flow      # W: bench_center.py's --work
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.head.data import load_training_data  # noqa: E402
+from pipeline.head.fusion import ProbeFusion, fuse, pooled_input  # noqa: E402
+from pipeline.head.sanity import sign_test  # noqa: E402
+from pipeline.head.train import checkpoint_module, cross_validate  # noqa: E402
+from _tables import params_for, publish  # noqa: E402  (beside this script)
+
+
+def war(probs: np.ndarray, truth: np.ndarray) -> float:
+    return float(100 * np.mean(probs.argmax(1) == truth))
+
+
+def measure(params: Path, dataset: str, overrides: list[str]) -> list[dict]:
+    t0 = time.time()
+    cfg = load_config(params, dataset=dataset, overrides=overrides)
+    th = dataclasses.replace(cfg.train_head, fusion="none")
+    data = load_training_data(cfg, dataset)
+    feats, labels, n_classes = data.cache.features, data.cache.label, len(data.cache.class_names)
+    results = cross_validate(th, feats, labels, data.folds, n_classes, subjects=data.cache.subject,
+                             desc=f"{dataset}")
+    x = torch.from_numpy(feats)
+    rows, fold_of = [], {f.index: f for f in data.folds}
+    for res in results:
+        fold = fold_of[res.fold]
+        model = checkpoint_module(th, feats.shape[-1], n_classes)
+        model.load_state_dict(res.state_dict)
+        pooled = pooled_input(model.eval(), x)
+        probe = ProbeFusion.fit(pooled[fold.train].numpy(), labels[fold.train], n_classes, th.seed)(pooled[fold.test])
+        head = torch.from_numpy(res.probs)
+        truth = labels[fold.test]
+        rows.append({"dataset": dataset, "fold": int(fold.index), "head": war(head.numpy(), truth),
+                     "probe": war(probe.numpy(), truth), "fused": war(fuse(head, probe).numpy(), truth)})
+        print(rows[-1], flush=True)
+    print(f"{dataset}: {time.time() - t0:.0f} s", flush=True)
+    return rows
+
+
+def write(rows: list[dict], out: Path, argv: list[str]) -> None:
+    lines = ["# The head, the linear probe and their mean, fold by fold (issue 31)", "",
+             f"`python bench/bench_fusion.py {' '.join(argv)}`", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+             f"{time.strftime('%Y-%m-%d')}. One training run per dataset (the params file's defaults plus the "
+             "overrides above), read three ways: the head alone (`fusion: none`), the probe alone, their mean "
+             "(`fusion: probe`). Last-epoch WAR % of each fold's test people.", "",
+             "| dataset | fold | head | probe | fused | fused − head |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dataset'].removeprefix('bench-')} | {r['fold']} | {r['head']:.1f} | {r['probe']:.1f} | "
+                     f"{r['fused']:.1f} | {r['fused'] - r['head']:+.1f} |")
+    lines += ["", "| dataset | head | probe | fused |", "|---|---|---|---|"]
+    for d in dict.fromkeys(r["dataset"] for r in rows):
+        sel = [r for r in rows if r["dataset"] == d]
+        cells = [f"{np.mean([r[k] for r in sel]):.1f} ± {np.std([r[k] for r in sel], ddof=1):.1f}"
+                 for k in ("head", "probe", "fused")]
+        lines.append(f"| {d.removeprefix('bench-')} | " + " | ".join(cells) + " |")
+    ahead, behind, level, p = sign_test([r["fused"] - r["head"] for r in rows])
+    lines += ["", f"Fused against the head alone, over all {len(rows)} folds: ahead on {ahead}, behind on {behind}, "
+              f"level on {level} (two-sided sign test p = {p:.4f})."]
+    publish(out, "\n".join(lines) + "\n", rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, action="append", required=True,
+                    help="bench_center.py's params file(s); each dataset is read with the first that lists it")
+    ap.add_argument("--datasets", required=True, help="comma list")
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="more parameter overrides")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fusion.md")
+    args = ap.parse_args()
+    overrides = [f"train_head.folds={args.folds}", *args.overrides]
+    found = [r for ds in args.datasets.split(",") for r in measure(params_for(args.params, ds), ds, overrides)]
+    write(found, args.out, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
