@@ -314,8 +314,8 @@ class TrainHeadConfig:
     """`none`: a video's class probabilities are the head's (the paper). `probe`: the mean of the head's and a
     linear probe's, multinomial logistic regression on the same fitted input mean-pooled over every cached frame
     (pipeline/head/fusion.py, fitted on the training fold, saved in the checkpoint). With few training people the
-    probe reads held expressions better and the head transient ones; their mean has the best worst case across
-    generated sources (bench/results/robust.md). A departure from the paper (docs/head.md)."""
+    probe reads held expressions better and the head transient ones; their mean raises every family's worst case
+    across generated sources (bench/results/robust.md). A departure from the paper (docs/head.md)."""
     features: str = "frozen"
     """`frozen` (the extract cache) or `finetuned`: fold k trains on `features/finetuned/fold-k/`, written by
     `pipeline run finetune` with a backbone adapted on fold k's training videos only (docs/finetune.md)."""

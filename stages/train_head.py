@@ -38,10 +38,11 @@ from pipeline.runner import Outcome
 
 BEST_EPOCH_NOTE = ("OPTIMISTIC: each fold's epoch chosen by its accuracy on its own test fold, as the authors' "
                    "main.py and most peers report; not a held-out estimate; every epoch scored on the test_offset "
-                   "window alone")
+                   "window alone, by the head alone")
 NOTES = {
     "numbers": "last epoch of each fold, mean ± std over folds (sample std); with train_head.test_windows all, a "
-               "test video's class probabilities averaged over every window start training draws from",
+               "test video's class probabilities averaged over every window start training draws from; with "
+               "train_head.fusion probe, the mean of those and the linear probe's",
     "best_epoch": BEST_EPOCH_NOTE,
     "near_chance": "1 when a fold's correct count is within binomial noise of always answering the majority "
                    "class (one-sided binomial test, p > 0.05); n_folds_near_chance counts them",

@@ -187,7 +187,9 @@ def report(cfg, m: dict, seconds: float, name: str = "demo") -> str:
     probe = m.get("linear_probe")
     if probe:
         lines.append(f"linear probe on the same input and folds: WAR {probe['war']:.1f} ± {probe['war_std']:.1f} %, "
-                     f"UAR {probe['uar']:.1f} ± {probe['uar_std']:.1f} %")
+                     f"UAR {probe['uar']:.1f} ± {probe['uar_std']:.1f} %"
+                     + ("  (WAR / UAR above: the head's mean with it, train_head.fusion)"
+                        if cfg.train_head.fusion == "probe" else ""))
     near = m.get("n_folds_near_chance")
     if near is not None:
         lines.append(f"folds within binomial noise of chance: {near} of {m.get('n_folds', '?')}")
