@@ -25,3 +25,11 @@ def params_for(files: list[Path], dataset: str) -> Path:
         if dataset in (yaml.safe_load(f.read_text()).get("datasets") or {}):
             return f
     raise SystemExit(f"{dataset}: in none of {', '.join(map(str, files))}")
+
+
+def add_cache_args(ap) -> None:
+    """The arguments of a bench that trains on `bench_center.py`'s caches: its params files, datasets and folds."""
+    ap.add_argument("--params", type=Path, action="append", required=True,
+                    help="bench_center.py's params file(s); each dataset is read with the first that lists it")
+    ap.add_argument("--datasets", required=True, help="comma list")
+    ap.add_argument("--folds", type=int, default=4)

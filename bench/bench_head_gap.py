@@ -41,7 +41,7 @@ from pipeline.head.data import load_training_data  # noqa: E402
 from pipeline.head.sampling import ClipSampler  # noqa: E402
 from pipeline.head.sanity import linear_probe  # noqa: E402
 from pipeline.head.train import cross_validate  # noqa: E402
-from _tables import params_for, publish  # noqa: E402  (beside this script)
+from _tables import add_cache_args, params_for, publish  # noqa: E402  (beside this script)
 
 
 @dataclass(frozen=True)
@@ -142,10 +142,7 @@ def write(rows: list[dict], out: Path, argv: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", type=Path, action="append", required=True,
-                    help="bench_center.py's params file(s); each dataset is read with the first that lists it")
-    ap.add_argument("--datasets", required=True, help="comma list")
-    ap.add_argument("--folds", type=int, default=4)
+    add_cache_args(ap)
     ap.add_argument("--rows", default="", help="comma list of row numbers (0-based) to run; default every row")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "head_gap.md")
     args = ap.parse_args()
