@@ -186,7 +186,9 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
               f"Chance: WAR {metrics.get('chance_war', '?')} % (majority class), UAR {metrics.get('chance_uar', '?')} %. "
               "A fold is *within chance noise* when its correct count is not significantly above the majority-class "
               "rate (one-sided binomial test, p > 0.05). The linear probe is logistic regression on the head's "
-              "input mean-pooled over frames, same folds: the head should beat it.", ""]
+              "input mean-pooled over frames, same folds: the head should beat it"
+              + (" (with `fusion: probe` the WAR columns already average the head with it)." if scoring.fusion == "probe"
+                 else "."), ""]
     paired = head_against_probe(by_fold, fused=scoring.fusion == "probe")
     if paired:
         lines += [paired, ""]
