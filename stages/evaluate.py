@@ -163,6 +163,7 @@ def _scoring_line(cfg: TrainHeadConfig) -> str:
 
 def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, recall: dict, metrics: dict,
                     scoring: TrainHeadConfig) -> str:
+    fused = scoring.fusion == "probe"
     lines = [f"# {dataset}: CEFLNet head ({metrics.get('variant', '?')} variant)", ""]
     if metrics.get("warning"):
         lines += [f"> **WARNING: {metrics['warning']}**", ""]
@@ -187,9 +188,8 @@ def report_markdown(dataset: str, per_fold: list[dict], war: tuple, uar: tuple, 
               "A fold is *within chance noise* when its correct count is not significantly above the majority-class "
               "rate (one-sided binomial test, p > 0.05). The linear probe is logistic regression on the head's "
               "input mean-pooled over frames, same folds: the head should beat it"
-              + (" (with `fusion: probe` the WAR columns already average the head with it)." if scoring.fusion == "probe"
-                 else "."), ""]
-    paired = head_against_probe(by_fold, fused=scoring.fusion == "probe")
+              + (" (with `fusion: probe` the WAR columns already average the head with it)." if fused else "."), ""]
+    paired = head_against_probe(by_fold, fused=fused)
     if paired:
         lines += [paired, ""]
     loc = metrics.get("clip_localization")
