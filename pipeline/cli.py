@@ -218,6 +218,7 @@ def datasets_cmd() -> None:
         click.echo(f"  {cls.description}")
         click.echo(f"  classes:  {', '.join(cls.default_classes) if cls.default_classes else 'as found (label folders)'}")
         click.echo(f"  protocol: {cls.protocol}")
+        click.echo(f"  family:   {cls.family or 'none (the sections as they stand)'}  (params.yaml families:)")
         click.echo("  layout:\n" + "\n".join("    " + line for line in cls.layout.splitlines()))
         click.echo()
 

@@ -22,12 +22,13 @@ from pipeline.errors import ConfigError
 from pipeline.schema import (
     BUILTIN_TOP, CENTERS, DATASET_NAME, DEVICES, FINETUNE_MODES, SECTIONS, Config, DatasetConfig, DetectConfig,
     EvaluateConfig, ExtractConfig, FinetuneConfig, ManifestConfig, ResampleConfig, TrainHeadConfig, _name_problem,
-    head_frames_problems, section_hash)
+    FAMILIES, dataset_overrides, flatten_overrides, head_frames_problems, section_hash)
 
 __all__ = [  # the schema's names, re-exported: callers import the whole config from here
     "BUILTIN_TOP", "CENTERS", "DATASET_NAME", "DEVICES", "FINETUNE_MODES", "SECTIONS", "Config", "DatasetConfig",
     "DetectConfig", "EvaluateConfig", "ExtractConfig", "FinetuneConfig", "ManifestConfig", "ResampleConfig",
-    "TrainHeadConfig", "_name_problem", "section_hash", "flatten_overrides", "load_config", "parse_override"]
+    "TrainHeadConfig", "_name_problem", "section_hash", "FAMILIES", "dataset_overrides",
+    "flatten_overrides", "load_config", "parse_override"]
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +110,6 @@ def _build(cls: type, raw: Any, key: str, problems: list[str]) -> Any:
     return cls(**kwargs)
 
 
-def flatten_overrides(overrides: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    """A dataset's `overrides:` as (dotted key, value) pairs: `{train_head: {folds: 4}}` and
-    `{train_head.folds: 4}` both give ("train_head.folds", 4)."""
-    out = []
-    for key, value in (overrides or {}).items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and dotted.count(".") < 1:  # a section: its keys are the parameters
-            out += flatten_overrides(value, dotted + ".")
-        else:
-            out.append((dotted, value))
-    return out
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """`section.key=value` → (dotted key, YAML-parsed value)."""
     if "=" not in text:
@@ -153,7 +141,8 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
                 results_root: str | None = None) -> Config:
     """Load and validate `params.yaml`, applying CLI overrides; raises one ConfigError listing all problems.
 
-    Precedence (last wins): params.yaml < the dataset's own `overrides` < `--set` < explicit flags.
+    Precedence (last wins): params.yaml's sections < the dataset's family's overrides (`families:`) < the
+    dataset's own `overrides` < `--set` < explicit flags.
     `path=None`: `params.yaml` in the current folder when there is one, otherwise the built-in defaults
     (`BUILTIN_TOP` and the dataclass defaults); a path given explicitly must exist.
     """
@@ -170,7 +159,7 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level"])
     problems: list[str] = []
-    known_top = {"dataset", "data_root", "results_root", "datasets", "repro", *SECTIONS}
+    known_top = {"dataset", "data_root", "results_root", "datasets", "families", "repro", *SECTIONS}
 
     # `--dataset ""` is a mistake, not "use the default": only an absent option falls back.
     name = dataset if dataset is not None else (raw.get("dataset") or "demo")
@@ -181,17 +170,35 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
     if entry is None and (adapter or root):
         entry = datasets_raw[name] = {"adapter": adapter or "folder", "root": root or ""}
     if isinstance(entry, dict):
-        for dotted, value in flatten_overrides(entry.get("overrides") or {}):
-            section, _, key = dotted.partition(".")
-            before = (raw.get(section) or {}).get(key) if isinstance(raw.get(section), dict) else None
-            if before is not None and before != value:  # say so: a `dvc exp run -S` of this key would not apply
-                log.info("datasets.%s.overrides: %s=%r for this dataset (params.yaml's %r does not apply)",
-                         name, dotted, value, before)
-            _apply(raw, dotted, value, problems)
         if adapter:
             entry["adapter"] = adapter
         if root:
             entry["root"] = root
+    families = raw.get("families")
+    if families is None:  # an older params.yaml: the built-in families
+        families = copy.deepcopy(FAMILIES)
+    elif not isinstance(families, dict) or not all(isinstance(v, dict) for v in families.values()):
+        problems.append(f"families: expected a mapping of family name to overrides, got {families!r}")
+        families = {}
+    problems += dict.fromkeys(p for n in [name, *datasets_raw] if (p := _name_problem(n)))
+    datasets = {}
+    for ds_name, ds_raw in datasets_raw.items():
+        built = _build(DatasetConfig, ds_raw, f"datasets.{ds_name}", problems)
+        if built is not None:
+            datasets[ds_name] = built
+            problems += built.check(f"datasets.{ds_name}")
+            if built.family_name() and built.family_name() not in families:
+                problems.append(f"datasets.{ds_name}.family: {built.family_name()!r} is not listed under families: "
+                                f"(known: {', '.join(sorted(families)) or 'none'})")
+    if name in datasets and not any(p.startswith(f"datasets.{name}.family") for p in problems):
+        family = datasets[name].family_name()
+        for dotted, value in dataset_overrides(datasets[name], families):
+            section, _, key = dotted.partition(".")
+            before = (raw.get(section) or {}).get(key) if isinstance(raw.get(section), dict) else None
+            if before is not None and before != value:  # say so: a `dvc exp run -S` of this key would not apply
+                log.info("datasets.%s (%s): %s=%r for this dataset (params.yaml's %r does not apply)", name,
+                         f"family {family} and its own overrides" if family else "its overrides", dotted, value, before)
+            _apply(raw, dotted, value, problems)
     for o in overrides:  # every malformed --set reported with the rest, not the first alone
         if isinstance(o, str) and ("=" not in o or not all(o.split("=", 1)[0].strip().split("."))):
             problems.append(f"--set {o!r}: expected section.key=value (e.g. train_head.epochs=3)")
@@ -202,14 +209,6 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
         close = difflib.get_close_matches(str(unknown).replace("-", "_"), sorted(known_top), n=1)
         problems.append(f"{unknown}: unknown top-level key or section" + (f" (did you mean {close[0]}?)" if close else "")
                         + f" (known: {', '.join(sorted(known_top))})")
-    problems += dict.fromkeys(p for n in [name, *datasets_raw] if (p := _name_problem(n)))
-
-    datasets = {}
-    for ds_name, ds_raw in datasets_raw.items():
-        built = _build(DatasetConfig, ds_raw, f"datasets.{ds_name}", problems)
-        if built is not None:
-            datasets[ds_name] = built
-            problems += built.check(f"datasets.{ds_name}")
     if name not in datasets and not _name_problem(name) and not any(p.startswith(f"datasets.{name}") for p in problems):
         problems.append(f"dataset: {name!r} is not listed under datasets: (known: {', '.join(sorted(datasets))}); "
                         "add it to params.yaml or pass --adapter and --root")
@@ -235,5 +234,5 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
         raise ConfigError(problems)
     return Config(
         dataset=name, data_root=dr, results_root=rr,
-        datasets=datasets, repro=tuple(repro), base_dir=base_dir, **sections,
+        datasets=datasets, repro=tuple(repro), base_dir=base_dir, families=families, **sections,
     )

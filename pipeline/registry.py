@@ -380,7 +380,7 @@ def dvc_stage(st: Stage, code: list[str] | None = None) -> dict:
     installed package tracks its version instead: `pipeline init`)."""
     do: dict = {"cmd": f"pipeline run {st.name} --dataset ${{item}} --no-deps",
                 "deps": [*(code_deps(st.name) if code is None else code), *map(_dvc_path, st.inputs)],
-                "params": [*st.params, "datasets.${item}"]}
+                "params": [*st.params, "datasets.${item}", "families"]}
     if st.always_changed:
         do["always_changed"] = True
     for kind in ("outs", "metrics", "plots"):

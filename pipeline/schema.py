@@ -24,10 +24,21 @@ DEVICES = ("auto", "cpu", "cuda")
 FUSIONS = ("none", "probe")
 """train_head.fusion: what a video's class probabilities are made of (pipeline/head/fusion.py)."""
 
+# Overrides shared by a kind of dataset, applied under a dataset's own `overrides:`. Each family's values
+# are its best worst case across rigs, flavours and people counts for the clips it holds
+# (bench/results/robust.md); the sections themselves hold the best for clips of either kind (folder, csv,
+# the demo). A dataset is in its adapter's family (`Adapter.family`) unless its entry names another.
+FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
+    # neutral -> apex -> neutral clips (MMI, BU-4DFE, CK+, Oulu-CASIA): optical flow without standardize
+    "lab": {"train_head": {"standardize": False}},
+    # held expressions (AFEW, DFEW, FERV39k, MAFW): neither flow nor standardize
+    "wild": {"extract": {"motion": "none"}, "train_head": {"standardize": False}},
+}
+
 # The top level used when there is no params.yaml (a pip-installed user in an empty folder); the
 # stage sections then take their dataclass defaults. `pipeline init` writes exactly this out.
 BUILTIN_TOP: dict[str, Any] = {
-    "dataset": "demo", "data_root": "data", "results_root": "results", "repro": ["demo"],
+    "dataset": "demo", "data_root": "data", "results_root": "results", "repro": ["demo"], "families": FAMILIES,
     "datasets": {"demo": {  # generated from real faces by `pipeline demo`; 216 videos: 6 classes x 12 people x 3
         "adapter": "demo", "root": "data/demo/raw",
         "options": {"seed": 0, "videos_per_class_per_identity": 3, "identities": 12},
@@ -52,7 +63,20 @@ class DatasetConfig:
     """Adapter-specific options (e.g. MMI `views`)."""
     overrides: dict = field(default_factory=dict)
     """Parameters applied when this dataset is processed, as nested mappings (`extract: {margin: 0.25}`,
-    so DVC can set one with `-S datasets.afew.overrides.extract.margin=0.3`); dotted keys also work."""
+    so DVC can set one with `-S datasets.afew.overrides.extract.margin=0.3`); dotted keys also work.
+    They win over the dataset's family's."""
+    family: str | None = None
+    """A key of `families:` whose overrides apply to this dataset under its own; empty: none; unset: its
+    adapter's (lab: MMI, BU-4DFE, CK+, Oulu-CASIA; wild: AFEW, DFEW, FERV39k, MAFW; none: folder, csv,
+    demo). A folder of posed neutral -> apex clips can say `family: lab`."""
+
+    def family_name(self) -> str:
+        """The family whose overrides apply ("" for none)."""
+        from pipeline.adapters import ADAPTERS  # late: adapters import config types
+
+        if self.family is not None:
+            return self.family
+        return ADAPTERS[self.adapter].family if self.adapter in ADAPTERS else ""
 
     def check(self, key: str) -> list[str]:
         from pipeline.adapters import ADAPTERS  # late: adapters import config types
@@ -63,6 +87,28 @@ class DatasetConfig:
         if self.fps <= 0:
             problems.append(f"{key}.fps: must be > 0, got {self.fps}")
         return problems
+
+
+def dataset_overrides(entry: DatasetConfig, families: dict[str, dict]) -> list[tuple[str, Any]]:
+    """What a dataset changes in the sections, as (dotted key, value) pairs in the order they apply: its
+    family's overrides, then its own. The one place both the loader and provenance read them from."""
+    family = entry.family_name()
+    if family and family not in families:
+        raise ConfigError([f"family: {family!r} is not listed under families: (known: {', '.join(sorted(families))})"])
+    return [*flatten_overrides(families.get(family) or {}), *flatten_overrides(entry.overrides)]
+
+
+def flatten_overrides(overrides: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """A dataset's `overrides:` as (dotted key, value) pairs: `{train_head: {folds: 4}}` and
+    `{train_head.folds: 4}` both give ("train_head.folds", 4)."""
+    out = []
+    for key, value in (overrides or {}).items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted.count(".") < 1:  # a section: its keys are the parameters
+            out += flatten_overrides(value, dotted + ".")
+        else:
+            out.append((dotted, value))
+    return out
 
 
 @dataclass(frozen=True)
@@ -479,12 +525,18 @@ class Config:
     evaluate: EvaluateConfig
     finetune: FinetuneConfig = FinetuneConfig()
     base_dir: Path = Path(".")
+    families: dict = field(default_factory=lambda: dict(FAMILIES))
+    """Overrides shared by a kind of dataset (lab, wild), by family name; see `DatasetConfig.family`."""
 
     def dataset_config(self, name: str | None = None) -> DatasetConfig:
         name = name or self.dataset
         if name not in self.datasets:
             raise ConfigError([f"datasets.{name}: no such dataset in params.yaml (known: {', '.join(sorted(self.datasets))})"])
         return self.datasets[name]
+
+    def overrides_of(self, name: str | None = None) -> list[tuple[str, Any]]:
+        """The (dotted key, value) pairs a dataset's family and its own `overrides:` set, in order."""
+        return dataset_overrides(self.dataset_config(name), self.families)
 
     def dataset_dir(self, name: str | None = None) -> Path:
         return self.data_root / (name or self.dataset)

@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from pipeline.config import Config, flatten_overrides
+from pipeline.config import Config
 from pipeline.head.data import TrainingData, load_training_data, rich_clip_frames
 from pipeline.head.finetuned import fold_features_for, input_fingerprint  # noqa: F401 (the registry's fingerprint hook)
 from pipeline.head.inputs import normalised_people
@@ -126,7 +126,7 @@ def provenance(data: TrainingData, cfg: Config, dataset: str, *, kind: str = "ce
                     "about expression recognition (docs/reference.md §9)") if weights.startswith("random") else None,
         "notes": NOTES,
         "params": {"train_head": dataclasses.asdict(cfg.train_head),
-                   "dataset_overrides": dict(flatten_overrides(ds.overrides)),
+                   "family": ds.family_name(), "dataset_overrides": dict(cfg.overrides_of(dataset)),
                    "features": json.loads(attrs["params"]) if isinstance(attrs.get("params"), str)
                    else attrs.get("params", {})},
     }

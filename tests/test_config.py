@@ -82,3 +82,38 @@ def test_overrides_as_nested_mappings(tmp_path):
     assert cfg.detect.stride == 2 and cfg.train_head.folds == 3
     cfg = load_config(tmp_path / "params.yaml", overrides=["train_head.folds=5"])  # --set still wins
     assert cfg.train_head.folds == 5
+
+
+def test_families_apply_under_the_dataset_own_overrides(tmp_path):
+    raw = {"dataset": "m", "families": {"lab": {"train_head": {"folds": 4, "epochs": 7}}, "wild": {}},
+           "datasets": {"m": {"adapter": "mmi", "root": "v", "overrides": {"train_head": {"epochs": 9}}},
+                        "f": {"adapter": "folder", "root": "v"},
+                        "posed": {"adapter": "folder", "root": "v", "family": "lab"},
+                        "off": {"adapter": "mmi", "root": "v", "family": ""}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)  # MMI is in its adapter's family; its own overrides win over the family's
+    assert (cfg.train_head.folds, cfg.train_head.epochs) == (4, 9)
+    assert sorted(cfg.overrides_of()[:2]) == [("train_head.epochs", 7), ("train_head.folds", 4)]  # the family's,
+    assert cfg.overrides_of()[2:] == [("train_head.epochs", 9)]  # then its own
+    assert load_config(path, overrides=["train_head.folds=6"]).train_head.folds == 6  # --set still wins
+    assert load_config(path, dataset="f").train_head.folds == 10  # a folder: no family
+    assert load_config(path, dataset="posed").train_head.folds == 4  # named in the entry
+    assert load_config(path, dataset="off").train_head.folds == 10  # `family: ""`: none
+    # A dataset given on the command line alone (a pip-installed user's MMI) gets its family too.
+    assert load_config(path, dataset="new", adapter="mmi", root="/v").train_head.epochs == 7
+    raw["datasets"]["f"]["family"] = "labb"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"datasets.f.family: 'labb' is not listed under families: \(known: lab, wild\)"):
+        load_config(path)
+
+
+def test_a_params_file_without_families_gets_the_builtin_ones(tmp_path):
+    from pipeline.config import FAMILIES
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "m", "datasets": {"m": {"adapter": "afew", "root": "v"}}}))
+    cfg = load_config(path)
+    assert cfg.families == FAMILIES and cfg.extract.motion == "none" and not cfg.train_head.standardize
+    folder = load_config(path, dataset="x", adapter="folder", root="/v")
+    assert folder.extract.motion == "flow" and folder.train_head.standardize

@@ -31,7 +31,7 @@ def test_dvc_yaml_is_rendered_from_the_registry():
         do = stages[st.name]["do"]
         assert do["cmd"] == f"pipeline run {st.name} --dataset ${{item}} --no-deps"
         assert set(code_deps(st.name)) <= set(do["deps"]) and st.module.replace(".", "/") + ".py" in do["deps"]
-        assert set(do["params"]) == {*st.params, "datasets.${item}"}
+        assert set(do["params"]) == {*st.params, "datasets.${item}", "families"}
 
 
 def test_every_output_has_exactly_one_writer_and_inputs_come_from_upstream():

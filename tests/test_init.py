@@ -49,7 +49,7 @@ def test_init_writes_the_builtin_defaults_and_a_repo_free_dvc_yaml(tmp_path, mon
     written = load_config(tmp_path / "proj" / "params.yaml")
     monkeypatch.chdir(tmp_path)  # no params.yaml here
     builtin = load_config(None)
-    for key in ("dataset", "datasets", "repro", "manifest", "detect", "resample", "train_head", "evaluate"):
+    for key in ("dataset", "datasets", "families", "repro", "manifest", "detect", "resample", "train_head", "evaluate"):
         assert getattr(written, key) == getattr(builtin, key), key
     # All but the backbone: init's runs offline (the one that ships), the paper's is one comment away.
     assert written.extract == dataclasses.replace(builtin.extract, backbone="retinaface_mnet")
@@ -76,7 +76,7 @@ def test_dvc_yaml_builds_from_the_registry():
 
     out = yaml.safe_load(dvc_yaml_text())["stages"]
     assert list(out) == ["version", *(s.name for s in pipeline_stages())]
-    assert out["detect"]["do"]["params"] == [*stage("detect").params, "datasets.${item}"]
+    assert out["detect"]["do"]["params"] == [*stage("detect").params, "datasets.${item}", "families"]
     # The repository's dvc.yaml, with the version file in place of the source paths.
     repo = yaml.safe_load(render_dvc_yaml())["stages"]
     for name, st in repo.items():

@@ -42,7 +42,8 @@ def test_params_yaml_top_level_is_the_builtin_one():
     # The repository lists the real datasets besides the demo; BUILTIN_TOP (a pip-installed user's empty
     # folder) only the demo, which `pipeline demo` generates: the same entry in both.
     assert raw["datasets"]["demo"] == BUILTIN_TOP["datasets"]["demo"]
-    assert set(BUILTIN_TOP) == {"dataset", "data_root", "results_root", "repro", "datasets"}
+    assert raw["families"] == BUILTIN_TOP["families"]  # a wheel user's MMI gets the lab family's overrides too
+    assert set(BUILTIN_TOP) == {"dataset", "data_root", "results_root", "repro", "datasets", "families"}
     assert set(BUILTIN_TOP["datasets"]) == {"demo"}
 
 

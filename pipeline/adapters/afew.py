@@ -17,6 +17,7 @@ SPLITS = (("train", ("Train_AFEW", "Train")), ("test", ("Val_AFEW", "Val")))
 
 class AFEWAdapter(Adapter):
     name = "afew"
+    family = "wild"
     description = "AFEW 7/8 (EmotiW): movie excerpts in the wild; Train 773, Val 383 videos."
     layout = ("  <root>/Train_AFEW/<Angry|Disgust|Fear|Happy|Neutral|Sad|Surprise>/<id>.avi   (or Train/)\n"
               "  <root>/Val_AFEW/<class>/<id>.avi                                             (or Val/)\n"

@@ -91,6 +91,9 @@ class Adapter(abc.ABC):
     protocol: ClassVar[str] = "subject-independent k-fold (train-head --folds)"
     known_options: ClassVar[tuple[str, ...]] = ()
     """Keys accepted in `datasets.<D>.options`; anything else is a misspelling and is refused."""
+    family: ClassVar[str] = ""
+    """The kind of clip the dataset holds, naming the `families:` overrides it gets (`lab`: neutral -> apex
+    clips, `wild`: held expressions); "": the sections as they stand, best for clips of either kind."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

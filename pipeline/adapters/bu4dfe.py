@@ -16,6 +16,7 @@ _SUBJECT = re.compile(r"^[FM]\d{3}$")
 
 class BU4DFEAdapter(Adapter):
     name = "bu4dfe"
+    family = "lab"
     description = "BU-4DFE (Binghamton): posed 3-D dynamic expressions, 101 subjects x 6, 25 fps (paper: 'BU-3DFE')."
     layout = ("  <root>/<F001..F058, M001..M043>/<Angry|Disgust|Fear|Happy|Sad|Surprise>/000.jpg, 001.jpg, ...\n"
               "  (2-D texture frames beside the .wrl meshes; the expression folder is one video)")

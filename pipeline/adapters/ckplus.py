@@ -22,6 +22,7 @@ _LABEL_FILE = re.compile(r"_(\d+)_emotion\.txt$")
 
 class CKPlusAdapter(Adapter):
     name = "ckplus"
+    family = "lab"
     description = "Extended Cohn-Kanade (CK+): posed, 593 sequences of 123 subjects, 327 labelled."
     layout = ("  <root>/cohn-kanade-images/S###/###/S###_###_########.png   frames, neutral → peak\n"
               "  <root>/Emotion/S###/###/S###_###_########_emotion.txt      one float: 0 neutral 1 anger\n"

@@ -21,6 +21,7 @@ SPLIT_DIR = "EmoLabel_DataSplit/test(single-labeled)"
 
 class DFEWAdapter(Adapter):
     name = "dfew"
+    family = "wild"
     known_options = ("frames",)
     description = "DFEW: 11,697 single-labelled movie clips in the wild, official 5-fold split."
     layout = ("  <root>/EmoLabel_DataSplit/test(single-labeled)/set_1.csv .. set_5.csv   video_name,label\n"

@@ -13,6 +13,7 @@ LISTS = (("train", "train_All.csv"), ("test", "test_All.csv"))
 
 class FERV39kAdapter(Adapter):
     name = "ferv39k"
+    family = "wild"
     known_options = ("clips_dir", "setups_dir")
     description = "FERV39k: 38,935 clips in the wild over 22 scenes, fixed train/test split (31,088 / 7,847)."
     layout = ("  <root>/4_setups/All_scenes/train_All.csv, test_All.csv   lines 'Scene/Emotion/ID Label', no header\n"

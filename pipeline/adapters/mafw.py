@@ -17,6 +17,7 @@ SPLIT_DIRS = ("Train & Test Set", "split")
 
 class MAFWAdapter(Adapter):
     name = "mafw"
+    family = "wild"
     known_options = ("frames", "split_dir")
     description = "MAFW: clips in the wild, 11 classes (single-label set), official 5 folds."
     layout = ("  <root>/Train & Test Set/single/no_caption/set_1..5/{train,test}.txt   lines '03747.mp4 anger'\n"

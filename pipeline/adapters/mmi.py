@@ -56,6 +56,7 @@ def view_of(root: ET.Element) -> int | None:
 
 class MMIAdapter(Adapter):
     name = "mmi"
+    family = "lab"
     known_options = ("views", "dual_crop", "dual_crop_subjects")
     description = "MMI Facial Expression Database (iBUG, Imperial College London): posed, 25 fps, 720x576."
     layout = ("  <root>/Sessions/<session>/S###-###.avi   the recording (S### = subject)\n"

@@ -15,6 +15,7 @@ _SUBJECT = re.compile(r"^P\d{3}$")
 
 class OuluAdapter(Adapter):
     name = "oulu"
+    family = "lab"
     known_options = ("images", "camera", "illumination")
     description = "Oulu-CASIA NIR&VIS: posed, 80 subjects x 6 expressions per camera/illumination, 25 fps."
     layout = ("  <root>/OriginalImg/VL/Strong/P001..P080/<Anger|Disgust|Fear|Happiness|Sadness|Surprise>/\n"

@@ -95,6 +95,9 @@ def params_text(top: dict[str, Any], sections: dict[str, dict[str, Any]] | None 
         lines.append(f"  {name}:")
         for k, v in entry.items():
             lines.append(f"    {k}: {_flow(v)}" + (f"    # {ds_docs[k]}" if k in ds_docs else ""))
+    lines += ["", "families:    # overrides shared by a kind of dataset (a dataset is in its adapter's unless its entry",
+              "             # says `family: NAME` or `family: \"\"`), under the dataset's own `overrides:`"]
+    lines += ["  " + line for line in yaml.safe_dump(top["families"], default_flow_style=False, sort_keys=False).splitlines()]
     for section, cls in SECTIONS.items():
         docs = field_docs(cls)
         lines += ["", f"{section}:"]
