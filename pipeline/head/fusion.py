@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.head.sanity import fit_probe
+from pipeline.head.sanity import Probe
 
 POOL_CHUNK = 256
 """Videos per forward through the input transform while pooling (bounds the float32 copy)."""
@@ -35,23 +35,11 @@ class ProbeFusion(nn.Module):
 
     @classmethod
     def fit(cls, pooled: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0) -> "ProbeFusion":
-        """The probe fitted on (N, D) pooled training inputs; a class absent from `labels` gets probability 0."""
+        """The probe (`sanity.Probe`) fitted on (N, D) pooled training inputs, as buffers."""
+        probe = Probe.fit(pooled, labels, n_classes, seed)
         out = cls(pooled.shape[1], n_classes)
-        seen = np.unique(labels)
-        bias = np.full(n_classes, -1e4)  # absent classes: exp(-1e4) underflows to 0 in float32
-        weight = np.zeros((n_classes, pooled.shape[1]))
-        if len(seen) == 1:  # one class in the fold (tiny datasets): the only fit is that constant
-            bias[seen[0]] = 0.0
-        else:
-            scaler, clf = fit_probe(pooled, labels, seed)
-            coef, icpt = clf.coef_, clf.intercept_
-            if len(clf.classes_) == 2:  # sklearn's binary form: one logit z for classes_[1] -> softmax(-z/2, z/2)
-                coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
-            weight[clf.classes_], bias[clf.classes_] = coef, icpt
-            out.mean.copy_(torch.from_numpy(scaler.mean_))
-            out.scale.copy_(torch.from_numpy(scaler.scale_))
-        out.weight.copy_(torch.from_numpy(weight))
-        out.bias.copy_(torch.from_numpy(bias))
+        for name in ("mean", "scale", "weight", "bias"):
+            getattr(out, name).copy_(torch.from_numpy(getattr(probe, name)))
         return out
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, C)

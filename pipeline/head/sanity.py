@@ -32,8 +32,7 @@ def near_chance(n_correct: int, n: int, chance: float) -> bool:
 
 
 def fit_probe(x: np.ndarray, labels: np.ndarray, seed: int = 0):
-    """(StandardScaler, LogisticRegression) fitted on (N, D) pooled inputs of at least two classes: the probe
-    reported here and the one `train_head.fusion: probe` averages with the head (pipeline/head/fusion.py)."""
+    """(StandardScaler, LogisticRegression) fitted on (N, D) pooled inputs of at least two classes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -42,17 +41,52 @@ def fit_probe(x: np.ndarray, labels: np.ndarray, seed: int = 0):
     return scaler, clf
 
 
+@dataclass(frozen=True)
+class Probe:
+    """The linear probe in closed form: probs = softmax(((x - mean) / scale) @ weight.T + bias) over every class.
+
+    The one fitted probe behind both of its uses: the WAR reported beside the head's (`linear_probe`) and the
+    half that `train_head.fusion: probe` averages with the head (pipeline/head/fusion.py keeps these arrays in a
+    checkpoint). A class the training rows lack gets probability 0; training rows of one class (tiny datasets)
+    give that class for every video, the only fit there is."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weight: np.ndarray
+    """(n_classes, D)"""
+    bias: np.ndarray
+    """(n_classes,)"""
+
+    @classmethod
+    def fit(cls, x: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0) -> "Probe":
+        """Fitted on (N, D) pooled training inputs with integer labels in [0, n_classes)."""
+        seen = np.unique(labels)
+        if len(seen) == 0:
+            raise ValueError("a linear probe needs at least one training video")
+        dim = x.shape[1]
+        mean, scale = np.zeros(dim), np.ones(dim)
+        weight, bias = np.zeros((n_classes, dim)), np.full(n_classes, -1e4)  # exp(-1e4) is 0 in float32
+        if len(seen) == 1:
+            bias[seen[0]] = 0.0
+        else:
+            scaler, clf = fit_probe(x, labels, seed)
+            coef, icpt = clf.coef_, clf.intercept_
+            if len(clf.classes_) == 2:  # sklearn's binary form: one logit z for classes_[1] -> softmax(-z/2, z/2)
+                coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
+            weight[clf.classes_], bias[clf.classes_] = coef, icpt
+            mean, scale = scaler.mean_, scaler.scale_
+        return cls(mean, scale, weight, bias)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.weight.T + self.bias
+
+
 def linear_probe(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
                  seed: int = 0) -> tuple[float, float, np.ndarray]:
-    """(WAR, UAR, predictions) of logistic regression on mean-pooled features, fitted on `train` rows."""
+    """(WAR, UAR, predictions) of the `Probe` on mean-pooled features, fitted on `train` rows."""
     x = features.astype(np.float32).mean(axis=1)  # (N, D)
-    seen = np.unique(labels[train])
-    if len(seen) < 2:  # a training fold of one class (tiny datasets): the only fit is that constant
-        pred = np.full(len(test), seen[0] if len(seen) else -1, dtype=np.asarray(labels).dtype)
-        war, uar = war_uar(labels[test], pred)
-        return war, uar, pred
-    scaler, clf = fit_probe(x[train], labels[train], seed)
-    pred = clf.predict(scaler.transform(x[test]))
+    probe = Probe.fit(x[train], labels[train], int(np.max(labels)) + 1, seed)
+    pred = probe.logits(x[test]).argmax(axis=1)
     war, uar = war_uar(labels[test], pred)
     return war, uar, pred
 
