@@ -174,6 +174,18 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
             entry["adapter"] = adapter
         if root:
             entry["root"] = root
+    cli: list[tuple[str, Any]] = []
+    for o in overrides:  # every malformed --set reported with the rest, not the first alone
+        if isinstance(o, str) and ("=" not in o or not all(o.split("=", 1)[0].strip().split("."))):
+            problems.append(f"--set {o!r}: expected section.key=value (e.g. train_head.epochs=3)")
+            continue
+        cli.append(parse_override(o) if isinstance(o, str) else o)
+    # `--set datasets.D.options.seed=1` or `families.lab...` changes what the datasets are, so it applies
+    # before they are read; a section key after the dataset's overrides, which it wins over.
+    first = [str(dotted).split(".")[0] in ("datasets", "families") for dotted, _ in cli]
+    for (dotted, value), now in zip(cli, first):
+        if now:
+            _apply(raw, dotted, value, problems)
     families = raw.get("families")
     if families is None:  # an older params.yaml: the built-in families
         families = copy.deepcopy(FAMILIES)
@@ -199,11 +211,9 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
                 log.info("datasets.%s (%s): %s=%r for this dataset (params.yaml's %r does not apply)", name,
                          f"family {family} and its own overrides" if family else "its overrides", dotted, value, before)
             _apply(raw, dotted, value, problems)
-    for o in overrides:  # every malformed --set reported with the rest, not the first alone
-        if isinstance(o, str) and ("=" not in o or not all(o.split("=", 1)[0].strip().split("."))):
-            problems.append(f"--set {o!r}: expected section.key=value (e.g. train_head.epochs=3)")
-            continue
-        _apply(raw, *(parse_override(o) if isinstance(o, str) else o), problems)
+    for (dotted, value), done in zip(cli, first):
+        if not done:
+            _apply(raw, dotted, value, problems)
     # After the overrides: `--set train-head.epochs=3` or `--set nosuch.key=1` adds an unknown section.
     for unknown in sorted(set(raw) - known_top, key=str):
         close = difflib.get_close_matches(str(unknown).replace("-", "_"), sorted(known_top), n=1)

@@ -117,3 +117,13 @@ def test_a_params_file_without_families_gets_the_builtin_ones(tmp_path):
     assert cfg.families == FAMILIES and cfg.extract.motion == "none" and not cfg.train_head.standardize
     folder = load_config(path, dataset="x", adapter="folder", root="/v")
     assert folder.extract.motion == "flow" and folder.train_head.standardize
+
+
+def test_set_reaches_a_dataset_entry_and_a_family(tmp_path):
+    """`--set datasets.D...` and `--set families...` change what the datasets are, so they apply before the
+    datasets are read (the quick demo's options); a section key given with --set still wins over both."""
+    path = _params(tmp_path)
+    cfg = load_config(path, overrides=["datasets.a.options.seed=3", "datasets.a.family=lab",
+                                       "families.lab.train_head.epochs=5", "train_head.folds=6"])
+    assert cfg.dataset_config().options == {"seed": 3} and cfg.dataset_config().family_name() == "lab"
+    assert cfg.train_head.epochs == 5 and cfg.train_head.folds == 6  # the family's; --set over the dataset's 3
