@@ -22,7 +22,7 @@ from pipeline.errors import ConfigError
 from pipeline.schema import (
     BUILTIN_TOP, CENTERS, DATASET_NAME, DEVICES, FINETUNE_MODES, SECTIONS, Config, DatasetConfig, DetectConfig,
     EvaluateConfig, ExtractConfig, FinetuneConfig, ManifestConfig, ResampleConfig, TrainHeadConfig, _name_problem,
-    FAMILIES, dataset_overrides, flatten_overrides, head_frames_problems, section_hash)
+    FAMILIES, dataset_overrides, family_problem, flatten_overrides, head_frames_problems, section_hash)
 
 __all__ = [  # the schema's names, re-exported: callers import the whole config from here
     "BUILTIN_TOP", "CENTERS", "DATASET_NAME", "DEVICES", "FINETUNE_MODES", "SECTIONS", "Config", "DatasetConfig",
@@ -199,9 +199,8 @@ def load_config(path: str | Path | None = "params.yaml", *, dataset: str | None 
         if built is not None:
             datasets[ds_name] = built
             problems += built.check(f"datasets.{ds_name}")
-            if built.family_name() and built.family_name() not in families:
-                problems.append(f"datasets.{ds_name}.family: {built.family_name()!r} is not listed under families: "
-                                f"(known: {', '.join(sorted(families)) or 'none'})")
+            if problem := family_problem(built, families):
+                problems.append(f"datasets.{ds_name}.{problem}")
     if name in datasets and not any(p.startswith(f"datasets.{name}.family") for p in problems):
         family = datasets[name].family_name()
         for dotted, value in dataset_overrides(datasets[name], families):

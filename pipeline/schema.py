@@ -89,13 +89,20 @@ class DatasetConfig:
         return problems
 
 
+def family_problem(entry: DatasetConfig, families: dict[str, dict]) -> str | None:
+    """`family: ...` when the dataset's family is not one of `families`, else None."""
+    family = entry.family_name()
+    if family and family not in families:
+        return f"family: {family!r} is not listed under families: (known: {', '.join(sorted(families)) or 'none'})"
+    return None
+
+
 def dataset_overrides(entry: DatasetConfig, families: dict[str, dict]) -> list[tuple[str, Any]]:
     """What a dataset changes in the sections, as (dotted key, value) pairs in the order they apply: its
     family's overrides, then its own. The one place both the loader and provenance read them from."""
-    family = entry.family_name()
-    if family and family not in families:
-        raise ConfigError([f"family: {family!r} is not listed under families: (known: {', '.join(sorted(families))})"])
-    return [*flatten_overrides(families.get(family) or {}), *flatten_overrides(entry.overrides)]
+    if problem := family_problem(entry, families):
+        raise ConfigError([problem])
+    return [*flatten_overrides(families.get(entry.family_name()) or {}), *flatten_overrides(entry.overrides)]
 
 
 def flatten_overrides(overrides: dict, prefix: str = "") -> list[tuple[str, Any]]:
