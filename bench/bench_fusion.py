@@ -46,7 +46,7 @@ def measure(params: Path, dataset: str, overrides: list[str]) -> list[dict]:
     data = load_training_data(cfg, dataset)
     feats, labels, n_classes = data.cache.features, data.cache.label, len(data.cache.class_names)
     results = cross_validate(th, feats, labels, data.folds, n_classes, subjects=data.cache.subject,
-                             desc=f"{dataset}")
+                             groups=data.groups, desc=f"{dataset}")
     x = torch.from_numpy(feats)
     rows, fold_of = [], {f.index: f for f in data.folds}
     for res in results:

@@ -99,7 +99,7 @@ def measure(params: Path, dataset: str, folds: int, rows: tuple[Row, ...]) -> li
         else:
             res = cross_validate(cfg.train_head, transformed(feats, row.transform), labels, data.folds,
                                  len(data.cache.class_names), kind=row.kind, subjects=data.cache.subject,
-                                 desc=f"{dataset}: {row.name}")
+                                 groups=data.groups, desc=f"{dataset}: {row.name}")
             war = [r.history[-1].test_war for r in res]
             rec |= {"best": float(np.mean([max(h.test_war for h in r.history) for r in res])),
                     "train_acc": float(np.mean([r.history[-1].train_acc for r in res])),

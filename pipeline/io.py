@@ -141,6 +141,10 @@ class ListedVideo:
     apex_start: int | None = None
     apex_end: int | None = None
     """Apex span in original frame numbers, when the dataset annotates it."""
+    group: str = ""
+    """The fold key when it is not the person: videos sharing a group never split across folds (a family of
+    related faces, e.g. the demo's blends and their parents); '' = the subject. `subject` stays the person,
+    whom `subject_norm` and identity handling normalise."""
 
 
 @dataclass

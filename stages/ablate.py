@@ -46,7 +46,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, kinds: tup
     for kind in kinds:
         results = cross_validate(th, data.cache.features, data.cache.label, data.folds,
                                  len(data.class_names), kind=kind, device=device, desc=f"ablate {kind}",
-                                 subjects=data.cache.subject, fold_features=fold_features)
+                                 subjects=data.cache.subject, fold_features=fold_features,
+                                 groups=data.groups)
         scores = [war_uar(data.cache.label[r.test], r.pred) for r in results]
         war, war_std = mean_std([s[0] for s in scores])
         uar, uar_std = mean_std([s[1] for s in scores])

@@ -16,7 +16,7 @@ import torch
 from cache.reader import load_cache
 from pipeline.config import Config, TrainHeadConfig
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError
-from pipeline.head.data import TrainingData
+from pipeline.head.data import TrainingData, fold_groups
 from pipeline.head.inputs import head_input
 from pipeline.head.report import (ActivationExample, mean_std, per_class_recall, plot_activation_maps, plot_confusion,
                                   plot_tsne, read_predictions, war_uar, write_text)
@@ -106,7 +106,8 @@ def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
     apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None
             else None for r in rows]
     n_failed = len({f.video_id for f in read_failures(lay.failures)} - set(cache.video_id))
-    return TrainingData(cache, [], "as recorded by train-head", apex, n_failed, backbone_dim)
+    return TrainingData(cache, [], "as recorded by train-head", apex, n_failed, backbone_dim,
+                        fold_groups(cache.subject, rows))
 
 
 def _fold_outputs(heads: list, data: TrainingData, dataset: str, lay) -> dict[str, np.ndarray]:

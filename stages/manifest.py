@@ -43,7 +43,7 @@ def fingerprint(listing: Listing) -> str:
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"
-        h.update(f"{e.video_id}|{e.path}|{e.label}|{e.subject}|{e.fold}|{e.split}|{stamp}\n".encode())
+        h.update(f"{e.video_id}|{e.path}|{e.label}|{e.subject}|{e.fold}|{e.split}|{e.group}|{stamp}\n".encode())
     return h.hexdigest()[:16]
 
 

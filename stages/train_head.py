@@ -171,7 +171,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     fold_features = fold_features_for(cfg, dataset, data)
     results = cross_validate(cfg.train_head, data.cache.features, data.cache.label, data.folds,
                              len(data.class_names), device=device, desc=f"train-head {dataset}",
-                             subjects=np.asarray(data.cache.subject), probe=True, fold_features=fold_features)
+                             subjects=np.asarray(data.cache.subject), probe=True, fold_features=fold_features,
+                             groups=data.groups)
     res = results_for(cfg, dataset)
     ckpt_dir, hist_dir = res.heads, res.history
     for folder in (res.root, ckpt_dir, hist_dir):  # leftovers of a killed run

@@ -1,4 +1,4 @@
-"""`csv`: a CSV with columns `video,label,subject` and optional `fold,split,apex_start,apex_end`."""
+"""`csv`: a CSV with columns `video,label,subject` and optional `fold,split,apex_start,apex_end,group`."""
 from __future__ import annotations
 
 import csv
@@ -15,8 +15,9 @@ def _int_or_none(text: str | None) -> int | None:
 class CsvAdapter(Adapter):
     name = "csv"
     description = "A CSV listing videos (or frame folders) with their labels and subjects."
-    layout = ("  <root> is the CSV file itself, columns: video,label,subject[,fold][,split][,apex_start,apex_end]\n"
-              "  video: path relative to the CSV's folder (a file or a folder of frames)")
+    layout = ("  <root> is the CSV file itself, columns: video,label,subject[,fold][,split][,apex_start,apex_end][,group]\n"
+              "  video: path relative to the CSV's folder (a file or a folder of frames)\n"
+              "  group: videos sharing it never split across folds (related people); default the subject")
 
     def list_videos(self) -> Listing:
         if not self.root.is_file():
@@ -43,5 +44,6 @@ class CsvAdapter(Adapter):
                 listing.entries.append(VideoEntry(
                     video_id=vid, path=path, label=label, subject=row["subject"].strip() or vid,
                     fold=_int_or_none(row.get("fold")), split=(row.get("split") or "").strip() or None,
-                    apex_start=_int_or_none(row.get("apex_start")), apex_end=_int_or_none(row.get("apex_end"))))
+                    apex_start=_int_or_none(row.get("apex_start")), apex_end=_int_or_none(row.get("apex_end")),
+                    group=(row.get("group") or "").strip()))
         return listing

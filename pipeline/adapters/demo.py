@@ -17,12 +17,12 @@ class DemoAdapter(Adapter):
     known_options = GENERATE_OPTIONS
     description = "Short expression videos generated deterministically from real face photos (no download)."
     layout = ("  <root>/labels.csv               video,label,subject,apex_start,apex_end[,episode_start,\n"
-              "                                  episode_end,n_frames]; video relative to <root>\n"
+              "                                  episode_end,n_frames,group]; video relative to <root>\n"
               "  <root>/<class>/<identity>_<k>.mp4\n"
               "  Generated into <root> when labels.csv is missing (options: seed,\n"
               "  videos_per_class_per_identity, n_frames [min, max], size, episode transient|sustained,\n"
               "  identities: how many of the shipped people, default all; rig tps|au; distractors\n"
-              "  basic|rich; blends: morphs per pair of people, a family sharing one subject).")
+              "  basic|rich; blends: morphs per pair of people, a family sharing one fold group).")
     protocol = "subject-independent k-fold over the face identities (train-head --folds)"
 
     def settings(self) -> dict:
@@ -68,7 +68,8 @@ class DemoAdapter(Adapter):
                 extra = {k: int(row[k]) for k in ("episode_start", "episode_end", "n_frames") if row.get(k)}
                 listing.entries.append(VideoEntry(
                     video_id=vid, path=path, label=label, subject=row["subject"],
-                    apex_start=int(row["apex_start"]), apex_end=int(row["apex_end"]), extra=extra))
+                    apex_start=int(row["apex_start"]), apex_end=int(row["apex_end"]), extra=extra,
+                    group=row.get("group") or ""))
         return listing
 
     def _generate(self) -> None:

@@ -15,8 +15,9 @@ the video, and lighting drift (`distractors: basic`); `rich` adds what real vide
 (`pipeline/demo/distractors.py`): speech-like mouth motion, out-of-plane head pose, a passing
 occluder, white balance, sensor noise, resolution loss and JPEG compression. `rig: au` swaps the
 expression rig for an independent one (action units on a 68-point mesh, `pipeline/demo/rig_au.py`),
-and `blends: B` adds B morphs of each pair of shipped people (`pipeline/demo/blend.py`), the pair and
-its morphs sharing one `subject` so that folds never split a family. Whether the expressions read as
+and `blends: B` adds B morphs of each pair of shipped people (`pipeline/demo/blend.py`): each morph is its
+own `subject` (the person `subject_norm` normalises), and the pair and its morphs share one `group` so that
+folds never split a family. Whether the expressions read as
 intended to a model trained on real faces: `pipeline/demo/realism.py`.
 
 Everything random comes from `numpy.random.default_rng((seed, identity, class, k))`, so a video
@@ -24,7 +25,7 @@ does not depend on which other videos are generated, and the same seed gives byt
 (the mp4v encoder of OpenCV's FFmpeg backend is deterministic; `tests/demo` checks it).
 
     <out_dir>/labels.csv                     video,label,subject,apex_start,apex_end,
-                                             episode_start,episode_end,n_frames
+                                             episode_start,episode_end,n_frames,group
     <out_dir>/<class>/<identity>_<k>.mp4
 """
 from __future__ import annotations
@@ -47,11 +48,11 @@ from pipeline.io import atomic_path
 
 CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 LABEL_COLUMNS = ("video", "label", "subject", "apex_start", "apex_end", "episode_start", "episode_end",
-                 "n_frames")
+                 "n_frames", "group")
 APEX_LEVEL = 0.9
 """Frames whose expression intensity is at least this are the apex span written to labels.csv."""
 EPISODES = ("transient", "sustained")
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the output for the same options changes (a revised rig): the demo adapter records it,
 so a folder made by an older generator is made again instead of being read back."""
 RIGS = ("tps", "au")
@@ -302,6 +303,8 @@ class DemoVideo:
     episode_start: int
     episode_end: int
     n_frames: int
+    group: str = ""
+    """The fold key when it is not the person (a blend's family), else ''."""
 
 
 def _video_rng(seed: int, identity_index: int, label: str, k: int, stream: int | None = None) -> np.random.Generator:
@@ -313,7 +316,7 @@ def _video_rng(seed: int, identity_index: int, label: str, k: int, stream: int |
 
 def make_video(face: FaceModel, identity_index: int, label: str, k: int, *, seed: int,
                n_frames: tuple[int, int], fps: float, episode: str = "transient", rig: str = "tps",
-               subject: str | None = None) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
+               group: str = "") -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
     """Plan one video and compute its warp layers (no frames rendered yet)."""
     rng = _video_rng(seed, identity_index, label, k)
     plan = plan_video(rng, n_frames, fps, episode)
@@ -327,7 +330,7 @@ def make_video(face: FaceModel, identity_index: int, label: str, k: int, *, seed
     else:
         raise ValueError(f"rig must be one of {RIGS}, got {rig!r}")
     (e0, e1), (a0, a1) = plan.episode(), plan.apex()
-    row = DemoVideo(f"{label}/{face.identity}_{k}.mp4", label, subject or face.identity, a0, a1, e0, e1, plan.n_frames)
+    row = DemoVideo(f"{label}/{face.identity}_{k}.mp4", label, face.identity, a0, a1, e0, e1, plan.n_frames, group)
     return row, plan, field, shade
 
 
@@ -336,8 +339,8 @@ class Person:
     """One identity of the generated set: a shipped person or a blend of two."""
 
     name: str
-    subject: str
-    """The fold key: the person's own name, or the family (parents and their blends) when blending."""
+    group: str
+    """The fold key when blending: the family (parents and their blends); '' otherwise (the person's name is)."""
     index: int
     """Keys the person's random streams (a shipped person's place in `identities()`; 100 + for blends)."""
     photos: list
@@ -353,19 +356,19 @@ def people(n_identities: int | None = None, blends: int = 0) -> list[Person]:
     """The shipped people, plus `blends` morphs of each consecutive pair of them (`pipeline.demo.blend`)."""
     models = load_models(n_identities=n_identities)
     if blends == 0:
-        return [Person(photos[0].identity, photos[0].identity, i, photos) for i, photos in enumerate(models)]
+        return [Person(photos[0].identity, "", i, photos) for i, photos in enumerate(models)]
     by_name = {photos[0].identity: (i, photos) for i, photos in enumerate(models)}
     out = []
     for f, family in enumerate(families(tuple(by_name))):
-        subject = "-".join(family)
-        out += [Person(name, subject, by_name[name][0], by_name[name][1]) for name in family]
+        group = "-".join(family)
+        out += [Person(name, group, by_name[name][0], by_name[name][1]) for name in family]
         if len(family) < 2:
             continue
         (a,), (b,) = (by_name[family[0]][1][:1], by_name[family[1]][1][:1])
         for j, w in enumerate(blend_weights(blends)):
             name = f"{family[0]}-{family[1]}-{j + 1}"
             image = blend_faces(a.image, a.frame.landmarks, b.image, b.frame.landmarks, w)
-            out.append(Person(name, subject, 100 + 10 * f + j, [FaceModel.build(name, image)]))
+            out.append(Person(name, group, 100 + 10 * f + j, [FaceModel.build(name, image)]))
     return out
 
 
@@ -405,7 +408,7 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
             for k in range(videos_per_class_per_identity):
                 face = person.photos[k % len(person.photos)]  # alternate between a person's photos
                 row, plan, field, shade = make_video(face, person.index, label, k, seed=seed, n_frames=n_frames,
-                                                     fps=fps, episode=episode, rig=rig, subject=person.subject)
+                                                     fps=fps, episode=episode, rig=rig, group=person.group)
                 rich = (rich_render(face, person.index, label, k, seed=seed, n=plan.n_frames, fps=fps)
                         if distractors == "rich" else None)
                 written = write_video(out_dir / row.video, render_frames(face, field, shade, plan, size, rich), fps, size)

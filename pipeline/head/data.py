@@ -27,6 +27,8 @@ class TrainingData:
     """Distinct video ids in failures.csv."""
     backbone_dim: int
     """The cached features' width, before `head_input` (twice as wide for the two-stream inputs)."""
+    groups: np.ndarray
+    """Per cache row, the fold key (`fold_groups`): what folds and `epoch_select: inner` keep together."""
 
     @property
     def class_names(self) -> list[str]:
@@ -48,11 +50,12 @@ def load_training_data(cfg: Config, dataset: str) -> TrainingData:
     cache.features = head_input(cache.features, cfg.train_head, cache.subject, len(cache.class_names))
     rows = manifest_rows(cfg, dataset, cache.video_id)
     folds, protocol = protocol_folds(cfg, cache, rows)
+    groups = fold_groups(cache.subject, rows)
     apex = [(r.apex_start, r.apex_end) if r is not None and r.apex_start is not None and r.apex_end is not None
             else None for r in rows]
     # A failure row may share its id with a cached video (a duplicate manifest row): count videos lost.
     n_failed = len({f.video_id for f in read_failures(layout.failures)} - set(cache.video_id))
-    return TrainingData(cache, folds, protocol, apex, n_failed, backbone_dim)
+    return TrainingData(cache, folds, protocol, apex, n_failed, backbone_dim, groups)
 
 
 def manifest_rows(cfg: Config, dataset: str, video_ids: list[str]) -> list[ManifestRow | None]:
@@ -62,19 +65,27 @@ def manifest_rows(cfg: Config, dataset: str, video_ids: list[str]) -> list[Manif
     return [by_id.get(v) for v in video_ids]
 
 
+def fold_groups(subjects: list[str], rows: list[ManifestRow | None]) -> np.ndarray:
+    """Per cache row, the key no fold splits: the manifest's `group` where it has one (related people), else
+    the subject. Kept apart from the subject, which stays the person that `subject_norm` normalises."""
+    return np.asarray([r.group if r is not None and r.group else s for s, r in zip(subjects, rows)])
+
+
 def protocol_folds(cfg: Config, cache: FeatureCache, rows: list[ManifestRow | None]) -> tuple[list[Fold], str]:
     """The dataset's folds over the cache rows and the protocol's name; the one definition train-head,
     ablate and finetune share (reads `train_head.folds` and `train_head.seed`)."""
     folds_col = [r.fold if r is not None else None for r in rows]
     split_col = [r.split if r is not None else None for r in rows]
     th = cfg.train_head
-    folds = make_folds(cache.label, cache.subject, folds=folds_col, splits=split_col, k=th.folds, seed=th.seed)
+    groups = fold_groups(cache.subject, rows)
+    folds = make_folds(cache.label, groups, folds=folds_col, splits=split_col, k=th.folds, seed=th.seed)
     if all(f is not None for f in folds_col):
         protocol = "official folds"
     elif all(split_col):
         protocol = "fixed split"
     else:
-        protocol = f"StratifiedGroupKFold({th.folds}) by subject, seed {th.seed}"
+        by = "group (manifest `group`, else subject)" if any(r is not None and r.group for r in rows) else "subject"
+        protocol = f"StratifiedGroupKFold({th.folds}) by {by}, seed {th.seed}"
     return folds, protocol
 
 

@@ -82,6 +82,8 @@ def make_folds(labels: np.ndarray, subjects: Sequence[str], *, folds: Sequence[i
 
     Official folds win (test fold f = the videos marked f), then a fixed split (one fold: `train`
     rows train, every other split value tests), else StratifiedGroupKFold over subjects, seeded.
+    `subjects` is the fold key: the subjects, or their groups where related people must stay together
+    (`pipeline.head.data.fold_groups`).
     """
     n = len(labels)
     if folds is not None and n and all(f is not None for f in folds):
@@ -358,12 +360,12 @@ def best_held_out_epoch(history: Sequence[EpochRecord], first: int = 1) -> int:
     return history[best].epoch
 
 
-def inner_split(labels: np.ndarray, subjects: np.ndarray, train: np.ndarray, k: int, seed: int) -> Fold | None:
-    """A subject-independent held-out part of a training fold (1 / k of its subjects, class-stratified), or
-    None when the fold has fewer than 2 subjects or classes to split by."""
+def inner_split(labels: np.ndarray, fold_keys: np.ndarray, train: np.ndarray, k: int, seed: int) -> Fold | None:
+    """A subject-independent held-out part of a training fold (1 / k of its subjects, or of their groups:
+    `fold_keys`, class-stratified), or None when the fold has fewer than 2 of them or classes to split by."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    groups = subjects[train]
+    groups = fold_keys[train]
     n_groups = len(set(groups.tolist()))
     if n_groups < 2:
         return None
@@ -378,7 +380,7 @@ def inner_split(labels: np.ndarray, subjects: np.ndarray, train: np.ndarray, k: 
 
 def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[torch.Tensor], labels: np.ndarray,
                 subjects: np.ndarray, n_classes: int, kind: str, progress: tqdm | QueueProgress | None = None,
-                probe: bool = False) -> list[FoldResult]:
+                probe: bool = False, groups: np.ndarray | None = None) -> list[FoldResult]:
     """One group of folds (fold i reads features[i]) trained together; with `epoch_select: inner`, first the
     held-out runs of all of them (together too), then each fold for the epoch count its held-out run chose.
 
@@ -392,7 +394,8 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
     if cfg.epoch_select == "inner":
         runs = []
         for fold, feats in zip(folds, features):
-            inner = inner_split(labels, subjects, fold.train, cfg.inner_folds, cfg.seed + fold.index)
+            inner = inner_split(labels, subjects if groups is None else groups, fold.train, cfg.inner_folds,
+                                cfg.seed + fold.index)
             if inner is None:
                 log.warning("fold %d: fewer than 2 training subjects, epoch_select=inner falls back to %d epochs",
                             fold.index, cfg.epochs)
@@ -428,7 +431,8 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
 
 def _train_share(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
                  n_classes: int, kind: str, device: torch.device, threads: int, subjects: np.ndarray, probe: bool,
-                 fold_features: dict[int, np.ndarray] | None, progress: tqdm | QueueProgress | None = None) -> list[FoldResult]:
+                 fold_features: dict[int, np.ndarray] | None, progress: tqdm | QueueProgress | None = None,
+                 groups: np.ndarray | None = None) -> list[FoldResult]:
     """One process's share of the folds, `fold_batch` at a time as one batched model."""
     set_threads(threads, device)
     seed_everything(cfg.seed, device)
@@ -447,7 +451,7 @@ def _train_share(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray,
     for s in range(0, len(folds), size):
         group = folds[s:s + size]
         results += train_folds(cfg, group, [feats_of(f) for f in group], labels, subjects, n_classes, kind,
-                               progress, probe)
+                               progress, probe, groups)
     return results
 
 
@@ -460,7 +464,8 @@ def fold_processes(cfg: TrainHeadConfig, device: torch.device, n_folds: int) -> 
 def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold],
                    n_classes: int, *, kind: str = "ceflnet", device: torch.device | None = None,
                    desc: str = "train_head", subjects: Sequence[str] | None = None,
-                   probe: bool = False, fold_features: dict[int, np.ndarray] | None = None) -> list[FoldResult]:
+                   probe: bool = False, fold_features: dict[int, np.ndarray] | None = None,
+                   groups: Sequence[str] | None = None) -> list[FoldResult]:
     """Every fold trained from its own seed schedule; fold k on `fold_features[k]` when given (rows
     aligned with `features`: `train_head.features: finetuned`, pipeline/head/finetuned.py), else on `features`.
 
@@ -470,11 +475,15 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
     threads ran the same steps 3x slower than one thread, its OpenMP pool spinning against other processes
     (bench/results/head_cpu.md). Every fold's numbers are those of training it alone, whichever the grouping
     (tests/head/test_fold_stack.py, tests/head/test_parallel.py).
+
+    `subjects`: each row's person (identity handling fits on them); `groups`: the fold key that `epoch_select:
+    inner` splits a training fold by (`TrainingData.groups`), the subjects unless given.
     """
     device = device or resolve_device(cfg.device, "train_head.device")
     warn_if_emulated(device, cfg.precision, "train_head.precision", log)
     labels = np.asarray(labels)
     subjects = np.asarray(subjects) if subjects is not None else np.arange(len(labels)).astype(str)
+    groups = np.asarray(groups) if groups is not None else subjects  # the fold key epoch_select: inner splits by
     workers = fold_processes(cfg, device, len(folds))
     passes = 2 if cfg.epoch_select == "inner" else 1  # the held-out run, then the fold (shortened as chosen)
     bar = tqdm(total=len(folds) * cfg.epochs * passes, unit="epoch", leave=False,
@@ -492,7 +501,8 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
             pump.start()
             jobs = (delayed(_train_share)(cfg, features, labels, share, n_classes, kind, device, cfg.threads or 1,
                                           subjects, probe, None if fold_features is None else
-                                          {f.index: fold_features[f.index] for f in share}, QueueProgress(queue))
+                                          {f.index: fold_features[f.index] for f in share}, QueueProgress(queue),
+                                          groups)
                     for share in shares)
             try:
                 results = [r for part in Parallel(n_jobs=workers)(jobs) for r in part]
@@ -502,7 +512,7 @@ def cross_validate(cfg: TrainHeadConfig, features: np.ndarray, labels: np.ndarra
         return sorted(results, key=lambda r: r.fold)
     with bar:
         return _train_share(cfg, features, labels, folds, n_classes, kind, device, cfg.threads, subjects, probe,
-                            fold_features, bar)
+                            fold_features, bar, groups)
 
 
 class QueueProgress:

@@ -24,11 +24,12 @@ def rich(tmp_path_factory) -> Path:
     return out
 
 
-def test_blends_form_one_family_with_their_parents(rich):
+def test_blends_are_their_own_people_in_their_parents_group(rich):
     rows = _rows(rich)
     people = {r["video"].split("/")[1].rsplit("_", 1)[0] for r in rows}
     assert people == {"astronaut", "pyfeat", "astronaut-pyfeat-1"}
-    assert {r["subject"] for r in rows} == {"astronaut-pyfeat"}  # the fold key keeps the family together
+    assert {r["subject"] for r in rows} == people  # subject_norm normalises each person, a blend included
+    assert {r["group"] for r in rows} == {"astronaut-pyfeat"}  # the fold key keeps the family together
     assert len(rows) == 3 * 6
 
 
@@ -46,7 +47,7 @@ def test_rich_distractors_leave_the_plan_and_change_thedecode(rich, tmp_path):
     basic = {r["video"]: r for r in _rows(tmp_path)}
     for r in _rows(rich):
         if r["video"] in basic:  # same episode and apex: the distractors have their own random stream
-            assert {k: r[k] for k in r if k != "subject"} == {k: v for k, v in basic[r["video"]].items() if k != "subject"}
+            assert {k: r[k] for k in r if k != "group"} == {k: v for k, v in basic[r["video"]].items() if k != "group"}
             a, b = decode(rich / r["video"]), decode(tmp_path / r["video"])
             assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() > 3
 
