@@ -9,15 +9,15 @@ def test_columns_fold_split_apex_and_unknown_label(tmp_path, touch, write_frames
     write_frames(tmp_path / "frames/b", ["1.png", "2.png"])
     touch(tmp_path / "videos/c.mp4")
     table = touch(tmp_path / "list.csv",
-                  "video,label,subject,fold,split,apex_start,apex_end\n"
-                  "videos/a.mp4,happy,P1,0,train,10,20\n"
-                  "frames/b,Fear,P2,1,test,,\n"
-                  "videos/c.mp4,bored,P3,2,,,\n")
+                  "video,label,subject,fold,split,apex_start,apex_end,group\n"
+                  "videos/a.mp4,happy,P1,0,train,10,20,twins\n"
+                  "frames/b,Fear,P2,1,test,,,\n"
+                  "videos/c.mp4,bored,P3,2,,,,\n")
     listing = make_adapter("csv", table).list_videos()
     a, b = listing.entries
-    assert (a.video_id, a.label, a.subject, a.fold, a.split, a.apex_start, a.apex_end) == (
-        "videos/a", "happiness", "P1", 0, "train", 10, 20)
-    assert (b.video_id, b.label, b.fold, b.split, b.apex_start) == ("frames/b", "fear", 1, "test", None)
+    assert (a.video_id, a.label, a.subject, a.fold, a.split, a.apex_start, a.apex_end, a.group) == (
+        "videos/a", "happiness", "P1", 0, "train", 10, 20, "twins")
+    assert (b.video_id, b.label, b.fold, b.split, b.apex_start, b.group) == ("frames/b", "fear", 1, "test", None, "")
     assert b.path.is_dir()
     assert [(v, k) for v, k, _ in listing.problems] == [("videos/c", "unknown_label")]
 

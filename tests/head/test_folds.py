@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.head.train import lr_at, make_folds
+from pipeline.head.data import fold_groups
+from pipeline.head.train import inner_split, lr_at, make_folds
+from pipeline.io import ManifestRow
 from pipeline.config import TrainHeadConfig
 
 
@@ -21,6 +23,29 @@ def test_folds_never_share_a_subject_and_cover_every_video():
         assert len(np.intersect1d(f.train, f.test)) == 0 and len(f.train) + len(f.test) == 205
     again = make_folds(labels, subjects, k=10, seed=0)
     assert all(np.array_equal(a.test, b.test) for a, b in zip(folds, again))  # seeded
+
+
+def test_a_group_stays_in_one_fold_while_its_people_stay_people():
+    """Related people share a manifest `group` (the demo's blends and their parents): folds and the inner split
+    of `epoch_select: inner` never split a group, while the subjects, whom subject_norm and identity handling
+    normalise, stay the persons."""
+    people = [f"P{i}" for i in range(18)]
+    family = {p: f"F{i // 3}" for i, p in enumerate(people)}  # 6 families of 3
+    subjects = [people[i % 18] for i in range(18 * 12)]
+    labels = np.array([(i // 18) % 6 for i in range(18 * 12)])
+    rows = [ManifestRow(video_id=f"v{i}", path="", label="", subject=s, group=family[s]) for i, s in enumerate(subjects)]
+    groups = fold_groups(subjects, rows)
+    folds = make_folds(labels, groups, k=6, seed=0)
+    for f in folds:
+        assert not {groups[i] for i in f.train} & {groups[i] for i in f.test}
+        assert len({subjects[i] for i in f.test}) == 3  # one family: its three people
+    inner = inner_split(labels, groups, folds[0].train, 5, 0)
+    assert inner is not None and not {groups[i] for i in inner.train} & {groups[i] for i in inner.test}
+    by_person = make_folds(labels, subjects, k=6, seed=0)  # what the group prevents: a family split across folds
+    assert any({family[subjects[i]] for i in f.train} & {family[subjects[i]] for i in f.test} for f in by_person)
+    # no group (or no manifest row): the subject is the key
+    assert fold_groups(["a", "b", "c"], [None, rows[0], ManifestRow(video_id="x", path="", label="", subject="c")]
+                       ).tolist() == ["a", "F0", "c"]
 
 
 def test_official_folds_and_fixed_split_win():

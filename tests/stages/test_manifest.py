@@ -88,8 +88,29 @@ def test_every_listed_field_reaches_the_manifest_row(tmp_path):
     assert {f.name for f in fields(VideoEntry)} <= {f.name for f in fields(ManifestRow)}
     video = Path(__file__).resolve().parent.parent / "data" / "videos" / "single_face.mp4"
     entry = VideoEntry(video_id="a/b", path=video, label="anger", subject="S1", fold=3, split="test",
-                       apex_start=5, apex_end=9, extra={"view": 2, "crop": "left"})
+                       apex_start=5, apex_end=9, group="F1", extra={"view": 2, "crop": "left"})
     row = probe_entry(entry, 25.0)
-    assert (row.video_id, row.path, row.label, row.subject, row.fold, row.split, row.apex_start, row.apex_end) == \
-        ("a/b", str(video), "anger", "S1", 3, "test", 5, 9)
+    assert (row.video_id, row.path, row.label, row.subject, row.fold, row.split, row.apex_start, row.apex_end,
+            row.group) == ("a/b", str(video), "anger", "S1", 3, "test", 5, 9, "F1")
     assert row.crop == "left" and row.extra == '{"view": 2}' and row.ok and row.n_frames > 0
+
+
+def test_a_manifest_keeps_its_group_and_an_older_one_reads_without(tmp_path):
+    """`group` (the fold key of related people) survives the csv; a manifest written before it existed reads
+    with group '' (the subject is then the fold key)."""
+    import csv
+
+    from pipeline.io import ManifestRow, write_manifest
+
+    path = tmp_path / "manifest.csv"
+    write_manifest([ManifestRow(video_id="v", path="v.mp4", label="anger", subject="P1", group="F1")], path)
+    [row] = read_manifest(path)
+    assert (row.subject, row.group) == ("P1", "F1")
+    with path.open(newline="") as f:
+        old = [{k: v for k, v in r.items() if k != "group"} for r in csv.DictReader(f)]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(old[0]))
+        w.writeheader()
+        w.writerows(old)
+    [row] = read_manifest(path)
+    assert (row.subject, row.group) == ("P1", "")
