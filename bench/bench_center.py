@@ -173,7 +173,7 @@ def write(args, rows: list[dict], seconds: float) -> None:
              f"{time.strftime('%Y-%m-%d')}; {seconds / 60:.0f} min in all."])
     lines = [*head, "",
              f"Detector-body features (retinaface_mnet), {args.videos} videos per class and person, leave-people-out "
-             f"folds (StratifiedGroupKFold by subject, seed {args.seed}), {args.epochs} epochs, batch "
+             f"folds (StratifiedGroupKFold by subject, by family with blends, seed {args.seed}), {args.epochs} epochs, batch "
              f"{args.batch_size}, every other setting the params.yaml default"
              + (f", plus `{' '.join(args.extra)}`" if args.extra else "") + ". Last-epoch WAR %, mean ± std over "
              "folds; chance 16.7 %. A source is RIG-DISTRACTORS-PEOPLE (`+B`: B blends per pair of people); the "
