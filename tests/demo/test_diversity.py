@@ -92,3 +92,14 @@ def test_neutralise_lowers_the_mouth_corners_and_zero_is_the_photo():
     assert corners(after) > corners(before) + 1.0  # corners moved down relative to the eyes
     width = lambda lm: np.hypot(*(lm[4] - lm[3]))  # noqa: E731
     assert width(after) < width(before)  # and in: the smile's stretch is undone
+
+
+@pytest.mark.slow  # generates a small blended set through the adapter (4 s)
+def test_the_demo_adapter_lists_each_person_with_the_family_as_group(tmp_path):
+    from pipeline.adapters import make_adapter
+
+    options = dict(seed=0, videos_per_class_per_identity=1, n_frames=[40, 44], size=160, identities=2, blends=1)
+    listing = make_adapter("demo", tmp_path / "raw", options=options).list_videos()
+    family = "astronaut-pyfeat"
+    assert {(e.subject, e.group) for e in listing.entries} == {
+        ("astronaut", family), ("pyfeat", family), ("astronaut-pyfeat-1", family)}
