@@ -55,7 +55,8 @@ def test_other_seed_other_videos(demo, tmp_path):
 def test_labels_and_apex_spans(demo):
     rows = _rows(demo)
     assert list(rows[0]) == ["video", "label", "subject", "apex_start", "apex_end", "episode_start",
-                             "episode_end", "n_frames"]
+                             "episode_end", "n_frames", "group"]
+    assert {r["group"] for r in rows} == {""}  # no blends: each person is their own fold key
     assert len(rows) == 48
     assert {r["label"] for r in rows} == set(CLASSES)
     for r in rows:
