@@ -34,8 +34,13 @@ def list_entries(cfg: Config, dataset: str) -> Listing:
     return adapter.list_videos()
 
 
+# What the adapter listed is carried into the row by name; only `path` and `extra` change form (str, JSON).
+LISTED = tuple(f.name for f in fields(ListedVideo) if f.name != "path")
+
+
 def fingerprint(listing: Listing) -> str:
-    """Changes when a video is added, removed, relabelled or rewritten."""
+    """Changes when a video is added, removed or rewritten, or anything the adapter lists of it changes (every
+    `ListedVideo` field and `extra`, by name: a field added there is covered without a change here)."""
     h = hashlib.sha256()
     for e in listing.entries:
         try:
@@ -43,12 +48,9 @@ def fingerprint(listing: Listing) -> str:
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"
-        h.update(f"{e.video_id}|{e.path}|{e.label}|{e.subject}|{e.fold}|{e.split}|{e.group}|{stamp}\n".encode())
+        listed = "|".join(str(getattr(e, k)) for k in ("path", *LISTED))
+        h.update(f"{listed}|{json.dumps(e.extra, sort_keys=True, default=str)}|{stamp}\n".encode())
     return h.hexdigest()[:16]
-
-
-# What the adapter listed is carried into the row by name; only `path` and `extra` change form (str, JSON).
-LISTED = tuple(f.name for f in fields(ListedVideo) if f.name != "path")
 
 
 def probe_entry(entry: VideoEntry, fps_default: float) -> ManifestRow:

@@ -114,3 +114,20 @@ def test_a_manifest_keeps_its_group_and_an_older_one_reads_without(tmp_path):
         w.writerows(old)
     [row] = read_manifest(path)
     assert (row.subject, row.group) == ("P1", "")
+
+
+def test_the_fingerprint_covers_every_listed_field(tmp_path):
+    """A relabelled apex span, a new fold group or an adapter field (MMI's crop) re-runs the manifest."""
+    import dataclasses
+
+    from pipeline.adapters import VideoEntry
+    from pipeline.adapters.base import Listing
+    from stages.manifest import fingerprint
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x")
+    entry = VideoEntry(video_id="a", path=video, label="anger", subject="S1", apex_start=5, apex_end=9)
+    base = fingerprint(Listing([entry]))
+    assert fingerprint(Listing([dataclasses.replace(entry)])) == base
+    for change in ({"apex_start": 6}, {"group": "F1"}, {"extra": {"crop": "left"}}, {"subject": "S2"}):
+        assert fingerprint(Listing([dataclasses.replace(entry, **change)])) != base, change
