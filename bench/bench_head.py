@@ -5,6 +5,7 @@ DataLoader loop, on a synthetic cache of a real dataset's size, measured in the 
     python bench/bench_head.py --threads 1 --precision bf16
     python bench/bench_head.py --dfew --batch-size 256   # DFEW size (12,059 videos, 5 folds) on the GPU
     python bench/bench_head.py --demo                # the demo's shapes: 216 videos, 12 people, its head input
+    python bench/bench_head.py --against HEAD~1      # one batched step, this tree's stack.py against a revision's
 
 The full protocol is timed for our loop; the naive loop runs `--naive-epochs` epochs of one fold and
 is extrapolated to the same protocol (it is the baseline, not the product). On the CPU the run also
@@ -119,11 +120,14 @@ def _floor_worker(cfg: TrainHeadConfig, dim: int, n_classes: int, steps: int) ->
     return gemm, (time.perf_counter() - start) / steps
 
 
-def stacked_step(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, compiled: bool = False):
-    """(step, models, x, y): one optimizer step of k folds as one batched model (pipeline/head/stack.py) on
-    random inputs of the config's shapes, as train-head runs it; `compiled`: its forward and backward through
-    torch.compile (inductor's generated C++ kernels; the per-fold dropout generators break the graph)."""
-    from pipeline.head.stack import FoldAdam, stack_heads
+def stacked_step(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, compiled: bool = False, stack_module=None):
+    """(step, models, x, y): one optimizer step of k folds as one batched model (pipeline/head/stack.py, or
+    `stack_module`: another version of it) on random inputs of the config's shapes, as train-head runs it;
+    `compiled`: its forward and backward through torch.compile (inductor's generated C++ kernels; the per-fold
+    dropout generators break the graph)."""
+    if stack_module is None:
+        import pipeline.head.stack as stack_module
+    FoldAdam, stack_heads = stack_module.FoldAdam, stack_module.stack_heads
 
     models = []
     for f in range(k):
@@ -170,6 +174,40 @@ def profile_step(dim: int, k: int, steps: int = 10) -> str:
     gemm, adam = _floor_worker(cfg, dim, 6, 50)  # one fold's Q/K GEMMs (fwd + weight grad) and Adam, these shapes
     return (f"{steps} steps of {k} folds, input {dim}, one thread: {ms:.1f} ms a step (not profiled); floor for "
             f"{k} folds: Q/K GEMMs {1e3 * k * gemm:.1f} ms + Adam {1e3 * k * adam:.1f} ms\n{table}")
+
+
+def against(rev: str, dim: int, k: int, steps: int = 40, rounds: int = 4) -> str:
+    """Milliseconds per batched step (one thread, k folds, the demo's head) of this tree's pipeline/head/stack.py
+    and of revision `rev`'s, timed in turns in one process so that both see the same machine load."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    src = subprocess.run(["git", "show", f"{rev}:pipeline/head/stack.py"], cwd=Path(__file__).resolve().parent.parent,
+                         check=True, capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stack_then.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location("stack_then", path)
+        then = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(then)
+    cfg = TrainHeadConfig(center="two_stream_first")
+    torch.set_num_threads(1)
+    runs = {rev: stacked_step(cfg, dim, 6, k, stack_module=then)[0], "this tree": stacked_step(cfg, dim, 6, k)[0]}
+    ms: dict[str, list[float]] = {name: [] for name in runs}
+    for step in runs.values():
+        for _ in range(5):  # warm-up
+            step()
+    for _ in range(rounds):
+        for name, step in runs.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            ms[name].append(1e3 * (time.perf_counter() - start) / steps)
+    lines = [f"one batched step of {k} folds, input {dim}, one thread, {rounds} turns of {steps} steps each:", "",
+             "| stack.py | ms per step, each turn | best |", "|---|---|---|"]
+    lines += [f"| {name} | {' / '.join(f'{v:.1f}' for v in vals)} | {min(vals):.1f} |" for name, vals in ms.items()]
+    return "\n".join(lines)
 
 
 def step_probe(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, repeats: int,
@@ -250,7 +288,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="results file (default bench/results/head_<cpu|gpu>.md)")
     ap.add_argument("--profile-step", type=int, default=0, metavar="DIM",
                     help="only print torch.profiler's table of one batched step at input width DIM (768: the demo)")
+    ap.add_argument("--against", metavar="REV", default=None,
+                    help="only time one batched step (input 1024) of this tree's pipeline/head/stack.py against git "
+                         "revision REV's, in turns, and print it")
     args = ap.parse_args()
+    if args.against:
+        print(against(args.against, 1024, 5))
+        return
     if args.profile_step:
         print(profile_step(args.profile_step, 5))
         return

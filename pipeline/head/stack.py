@@ -64,6 +64,14 @@ class CEFLNetStack:
 
         self.params = {k: stacked(k).requires_grad_() for k in self.param_names}
         self.buffers = {k: stacked(k) for k in self.buffer_names}
+        self.basis = None
+        if self.raw:
+            # Only the identity directions some fold really has (InputTransform.fit zeroes the rest): with
+            # `subject_norm` the people's means coincide and there are none, and two (F, B*n*K, R) x (R, 64)
+            # matmuls of zeros were 1.7 % of a step (bench_head.py --profile-step). Skipped when no fold has one,
+            # which changes no number; trailing zero rows are cut otherwise. The checkpoints keep the full buffer.
+            used = self.buffers["input.basis"].abs().sum(dim=(0, 2)) > 0  # (r,) fixed while training
+            self.basis = self.buffers["input.basis"][:, :int(used.nonzero().max()) + 1 if used.any() else 0]
         self.generators: list[torch.Generator] = []  # one per fold, set by stack_heads
         self.training = True
 
@@ -110,8 +118,9 @@ class CEFLNetStack:
         if self.raw:  # InputTransform (pipeline/head/inputs.py)
             changing, raw = x[..., :-self.raw], x[..., -self.raw:] - buf["input.mean"].view(fn, 1, 1, 1, -1)
             flat = raw.reshape(fn, -1, self.raw)  # (F, B*n*K, R)
-            basis = buf["input.basis"]  # (F, r, R)
-            raw = (flat - (flat @ basis.transpose(1, 2)) @ basis).view_as(raw)
+            basis = self.basis  # (F, r, R), r: the directions any fold uses
+            if basis.shape[1]:
+                raw = (flat - (flat @ basis.transpose(1, 2)) @ basis).view_as(raw)
             if self.raw_dropout and drop:
                 keep = self._keep((1, 1, 1), counts,
                                   lambda s, g: torch.rand(s, generator=g, device=self.device) >= self.raw_dropout)
@@ -127,7 +136,10 @@ class CEFLNetStack:
         att = torch.softmax(q @ key.transpose(-2, -1) * self.scale, dim=-1)  # (N, K, K)
         wv = p["head.cfe.sal.v.weight"]  # (F, D, H)
         u = p["head.cfe.lrl.q0.weight"].view(fn, 2, -1) @ wv.transpose(1, 2)  # (F, 2, D)
-        fu = att @ (tokens @ u.transpose(1, 2)).view(fn * b * n, k, 2)  # (N, K, 2)
+        # u @ tokens^T rather than tokens @ u^T: the same product (to float rounding), but autograd then takes u's gradient as
+        # (F, 2, T) @ (F, T, D) instead of a (F, D, T) @ (F, T, 2) product 10x slower on one CPU thread (6.4 ms
+        # against 0.7 ms forward and backward at the demo's shapes, 5 folds).
+        fu = att @ (u @ tokens.transpose(1, 2)).transpose(1, 2).reshape(fn * b * n, k, 2)  # (N, K, 2)
         logit = (fu[..., 0].mean(dim=1, keepdim=True) + fu[..., 1]).view(fn, b * n, k) \
             + p["head.cfe.lrl.q0.bias"].view(fn, 1, 1)  # (F, B*n, K)   eq. 2
         w = torch.sigmoid(logit).view(fn * b * n, k)  # (N, K)

@@ -138,6 +138,29 @@ def test_batched_outputs_equal_the_module_in_eval():
     assert isinstance(stack_heads([build_head(cfg, 32, 3, "lstm")], [torch.get_rng_state()]), ModuleStack)
 
 
+@pytest.mark.parametrize("people", ["a" * 10, "aabbccddee"])
+def test_the_stack_skips_identity_directions_no_fold_has(people):
+    """With one person (or `subject_norm`'s coinciding means) no fold has an identity direction and the stack
+    skips the projection; with 5 people rank 8 keeps 4 rows. Either way the module's numbers, and the
+    checkpoint keeps the module's full buffer."""
+    cfg = TrainHeadConfig(hidden=16, center="two_stream_first", identity_rank=8)
+    models = []
+    for f in range(2):
+        torch.manual_seed(f)
+        m = build_head(cfg, 32, 3)
+        m.input.fit(torch.randn(10, 105, 32), np.array(list(people)), np.arange(10) % 3)
+        models.append(m.eval())
+    stack = stack_heads(models, [torch.get_rng_state()] * 2)
+    stack.eval()
+    assert stack.basis.shape[1] == (0 if people == "a" * 10 else 4)
+    assert stack.state_dict(0)["input.basis"].shape == (8, 16)
+    x = torch.randn(2, 5, 7, 5, 32)
+    with torch.no_grad():
+        out = stack(x)
+        for f, m in enumerate(models):
+            torch.testing.assert_close(out.logits[f], m(x[f]).logits, rtol=1e-5, atol=1e-6)
+
+
 def test_predict_leaves_an_eval_model_in_eval_mode():
     from pipeline.head.train import predict
 
