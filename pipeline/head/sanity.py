@@ -31,13 +31,14 @@ def near_chance(n_correct: int, n: int, chance: float) -> bool:
     return bool(binomtest(int(n_correct), int(n), float(chance), alternative="greater").pvalue > NEAR_CHANCE_P)
 
 
-def fit_probe(x: np.ndarray, labels: np.ndarray, seed: int = 0):
-    """(StandardScaler, LogisticRegression) fitted on (N, D) pooled inputs of at least two classes."""
+def fit_probe(x: np.ndarray, labels: np.ndarray, seed: int = 0, C: float = 1.0):
+    """(StandardScaler, LogisticRegression of inverse regularisation strength C) fitted on (N, D) pooled inputs of
+    at least two classes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x)
-    clf = LogisticRegression(max_iter=2000, random_state=seed).fit(scaler.transform(x), labels)
+    clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(scaler.transform(x), labels)
     return scaler, clf
 
 
@@ -58,7 +59,7 @@ class Probe:
     """(n_classes,)"""
 
     @classmethod
-    def fit(cls, x: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0) -> "Probe":
+    def fit(cls, x: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0, C: float = 1.0) -> "Probe":
         """Fitted on (N, D) pooled training inputs with integer labels in [0, n_classes)."""
         seen = np.unique(labels)
         if len(seen) == 0:
@@ -69,7 +70,7 @@ class Probe:
         if len(seen) == 1:
             bias[seen[0]] = 0.0
         else:
-            scaler, clf = fit_probe(x, labels, seed)
+            scaler, clf = fit_probe(x, labels, seed, C)
             coef, icpt = clf.coef_, clf.intercept_
             if len(clf.classes_) == 2:  # sklearn's binary form: one logit z for classes_[1] -> softmax(-z/2, z/2)
                 coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.head.sanity import ClipSpans, linear_probe, localisation, near_chance
+from pipeline.head.sanity import ClipSpans, Probe, linear_probe, localisation, near_chance
 
 
 def test_near_chance_flags_only_what_binomial_noise_explains():
@@ -22,6 +22,16 @@ def test_linear_probe_reads_a_linear_signal_and_not_noise():
     assert war > 90 and uar > 90 and pred.shape == (30,)
     noise = rng.normal(size=(60, 5, 8))
     assert linear_probe(noise, labels, train, test)[0] < 70
+
+
+def test_the_probe_strength_shrinks_its_weights_and_defaults_to_one():
+    """bench/bench_probe.py reads the probe at other strengths; the default (C = 1) is what train-head fits."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 10)
+    x = rng.normal(size=(30, 6)) + 2 * np.eye(6)[labels]
+    default, one = Probe.fit(x, labels, 3), Probe.fit(x, labels, 3, C=1.0)
+    assert np.allclose(default.weight, one.weight)
+    assert np.linalg.norm(Probe.fit(x, labels, 3, C=0.01).weight) < 0.5 * np.linalg.norm(one.weight)
 
 
 def test_localisation_baselines_and_the_strict_criterion():
