@@ -129,7 +129,8 @@ def write(rows: list[dict], out: Path, argv: list[str]) -> None:
             cells.append(f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f}")
         lines.append(f"| {d.removeprefix('bench-')} | " + " | ".join(cells) + " |")
     lines.append("| **worst** | " + " | ".join(f"**{worst[k]:.1f}**" for k in ["head", *keys]) + " |")
-    lines += ["", "The head and the `C=1` probe weighed (1 - a) head + a probe, mean WAR over folds (context only):", "",
+    lines += ["", "The head and the `C=1` probe weighed (1 - a) head + a probe, mean WAR over folds (context only):",
+              "",
               "| dataset | " + " | ".join(f"a = {a:g}" for a in WEIGHTS) + " |", "|---|" + "---|" * len(WEIGHTS)]
     for d in dict.fromkeys(r["dataset"] for r in rows):
         sel = [r for r in rows if r["dataset"] == d]
