@@ -156,7 +156,8 @@ def main() -> None:
                              "overlap": loc.get("overlap"), "random_strict": loc.get("random_strict"),
                              "probe_war": probe.get("war"), "probe_war_std": probe.get("war_std"),
                              "near_chance": m.get("n_folds_near_chance"), "n_folds": m["n_folds"],
-                             "n_videos": m["n_videos"], "seconds": round(time.time() - t, 1)})
+                             "n_videos": m["n_videos"], "seconds": round(time.time() - t, 1),
+                             "fold_war": [f["war"] for _, f in sorted(m["per_fold"].items(), key=lambda kv: int(kv[0]))]})
                 print(json.dumps(rows[-1]), flush=True)
                 write(args, rows, time.time() - t0)  # after every run: a stopped sweep keeps what it measured
 

@@ -38,7 +38,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.head.data import load_training_data  # noqa: E402
 from pipeline.head.fusion import ProbeFusion, fuse, pooled_input  # noqa: E402
 from pipeline.head.sampling import ClipSampler  # noqa: E402
-from pipeline.head.sanity import Probe, sign_test  # noqa: E402
+from pipeline.head.sanity import probe_estimator, sign_test  # noqa: E402
 from pipeline.head.train import load_head, predict  # noqa: E402
 from _tables import add_cache_args, params_for  # noqa: E402  (beside this script)
 
@@ -49,22 +49,13 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def inner_c(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int) -> float:
     """The grid's C with the best leave-people-out accuracy inside the training rows (ties: the stronger
     regularisation, i.e. the smaller C)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     cv = GroupKFold(n_splits=min(5, len(np.unique(groups))))
-    search = GridSearchCV(pipe, {"logisticregression__C": list(GRID)}, cv=cv, n_jobs=1)
+    search = GridSearchCV(probe_estimator(seed), {"logisticregression__C": list(GRID)}, cv=cv, n_jobs=1)
     search.fit(x, labels, groups=groups)
     scores = search.cv_results_["mean_test_score"]
     return float(GRID[int(np.flatnonzero(scores >= scores.max() - 1e-9)[0])])
-
-
-def probs_of(probe: Probe, x: np.ndarray) -> torch.Tensor:
-    z = torch.from_numpy(probe.logits(x)).float()
-    return torch.softmax(z, dim=-1)
 
 
 def measure(params: Path, results: Path, dataset: str, overrides: list[str], fixed: list[float]) -> list[dict]:
@@ -88,8 +79,8 @@ def measure(params: Path, results: Path, dataset: str, overrides: list[str], fix
                                                  cfg.train_head.seed)}
         variants.update({f"C={c:g}": c for c in fixed})
         for name, c in variants.items():
-            probe = Probe.fit(pooled[fold.train], labels[fold.train], n_classes, cfg.train_head.seed, C=c)
-            p = probs_of(probe, pooled[fold.test])
+            fusion = ProbeFusion.fit(pooled[fold.train], labels[fold.train], n_classes, cfg.train_head.seed, C=c)
+            p = fusion(torch.from_numpy(pooled[fold.test]))  # what train-head's `fusion: probe` applies
             row[f"probe {name}"], row[f"fused {name}"] = war(p, truth), war(fuse(head_p, p), truth)
             if name == "C=1":
                 row["weights"] = {a: war((1 - a) * head_p + a * p, truth) for a in WEIGHTS}

@@ -34,9 +34,10 @@ class ProbeFusion(nn.Module):
         self.register_buffer("bias", torch.zeros(n_classes))
 
     @classmethod
-    def fit(cls, pooled: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0) -> "ProbeFusion":
+    def fit(cls, pooled: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
+            C: float = 1.0) -> "ProbeFusion":
         """The probe (`sanity.Probe`) fitted on (N, D) pooled training inputs, as buffers."""
-        probe = Probe.fit(pooled, labels, n_classes, seed)
+        probe = Probe.fit(pooled, labels, n_classes, seed, C)
         out = cls(pooled.shape[1], n_classes)
         for name in ("mean", "scale", "weight", "bias"):
             getattr(out, name).copy_(torch.from_numpy(getattr(probe, name)))

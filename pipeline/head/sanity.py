@@ -31,15 +31,21 @@ def near_chance(n_correct: int, n: int, chance: float) -> bool:
     return bool(binomtest(int(n_correct), int(n), float(chance), alternative="greater").pvalue > NEAR_CHANCE_P)
 
 
-def fit_probe(x: np.ndarray, labels: np.ndarray, seed: int = 0, C: float = 1.0):
-    """(StandardScaler, LogisticRegression of inverse regularisation strength C) fitted on (N, D) pooled inputs of
-    at least two classes."""
+def probe_estimator(seed: int = 0, C: float = 1.0):
+    """The probe unfitted: StandardScaler then LogisticRegression of inverse regularisation strength C (a
+    scikit-learn pipeline, so cross-validation refits the scaler on each split's training rows)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(x)
-    clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(scaler.transform(x), labels)
-    return scaler, clf
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+
+
+def fit_probe(x: np.ndarray, labels: np.ndarray, seed: int = 0, C: float = 1.0):
+    """(StandardScaler, LogisticRegression) of `probe_estimator` fitted on (N, D) pooled inputs of at least two
+    classes."""
+    pipe = probe_estimator(seed, C).fit(x, labels)
+    return pipe[0], pipe[1]
 
 
 @dataclass(frozen=True)

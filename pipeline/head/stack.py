@@ -137,8 +137,8 @@ class CEFLNetStack:
         wv = p["head.cfe.sal.v.weight"]  # (F, D, H)
         u = p["head.cfe.lrl.q0.weight"].view(fn, 2, -1) @ wv.transpose(1, 2)  # (F, 2, D)
         # u @ tokens^T rather than tokens @ u^T: the same product (to float rounding), but autograd then takes
-        # u's gradient as (F, 2, T) @ (F, T, D) instead of a (F, D, T) @ (F, T, 2) product 10x slower on one CPU
-        # thread (6.4 ms against 0.7 ms forward and backward at the demo's shapes, 5 folds).
+        # u's gradient as (F, 2, T) @ (F, T, D), 0.36 ms a step at the demo's shapes (5 folds, one thread), instead
+        # of (F, D, T) @ (F, T, 2), 5.4 ms (bench_head.py --profile-step 1024).
         fu = att @ (u @ tokens.transpose(1, 2)).transpose(1, 2).reshape(fn * b * n, k, 2)  # (N, K, 2)
         logit = (fu[..., 0].mean(dim=1, keepdim=True) + fu[..., 1]).view(fn, b * n, k) \
             + p["head.cfe.lrl.q0.bias"].view(fn, 1, 1)  # (F, B*n, K)   eq. 2
