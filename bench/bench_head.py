@@ -55,10 +55,16 @@ SIZES = {"dfew": (12059, 1000, 5, 7, 512), "demo": (216, 12, 10, 6, None), "mmi"
 read from params.yaml."""
 
 
-def synthetic(n: int, n_subjects: int, dim: int, n_classes: int, seed: int = 0):
+def synthetic(n: int, n_subjects: int, dim: int, n_classes: int, cfg: TrainHeadConfig, seed: int = 0):
+    """(features, labels, subjects) of n random videos: the head input of width `dim` that train-head builds from
+    random backbone features (`head_input`: the config's `subject_norm` and two-stream layout, as on real data)."""
+    from pipeline.head.inputs import head_input, is_two_stream
+
     rng = np.random.default_rng(seed)
-    feats = rng.standard_normal((n, 105, dim), dtype=np.float32).astype(np.float16)
-    return feats, rng.integers(0, n_classes, n), [f"S{i % n_subjects:03d}" for i in range(n)]
+    width = dim // 2 if is_two_stream(cfg.center) else dim
+    backbone = rng.standard_normal((n, 105, width), dtype=np.float32).astype(np.float16)
+    labels, subjects = rng.integers(0, n_classes, n), [f"S{i % n_subjects:03d}" for i in range(n)]
+    return head_input(backbone, cfg, subjects, n_classes), labels, subjects
 
 
 class NaiveDataset(torch.utils.data.Dataset):
@@ -133,9 +139,11 @@ def stacked_step(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, compile
     for f in range(k):
         torch.manual_seed(f)
         models.append(build_head(cfg, dim, n_classes))
+    frames = cfg.n_clips * cfg.frames_per_clip
+    feats, *_ = synthetic(k * cfg.batch_size, k * cfg.batch_size, dim, n_classes, cfg)  # one video a person
+    x = torch.from_numpy(feats[:, :frames]).float().view(k, cfg.batch_size, cfg.n_clips, cfg.frames_per_clip, dim)
     stack = stack_heads(models, [torch.get_rng_state()] * k)
     adam = FoldAdam(stack, cfg.lr, cfg.weight_decay)
-    x = torch.randn(k, cfg.batch_size, cfg.n_clips, cfg.frames_per_clip, dim)
     y = torch.randint(0, n_classes, (k, cfg.batch_size))
 
     def loss() -> torch.Tensor:
@@ -308,12 +316,12 @@ def main() -> None:
     device = resolve_device(cfg.device, "train_head.device")
     set_threads(cfg.threads, device)
     info = machine_info()
-    feats, labels, subjects = synthetic(n, n_subj, dim, n_cls)
+    feats, labels, subjects = synthetic(n, n_subj, dim, n_cls, cfg)
     folds = make_folds(labels, subjects, k=k, seed=0)
     total_steps = sum(math.ceil(len(f.train) / cfg.batch_size) for f in folds) * cfg.epochs
     workers = fold_processes(cfg, device, len(folds))
     start = time.perf_counter()
-    cross_validate(cfg, feats, labels, folds, n_cls, device=device, desc="ours")
+    cross_validate(cfg, feats, labels, folds, n_cls, device=device, desc="ours", subjects=subjects)
     ours = time.perf_counter() - start
     epoch_ours = ours / (k * cfg.epochs)
     naive = naive_epoch_seconds(dataclasses.replace(cfg), feats, labels, folds[0].train, n_cls, args.naive_epochs, device)

@@ -13,7 +13,9 @@ k times larger and pays the per-step overhead once. Each fold still trains exact
 `CEFLNetStack` is the paper's head (`WithInput(InputTransform, CEFLNet(variant=paper))`) written with
 batched matmuls: the same equations as pipeline/head/model.py in the same order (tests check values and
 gradients against the module), with the big weights stored transposed so that their gradients come
-out of the matmul in the stored layout. Measured on 2 cores (bench/results/head_cpu.md): torch.func's
+out of the matmul in the stored layout. On the CPU two products are taken a cheaper way
+(`CEFLNetStack.shortcuts`: W_QK's raw rows on the videos whose raw stream `raw_dropout` kept, W_V's
+gradient in one product); a test checks them against the plain ones a GPU runs. Measured on 2 cores (bench/results/head_cpu.md): torch.func's
 vmap over the module was ~1.5x slower per step (a transposing copy of every weight gradient) and has
 no batching rule for nn.LSTM. `ModuleStack` runs any other head (the ablation rows, `variant: authors`)
 fold after fold inside the step, each fold under its own RNG state: the same numbers as training alone.
@@ -32,6 +34,9 @@ from pipeline.head.model import CEFLNet, HeadOutput
 
 TRANSPOSED = ("head.cfe.sal.qk.weight", "head.cfe.sal.v.weight", "head.cfe.lrl.q1.weight")
 """nn.Linear weights (out, in) kept as (F, in, out): `x @ W` then yields the gradient in that layout."""
+QK = "head.cfe.sal.qk.weight"
+QK_CHANGING, QK_RAW = QK + "[changing]", QK + "[raw]"
+"""With a two-stream input, W_QK's rows for each stream, kept apart (`CEFLNetStack._qk`)."""
 
 
 def rng_state(device: torch.device) -> torch.Tensor:
@@ -43,6 +48,58 @@ def set_rng_state(state: torch.Tensor, device: torch.device) -> None:
         torch.cuda.set_rng_state(state, device)
     else:
         torch.set_rng_state(state)
+
+
+class SharedGradient:
+    """W_V's gradient from its two uses in the batched head, taken in one product instead of two plus a sum.
+
+    W_V (F, D, H) enters twice: u = q0 W_V^T (eq. 2's frame weights) and pooled W_V (eq. 3). Autograd would
+    compute pooled^T g_v and g_u^T q0 and add the two (F, D, H) results: at the demo's shapes 11 ms of a
+    130 ms step went to that sum alone (bench_head.py --profile-step). `LastUse`'s backward runs first
+    (u is an ancestor of pooled), leaves its share here, and `FirstUse`'s backward returns
+    [pooled : g_u]^T [g_v : q0], both shares in one batched matmul."""
+
+    def __init__(self):
+        self.pooled: torch.Tensor | None = None
+        self.grad_out: torch.Tensor | None = None
+
+
+class FirstUse(torch.autograd.Function):
+    """u = q0 @ W_V^T; its backward returns W_V's whole gradient (`SharedGradient`)."""
+
+    @staticmethod
+    def forward(ctx, q0: torch.Tensor, wv: torch.Tensor, shared: SharedGradient) -> torch.Tensor:
+        ctx.save_for_backward(q0, wv)
+        ctx.shared = shared
+        return q0 @ wv.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, g_u: torch.Tensor):
+        q0, wv = ctx.saved_tensors
+        sh = ctx.shared
+        g_q0 = g_u @ wv if ctx.needs_input_grad[0] else None
+        if sh.pooled is None:  # eq. 3's use took no gradient
+            g_wv = g_u.transpose(1, 2) @ q0
+        else:
+            g_wv = torch.cat([sh.pooled, g_u], dim=1).transpose(1, 2) @ torch.cat([sh.grad_out, q0], dim=1)
+        sh.pooled = sh.grad_out = None
+        return g_q0, g_wv, None
+
+
+class LastUse(torch.autograd.Function):
+    """pooled @ W_V; its backward leaves W_V's share to `FirstUse`."""
+
+    @staticmethod
+    def forward(ctx, pooled: torch.Tensor, wv: torch.Tensor, shared: SharedGradient) -> torch.Tensor:
+        ctx.save_for_backward(pooled, wv)
+        ctx.shared = shared
+        return pooled @ wv
+
+    @staticmethod
+    def backward(ctx, g_out: torch.Tensor):
+        pooled, wv = ctx.saved_tensors
+        ctx.shared.pooled, ctx.shared.grad_out = pooled, g_out
+        return g_out @ wv.transpose(1, 2) if ctx.needs_input_grad[0] else None, None, None
 
 
 class CEFLNetStack:
@@ -57,6 +114,7 @@ class CEFLNetStack:
         self.scale, self.dropout, self.kernel = cfe.sal.scale, eian.drop.p, eian.score.kernel_size[0]
         self.param_names = [k for k, _ in first.named_parameters()]
         self.buffer_names = [k for k, _ in first.named_buffers()]
+        self.module_keys = list(first.state_dict())
         states = [m.state_dict() for m in models]
 
         def stacked(key: str) -> torch.Tensor:
@@ -64,6 +122,14 @@ class CEFLNetStack:
 
         self.params = {k: stacked(k).requires_grad_() for k in self.param_names}
         self.buffers = {k: stacked(k) for k in self.buffer_names}
+        if self.raw:
+            # W_QK's rows for the changing and the raw stream as two tensors (Adam is elementwise: the same
+            # update), so that `_qk` multiplies each stream by its own rows without a split whose backward would
+            # copy the whole (F, D, 2H) gradient together again; `state_dict` joins them.
+            w = self.params.pop(QK)
+            self.params[QK_CHANGING], self.params[QK_RAW] = (
+                t.contiguous().requires_grad_() for t in w.detach().split(w.shape[1] - self.raw, dim=1))
+            self.param_names = [n for k in self.param_names for n in ((QK_CHANGING, QK_RAW) if k == QK else (k,))]
         self.basis = None
         if self.raw:
             # Only the identity directions some fold really has (InputTransform.fit zeroes the rest): with
@@ -73,6 +139,9 @@ class CEFLNetStack:
             used = self.buffers["input.basis"].abs().sum(dim=(0, 2)) > 0  # (r,) fixed while training
             self.basis = self.buffers["input.basis"][:, :int(used.nonzero().max()) + 1 if used.any() else 0]
         self.generators: list[torch.Generator] = []  # one per fold, set by stack_heads
+        # The CPU's cheaper products (`_qk`'s kept rows, `SharedGradient`): the same numbers to float rounding. A GPU
+        # runs the plain ones (a device sync a fold per step would cost more than they save); tests run both here.
+        self.shortcuts = self.device.type == "cpu"
         self.training = True
 
     def train(self, mode: bool = True) -> None:
@@ -93,11 +162,11 @@ class CEFLNetStack:
 
     def state_dict(self, f: int) -> dict[str, torch.Tensor]:
         """Fold f's weights as the module's state_dict (checkpoints keep today's format)."""
-        out = {}
-        for k in self.param_names + self.buffer_names:
-            t = self.params[k] if k in self.params else self.buffers[k]
-            out[k] = (t[f].t() if k in TRANSPOSED else t[f]).detach().cpu().contiguous()
-        return out
+        tensors = {**self.params, **self.buffers}
+        if QK_RAW in tensors:
+            tensors[QK] = torch.cat([tensors.pop(QK_CHANGING), tensors.pop(QK_RAW)], dim=1)
+        return {k: (tensors[k][f].t() if k in TRANSPOSED else tensors[k][f]).detach().cpu().contiguous()
+                for k in self.module_keys}
 
     def _keep(self, shape: tuple[int, ...], counts: Sequence[int], draw) -> torch.Tensor:
         """(F, B, *shape) dropout factors: fold f's first counts[f] rows from its own generator, 0 elsewhere
@@ -108,6 +177,30 @@ class CEFLNetStack:
                 out[f, :n] = draw((n, *shape), self.generators[f])
         return out
 
+    def _qk(self, changing: torch.Tensor, raw: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 1's `tokens @ W_QK` (F, T, 2H) from the input transform's two streams, changing (F, T, D - R) and raw
+        (F, T, R), each times its rows of W_QK. In training after `raw_dropout` (`keep`: (F, B, 1, 1, 1)) the
+        dropped videos' raw stream is zero, so with `shortcuts` the raw rows multiply the kept videos only, fold by
+        fold: the same numbers to float rounding and, at `raw_dropout` 0.5, a quarter fewer multiply-adds in eq. 1's
+        projection, forward and weight gradient (bench/results/head_cpu.md)."""
+        out = changing @ self.params[QK_CHANGING]  # (F, T, 2H)
+        # No kept video in the step: the dense product (of zeros) still gives the raw rows their zero gradient and
+        # so their Adam step, as training alone does; without it they would sit the step out.
+        if keep is None or not self.shortcuts or not keep.any():
+            return out + raw @ self.params[QK_RAW]
+        fn, b = keep.shape[:2]
+        nk = raw.shape[1] // b
+        raw = raw.view(fn, b, nk, -1)
+        kept = keep.view(fn, b) > 0
+        parts = []
+        # unbind, not out[f]: a per-fold slice's backward would fill a zero tensor of every fold's shape
+        for f, (o, w) in enumerate(zip(out.unbind(0), self.params[QK_RAW].unbind(0))):
+            rows = kept[f].nonzero().view(-1)
+            if len(rows):  # the input carries no gradient: indexing it costs a copy of the kept rows, nothing more
+                o = o.view(b, nk, -1).index_add(0, rows, raw[f, rows] @ w).view(b * nk, -1)
+            parts.append(o)
+        return torch.stack(parts)
+
     def __call__(self, x: torch.Tensor, counts: Sequence[int] | None = None) -> HeadOutput:
         """x: (F, B, n, K, in_dim) -> HeadOutput with a leading F on every field. `counts`: the real rows of
         each fold in this batch (training only: whose dropout masks to draw)."""
@@ -115,6 +208,7 @@ class CEFLNetStack:
         fn, b, n, k, _ = x.shape
         self.batch = b
         drop = self.training and torch.is_grad_enabled()
+        raw_keep = None
         if self.raw:  # InputTransform (pipeline/head/inputs.py)
             changing, raw = x[..., :-self.raw], x[..., -self.raw:] - buf["input.mean"].view(fn, 1, 1, 1, -1)
             flat = raw.reshape(fn, -1, self.raw)  # (F, B*n*K, R)
@@ -122,30 +216,41 @@ class CEFLNetStack:
             if basis.shape[1]:
                 raw = (flat - (flat @ basis.transpose(1, 2)) @ basis).view_as(raw)
             if self.raw_dropout and drop:
-                keep = self._keep((1, 1, 1), counts,
-                                  lambda s, g: torch.rand(s, generator=g, device=self.device) >= self.raw_dropout)
-                raw = raw * keep
-            x = torch.cat([changing, raw], dim=-1)
+                raw_keep = self._keep((1, 1, 1), counts,
+                                      lambda s, g: torch.rand(s, generator=g, device=self.device) >= self.raw_dropout)
+                raw = raw * raw_keep
+            streams = [changing, raw]
+        else:
+            streams = [x]
         if "input.scale" in buf:
-            x = x * buf["input.scale"].view(fn, 1, 1, 1, -1)
-        d = x.shape[-1]
-        # CFE (model.CFE.forward, eq. 1-3), with F * B * n clips
-        tokens = x.reshape(fn, b * n * k, d)  # (F, T, D)
-        q, key = (tokens @ p["head.cfe.sal.qk.weight"]).chunk(2, dim=-1)  # 2 x (F, T, H)
+            scale = buf["input.scale"].view(fn, 1, 1, 1, -1).split([t.shape[-1] for t in streams], dim=-1)
+            streams = [t * s for t, s in zip(streams, scale)]
+        # CFE (model.CFE.forward, eq. 1-3), with F * B * n clips. The input's streams stay apart (the frame-sized
+        # concatenation of the two was 5 % of a step): each product with the input is a sum over its streams.
+        streams = [t.reshape(fn, b * n * k, -1) for t in streams]  # (F, T, D_i)
+        qk = self._qk(*streams, raw_keep) if self.raw else streams[0] @ p[QK]  # (F, T, 2H)
+        q, key = qk.chunk(2, dim=-1)  # 2 x (F, T, H)
         q, key = q.reshape(fn * b * n, k, -1), key.reshape(fn * b * n, k, -1)  # (N, K, H), N = F*B*n
         att = torch.softmax(q @ key.transpose(-2, -1) * self.scale, dim=-1)  # (N, K, K)
-        wv = p["head.cfe.sal.v.weight"]  # (F, D, H)
-        u = p["head.cfe.lrl.q0.weight"].view(fn, 2, -1) @ wv.transpose(1, 2)  # (F, 2, D)
+        wv, q0 = p["head.cfe.sal.v.weight"], p["head.cfe.lrl.q0.weight"].view(fn, 2, -1)  # (F, D, H), (F, 2, H)
+        # W_V's gradient from its two uses in one product (`SharedGradient`), where autocast leaves dtypes alone
+        shared = SharedGradient() if self.shortcuts and torch.is_grad_enabled() \
+            and not torch.is_autocast_enabled(self.device.type) else None
+        u = q0 @ wv.transpose(1, 2) if shared is None else FirstUse.apply(q0, wv, shared)  # (F, 2, D)
         # u @ tokens^T rather than tokens @ u^T: the same product (to float rounding), but autograd then takes
         # u's gradient as (F, 2, T) @ (F, T, D), 0.36 ms a step at the demo's shapes (5 folds, one thread), instead
         # of (F, D, T) @ (F, T, 2), 5.4 ms (bench_head.py --profile-step 1024).
-        fu = att @ (u @ tokens.transpose(1, 2)).transpose(1, 2).reshape(fn * b * n, k, 2)  # (N, K, 2)
+        widths = [t.shape[-1] for t in streams]
+        ut = sum(ui @ t.transpose(1, 2) for ui, t in zip(u.split(widths, dim=-1), streams))  # (F, 2, T)
+        fu = att @ ut.transpose(1, 2).reshape(fn * b * n, k, 2)  # (N, K, 2)
         logit = (fu[..., 0].mean(dim=1, keepdim=True) + fu[..., 1]).view(fn, b * n, k) \
             + p["head.cfe.lrl.q0.bias"].view(fn, 1, 1)  # (F, B*n, K)   eq. 2
         w = torch.sigmoid(logit).view(fn * b * n, k)  # (N, K)
         c = (w.unsqueeze(1) @ att).squeeze(1) / w.sum(dim=1, keepdim=True)  # (N, K)
-        pooled = (c.unsqueeze(1) @ tokens.view(fn * b * n, k, d)).view(fn, b * n, d)  # (F, B*n, D)
-        v = (pooled @ wv) @ p["head.cfe.lrl.q1.weight"]  # (F, B*n, H)   eq. 3
+        pooled = torch.cat([(c.unsqueeze(1) @ t.view(fn * b * n, k, -1)).view(fn, b * n, -1) for t in streams],
+                           dim=-1)  # (F, B*n, D)
+        pv = pooled @ wv if shared is None else LastUse.apply(pooled, wv, shared)  # (F, B*n, H)
+        v = pv @ p["head.cfe.lrl.q1.weight"]  # (F, B*n, H)   eq. 3
         h = v.shape[-1]
         # EIAN (model.EIAN.forward, eq. 4-9): the clip-scoring conv as one matmul per kernel tap
         sw = p["head.eian.score.weight"]  # (F, C, H, kernel)

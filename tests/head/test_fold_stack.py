@@ -161,6 +161,32 @@ def test_the_stack_skips_identity_directions_no_fold_has(people):
             torch.testing.assert_close(out.logits[f], m(x[f]).logits, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("center, standardize", [("two_stream_first", True), ("two_stream", False), ("none", True)])
+def test_the_cpu_shortcuts_give_the_plain_products_numbers(center, standardize):
+    """A training step with the CPU's shortcuts (W_QK's raw rows on the kept videos only, W_V's gradient in one
+    product) gives the outputs and gradients of the plain products a GPU runs, here on the CPU: with raw dropout
+    keeping some videos of a fold, none of another, and a fold's padding rows."""
+    cfg = TrainHeadConfig(hidden=16, clip_kernel=3, center=center, identity_rank=0, standardize=standardize,
+                          raw_dropout=0.5, dropout=0.4)
+    models = fitted_heads(cfg, 3)
+    x = torch.randn(3, 6, 7, 5, 32)
+    results = []
+    for shortcuts in (True, False):
+        stack = stack_heads(models, [torch.get_rng_state()] * 3)
+        stack.train()
+        stack.shortcuts = shortcuts
+        for f, g in enumerate(stack.generators):
+            g.manual_seed(f)
+        out = stack(x, [6, 4, 2])
+        out.logits.sum().backward()
+        results.append((out.logits.detach(), {k: v.grad for k, v in stack.params.items()}))
+    (fast, fast_grad), (plain, plain_grad) = results
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    assert fast_grad.keys() == plain_grad.keys()
+    for k in fast_grad:
+        torch.testing.assert_close(fast_grad[k], plain_grad[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
 def test_predict_leaves_an_eval_model_in_eval_mode():
     from pipeline.head.train import predict
 
