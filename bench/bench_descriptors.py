@@ -50,7 +50,7 @@ from pipeline.align import align  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import read_manifest  # noqa: E402
 from pipeline.layout import layout_for  # noqa: E402
-from pipeline.motion import SIZE, motion_features  # noqa: E402
+from pipeline.motion import GRID, SIZE, flow_fields, pooled_flow  # noqa: E402
 from pipeline.video import read_frames  # noqa: E402
 from _tables import params_for, publish  # noqa: E402  (beside this script)
 
@@ -81,14 +81,16 @@ def regional(crops: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks: np.ndarray,
-                      regions: bool = False) -> dict[str, np.ndarray]:
-    """Per-frame HOG and flow (and with `regions` the body's regional pooling) of one video's chosen frames,
-    aligned as extract aligns them."""
+                      regions: bool = False, flow_grids: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+    """Per-frame HOG and flow (also pooled on each of `flow_grids`; with `regions` the body's regional pooling)
+    of one video's chosen frames, aligned as extract aligns them."""
     frames = read_frames(Path(path), index, crop=crop)
     crops = np.stack([align(frames[int(i)], lm, SIZE) for i, lm in zip(index, landmarks)])
     grey = [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in crops]
     h = np.stack([hog(g, orientations=9, pixels_per_cell=(16, 16), cells_per_block=(2, 2)) for g in grey])
-    out = {"HOG": h.astype(np.float32), "optical flow": motion_features(crops, "flow")}
+    fields = flow_fields(crops)
+    out = {"HOG": h.astype(np.float32), "optical flow": pooled_flow(fields, GRID)}
+    out |= {f"optical flow, {g}x{g} grid": pooled_flow(fields, g) for g in flow_grids if g != GRID}
     if regions:
         out |= regional(np.stack([align(frames[int(i)], lm, 224) for i, lm in zip(index, landmarks)]))
     return out
@@ -102,7 +104,8 @@ def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> tuple
     return float(np.mean(accs)), float(np.std(accs))
 
 
-def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = False) -> list[dict]:
+def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = False,
+            flow_grids: tuple[int, ...] = ()) -> list[dict]:
     cfg = load_config(params, dataset=dataset)
     lay = layout_for(cfg, dataset)
     cached = load_cache(lay.features)
@@ -113,7 +116,7 @@ def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = F
         tasks = [(rows[v].path, rows[v].crop_side, chosen[v]["frame_index"][:],
                   faces[v]["landmarks"][:][chosen[v]["frame_index"][:]]) for v in ids]
     t0 = time.time()
-    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions) for t in tqdm(tasks, desc=dataset, unit="video"))
+    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids) for t in tqdm(tasks, desc=dataset, unit="video"))
     seconds = time.time() - t0
     sel = [row_of[v] for v in ids]
     y, groups = cached.label[sel], np.asarray(cached.subject)[sel]
@@ -157,11 +160,13 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--regions", action="store_true", help="also the detector body pooled by face region")
+    ap.add_argument("--flow-grids", default="", help="comma list: also the flow pooled on these grids (e.g. 12,16)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "descriptors.md")
     args = ap.parse_args()
     rows = []
     for ds in args.datasets.split(","):
-        rows += measure(params_for(args.params, ds), ds, args.folds, args.jobs, args.regions)
+        grids = tuple(int(g) for g in args.flow_grids.split(",") if g)
+        rows += measure(params_for(args.params, ds), ds, args.folds, args.jobs, args.regions, grids)
         write(rows, args.out, sys.argv[1:])
     print(args.out.read_text())
 

@@ -30,9 +30,16 @@ def motion_features(crops: np.ndarray, motion: str) -> np.ndarray:
     """(T, H, W, 3) uint8 aligned RGB crops of one video -> (T, motion_dim) float32."""
     if motion == "none":
         return np.zeros((len(crops), 0), np.float32)
+    return pooled_flow(flow_fields(crops), GRID)
+
+
+def flow_fields(crops: np.ndarray) -> list[np.ndarray]:
+    """(T, H, W, 3) uint8 aligned RGB crops -> per frame the (SIZE, SIZE, 2) flow from the first frame."""
     grey = [cv2.cvtColor(cv2.resize(c, (SIZE, SIZE), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY) for c in crops]
-    out = np.empty((len(grey), motion_dim(motion)), np.float32)
-    for t, g in enumerate(grey):
-        flow = cv2.calcOpticalFlowFarneback(grey[0], g, None, *_FARNEBACK)
-        out[t] = cv2.resize(flow, (GRID, GRID), interpolation=cv2.INTER_AREA).reshape(-1)
-    return out
+    return [cv2.calcOpticalFlowFarneback(grey[0], g, None, *_FARNEBACK) for g in grey]
+
+
+def pooled_flow(fields: list[np.ndarray], grid: int) -> np.ndarray:
+    """Flow fields averaged on a grid x grid layout: (T, 2 * grid * grid) float32 (dx, dy per cell)."""
+    return np.stack([cv2.resize(f, (grid, grid), interpolation=cv2.INTER_AREA).reshape(-1) for f in fields]
+                    ).astype(np.float32)
