@@ -6,7 +6,8 @@ no download and no training:
 
 - **HOG** of the aligned grey face (112 px, 16 px cells, 9 orientations: 1296-d a frame);
 - **optical flow** from the video's first chosen frame to each frame: `extract.motion: flow` itself
-  (pipeline/motion.py, 128-d a frame): motion of brows, lids and mouth, blind to texture;
+  (pipeline/motion.py, 128-d a frame): motion of brows, lids and mouth, blind to texture; `--flow-grids 4,16`
+  also pools the same flow on other grids than 8x8;
 - **the detector body pooled by face region** instead of globally (`--regions`): its stage2 and stage3
   maps on the 224-px aligned face averaged over 3 horizontal bands (brows and eyes, nose and cheeks,
   mouth and chin: 1152-d) or a 2x2 grid (1536-d). Global pooling keeps *what* fires, not *where*; the
