@@ -102,6 +102,33 @@ class LastUse(torch.autograd.Function):
         return g_out @ wv.transpose(1, 2) if ctx.needs_input_grad[0] else None, None, None
 
 
+class KeptRows(torch.autograd.Function):
+    """out + raw @ W for the kept videos' rows of each fold, in place on `out` (F, B, n*K, 2H); raw (F, B, n*K, R)
+    carries no gradient, W (F, R, 2H) gets its gradient fold by fold in one tensor (no per-fold slices to stack):
+    zero for a fold that kept no video, which so still takes its Adam step, as training alone does."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, raw: torch.Tensor, w: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
+        for f, r in enumerate(rows):
+            if len(r):
+                out[f].index_add_(0, r, raw[f, r] @ w[f])
+        ctx.mark_dirty(out)
+        ctx.save_for_backward(raw)
+        ctx.rows = rows
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (raw,) = ctx.saved_tensors
+        gw = g.new_empty(raw.shape[0], raw.shape[-1], g.shape[-1])
+        for f, r in enumerate(ctx.rows):
+            if len(r):
+                torch.mm(raw[f, r].flatten(0, 1).t(), g[f, r].flatten(0, 1), out=gw[f])
+            else:
+                gw[f].zero_()
+        return g, None, gw, None
+
+
 class CEFLNetStack:
     """k fitted `WithInput(InputTransform, CEFLNet paper)` heads as one batched model (F = k)."""
 
@@ -184,22 +211,13 @@ class CEFLNetStack:
         fold: the same numbers to float rounding and, at `raw_dropout` 0.5, a quarter fewer multiply-adds in eq. 1's
         projection, forward and weight gradient (bench/results/head_cpu.md)."""
         out = changing @ self.params[QK_CHANGING]  # (F, T, 2H)
-        # No kept video in the step: the dense product (of zeros) still gives the raw rows their zero gradient and
-        # so their Adam step, as training alone does; without it they would sit the step out.
-        if keep is None or not self.shortcuts or not keep.any():
+        if keep is None or not self.shortcuts:
             return out + raw @ self.params[QK_RAW]
         fn, b = keep.shape[:2]
-        nk = raw.shape[1] // b
-        raw = raw.view(fn, b, nk, -1)
-        kept = keep.view(fn, b) > 0
-        parts = []
-        # unbind, not out[f]: a per-fold slice's backward would fill a zero tensor of every fold's shape
-        for f, (o, w) in enumerate(zip(out.unbind(0), self.params[QK_RAW].unbind(0))):
-            rows = kept[f].nonzero().view(-1)
-            if len(rows):  # the input carries no gradient: indexing it costs a copy of the kept rows, nothing more
-                o = o.view(b, nk, -1).index_add(0, rows, raw[f, rows] @ w).view(b * nk, -1)
-            parts.append(o)
-        return torch.stack(parts)
+        rows = [r.nonzero().view(-1) for r in keep.view(fn, b) > 0]  # each fold's kept videos
+        out = KeptRows.apply(out.view(fn, b, -1, out.shape[-1]), raw.view(fn, b, -1, raw.shape[-1]),
+                             self.params[QK_RAW], rows)
+        return out.view(fn, -1, out.shape[-1])
 
     def __call__(self, x: torch.Tensor, counts: Sequence[int] | None = None) -> HeadOutput:
         """x: (F, B, n, K, in_dim) -> HeadOutput with a leading F on every field. `counts`: the real rows of
