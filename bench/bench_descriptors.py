@@ -51,7 +51,8 @@ from pipeline.align import align  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import read_manifest  # noqa: E402
 from pipeline.layout import layout_for  # noqa: E402
-from pipeline.motion import GRID, SIZE, flow_fields, pooled_flow  # noqa: E402
+from pipeline.head.sanity import probe_estimator  # noqa: E402
+from pipeline.motion import GRID, SIZE, flow_fields, hog_features, motion_dim, pooled_flow  # noqa: E402
 from pipeline.video import read_frames  # noqa: E402
 from _tables import params_for, publish  # noqa: E402  (beside this script)
 
@@ -59,6 +60,9 @@ BASE = 8  # frames whose mean is "the first frames"; faces aligned at motion's S
 
 
 REGIONS = {"detector body, 3 face bands": (3, 1), "detector body, 2x2 grid": (2, 2)}
+BESIDE_HOG = "HOG, 28-px cells (extract.motion: flow_hog)"
+BESIDE = (("detector body", "optical flow"), ("detector body", "optical flow", BESIDE_HOG))
+"""`--beside`: the blocks a head input would hold side by side, scored together by the product's probe."""
 _BODY = None
 
 
@@ -82,7 +86,8 @@ def regional(crops: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks: np.ndarray,
-                      regions: bool = False, flow_grids: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+                      regions: bool = False, flow_grids: tuple[int, ...] = (), beside: bool = False
+                      ) -> dict[str, np.ndarray]:
     """Per-frame HOG and flow (also pooled on each of `flow_grids`; with `regions` the body's regional pooling)
     of one video's chosen frames, aligned as extract aligns them."""
     frames = read_frames(Path(path), index, crop=crop)
@@ -91,6 +96,8 @@ def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks:
     h = np.stack([hog(g, orientations=9, pixels_per_cell=(16, 16), cells_per_block=(2, 2)) for g in grey])
     fields = flow_fields(crops)
     out = {"HOG": h.astype(np.float32), "optical flow": pooled_flow(fields, GRID)}
+    if beside:
+        out[BESIDE_HOG] = hog_features(grey)
     out |= {f"optical flow, {g}x{g} grid": pooled_flow(fields, g) for g in flow_grids if g != GRID}
     if regions:
         out |= regional(np.stack([align(frames[int(i)], lm, 224) for i, lm in zip(index, landmarks)]))
@@ -105,8 +112,24 @@ def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> tuple
     return float(np.mean(accs)), float(np.std(accs))
 
 
+def beside_rows(frames: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, folds: int) -> list[dict]:
+    """`BESIDE`'s blocks concatenated, each video's level and change side by side, scored with the probe that
+    train-head fits (`sanity.probe_estimator`, C = 1) on the same leave-people-out folds."""
+    out = []
+    for names in BESIDE:
+        f = np.concatenate([frames[n] for n in names], axis=-1)
+        x = np.concatenate([f.mean(1), (f - f[:, :BASE].mean(1, keepdims=True)).mean(1)], axis=-1)
+        accs = []
+        for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(x, y, groups):
+            model = probe_estimator(0, 1.0).fit(x[tr], y[tr])
+            accs.append(100 * float((model.predict(x[te]) == y[te]).mean()))
+        out.append({"descriptor": " + ".join(names), "video": "level : change, C = 1", "war": float(np.mean(accs)),
+                    "war_std": float(np.std(accs)), "dim": int(f.shape[-1])})
+    return out
+
+
 def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = False,
-            flow_grids: tuple[int, ...] = ()) -> list[dict]:
+            flow_grids: tuple[int, ...] = (), beside: bool = False) -> list[dict]:
     cfg = load_config(params, dataset=dataset)
     lay = layout_for(cfg, dataset)
     cached = load_cache(lay.features)
@@ -117,13 +140,21 @@ def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = F
         tasks = [(rows[v].path, rows[v].crop_side, chosen[v]["frame_index"][:],
                   faces[v]["landmarks"][:][chosen[v]["frame_index"][:]]) for v in ids]
     t0 = time.time()
-    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids) for t in tqdm(tasks, desc=dataset, unit="video"))
+    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids, beside) for t in tqdm(tasks, desc=dataset, unit="video"))
     seconds = time.time() - t0
     sel = [row_of[v] for v in ids]
     y, groups = cached.label[sel], np.asarray(cached.subject)[sel]
     frames = {"detector body (baseline)": cached.features[sel].astype(np.float32)}
     frames |= {name: np.stack([d[name] for d in per_video]) for name in per_video[0]}
+    if beside:  # the body alone: the cache's columns before any motion extract appended
+        body = cached.feature_dim - motion_dim(str(cached.attrs.get("motion", "none")))
+        frames["detector body"] = frames["detector body (baseline)"][..., :body]
     out = []
+    for r in beside_rows(frames, y, groups, folds) if beside else []:
+        out.append({"dataset": dataset, **r, "n_videos": len(ids), "seconds": round(seconds, 1)})
+        print(json.dumps(out[-1]), flush=True)
+    frames.pop("detector body", None)
+    frames.pop(BESIDE_HOG, None)
     for name, f in frames.items():
         level, change = f.mean(1), (f - f[:, :BASE].mean(1, keepdims=True)).mean(1)
         for kind, x in (("level", level), ("change", change)):
@@ -162,12 +193,14 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--regions", action="store_true", help="also the detector body pooled by face region")
     ap.add_argument("--flow-grids", default="", help="comma list: also the flow pooled on these grids (e.g. 12,16)")
+    ap.add_argument("--beside", action="store_true",
+                    help="also the body + flow, and + HOG (extract.motion: flow_hog), side by side with the product's probe")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "descriptors.md")
     args = ap.parse_args()
     rows = []
     for ds in args.datasets.split(","):
         grids = tuple(int(g) for g in args.flow_grids.split(",") if g)
-        rows += measure(params_for(args.params, ds), ds, args.folds, args.jobs, args.regions, grids)
+        rows += measure(params_for(args.params, ds), ds, args.folds, args.jobs, args.regions, grids, args.beside)
         write(rows, args.out, sys.argv[1:])
     print(args.out.read_text())
 

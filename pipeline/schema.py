@@ -248,8 +248,9 @@ class ExtractConfig:
     jpeg_quality: int = 95
     max_failure_fraction: float = 0.5
     motion: str = "flow"
-    """Per-frame motion appended to the backbone's features: `none`, or `flow` (128-d optical flow from the
-    video's first chosen frame, pipeline/motion.py). For folder and csv data, `flow` beside `train_head.standardize`
+    """Per-frame motion appended to the backbone's features: `none`, `flow` (128-d optical flow from the
+    video's first chosen frame, pipeline/motion.py) or `flow_hog` (the flow, then 324-d HOG of the aligned grey
+    face: measured in bench/results/robust.md, not a default). For folder and csv data, `flow` beside `train_head.standardize`
     has the best worst case across rigs, flavours and people counts (bench/results/robust.md); the wild family
     sets `none`."""
 

@@ -1,4 +1,4 @@
-"""extract.motion = flow (issue 31, item 5): what it measures, and how it sits in the cache."""
+"""extract.motion = flow / flow_hog (issue 31, item 5): what they measure, and how they sit in the cache."""
 import cv2
 import h5py
 import numpy as np
@@ -8,7 +8,7 @@ from cache.reader import load_cache
 from cache.store import list_shards
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.motion import GRID, motion_dim, motion_features
+from pipeline.motion import GRID, HOG_CELL, SIZE, motion_dim, motion_features
 from tests.conftest import EXTRACTED, copy_dataset
 
 
@@ -30,6 +30,25 @@ def test_flow_reads_a_known_shift_and_is_zero_on_the_reference_frame():
     assert motion_features(np.stack([face, right]), "none").shape == (2, 0) and motion_dim("flow") == 128
 
 
+def test_flow_hog_is_the_flow_then_hog_of_where_the_faces_edges_are():
+    """flow_hog's first 128 columns are `flow`'s; its HOG is the same for a shifted copy of a frame's edges only
+    where they did not move: a horizontal bar (a brow) lowered by a cell changes the cells it left and entered, and
+    a bar turned upright moves the weight from the horizontal-edge orientations to the vertical-edge ones."""
+    face = np.full((224, 224, 3), 128, np.uint8)
+    brow, lowered, upright = face.copy(), face.copy(), face.copy()
+    brow[56:64, 40:184] = 20  # a dark bar in the second row of 56-px cells (HOG_CELL at 224 px)
+    lowered[112:120, 40:184] = 20
+    upright[40:184, 108:116] = 20
+    out = motion_features(np.stack([brow, lowered, upright]), "flow_hog")
+    assert out.shape == (3, motion_dim("flow_hog")) and motion_dim("flow_hog") == 128 + 324
+    np.testing.assert_array_equal(out[:, :128], motion_features(np.stack([brow, lowered, upright]), "flow"))
+    hog = out[:, 128:]
+    assert SIZE // HOG_CELL == 4 and np.abs(hog[0] - hog[1]).max() > 0.1  # the bar's move shows
+    per_bin = hog.reshape(3, -1, 9).sum(axis=1)  # orientation histograms summed over blocks and cells
+    horizontal_edge, vertical_edge = int(per_bin[0].argmax()), int(per_bin[2].argmax())
+    assert horizontal_edge != vertical_edge  # skimage bins gradient orientation: a bar's angle moves its weight
+
+
 def test_an_unknown_motion_is_a_config_error(tmp_path):
     from tests.conftest import write_params
 
@@ -45,7 +64,7 @@ def test_flow_columns_follow_the_backbone_in_the_cache(face_dataset, tmp_path):
     from pipeline.registry import stage
 
     runs = {}
-    for motion in ("none", "flow"):
+    for motion in ("none", "flow", "flow_hog"):
         root = tmp_path / motion
         copy_dataset(face_dataset["dir"], root, without=EXTRACTED)
         cfg = load_config(face_dataset["params"], data_root=str(root),
@@ -58,3 +77,7 @@ def test_flow_columns_follow_the_backbone_in_the_cache(face_dataset, tmp_path):
     assert np.abs(flow.features[:, 0, 384:].astype(np.float32)).max() < 0.1 and np.abs(flow.features[:, 1:, 384:].astype(np.float32)).max() > 0.5
     with h5py.File(list_shards(tmp_path / "flow" / "faces" / "features")[0], "r") as f:
         assert f.attrs["motion"] == "flow" and f.attrs["feature_dim"] == 512
+    both = runs["flow_hog"]  # the same backbone and flow columns, then HOG's
+    assert both.feature_dim == 384 + 128 + 324 and both.video_id == flow.video_id
+    np.testing.assert_array_equal(both.features[..., :512], flow.features)
+    assert np.abs(both.features[..., 512:].astype(np.float32)).max() > 0.1
