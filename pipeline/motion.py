@@ -41,9 +41,7 @@ def motion_features(crops: np.ndarray, motion: str) -> np.ndarray:
 
 
 def _grey(crops: np.ndarray) -> list[np.ndarray]:
-    """Aligned RGB crops -> grey faces at SIZE px; grey images are passed through."""
-    if crops.ndim == 3:
-        return list(crops)
+    """(T, H, W, 3) aligned RGB crops -> grey faces at SIZE px."""
     return [cv2.cvtColor(cv2.resize(c, (SIZE, SIZE), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY) for c in crops]
 
 
