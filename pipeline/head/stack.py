@@ -15,9 +15,9 @@ batched matmuls: the same equations as pipeline/head/model.py in the same order 
 gradients against the module), with the big weights stored transposed so that their gradients come
 out of the matmul in the stored layout. On the CPU two products are taken a cheaper way
 (`CEFLNetStack.shortcuts`: W_QK's raw rows on the videos whose raw stream `raw_dropout` kept, W_V's
-gradient in one product); a test checks them against the plain ones a GPU runs. Measured on 2 cores (bench/results/head_cpu.md): torch.func's
-vmap over the module was ~1.5x slower per step (a transposing copy of every weight gradient) and has
-no batching rule for nn.LSTM. `ModuleStack` runs any other head (the ablation rows, `variant: authors`)
+gradient in one product); a test checks them against the plain ones a GPU runs. Measured on 2 cores
+(bench/results/head_cpu.md): torch.func's vmap over the module was ~1.5x slower per step (a transposing
+copy of every weight gradient) and has no batching rule for nn.LSTM. `ModuleStack` runs any other head (the ablation rows, `variant: authors`)
 fold after fold inside the step, each fold under its own RNG state: the same numbers as training alone.
 """
 from __future__ import annotations
