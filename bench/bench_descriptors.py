@@ -104,27 +104,27 @@ def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks:
     return out
 
 
-def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> tuple[float, float]:
+def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, estimator=None) -> tuple[float, float]:
+    """WAR mean and std over leave-people-out folds of `estimator()` (default: standardised logistic regression,
+    C = 0.1)."""
+    estimator = estimator or (lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)))
     accs = []
     for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(x, y, groups):
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(x[tr], y[tr])
+        model = estimator().fit(x[tr], y[tr])
         accs.append(100 * float((model.predict(x[te]) == y[te]).mean()))
     return float(np.mean(accs)), float(np.std(accs))
 
 
-def beside_rows(frames: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, folds: int) -> list[dict]:
+def beside_rows(blocks: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, folds: int) -> list[dict]:
     """`BESIDE`'s blocks concatenated, each video's level and change side by side, scored with the probe that
     train-head fits (`sanity.probe_estimator`, C = 1) on the same leave-people-out folds."""
     out = []
     for names in BESIDE:
-        f = np.concatenate([frames[n] for n in names], axis=-1)
+        f = np.concatenate([blocks[n] for n in names], axis=-1)
         x = np.concatenate([f.mean(1), (f - f[:, :BASE].mean(1, keepdims=True)).mean(1)], axis=-1)
-        accs = []
-        for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(x, y, groups):
-            model = probe_estimator(0, 1.0).fit(x[tr], y[tr])
-            accs.append(100 * float((model.predict(x[te]) == y[te]).mean()))
-        out.append({"descriptor": " + ".join(names), "video": "level : change, C = 1", "war": float(np.mean(accs)),
-                    "war_std": float(np.std(accs)), "dim": int(f.shape[-1])})
+        m, sd = probe(x, y, groups, folds, lambda: probe_estimator(0, 1.0))
+        out.append({"descriptor": " + ".join(names), "video": "level : change, C = 1", "war": m, "war_std": sd,
+                    "dim": int(f.shape[-1])})
     return out
 
 
@@ -140,21 +140,22 @@ def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = F
         tasks = [(rows[v].path, rows[v].crop_side, chosen[v]["frame_index"][:],
                   faces[v]["landmarks"][:][chosen[v]["frame_index"][:]]) for v in ids]
     t0 = time.time()
-    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids, beside) for t in tqdm(tasks, desc=dataset, unit="video"))
+    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids, beside)
+                                      for t in tqdm(tasks, desc=dataset, unit="video"))
     seconds = time.time() - t0
     sel = [row_of[v] for v in ids]
     y, groups = cached.label[sel], np.asarray(cached.subject)[sel]
     frames = {"detector body (baseline)": cached.features[sel].astype(np.float32)}
     frames |= {name: np.stack([d[name] for d in per_video]) for name in per_video[0]}
+    hog = frames.pop(BESIDE_HOG, None)  # scored only beside the others
+    out = []
     if beside:  # the body alone: the cache's columns before any motion extract appended
         body = cached.feature_dim - motion_dim(str(cached.attrs.get("motion", "none")))
-        frames["detector body"] = frames["detector body (baseline)"][..., :body]
-    out = []
-    for r in beside_rows(frames, y, groups, folds) if beside else []:
-        out.append({"dataset": dataset, **r, "n_videos": len(ids), "seconds": round(seconds, 1)})
-        print(json.dumps(out[-1]), flush=True)
-    frames.pop("detector body", None)
-    frames.pop(BESIDE_HOG, None)
+        blocks = {"detector body": frames["detector body (baseline)"][..., :body],
+                  "optical flow": frames["optical flow"], BESIDE_HOG: hog}
+        for r in beside_rows(blocks, y, groups, folds):
+            out.append({"dataset": dataset, **r, "n_videos": len(ids), "seconds": round(seconds, 1)})
+            print(json.dumps(out[-1]), flush=True)
     for name, f in frames.items():
         level, change = f.mean(1), (f - f[:, :BASE].mean(1, keepdims=True)).mean(1)
         for kind, x in (("level", level), ("change", change)):
@@ -194,7 +195,8 @@ def main() -> None:
     ap.add_argument("--regions", action="store_true", help="also the detector body pooled by face region")
     ap.add_argument("--flow-grids", default="", help="comma list: also the flow pooled on these grids (e.g. 12,16)")
     ap.add_argument("--beside", action="store_true",
-                    help="also the body + flow, and + HOG (extract.motion: flow_hog), side by side with the product's probe")
+                    help="also the body + flow, and + HOG (extract.motion: flow_hog), side by side, with the "
+                         "product's probe")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "descriptors.md")
     args = ap.parse_args()
     rows = []

@@ -6,6 +6,7 @@ DataLoader loop, on a synthetic cache of a real dataset's size, measured in the 
     python bench/bench_head.py --dfew --batch-size 256   # DFEW size (12,059 videos, 5 folds) on the GPU
     python bench/bench_head.py --demo                # the demo's shapes: 216 videos, 12 people, its head input
     python bench/bench_head.py --against HEAD~1      # one batched step, this tree's stack.py against a revision's
+    python bench/bench_head.py --profile-protocol 6  # where train-head's loop goes (cProfile), the demo's shapes
 
 The full protocol is timed for our loop; the naive loop runs `--naive-epochs` epochs of one fold and
 is extrapolated to the same protocol (it is the baseline, not the product). On the CPU the run also
@@ -184,6 +185,30 @@ def profile_step(dim: int, k: int, steps: int = 10) -> str:
             f"{k} folds: Q/K GEMMs {1e3 * k * gemm:.1f} ms + Adam {1e3 * k * adam:.1f} ms\n{table}")
 
 
+def profile_protocol(epochs: int, k: int = 5) -> str:
+    """cProfile's table (by cumulative time) of train-head's loop on the demo's shapes: k of its 10 folds for
+    `epochs` epochs in this one process and thread, as one fold process trains them: the step against the per-epoch
+    test pass, the final all-windows pass and the input fitting."""
+    import cProfile
+    import io
+    import pstats
+
+    torch.set_num_threads(1)
+    n, n_subj, folds, n_cls, _ = SIZES["demo"]
+    dim = demo_input_width()
+    cfg = TrainHeadConfig(folds=folds, epochs=epochs, threads=1, fold_workers=1, device="cpu")
+    feats, labels, subjects = synthetic(n, n_subj, dim, n_cls, cfg)
+    share = make_folds(labels, subjects, k=folds, seed=0)[:k]
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.runcall(cross_validate, cfg, feats, labels, share, n_cls, device=torch.device("cpu"), desc="profiled",
+                 subjects=subjects)
+    total = time.perf_counter() - start
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(r"pipeline[/\\]head", 25)
+    return f"{k} folds x {epochs} epochs, input {dim}, one thread: {total:.1f} s\n{out.getvalue()}"
+
+
 def against(rev: str, dim: int, k: int, steps: int = 40, rounds: int = 4) -> str:
     """Milliseconds per batched step (one thread, k folds, the demo's head) of this tree's pipeline/head/stack.py
     and of revision `rev`'s, timed in turns in one process so that both see the same machine load."""
@@ -299,7 +324,12 @@ def main() -> None:
     ap.add_argument("--against", metavar="REV", default=None,
                     help="only time one batched step (input 1024) of this tree's pipeline/head/stack.py against git "
                          "revision REV's, in turns, and print it")
+    ap.add_argument("--profile-protocol", type=int, default=0, metavar="EPOCHS",
+                    help="only print cProfile's table of train-head's loop for EPOCHS epochs of 5 folds, the demo's shapes")
     args = ap.parse_args()
+    if args.profile_protocol:
+        print(profile_protocol(args.profile_protocol))
+        return
     if args.against:
         print(against(args.against, 1024, 5))
         return

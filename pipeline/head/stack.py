@@ -17,8 +17,9 @@ out of the matmul in the stored layout. On the CPU two products are taken a chea
 (`CEFLNetStack.shortcuts`: W_QK's raw rows on the videos whose raw stream `raw_dropout` kept, W_V's
 gradient in one product); a test checks them against the plain ones a GPU runs. Measured on 2 cores
 (bench/results/head_cpu.md): torch.func's vmap over the module was ~1.5x slower per step (a transposing
-copy of every weight gradient) and has no batching rule for nn.LSTM. `ModuleStack` runs any other head (the ablation rows, `variant: authors`)
-fold after fold inside the step, each fold under its own RNG state: the same numbers as training alone.
+copy of every weight gradient) and has no batching rule for nn.LSTM. `ModuleStack` runs any other head
+(the ablation rows, `variant: authors`) fold after fold inside the step, each fold under its own RNG
+state: the same numbers as training alone.
 """
 from __future__ import annotations
 
@@ -149,6 +150,7 @@ class CEFLNetStack:
 
         self.params = {k: stacked(k).requires_grad_() for k in self.param_names}
         self.buffers = {k: stacked(k) for k in self.buffer_names}
+        self.basis: torch.Tensor | None = None  # two-stream inputs: (F, r, R), the identity directions in use
         if self.raw:
             # W_QK's rows for the changing and the raw stream as two tensors (Adam is elementwise: the same
             # update), so that `_qk` multiplies each stream by its own rows without a split whose backward would
@@ -157,8 +159,6 @@ class CEFLNetStack:
             self.params[QK_CHANGING], self.params[QK_RAW] = (
                 t.contiguous().requires_grad_() for t in w.detach().split(w.shape[1] - self.raw, dim=1))
             self.param_names = [n for k in self.param_names for n in ((QK_CHANGING, QK_RAW) if k == QK else (k,))]
-        self.basis = None
-        if self.raw:
             # Only the identity directions some fold really has (InputTransform.fit zeroes the rest): with
             # `subject_norm` the people's means coincide and there are none, and two (F, B*n*K, R) x (R, 64)
             # matmuls of zeros were 1.7 % of a step (bench_head.py --profile-step). Skipped when no fold has one,
@@ -167,7 +167,8 @@ class CEFLNetStack:
             self.basis = self.buffers["input.basis"][:, :int(used.nonzero().max()) + 1 if used.any() else 0]
         self.generators: list[torch.Generator] = []  # one per fold, set by stack_heads
         # The CPU's cheaper products (`_qk`'s kept rows, `SharedGradient`): the same numbers to float rounding. A GPU
-        # runs the plain ones (a device sync a fold per step would cost more than they save); tests run both here.
+        # runs the plain ones: its per-fold index lists would need a device sync a fold and step (not measured: no
+        # GPU here); tests run both on the CPU.
         self.shortcuts = self.device.type == "cpu"
         self.training = True
 
@@ -240,11 +241,12 @@ class CEFLNetStack:
             streams = [changing, raw]
         else:
             streams = [x]
+        widths = [t.shape[-1] for t in streams]
         if "input.scale" in buf:
-            scale = buf["input.scale"].view(fn, 1, 1, 1, -1).split([t.shape[-1] for t in streams], dim=-1)
+            scale = buf["input.scale"].view(fn, 1, 1, 1, -1).split(widths, dim=-1)
             streams = [t * s for t, s in zip(streams, scale)]
-        # CFE (model.CFE.forward, eq. 1-3), with F * B * n clips. The input's streams stay apart (the frame-sized
-        # concatenation of the two was 5 % of a step): each product with the input is a sum over its streams.
+        # CFE (model.CFE.forward, eq. 1-3), with F * B * n clips. The input's streams stay apart (no frame-sized
+        # concatenation of the two): each product with the input is a sum over its streams.
         streams = [t.reshape(fn, b * n * k, -1) for t in streams]  # (F, T, D_i)
         qk = self._qk(*streams, raw_keep) if self.raw else streams[0] @ p[QK]  # (F, T, 2H)
         q, key = qk.chunk(2, dim=-1)  # 2 x (F, T, H)
@@ -258,7 +260,6 @@ class CEFLNetStack:
         # u @ tokens^T rather than tokens @ u^T: the same product (to float rounding), but autograd then takes
         # u's gradient as (F, 2, T) @ (F, T, D), 0.36 ms a step at the demo's shapes (5 folds, one thread), instead
         # of (F, D, T) @ (F, T, 2), 5.4 ms (bench_head.py --profile-step 1024).
-        widths = [t.shape[-1] for t in streams]
         ut = sum(ui @ t.transpose(1, 2) for ui, t in zip(u.split(widths, dim=-1), streams))  # (F, 2, T)
         fu = att @ ut.transpose(1, 2).reshape(fn * b * n, k, 2)  # (N, K, 2)
         logit = (fu[..., 0].mean(dim=1, keepdim=True) + fu[..., 1]).view(fn, b * n, k) \
