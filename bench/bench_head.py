@@ -40,6 +40,8 @@ from bench_detect import machine_info, machine_lines  # noqa: E402
 from _tables import publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
 def demo_input_width() -> int:
     """The head input `pipeline demo` trains on, from params.yaml: its extractor's cached width (backbone plus
     `extract.motion`'s columns), doubled by a two-stream `train_head.center`."""
@@ -305,7 +307,7 @@ def main() -> None:
     ap.add_argument("--dfew", action="store_true", help="DFEW size (12,059 videos, 5 folds), GPU")
     ap.add_argument("--demo", action="store_true",
                     help="the demo's shapes: 216 videos of 12 people, 10 folds, its head input width (from params.yaml: "
-                         "1024 = two_stream_first on the detector body's 384-d and 128-d optical flow)")
+                         "1672 = two_stream_first on the detector body's 384-d, 128-d optical flow and 324-d HOG)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--naive-epochs", type=int, default=2)

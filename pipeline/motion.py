@@ -8,6 +8,7 @@ distractors as a linear probe, it holds better than the detector body alone (ben
 the head's table with it: bench/results/robust.md.
 
 `flow_hog`: the same flow and, after it, HOG of each aligned grey face (`hog_features`, 324 numbers a frame).
+`hog`: the HOG alone, for held expressions, where a flow from the first frame has nothing to follow.
 
 Per video, not per frame: the reference is the video's own first frame, so the features depend on
 which frames resample chose, as the rest of the cache does.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MOTIONS = ("none", "flow", "flow_hog")
+MOTIONS = ("none", "flow", "flow_hog", "hog")
 SIZE, GRID = 112, 8
 HOG_CELL = 28
 """`flow_hog`'s HOG: 28-px cells (4x4 on the 112-px face), 2x2-cell blocks, 9 orientations: 324 numbers a frame."""
@@ -27,8 +28,8 @@ _FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
 
 
 def motion_dim(motion: str) -> int:
-    flow = 2 * GRID * GRID
-    return {"none": 0, "flow": flow, "flow_hog": flow + 9 * 4 * (SIZE // HOG_CELL - 1) ** 2}[motion]
+    flow, hog = 2 * GRID * GRID, 9 * 4 * (SIZE // HOG_CELL - 1) ** 2
+    return {"none": 0, "flow": flow, "flow_hog": flow + hog, "hog": hog}[motion]
 
 
 def motion_features(crops: np.ndarray, motion: str) -> np.ndarray:
@@ -36,6 +37,8 @@ def motion_features(crops: np.ndarray, motion: str) -> np.ndarray:
     if motion == "none":
         return np.zeros((len(crops), 0), np.float32)
     grey = _grey(crops)
+    if motion == "hog":
+        return hog_features(grey)
     flow = pooled_flow(flow_fields(grey), GRID)
     return flow if motion == "flow" else np.concatenate([flow, hog_features(grey)], axis=1)
 

@@ -29,10 +29,10 @@ FUSIONS = ("none", "probe")
 # (bench/results/robust.md); the sections themselves hold the best for clips of either kind (folder, csv,
 # the demo). A dataset is in its adapter's family (`Adapter.family`) unless its entry names another.
 FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
-    # neutral -> apex -> neutral clips (MMI, BU-4DFE, CK+, Oulu-CASIA): optical flow without standardize
+    # neutral -> apex -> neutral clips (MMI, BU-4DFE, CK+, Oulu-CASIA): flow + HOG without standardize
     "lab": {"train_head": {"standardize": False}},
-    # held expressions (AFEW, DFEW, FERV39k, MAFW): neither flow nor standardize
-    "wild": {"extract": {"motion": "none"}, "train_head": {"standardize": False}},
+    # held expressions (AFEW, DFEW, FERV39k, MAFW): HOG without flow or standardize
+    "wild": {"extract": {"motion": "hog"}, "train_head": {"standardize": False}},
 }
 
 # The top level used when there is no params.yaml (a pip-installed user in an empty folder); the
@@ -247,12 +247,12 @@ class ExtractConfig:
     """Also store the aligned crops as JPEG bytes."""
     jpeg_quality: int = 95
     max_failure_fraction: float = 0.5
-    motion: str = "flow"
-    """Per-frame motion appended to the backbone's features: `none`, `flow` (128-d optical flow from the
-    video's first chosen frame, pipeline/motion.py) or `flow_hog` (the flow, then 324-d HOG of the aligned grey
-    face: measured in bench/results/robust.md, not a default). For folder and csv data, `flow` beside `train_head.standardize`
-    has the best worst case across rigs, flavours and people counts (bench/results/robust.md); the wild family
-    sets `none`."""
+    motion: str = "flow_hog"
+    """Per-frame motion and texture appended to the backbone's features: `none`, `flow` (128-d optical flow from
+    the video's first chosen frame, pipeline/motion.py), `flow_hog` (the flow, then 324-d HOG of the aligned grey
+    face) or `hog` (the HOG alone). `flow_hog` has the best worst case across rigs, flavours and people counts
+    for folder and csv data and the lab family; the wild family (held expressions) sets `hog`
+    (bench/results/robust.md, thirteenth session)."""
 
     def check(self, key: str) -> list[str]:
         from pipeline.motion import MOTIONS
@@ -345,7 +345,7 @@ class TrainHeadConfig:
     standardize: bool = True
     """Scale every input dimension by 1 / its std over the training fold's frames (fitted per fold, saved in the
     checkpoint), so a block of larger values (`extract.motion: flow`, in pixels) does not drown the backbone's.
-    On with flow (the section's default); the lab and wild families set it off (bench/results/robust.md)."""
+    On for folder and csv data; the lab and wild families set it off (bench/results/robust.md)."""
     identity_rank: int = 64
     """two-stream options: identity directions projected out of the raw stream, fitted on each training fold."""
     raw_dropout: float = 0.5

@@ -57,14 +57,14 @@ def test_repo_params_are_valid():
     assert cfg.train_head.batch_size == 8
     mmi = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="mmi")
     # folder and csv datasets (and the demo) get the section's default, the best worst case over both kinds of
-    # clip: optical flow beside the backbone, each input dimension standardised
-    assert cfg.train_head.center == "two_stream_first" and cfg.extract.motion == "flow" and cfg.train_head.standardize
+    # clip: optical flow and HOG beside the backbone, each input dimension standardised
+    assert cfg.train_head.center == "two_stream_first" and cfg.extract.motion == "flow_hog" and cfg.train_head.standardize
     # the lab family: the section without standardize, the best worst case on transient clips
-    assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow"
+    assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow_hog"
     assert not mmi.train_head.standardize
-    # the wild family: the section without flow or standardize, the best worst case on held expressions
+    # the wild family: HOG without flow or standardize, the best worst case on held expressions
     afew = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="afew")
-    assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "none"
+    assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "hog"
     assert not afew.train_head.standardize
     assert set(cfg.repro) <= set(cfg.datasets)
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
@@ -114,9 +114,9 @@ def test_a_params_file_without_families_gets_the_builtin_ones(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"dataset": "m", "datasets": {"m": {"adapter": "afew", "root": "v"}}}))
     cfg = load_config(path)
-    assert cfg.families == FAMILIES and cfg.extract.motion == "none" and not cfg.train_head.standardize
+    assert cfg.families == FAMILIES and cfg.extract.motion == "hog" and not cfg.train_head.standardize
     folder = load_config(path, dataset="x", adapter="folder", root="/v")
-    assert folder.extract.motion == "flow" and folder.train_head.standardize
+    assert folder.extract.motion == "flow_hog" and folder.train_head.standardize
 
 
 def test_set_reaches_a_dataset_entry_and_a_family(tmp_path):

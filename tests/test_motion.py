@@ -1,4 +1,4 @@
-"""extract.motion = flow / flow_hog (issue 31, item 5): what they measure, and how they sit in the cache."""
+"""extract.motion = flow / flow_hog / hog (issue 31, item 5): what they measure, and how they sit in the cache."""
 import cv2
 import h5py
 import numpy as np
@@ -43,6 +43,7 @@ def test_flow_hog_is_the_flow_then_hog_of_where_the_faces_edges_are():
     assert out.shape == (3, motion_dim("flow_hog")) and motion_dim("flow_hog") == 128 + 324
     np.testing.assert_array_equal(out[:, :128], motion_features(np.stack([brow, lowered, upright]), "flow"))
     hog = out[:, 128:]
+    np.testing.assert_array_equal(hog, motion_features(np.stack([brow, lowered, upright]), "hog"))  # `hog`: HOG alone
     assert SIZE // HOG_CELL == 4 and np.abs(hog[0] - hog[1]).max() > 0.1  # the bar's move shows
     per_bin = hog.reshape(3, -1, 9).sum(axis=1)  # orientation histograms summed over blocks and cells
     horizontal_edge, vertical_edge = int(per_bin[0].argmax()), int(per_bin[2].argmax())

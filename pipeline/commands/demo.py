@@ -79,11 +79,12 @@ def command(params_path: str | None, data_root: str | None, results_root: str | 
         click.secho(SMOKE, fg="yellow", bold=True)
 
 
-# Seconds of each stage of the full demo on a quiet 2-core AMD EPYC, 2026-12-05: manifest (which generates the
-# videos), detect and resample from one `pipeline demo` run in a fresh clone; extract, train-head and evaluate
-# from the `dvc repro` that reran them after the section took optical flow (9.9 min in all). They give the
-# announced duration; the remaining-time estimate scales them by how fast this machine has been so far.
-STAGE_SECONDS = {"manifest": 36, "detect": 45, "resample": 1, "extract": 92, "train-head": 416, "evaluate": 3}
+# Seconds of each stage of the full demo on a quiet 2-core AMD EPYC: manifest (which generates the videos), detect
+# and resample from one `pipeline demo` run in a fresh clone (2026-12-05); extract, train-head and evaluate from
+# the `dvc repro` that reran them after the section took HOG beside the flow (2026-12-06, AVX2 only; 13 min in
+# all). They give the announced duration; the remaining-time estimate scales them by how fast this machine has
+# been so far.
+STAGE_SECONDS = {"manifest": 36, "detect": 45, "resample": 1, "extract": 139, "train-head": 556, "evaluate": 3}
 DEMO_MINUTES = round(sum(STAGE_SECONDS.values()) / 60)
 """What the demo and `pipeline init` announce (README says the same)."""
 
