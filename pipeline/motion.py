@@ -21,7 +21,8 @@ import numpy as np
 MOTIONS = ("none", "flow", "flow_hog", "hog")
 SIZE, GRID = 112, 8
 HOG_CELL = 28
-"""`flow_hog`'s HOG: 28-px cells (4x4 on the 112-px face), 2x2-cell blocks, 9 orientations: 324 numbers a frame."""
+"""The HOG of `flow_hog` and `hog`: 28-px cells (4x4 on the 112-px face), 2x2-cell blocks, 9 orientations:
+324 numbers a frame."""
 # Farnebäck: pyramid scale 0.5, 3 levels, 15-px window, 3 iterations, 5-px polynomial (sigma 1.2): OpenCV's
 # documented example values, which fit a 112-px face (a brow moves a few pixels).
 _FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
