@@ -306,8 +306,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dfew", action="store_true", help="DFEW size (12,059 videos, 5 folds), GPU")
     ap.add_argument("--demo", action="store_true",
-                    help="the demo's shapes: 216 videos of 12 people, 10 folds, its head input width (from params.yaml: "
-                         "1672 = two_stream_first on the detector body's 384-d, 128-d optical flow and 324-d HOG)")
+                    help="the demo's shapes: 216 videos of 12 people, 10 folds, its head input width (read from params.yaml: "
+                         "the extractor's cached width, doubled by a two-stream center)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--naive-epochs", type=int, default=2)

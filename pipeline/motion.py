@@ -20,7 +20,7 @@ import numpy as np
 
 MOTIONS = ("none", "flow", "flow_hog", "hog")
 SIZE, GRID = 112, 8
-HOG_CELL = 28
+HOG_CELL, HOG_BLOCK, HOG_BINS = 28, 2, 9
 """The HOG of `flow_hog` and `hog`: 28-px cells (4x4 on the 112-px face), 2x2-cell blocks, 9 orientations:
 324 numbers a frame."""
 # Farnebäck: pyramid scale 0.5, 3 levels, 15-px window, 3 iterations, 5-px polynomial (sigma 1.2): OpenCV's
@@ -29,7 +29,7 @@ _FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
 
 
 def motion_dim(motion: str) -> int:
-    flow, hog = 2 * GRID * GRID, 9 * 4 * (SIZE // HOG_CELL - 1) ** 2
+    flow, hog = 2 * GRID * GRID, HOG_BINS * HOG_BLOCK ** 2 * (SIZE // HOG_CELL - HOG_BLOCK + 1) ** 2
     return {"none": 0, "flow": flow, "flow_hog": flow + hog, "hog": hog}[motion]
 
 
@@ -63,7 +63,8 @@ def hog_features(grey: list[np.ndarray]) -> np.ndarray:
     session)."""
     from skimage.feature import hog
 
-    return np.stack([hog(g, orientations=9, pixels_per_cell=(HOG_CELL, HOG_CELL), cells_per_block=(2, 2))
+    return np.stack([hog(g, orientations=HOG_BINS, pixels_per_cell=(HOG_CELL, HOG_CELL),
+                         cells_per_block=(HOG_BLOCK, HOG_BLOCK))
                      for g in grey]).astype(np.float32)
 
 
