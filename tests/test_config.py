@@ -59,9 +59,9 @@ def test_repo_params_are_valid():
     # folder and csv datasets (and the demo) get the section's default, the best worst case over both kinds of
     # clip: optical flow and HOG beside the backbone, each input dimension standardised
     assert cfg.train_head.center == "two_stream_first" and cfg.extract.motion == "flow_hog" and cfg.train_head.standardize
-    # the lab family: the section without standardize, the best worst case on transient clips
+    # the lab family: the section as it is (flow + HOG, standardize), the best worst case on transient clips too
     assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow_hog"
-    assert not mmi.train_head.standardize
+    assert mmi.train_head.standardize and mmi.overrides_of() == []
     # the wild family: HOG without flow or standardize, the best worst case on held expressions
     afew = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="afew")
     assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "hog"
