@@ -10,6 +10,8 @@ with a two-sided sign test (pipeline/head/sanity.py).
     python bench/bench_fusion.py --params W/params-tps-rich-8_au-rich-8.yaml \\
         --datasets bench-tps-rich-8-transient,bench-tps-rich-8-sustained,bench-au-rich-8-transient,bench-au-rich-8-sustained \\
         --set extract.backbone=retinaface_mnet --set extract.motion=flow      # W: bench_center.py's --work
+
+`--weights 0.25,0.75` adds the mixtures with those shares of the probe (`fused` is 0.5) to both tables.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def war(probs: np.ndarray, truth: np.ndarray) -> float:
     return float(100 * np.mean(probs.argmax(1) == truth))
 
 
-def measure(params: Path, dataset: str, overrides: list[str]) -> list[dict]:
+def measure(params: Path, dataset: str, overrides: list[str], weights: list[float]) -> list[dict]:
     t0 = time.time()
     cfg = load_config(params, dataset=dataset, overrides=overrides)
     th = dataclasses.replace(cfg.train_head, fusion="none")
@@ -58,28 +60,35 @@ def measure(params: Path, dataset: str, overrides: list[str]) -> list[dict]:
         head = torch.from_numpy(res.probs)
         truth = labels[fold.test]
         rows.append({"dataset": dataset, "fold": int(fold.index), "head": war(head.numpy(), truth),
-                     "probe": war(probe.numpy(), truth), "fused": war(fuse(head, probe).numpy(), truth)})
+                     "probe": war(probe.numpy(), truth), "fused": war(fuse(head, probe).numpy(), truth),
+                     **{mixture(w): war(fuse(head, probe, w).numpy(), truth) for w in weights}})
         print(rows[-1], flush=True)
     print(f"{dataset}: {time.time() - t0:.0f} s", flush=True)
     return rows
 
 
-def write(rows: list[dict], out: Path, argv: list[str]) -> None:
+def mixture(weight: float) -> str:
+    return f"probe {weight:g}"
+
+
+def write(rows: list[dict], out: Path, argv: list[str], weights: list[float]) -> None:
+    extra = [mixture(w) for w in weights]
     lines = ["# The head, the linear probe and their mean, fold by fold (issue 31)", "",
              f"`python bench/bench_fusion.py {' '.join(argv)}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
              f"{time.strftime('%Y-%m-%d')}. One training run per dataset (the params file's defaults plus the "
              "overrides above), read three ways: the head alone (`fusion: none`), the probe alone, their mean "
              "(`fusion: probe`). Last-epoch WAR % of each fold's test people.", "",
-             "| dataset | fold | head | probe | fused | fused − head |", "|---|---|---|---|---|---|"]
+             "| dataset | fold | head | probe | fused | fused − head |" + "".join(f" {k} |" for k in extra),
+             "|---|---|---|---|---|---|" + "---|" * len(extra)]
     for r in rows:
         lines.append(f"| {r['dataset'].removeprefix('bench-')} | {r['fold']} | {r['head']:.1f} | {r['probe']:.1f} | "
-                     f"{r['fused']:.1f} | {r['fused'] - r['head']:+.1f} |")
-    lines += ["", "| dataset | head | probe | fused |", "|---|---|---|---|"]
+                     f"{r['fused']:.1f} | {r['fused'] - r['head']:+.1f} |" + "".join(f" {r[k]:.1f} |" for k in extra))
+    keys = ("head", "probe", "fused", *extra)
+    lines += ["", "| dataset | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for d in dict.fromkeys(r["dataset"] for r in rows):
         sel = [r for r in rows if r["dataset"] == d]
-        cells = [f"{np.mean([r[k] for r in sel]):.1f} ± {np.std([r[k] for r in sel], ddof=1):.1f}"
-                 for k in ("head", "probe", "fused")]
+        cells = [f"{np.mean([r[k] for r in sel]):.1f} ± {np.std([r[k] for r in sel], ddof=1):.1f}" for k in keys]
         lines.append(f"| {d.removeprefix('bench-')} | " + " | ".join(cells) + " |")
     ahead, behind, level, p = sign_test([r["fused"] - r["head"] for r in rows])
     lines += ["", f"Fused against the head alone, over all {len(rows)} folds: ahead on {ahead}, behind on {behind}, "
@@ -91,11 +100,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_cache_args(ap)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="more parameter overrides")
+    ap.add_argument("--weights", default="", help="comma list of the probe's shares to read besides 0.5, e.g. 0.25,0.75")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fusion.md")
     args = ap.parse_args()
     overrides = [f"train_head.folds={args.folds}", *args.overrides]
-    found = [r for ds in args.datasets.split(",") for r in measure(params_for(args.params, ds), ds, overrides)]
-    write(found, args.out, sys.argv[1:])
+    weights = [float(w) for w in args.weights.split(",") if w]
+    found = [r for ds in args.datasets.split(",")
+             for r in measure(params_for(args.params, ds), ds, overrides, weights)]
+    write(found, args.out, sys.argv[1:], weights)
 
 
 if __name__ == "__main__":

@@ -157,8 +157,8 @@ def _scoring_line(cfg: TrainHeadConfig) -> str:
             if cfg.test_windows == "all" else
             "each test video scored on the paper's one test window (`train_head.test_windows: fixed`)")
     if cfg.fusion == "probe":
-        line += ("; the WAR and UAR columns are the mean of the head's class probabilities and the linear probe's "
-                 "(`train_head.fusion: probe`, docs/head.md)")
+        line += (f"; the WAR and UAR columns are the head's class probabilities mixed with the linear probe's, "
+                 f"{1 - cfg.fusion_weight:g} : {cfg.fusion_weight:g} (`train_head.fusion: probe`, `fusion_weight`, docs/head.md)")
     return line + "."
 
 

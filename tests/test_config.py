@@ -62,10 +62,11 @@ def test_repo_params_are_valid():
     # the lab family: the section as it is (flow + HOG, standardize), the best worst case on transient clips too
     assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow_hog"
     assert mmi.train_head.standardize and mmi.overrides_of() == []
-    # the wild family: HOG without flow or standardize, the best worst case on held expressions
+    # the wild family: HOG without flow or standardize, and mostly the probe, the best worst case on held expressions
     afew = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="afew")
     assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "hog"
-    assert not afew.train_head.standardize
+    assert not afew.train_head.standardize and afew.train_head.fusion_weight == 0.85
+    assert cfg.train_head.fusion_weight == mmi.train_head.fusion_weight == 0.5
     assert set(cfg.repro) <= set(cfg.datasets)
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
     assert raw["train_head"]["epochs"] == 120

@@ -189,7 +189,7 @@ def report(cfg, m: dict, seconds: float, name: str = "demo") -> str:
     if probe:
         lines.append(f"linear probe on the same input and folds: WAR {probe['war']:.1f} ± {probe['war_std']:.1f} %, "
                      f"UAR {probe['uar']:.1f} ± {probe['uar_std']:.1f} %"
-                     + ("  (WAR / UAR above: the head's mean with it, train_head.fusion)"
+                     + ("  (WAR / UAR above: the head mixed with it, train_head.fusion)"
                         if cfg.train_head.fusion == "probe" else ""))
     near = m.get("n_folds_near_chance")
     if near is not None:

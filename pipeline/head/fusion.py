@@ -1,12 +1,14 @@
 """Late fusion of the head with a linear probe (`train_head.fusion: probe`; a departure from the paper).
 
-A video's class probabilities are the mean of the head's and those of the linear probe that
+A video's class probabilities are a fixed mix, (1 - w) head + w probe (`train_head.fusion_weight`, 0.5: the mean), of
+the head's and those of the linear probe that
 `pipeline/head/sanity.py` reports beside every result: multinomial logistic regression on the head's
 fitted input, mean-pooled over every cached frame and standardised, fitted on the training fold only.
 The two fail differently: with few training people the head reads transient expressions better
 (it scores clips and finds the emotion-rich one) and the probe held ones (a mean over all frames is
 what a held expression needs); their mean has the best worst case across generated sources
-(bench/results/robust.md). The clip outputs (activation map, emotion-rich clip) stay the head's.
+(bench/results/robust.md), and held expressions alone are read best with more of the probe (the wild family's
+weight, bench/results/fusion_weight.md). The clip outputs (activation map, emotion-rich clip) stay the head's.
 
 The fitted probe lives in torch buffers (`ProbeFusion`), so a fold checkpoint carries it and
 `evaluate` and `predict` apply exactly what train-head scored.
@@ -26,8 +28,9 @@ POOL_CHUNK = 256
 class ProbeFusion(nn.Module):
     """probs = softmax(((x - mean) / scale) @ weight.T + bias) for pooled inputs x (N, D)."""
 
-    def __init__(self, in_dim: int, n_classes: int):
+    def __init__(self, in_dim: int, n_classes: int, share: float = 0.5):
         super().__init__()
+        self.share = share  # the probe's share in `fuse` (train_head.fusion_weight; the checkpoint's config keeps it)
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("scale", torch.ones(in_dim))
         self.register_buffer("weight", torch.zeros(n_classes, in_dim))
@@ -58,6 +61,6 @@ def pooled_input(model: nn.Module, features: torch.Tensor, rows: torch.Tensor | 
     return torch.cat(parts) if parts else features.new_zeros((0, features.shape[-1]), dtype=torch.float32)
 
 
-def fuse(head_probs: torch.Tensor, probe_probs: torch.Tensor) -> torch.Tensor:
-    """The unweighted mean: a fixed rule, never fitted to the folds it is scored on."""
-    return (head_probs.float() + probe_probs.float()) / 2
+def fuse(head_probs: torch.Tensor, probe_probs: torch.Tensor, weight: float = 0.5) -> torch.Tensor:
+    """(1 - weight) head + weight probe: a fixed rule, never fitted to the folds it is scored on."""
+    return (1.0 - weight) * head_probs.float() + weight * probe_probs.float()

@@ -207,7 +207,7 @@ def predict(model: nn.Module, features: torch.Tensor, rows: torch.Tensor, sample
     out = predict_folds(ModuleStack([model]), [features], [rows], sampler, chunk)[0]
     fusion = getattr(model, "fusion", None)
     if fusion is not None:
-        out["probs"] = fuse(out["probs"], fusion(pooled_input(model, features, rows)))
+        out["probs"] = fuse(out["probs"], fusion(pooled_input(model, features, rows)), fusion.share)
     return out
 
 
@@ -422,7 +422,8 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
         pooled = pooled_input(run.model, run.features).cpu()  # (N, D): the input the probe reads
         if cfg.fusion == "probe":
             fusion = ProbeFusion.fit(pooled[run.fold.train].numpy(), labels[run.fold.train], n_classes, cfg.seed)
-            res.probs = fuse(torch.from_numpy(res.probs), fusion(pooled[run.fold.test])).numpy()
+            fusion.share = cfg.fusion_weight
+            res.probs = fuse(torch.from_numpy(res.probs), fusion(pooled[run.fold.test]), fusion.share).numpy()
             res.state_dict = {**res.state_dict, **{f"fusion.{k}": v for k, v in fusion.state_dict().items()}}
         if probe:
             res.probe = linear_probe(pooled[:, None].numpy(), labels, run.fold.train, run.fold.test, cfg.seed)[:2]
@@ -586,7 +587,7 @@ def checkpoint_module(cfg: TrainHeadConfig, width: int, n_classes: int, kind: st
     the fitted probe's buffers (`fusion.*`, which `predict` then applies)."""
     model = build_head(cfg, width, n_classes, kind)
     if cfg.fusion == "probe":
-        model.fusion = ProbeFusion(width, n_classes)
+        model.fusion = ProbeFusion(width, n_classes, share=cfg.fusion_weight)
     return model
 
 
@@ -599,6 +600,7 @@ def load_head(path: Path, device: str | torch.device = "cpu") -> LoadedHead:
     raw.setdefault("clip_kernel", 3)  # checkpoints from before the parameter were trained with kernel 3
     raw.setdefault("test_windows", "fixed")  # and scored on the one test window
     raw.setdefault("fusion", "none")  # and by the head alone
+    raw.setdefault("fusion_weight", 0.5)  # or, fused, by the plain mean
     cfg = TrainHeadConfig(**{k: v for k, v in raw.items() if k in known})
     # in_dim is the backbone's feature width; the head's input may be wider (two_stream)
     model = checkpoint_module(cfg, input_dim(cfg.center, ck["in_dim"]), len(ck["class_names"]), ck["kind"]).to(device)

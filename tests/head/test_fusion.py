@@ -73,3 +73,40 @@ def test_the_reported_probe_is_the_one_fused():
     _, _, pred = linear_probe(x[:, None], y, train, test)
     p = ProbeFusion.fit(x[train], y[train], 4)(torch.from_numpy(x[test])).numpy()
     assert np.array_equal(pred, p.argmax(1))
+
+
+def test_the_probe_share_weights_the_mix_and_the_checkpoint_keeps_it(tmp_path):
+    """`fusion_weight` w: train-head scores (1 - w) head + w probe, with the probe the 0.5 run's; a checkpoint carries w
+    (`predict` applies it) and one written before the key existed reloads as the mean."""
+    from pipeline.head.sampling import ClipSampler
+    from pipeline.head.train import load_head, predict, save_head
+
+    feats, labels, subjects = small_cache()
+    folds = make_folds(labels, subjects, k=3, seed=0)
+    cfg = TrainHeadConfig(folds=3, epochs=2, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu",
+                          center="two_stream_first", identity_rank=2, fusion="none")
+    alone = cross_validate(cfg, feats, labels, folds, 3, subjects=subjects)
+    mean = cross_validate(dataclasses.replace(cfg, fusion="probe"), feats, labels, folds, 3, subjects=subjects)
+    heavy_cfg = dataclasses.replace(cfg, fusion="probe", fusion_weight=0.8)
+    heavy = cross_validate(heavy_cfg, feats, labels, folds, 3, subjects=subjects)
+    for a, m, h in zip(alone, mean, heavy):
+        probe = 2 * m.probs - a.probs
+        np.testing.assert_allclose(h.probs, 0.2 * a.probs + 0.8 * probe, atol=1e-5)
+    res, fold = heavy[0], folds[0]
+    path = tmp_path / "fold-0.pt"
+    save_head(path, res.state_dict, heavy_cfg, kind="ceflnet", in_dim=feats.shape[-1] // 2, class_names=["a", "b", "c"],
+              fold=0, test_video_ids=[], provenance={})  # in_dim: the backbone width, half the two-stream input
+    loaded = load_head(path)
+    assert loaded.config.fusion_weight == 0.8 and loaded.model.fusion.share == 0.8
+    sampler = ClipSampler.from_config(loaded.config, feats.shape[1])
+    out = predict(loaded.model, torch.from_numpy(feats), torch.as_tensor(fold.test), sampler)["probs"].numpy()
+    np.testing.assert_allclose(out, res.probs, atol=1e-5)
+    ck = torch.load(path, weights_only=True)
+    del ck["train_head"]["fusion_weight"]
+    torch.save(ck, path)
+    assert load_head(path).model.fusion.share == 0.5
+
+
+def test_the_probe_share_is_checked():
+    assert any("fusion_weight" in p for p in TrainHeadConfig(fusion_weight=1.5).check("train_head"))
+    assert not TrainHeadConfig(fusion_weight=1.0).check("train_head")
