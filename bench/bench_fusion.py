@@ -11,7 +11,8 @@ with a two-sided sign test (pipeline/head/sanity.py).
         --datasets bench-tps-rich-8-transient,bench-tps-rich-8-sustained,bench-au-rich-8-transient,bench-au-rich-8-sustained \\
         --set extract.backbone=retinaface_mnet --set extract.motion=flow      # W: bench_center.py's --work
 
-`--weights 0.25,0.75` adds the mixtures with those shares of the probe (`fused` is 0.5) to both tables.
+`--weights 0.25,0.75` adds the mixtures with those shares of the probe (`fused` is 0.5) to both tables; `--dump F.npz`
+keeps every test video's head and probe probabilities (with its label, dataset and fold) for other fixed rules.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def war(probs: np.ndarray, truth: np.ndarray) -> float:
     return float(100 * np.mean(probs.argmax(1) == truth))
 
 
-def measure(params: Path, dataset: str, overrides: list[str], weights: list[float]) -> list[dict]:
+def measure(params: Path, dataset: str, overrides: list[str], weights: list[float],
+            dump: list[dict] | None = None) -> list[dict]:
     t0 = time.time()
     cfg = load_config(params, dataset=dataset, overrides=overrides)
     th = dataclasses.replace(cfg.train_head, fusion="none")
@@ -63,6 +65,9 @@ def measure(params: Path, dataset: str, overrides: list[str], weights: list[floa
                      "probe": war(probe.numpy(), truth), "fused": war(fuse(head, probe).numpy(), truth),
                      **{mixture(w): war(fuse(head, probe, w).numpy(), truth) for w in weights}})
         print(rows[-1], flush=True)
+        if dump is not None:
+            dump.append({"dataset": dataset, "fold": int(fold.index), "head": head.numpy(), "probe": probe.numpy(),
+                         "label": truth})
     print(f"{dataset}: {time.time() - t0:.0f} s", flush=True)
     return rows
 
@@ -101,13 +106,18 @@ def main() -> None:
     add_cache_args(ap)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="more parameter overrides")
     ap.add_argument("--weights", default="", help="comma list of the probe's shares to read besides 0.5, e.g. 0.25,0.75")
+    ap.add_argument("--dump", type=Path, default=None, help="an .npz of every test video's head and probe probabilities")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fusion.md")
     args = ap.parse_args()
     overrides = [f"train_head.folds={args.folds}", *args.overrides]
     weights = [float(w) for w in args.weights.split(",") if w]
+    dump: list[dict] | None = [] if args.dump else None
     found = [r for ds in args.datasets.split(",")
-             for r in measure(params_for(args.params, ds), ds, overrides, weights)]
+             for r in measure(params_for(args.params, ds), ds, overrides, weights, dump)]
     write(found, args.out, sys.argv[1:], weights)
+    if dump is not None:
+        np.savez(args.dump, **{f"{k}_{i}": (np.asarray(str(v)) if k == "dataset" else np.asarray(v))
+                               for i, d in enumerate(dump) for k, v in d.items()})
 
 
 if __name__ == "__main__":
