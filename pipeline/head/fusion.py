@@ -38,10 +38,10 @@ class ProbeFusion(nn.Module):
 
     @classmethod
     def fit(cls, pooled: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
-            C: float = 1.0) -> "ProbeFusion":
-        """The probe (`sanity.Probe`) fitted on (N, D) pooled training inputs, as buffers."""
+            C: float = 1.0, share: float = 0.5) -> "ProbeFusion":
+        """The probe (`sanity.Probe`) fitted on (N, D) pooled training inputs, as buffers; `share`: its weight in `fuse`."""
         probe = Probe.fit(pooled, labels, n_classes, seed, C)
-        out = cls(pooled.shape[1], n_classes)
+        out = cls(pooled.shape[1], n_classes, share)
         for name in ("mean", "scale", "weight", "bias"):
             getattr(out, name).copy_(torch.from_numpy(getattr(probe, name)))
         return out

@@ -421,8 +421,8 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
             continue
         pooled = pooled_input(run.model, run.features).cpu()  # (N, D): the input the probe reads
         if cfg.fusion == "probe":
-            fusion = ProbeFusion.fit(pooled[run.fold.train].numpy(), labels[run.fold.train], n_classes, cfg.seed)
-            fusion.share = cfg.fusion_weight
+            fusion = ProbeFusion.fit(pooled[run.fold.train].numpy(), labels[run.fold.train], n_classes, cfg.seed,
+                                     share=cfg.fusion_weight)
             res.probs = fuse(torch.from_numpy(res.probs), fusion(pooled[run.fold.test]), fusion.share).numpy()
             res.state_dict = {**res.state_dict, **{f"fusion.{k}": v for k, v in fusion.state_dict().items()}}
         if probe:
