@@ -4,7 +4,7 @@ DataLoader loop, on a synthetic cache of a real dataset's size, measured in the 
     python bench/bench_head.py                       # MMI size: 205 videos, 30 subjects, 10 folds x 120 epochs, CPU
     python bench/bench_head.py --threads 1 --precision bf16
     python bench/bench_head.py --dfew --batch-size 256   # DFEW size (12,059 videos, 5 folds) on the GPU
-    python bench/bench_head.py --demo                # the demo's shapes: 216 videos, 12 people, its head input
+    python bench/bench_head.py --demo                # the demo's shapes (params.yaml): videos, people, head input
     python bench/bench_head.py --against HEAD~1      # one batched step, this tree's stack.py against a revision's
     python bench/bench_head.py --profile-protocol 6  # where train-head's loop goes (cProfile), the demo's shapes
 
@@ -42,20 +42,24 @@ from _tables import publish  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def demo_input_width() -> int:
-    """The head input `pipeline demo` trains on, from params.yaml: its extractor's cached width (backbone plus
-    `extract.motion`'s columns), doubled by a two-stream `train_head.center`."""
+def demo_shape() -> tuple[int, int, int, int, int]:
+    """(videos, people, folds, classes, head input width) of what `pipeline demo` trains, from params.yaml: its
+    generated set's size, train-head's folds, and the extractor's cached width (backbone plus `extract.motion`'s
+    columns) doubled by a two-stream `train_head.center`."""
     from pipeline.config import load_config
     from pipeline.features import build_extractor
     from pipeline.head.inputs import input_dim
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="demo")
-    return input_dim(cfg.train_head.center, build_extractor(cfg.extract).out_dim)
+    opts = cfg.datasets["demo"].options
+    people = opts.get("identities") or 12
+    width = input_dim(cfg.train_head.center, build_extractor(cfg.extract).out_dim)
+    return 6 * people * opts.get("videos_per_class_per_identity", 2), people, cfg.train_head.folds, 6, width
 
 
-SIZES = {"dfew": (12059, 1000, 5, 7, 512), "demo": (216, 12, 10, 6, None), "mmi": (205, 30, 10, 6, 512)}
-"""(videos, people, folds, classes, head input width) of each protocol the bench can time; the demo's width is
-read from params.yaml."""
+SIZES = {"dfew": (12059, 1000, 5, 7, 512), "mmi": (205, 30, 10, 6, 512)}
+"""(videos, people, folds, classes, head input width) of the fixed protocols the bench can time; the demo's
+come from params.yaml (`demo_shape`)."""
 
 
 def synthetic(n: int, n_subjects: int, dim: int, n_classes: int, cfg: TrainHeadConfig, seed: int = 0):
@@ -196,8 +200,7 @@ def profile_protocol(epochs: int, k: int = 5) -> str:
     import pstats
 
     torch.set_num_threads(1)
-    n, n_subj, folds, n_cls, _ = SIZES["demo"]
-    dim = demo_input_width()
+    n, n_subj, folds, n_cls, dim = demo_shape()
     cfg = TrainHeadConfig(folds=folds, epochs=epochs, threads=1, fold_workers=1, device="cpu")
     feats, labels, subjects = synthetic(n, n_subj, dim, n_cls, cfg)
     share = make_folds(labels, subjects, k=folds, seed=0)[:k]
@@ -306,8 +309,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dfew", action="store_true", help="DFEW size (12,059 videos, 5 folds), GPU")
     ap.add_argument("--demo", action="store_true",
-                    help="the demo's shapes: 216 videos of 12 people, 10 folds, its head input width (read from params.yaml: "
-                         "the extractor's cached width, doubled by a two-stream center)")
+                    help="the demo's shapes, read from params.yaml: its videos, people and folds, and its head input "
+                         "width (the extractor's cached width, doubled by a two-stream center)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--naive-epochs", type=int, default=2)
@@ -340,8 +343,7 @@ def main() -> None:
         return
     # (videos, people, folds, classes, head input width); the head input is what train-head feeds the head
     size = "dfew" if args.dfew else "demo" if args.demo else "mmi"
-    n, n_subj, k, n_cls, dim = SIZES[size]
-    dim = dim or demo_input_width()
+    n, n_subj, k, n_cls, dim = demo_shape() if size == "demo" else SIZES[size]
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
                           precision=args.precision, variant=args.variant, device=args.device,
                           fold_workers=args.fold_workers, fold_batch=args.fold_batch)

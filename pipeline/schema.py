@@ -40,9 +40,9 @@ FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
 # stage sections then take their dataclass defaults. `pipeline init` writes exactly this out.
 BUILTIN_TOP: dict[str, Any] = {
     "dataset": "demo", "data_root": "data", "results_root": "results", "repro": ["demo"], "families": FAMILIES,
-    "datasets": {"demo": {  # generated from real faces by `pipeline demo`; 216 videos: 6 classes x 12 people x 3
+    "datasets": {"demo": {  # generated from real faces by `pipeline demo`; 72 videos: 6 classes x 12 people x 1
         "adapter": "demo", "root": "data/demo/raw",
-        "options": {"seed": 0, "videos_per_class_per_identity": 3, "identities": 12},
+        "options": {"seed": 0, "videos_per_class_per_identity": 1, "identities": 12},
         # Nested, as in params.yaml (DVC's -S reaches each key); the rest follows the sections.
         "overrides": {"extract": {"backbone": "retinaface_mnet"}}}},
 }

@@ -14,7 +14,7 @@ from pipeline.config import load_config
 def test_the_full_demo_announces_what_it_does_and_how_long(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the built-in defaults, as after `pip install`
     text = announce(load_config(None, dataset="demo"), "demo")
-    assert "216 videos (6 expressions x 12 people)" in text and "10 folds x 120 epochs" in text
+    assert "72 videos (6 expressions x 12 people)" in text and "10 folds x 120 epochs" in text
     assert f"about {DEMO_MINUTES} minutes" in text and "--quick" in text
 
 

@@ -194,8 +194,7 @@ def _tiny_demo_repo(tmp_path: Path) -> Path:
         shutil.copy2(ROOT / f, repo / f, follow_symlinks=False)  # pipeline/manual: links
     # Tiny demo: 24 short videos, 2 folds, 2 epochs. Edited as text so params.yaml stays block style.
     text = (repo / "params.yaml").read_text()
-    for old, new in (("videos_per_class_per_identity: 3", "videos_per_class_per_identity: 1"),
-                     ("      seed: 0\n", "      n_frames:\n      - 50\n      - 60\n      seed: 0\n"),
+    for old, new in (("      seed: 0\n", "      n_frames:\n      - 50\n      - 60\n      seed: 0\n"),
                      ("  folds: 10\n", "  folds: 2\n"),
                      ("      identities: 12 ", "      identities: 4 "),
                      ("  epochs: 120\n", "  epochs: 2\n"), ("  det_size: 640", "  det_size: 256"),

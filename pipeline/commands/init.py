@@ -229,10 +229,12 @@ def next_steps(folder: Path, dataset: str | None, dvc_ready: bool) -> list[str]:
             lines.append("then: git add -A && git commit -m baseline && dvc exp run -S train_head.lr=3e-4 && "
                          "dvc exp show")
         return lines
-    from pipeline.commands.demo import DEMO_MINUTES
+    from pipeline.commands.demo import DEMO_MINUTES, workload
+    from pipeline.config import load_config
 
-    return [f"params.yaml runs the demo: `{'dvc repro' if dvc_ready else 'pipeline demo'}` generates 216 videos "
-            f"of real faces and trains 10 folds x 120 epochs (about {DEMO_MINUTES} minutes on 2 quiet CPU cores);",
+    what = workload(load_config(folder / "params.yaml", dataset="demo"))  # what init just wrote
+    return [f"params.yaml runs the demo: `{'dvc repro' if dvc_ready else 'pipeline demo'}` generates {what} "
+            f"from real faces (about {DEMO_MINUTES} minutes on 2 quiet CPU cores);",
             "  `pipeline demo --quick` is a 1-2 minute smoke run.",
             f"for your videos: pipeline init {shlex.quote(str(folder))} --force --dataset NAME --root "
             "/path/to/videos  (one subfolder per label),",
