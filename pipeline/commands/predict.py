@@ -131,6 +131,7 @@ class Predictor:
         frames = read_frames(video, idx)
         crops = np.stack([align(frames[int(i)], res.track.landmarks[i], self.extractor.crop_size,
                                 self.extractor.margin) for i in idx])
+        from pipeline.head.fusion import rich_clips
         from pipeline.head.inputs import per_video
         from pipeline.head.train import predict as predict_head
 
@@ -152,7 +153,7 @@ class Predictor:
         probs = per_head.mean(0)
         scores = torch.stack([o["clip_scores"][0] for o in outs]).mean(0).cpu().numpy()  # (C, n)
         c = int(probs.argmax())
-        rich = int(scores[c].argmax())
+        rich = int(rich_clips(torch.from_numpy(scores)[None], torch.from_numpy(probs)[None])[0])  # of class c's map
         clip_frames, mids = [], []
         for k in range(self.sampler.n_clips):
             a, b = (int(v) for v in self.sampler.clip_span(torch.tensor(k)))  # cached positions

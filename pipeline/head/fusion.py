@@ -8,7 +8,8 @@ The two fail differently: with few training people the head reads transient expr
 (it scores clips and finds the emotion-rich one) and the probe held ones (a mean over all frames is
 what a held expression needs); their mean has the best worst case across generated sources
 (bench/results/robust.md), and held expressions alone are read best with more of the probe (the wild family's
-weight, bench/results/fusion_weight.md). The clip outputs (activation map, emotion-rich clip) stay the head's.
+weight, bench/results/fusion_weight.md). The activation maps stay the head's; the emotion-rich clip is read from the
+map of the class the video is finally given (`rich_clips`), as eq. 6 reads it for the head's own prediction.
 
 The fitted probe lives in torch buffers (`ProbeFusion`), so a fold checkpoint carries it and
 `evaluate` and `predict` apply exactly what train-head scored.
@@ -64,3 +65,11 @@ def pooled_input(model: nn.Module, features: torch.Tensor, rows: torch.Tensor | 
 def fuse(head_probs: torch.Tensor, probe_probs: torch.Tensor, weight: float = 0.5) -> torch.Tensor:
     """(1 - weight) head + weight probe: a fixed rule, never fitted to the folds it is scored on."""
     return (1.0 - weight) * head_probs.float() + weight * probe_probs.float()
+
+
+def rich_clips(clip_scores: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """(N,) the emotion-rich clip of each video: the clip its predicted class's activation map (eq. 6) rates
+    highest, for clip_scores (N, C, n_clips) and the class probabilities (N, C) it is finally given (the head's,
+    averaged over test windows, or fused with the probe). The one rule train-head, evaluate and predict apply."""
+    pred = probs.argmax(-1).to(clip_scores.device)
+    return clip_scores.float().gather(1, pred[:, None, None].expand(-1, 1, clip_scores.shape[-1]))[:, 0].argmax(-1)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from pipeline.config import TrainHeadConfig
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.head.baselines import build_head
-from pipeline.head.fusion import ProbeFusion, fuse, pooled_input
+from pipeline.head.fusion import ProbeFusion, fuse, pooled_input, rich_clips
 from pipeline.head.inputs import input_dim
 from pipeline.head.report import war_uar
 from pipeline.head.sanity import linear_probe
@@ -187,8 +187,8 @@ def predict_folds(stack: CEFLNetStack | ModuleStack, features: Sequence[torch.Te
             first = o if first is None else first
         probs = probs / len(offsets)
         # eq. 6 for the averaged class: with one window, exactly the head's own rich clip
-        rich = first.clip_scores.float().gather(2, probs.argmax(-1)[..., None, None].expand(
-            -1, -1, 1, first.clip_scores.shape[-1])).squeeze(2).argmax(-1) if len(offsets) > 1 else first.rich_clip
+        rich = (torch.stack([rich_clips(first.clip_scores[f], probs[f]) for f in range(len(rows))])
+                if len(offsets) > 1 else first.rich_clip)
         for f, p in enumerate(part):
             n = len(p)
             outs[f]["probs"].append(probs[f, :n])
@@ -208,6 +208,7 @@ def predict(model: nn.Module, features: torch.Tensor, rows: torch.Tensor, sample
     fusion = getattr(model, "fusion", None)
     if fusion is not None:
         out["probs"] = fuse(out["probs"], fusion(pooled_input(model, features, rows)), fusion.share)
+        out["rich_clip"] = rich_clips(out["clip_scores"], out["probs"])
     return out
 
 
@@ -424,6 +425,7 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
             fusion = ProbeFusion.fit(pooled[run.fold.train].numpy(), labels[run.fold.train], n_classes, cfg.seed,
                                      share=cfg.fusion_weight)
             res.probs = fuse(torch.from_numpy(res.probs), fusion(pooled[run.fold.test]), fusion.share).numpy()
+            res.rich_clip = rich_clips(torch.from_numpy(res.clip_scores), torch.from_numpy(res.probs)).numpy()
             res.state_dict = {**res.state_dict, **{f"fusion.{k}": v for k, v in fusion.state_dict().items()}}
         if probe:
             res.probe = linear_probe(pooled[:, None].numpy(), labels, run.fold.train, run.fold.test, cfg.seed)[:2]

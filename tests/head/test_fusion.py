@@ -110,3 +110,37 @@ def test_the_probe_share_weights_the_mix_and_the_checkpoint_keeps_it(tmp_path):
 def test_the_probe_share_is_checked():
     assert any("fusion_weight" in p for p in TrainHeadConfig(fusion_weight=1.5).check("train_head"))
     assert not TrainHeadConfig(fusion_weight=1.0).check("train_head")
+
+
+def test_the_rich_clip_is_read_from_the_map_of_the_class_finally_given(tmp_path):
+    """Eq. 6's emotion-rich clip is the clip the predicted class's map rates highest; with fusion the predicted class
+    is the fused one. train-head's results, a reloaded checkpoint's `predict` and `rich_clips` agree on it."""
+    from pipeline.head.fusion import rich_clips
+    from pipeline.head.sampling import ClipSampler
+    from pipeline.head.train import load_head, predict, save_head
+
+    scores = torch.tensor([[[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]]])  # 1 video, 2 classes, 3 clips
+    assert rich_clips(scores, torch.tensor([[0.9, 0.1]])).tolist() == [1]
+    assert rich_clips(scores, torch.tensor([[0.2, 0.8]])).tolist() == [0]
+
+    feats, labels, subjects = small_cache()
+    folds = make_folds(labels, subjects, k=3, seed=0)
+    cfg = TrainHeadConfig(folds=3, epochs=2, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu",
+                          center="two_stream_first", identity_rank=2, fusion="probe", fusion_weight=0.9)
+    results = cross_validate(cfg, feats, labels, folds, 3, subjects=subjects)
+    alone = cross_validate(dataclasses.replace(cfg, fusion="none"), feats, labels, folds, 3, subjects=subjects)
+    moved = 0
+    for res, head in zip(results, alone):
+        np.testing.assert_allclose(res.clip_scores, head.clip_scores)  # the maps are the head's
+        want = [int(np.argmax(s[c])) for s, c in zip(res.clip_scores, res.probs.argmax(1))]
+        assert res.rich_clip.tolist() == want
+        moved += int((head.probs.argmax(1) != res.probs.argmax(1)).sum())
+    assert moved  # the probe changed some video's class: the case this is about
+    res, fold = results[0], folds[0]
+    path = tmp_path / "fold-0.pt"
+    save_head(path, res.state_dict, cfg, kind="ceflnet", in_dim=feats.shape[-1] // 2, class_names=["a", "b", "c"],
+              fold=0, test_video_ids=[], provenance={})
+    loaded = load_head(path)
+    out = predict(loaded.model, torch.from_numpy(feats), torch.as_tensor(fold.test),
+                  ClipSampler.from_config(loaded.config, feats.shape[1]))
+    assert out["rich_clip"].tolist() == res.rich_clip.tolist()
