@@ -312,6 +312,9 @@ def main() -> None:
                     help="the demo's shapes, read from params.yaml: its videos, people and folds, and its head input "
                          "width (the extractor's cached width, doubled by a two-stream center)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--width", type=int, default=0,
+                    help="head input width instead of the size's own (e.g. 1928: ResNet-18's 512 + flow_hog's 452, "
+                         "doubled by two_stream_first, what the lab family trains MMI on)")
     ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--naive-epochs", type=int, default=2)
     ap.add_argument("--floor-steps", type=int, default=400, help="steps per process timed for the floor (0: skip)")
@@ -344,6 +347,7 @@ def main() -> None:
     # (videos, people, folds, classes, head input width); the head input is what train-head feeds the head
     size = "dfew" if args.dfew else "demo" if args.demo else "mmi"
     n, n_subj, k, n_cls, dim = demo_shape() if size == "demo" else SIZES[size]
+    dim = args.width or dim
     cfg = TrainHeadConfig(folds=k, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
                           precision=args.precision, variant=args.variant, device=args.device,
                           fold_workers=args.fold_workers, fold_batch=args.fold_batch)
