@@ -72,6 +72,24 @@ def measure(params: Path, dataset: str, overrides: list[str], weights: list[floa
     return rows
 
 
+DUMP_KEYS = ("dataset", "fold", "head", "probe", "label")
+"""One test fold in a `--dump` file: its dataset, fold index, the head's and the probe's (N, C) class probabilities and
+the (N,) true labels, stored as `{key}_{i}` arrays for the i-th fold."""
+
+
+def write_dump(path: Path, folds: list[dict]) -> None:
+    np.savez(path, **{f"{k}_{i}": (np.asarray(str(d[k])) if k == "dataset" else np.asarray(d[k]))
+                      for i, d in enumerate(folds) for k in DUMP_KEYS})
+
+
+def read_dump(path: Path | str) -> list[dict]:
+    """`write_dump`'s folds, in order (bench/fusion_rules.py and bench/probe_inputs.py read them)."""
+    z = np.load(path)
+    n = sum(1 for k in z.files if k.startswith("dataset_"))
+    return [{k: (str(z[f"{k}_{i}"]) if k == "dataset" else int(z[f"{k}_{i}"]) if k == "fold" else z[f"{k}_{i}"])
+             for k in DUMP_KEYS} for i in range(n)]
+
+
 def mixture(weight: float) -> str:
     return f"probe {weight:g}"
 
@@ -116,8 +134,7 @@ def main() -> None:
              for r in measure(params_for(args.params, ds), ds, overrides, weights, dump)]
     write(found, args.out, sys.argv[1:], weights)
     if dump is not None:
-        np.savez(args.dump, **{f"{k}_{i}": (np.asarray(str(v)) if k == "dataset" else np.asarray(v))
-                               for i, d in enumerate(dump) for k, v in d.items()})
+        write_dump(args.dump, dump)
 
 
 if __name__ == "__main__":

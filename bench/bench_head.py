@@ -46,15 +46,16 @@ def demo_shape() -> tuple[int, int, int, int, int]:
     """(videos, people, folds, classes, head input width) of what `pipeline demo` trains, from params.yaml: its
     generated set's size, train-head's folds, and the extractor's cached width (backbone plus `extract.motion`'s
     columns) doubled by a two-stream `train_head.center`."""
+    from pipeline.commands.demo import demo_size
     from pipeline.config import load_config
+    from pipeline.demo.generate import CLASSES
     from pipeline.features import build_extractor
     from pipeline.head.inputs import input_dim
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="demo")
-    opts = cfg.datasets["demo"].options
-    people = opts.get("identities") or 12
+    videos, people = demo_size(cfg)
     width = input_dim(cfg.train_head.center, build_extractor(cfg.extract).out_dim)
-    return 6 * people * opts.get("videos_per_class_per_identity", 2), people, cfg.train_head.folds, 6, width
+    return videos, people, cfg.train_head.folds, len(CLASSES), width
 
 
 SIZES = {"dfew": (12059, 1000, 5, 7, 512), "mmi": (205, 30, 10, 6, 512)}

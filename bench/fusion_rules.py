@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from bench_fusion import read_dump  # beside this script: the dump's one reader, next to its writer
+
 Rule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -32,20 +34,13 @@ RULES: dict[str, Rule] = {
 }
 
 
-def load(path: str) -> list[dict]:
-    """bench_fusion.py's dump: per fold, `{key}_{i}` arrays for dataset, fold, head, probe and label."""
-    z = np.load(path)
-    n = len({k.rsplit("_", 1)[1] for k in z.files})
-    return [{k: z[f"{k}_{i}"] for k in ("dataset", "fold", "head", "probe", "label")} for i in range(n)]
-
-
 def main(paths: list[str]) -> None:
-    folds = [f for path in paths for f in load(path)]
+    folds = [f for path in paths for f in read_dump(path)]
     war: dict[tuple[str, str], list[float]] = defaultdict(list)
     for f in folds:
         for name, rule in RULES.items():
-            war[(str(f["dataset"]), name)].append(100 * float(np.mean(rule(f["head"], f["probe"]).argmax(1) == f["label"])))
-    datasets = list(dict.fromkeys(str(f["dataset"]) for f in folds))
+            war[(f["dataset"], name)].append(100 * float(np.mean(rule(f["head"], f["probe"]).argmax(1) == f["label"])))
+    datasets = list(dict.fromkeys(f["dataset"] for f in folds))
     print("| rule | " + " | ".join(d.removeprefix("bench-") for d in datasets) + " | worst |")
     print("|---|" + "---|" * (len(datasets) + 1))
     for name in RULES:

@@ -6,7 +6,8 @@ pooling that keeps the frames that changed most could serve the probe better. Th
 and beside the same trained heads (a `bench_fusion.py --dump`), the probe and its mean with the head for:
 
 - `mean` (the default), `mean+peakK` (the mean beside the mean of the K frames farthest from the video's
-  first fifth, label-free), `peakK` alone, `mean+std` (the mean beside each dimension's std over frames);
+  first tenth, the reference of `two_stream_first`; label-free), `peakK` alone, `mean+std` (the mean beside
+  each dimension's std over frames);
 - the default mean at C = 0.01, 0.1, 1, 10.
 
 No head is trained: each fold's input transform is fitted on its training rows as train-head fits it.
@@ -30,17 +31,15 @@ sys.path.insert(0, str(REPO))
 from pipeline.config import load_config  # noqa: E402
 from pipeline.head.data import load_training_data  # noqa: E402
 from pipeline.head.fusion import ProbeFusion, fuse  # noqa: E402
+from pipeline.head.inputs import FIRST_FRAMES_SHARE  # noqa: E402
 from pipeline.head.train import fold_run  # noqa: E402
 from _tables import params_for  # noqa: E402  (beside this script)
-
-FIRST_SHARE = 0.2
-"""The reference of `peakK`: the mean of the video's first fifth (as `two_stream_first`'s changing stream)."""
-
+from bench_fusion import read_dump  # noqa: E402
 
 def poolings(x: torch.Tensor) -> dict[str, torch.Tensor]:
     """(N, T, D) fitted head input -> named (N, D') pooled inputs, every one label-free."""
     mean = x.mean(1)
-    k0 = max(1, round(FIRST_SHARE * x.shape[1]))
+    k0 = max(1, round(FIRST_FRAMES_SHARE * x.shape[1]))  # the reference `two_stream_first`'s changing stream has
     change = (x - x[:, :k0].mean(1, keepdim=True)).norm(dim=-1)  # (N, T) how far each frame moved
     out = {"mean": mean}
     for k in (15, 30):
@@ -49,12 +48,6 @@ def poolings(x: torch.Tensor) -> dict[str, torch.Tensor]:
         out[f"mean+peak{k}"], out[f"peak{k}"] = torch.cat([mean, peak], 1), peak
     out["mean+std"] = torch.cat([mean, x.std(1)], 1)
     return out
-
-
-def read_dump(path: Path) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
-    d = np.load(path)
-    n = sum(1 for k in d.files if k.startswith("dataset_"))
-    return {(str(d[f"dataset_{i}"]), int(d[f"fold_{i}"])): (d[f"head_{i}"], d[f"label_{i}"]) for i in range(n)}
 
 
 def measure(params: Path, dataset: str, overrides: list[str], heads: dict) -> dict[str, list[tuple[float, float]]]:
@@ -91,7 +84,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
-    heads = read_dump(args.dump)
+    heads = {(f["dataset"], f["fold"]): (f["head"], f["label"]) for f in read_dump(args.dump)}
     overrides = [f"train_head.folds={args.folds}", *args.overrides]
     datasets = args.datasets.split(",")
     table = {ds: measure(params_for(args.params, ds), ds, overrides, heads) for ds in datasets}

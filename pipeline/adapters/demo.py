@@ -39,6 +39,18 @@ class DemoAdapter(Adapter):
                 "distractors": str(self.options.get("distractors", "basic")),
                 "blends": int(self.options.get("blends", 0)), "generator": GENERATOR_VERSION}
 
+    def size(self) -> tuple[int, int]:
+        """(videos, people) the settings generate, without generating: every person (the shipped ones, plus
+        `blends` morphs of each pair) shows every class `videos_per_class_per_identity` times."""
+        from pipeline.demo.assets import identities
+        from pipeline.demo.blend import families
+        from pipeline.demo.generate import CLASSES
+
+        st = self.settings()
+        named = identities(st["identities"])
+        n_people = len(named) + st["blends"] * sum(len(f) > 1 for f in families(named))
+        return n_people * len(CLASSES) * st["videos_per_class_per_identity"], n_people
+
     def list_videos(self) -> Listing:
         labels = self.root / "labels.csv"
         stamp = self.root / ".generation.json"

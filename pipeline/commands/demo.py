@@ -157,12 +157,19 @@ still run every stage with subject-independent folds."""
 SMOKE = "SMOKE RUN (pipeline demo --quick): every stage ran; its numbers mean nothing (12 videos, 3 epochs)."
 
 
+def demo_size(cfg, name: str = "demo") -> tuple[int, int]:
+    """(videos, people) the config's demo dataset generates (its adapter's count)."""
+    from pipeline.adapters import make_adapter
+
+    ds = cfg.datasets[name]
+    return make_adapter(ds.adapter, cfg.resolve_root(name), fps=ds.fps, options=ds.options).size()
+
+
 def workload(cfg, name: str = "demo") -> str:
     """'72 videos (6 expressions x 12 people), 10 folds x 120 epochs': what the config's demo runs."""
-    opts, th = cfg.datasets[name].options, cfg.train_head
-    people = opts.get("identities") or 12
-    return (f"{6 * people * opts.get('videos_per_class_per_identity', 2)} videos (6 expressions x {people} people), "
-            f"{th.folds} folds x {th.epochs} epochs")
+    videos, people = demo_size(cfg, name)
+    th = cfg.train_head
+    return f"{videos} videos (6 expressions x {people} people), {th.folds} folds x {th.epochs} epochs"
 
 
 def announce(cfg, name: str) -> str:

@@ -7,7 +7,7 @@ from pipeline.adapters.demo import DemoAdapter
 def test_changed_options_regenerate_the_videos(tmp_path):
     small = {"videos_per_class_per_identity": 1, "n_frames": [50, 52], "size": 128, "identities": 4}
     first = DemoAdapter(tmp_path, options=small).list_videos()
-    assert len(first.entries) == 24
+    assert len(first.entries) == 24 == DemoAdapter(tmp_path, options=small).size()[0]
     again = DemoAdapter(tmp_path, options=small).list_videos()  # same settings: read back, not regenerated
     assert [e.video_id for e in again.entries] == [e.video_id for e in first.entries]
     more = DemoAdapter(tmp_path, options={**small, "videos_per_class_per_identity": 2}).list_videos()

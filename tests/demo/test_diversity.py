@@ -99,7 +99,9 @@ def test_the_demo_adapter_lists_each_person_with_the_family_as_group(tmp_path):
     from pipeline.adapters import make_adapter
 
     options = dict(seed=0, videos_per_class_per_identity=1, n_frames=[40, 44], size=160, identities=2, blends=1)
-    listing = make_adapter("demo", tmp_path / "raw", options=options).list_videos()
+    adapter = make_adapter("demo", tmp_path / "raw", options=options)
+    listing = adapter.list_videos()
+    assert adapter.size() == (len(listing.entries), 3)  # what the demo announces before generating
     family = "astronaut-pyfeat"
     assert {(e.subject, e.group) for e in listing.entries} == {
         ("astronaut", family), ("pyfeat", family), ("astronaut-pyfeat-1", family)}
