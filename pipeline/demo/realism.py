@@ -134,6 +134,15 @@ class RealismReport:
     def flagged(self) -> list[str]:
         return [s.subject for s in self.subjects if s.flagged]
 
+    def per_subject(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """subject -> class -> (its videos the 6-way apex reading reads as intended, its videos): where a rig fails,
+        it often fails on a few faces (a turned head, glasses over the brows), not on a class everywhere."""
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        for v in self.videos:
+            hits, n = out.setdefault(v.subject, {}).get(v.label, (0, 0))
+            out[v.subject][v.label] = (hits + (v.six_way == v.label), n + 1)
+        return out
+
     def to_json(self) -> str:
         out = asdict(self)
         out["flagged"] = self.flagged
@@ -164,6 +173,11 @@ class RealismReport:
             for s in self.subjects:
                 probs = "".join(f"{p:6.2f}" for p in s.probs) if s.probs else f"{'(no neutral frames)':>42}"
                 lines.append(f"{s.subject:<11}{probs}  {s.reads or '-'}{'  FLAGGED' if s.flagged else ''}")
+            lines += ["", "6-way apex read as intended, per subject (videos):",
+                      f"{'subject':<11}" + "".join(f"{c[:3]:>6}" for c in EXPRESSIONS)]
+            for subject, by_class in self.per_subject().items():
+                cells = [f"{by_class[c][0]}/{by_class[c][1]}" if c in by_class else "-" for c in EXPRESSIONS]
+                lines.append(f"{subject:<11}" + "".join(f"{c:>6}" for c in cells))
         with_neutral = [s for s in self.subjects if s.probs is not None]
         lines.append(f"subjects whose neutral frames read as an expression: {len(self.flagged)} of {len(with_neutral)}"
                      + (f" ({', '.join(f'{s.subject}: {s.reads}' for s in self.subjects if s.flagged)})"

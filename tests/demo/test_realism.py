@@ -43,6 +43,8 @@ def test_summarise_counts_both_readings():
     text = r.format()
     assert "FLAGGED" in text and "s1: happiness" in text and "confusion" in text
     assert "confusion" not in r.format(short=True) and "s1: happiness" in r.format(short=True)
+    assert r.per_subject() == {"s1": {"anger": (0, 1), "happiness": (1, 1)}, "s2": {"sadness": (1, 1)}}
+    assert "s1            0/1     -     -   1/1     -     -" in text and "per subject" not in r.format(short=True)
     assert json.loads(r.to_json())["flagged"] == ["s1"]
     sustained = summarise(videos[2:], [])  # apex from frame 0: nothing to correct against
     assert sustained.corrected is None and "no video has neutral frames" in sustained.format(short=True)
