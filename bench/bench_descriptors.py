@@ -11,7 +11,10 @@ no download and no training:
 - **the detector body pooled by face region** instead of globally (`--regions`): its stage2 and stage3
   maps on the 224-px aligned face averaged over 3 horizontal bands (brows and eyes, nose and cheeks,
   mouth and chin: 1152-d) or a 2x2 grid (1536-d). Global pooling keeps *what* fires, not *where*; the
-  action units that tell expressions apart are regional.
+  action units that tell expressions apart are regional;
+- **horizontal flips** (`--mirror`): the body + flow + HOG blocks (`extract.motion: flow_hog`) of each video and of
+  its mirror image, the product's probe trained on the originals or on both (flipped copies as more training
+  videos, the usual FER augmentation), tested on the original or on the mean of both readings.
 
 Baseline in the same run: the cached detector-body features (`retinaface_mnet`, 384-d). Each descriptor
 is scored by the same linear probe on two video descriptors, *level* (mean over frames) and *change*
@@ -52,7 +55,8 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.io import read_manifest  # noqa: E402
 from pipeline.layout import layout_for  # noqa: E402
 from pipeline.head.sanity import probe_estimator  # noqa: E402
-from pipeline.motion import GRID, SIZE, flow_fields, hog_features, motion_dim, pooled_flow  # noqa: E402
+from pipeline.motion import (GRID, SIZE, flow_fields, hog_features, motion_dim, motion_features,  # noqa: E402
+                             pooled_flow)
 from pipeline.video import read_frames  # noqa: E402
 from _tables import params_for, publish  # noqa: E402  (beside this script)
 
@@ -63,7 +67,27 @@ REGIONS = {"detector body, 3 face bands": (3, 1), "detector body, 2x2 grid": (2,
 BESIDE_HOG = "HOG, 28-px cells (extract.motion: flow_hog)"
 BESIDE = (("detector body", "optical flow"), ("detector body", "optical flow", BESIDE_HOG))
 """`--beside`: the blocks a head input would hold side by side, scored together by the product's probe."""
+MIRRORED = "detector body + optical flow + HOG, 28-px cells, and their horizontal flip"
+FLIPPED = MIRRORED + ": flipped"
+MIRROR_RULES = {"level : change, C = 1": (False, False),
+                "test: mean with the flipped video": (False, True),
+                "train: flipped copies too": (True, False),
+                "train: flipped copies too; test: mean with the flipped video": (True, True)}
+"""`--mirror`: (train on the flipped copies too, average the test reading with the flipped video's)."""
 _BODY = None
+
+
+def body():
+    """The detector body as extract builds it, once per worker process (one thread)."""
+    import torch
+
+    from pipeline.backbones.mnet import build_mnet_features
+
+    global _BODY
+    if _BODY is None:
+        torch.set_num_threads(1)
+        _BODY = build_mnet_features().eval()
+    return _BODY
 
 
 def regional(crops: np.ndarray) -> dict[str, np.ndarray]:
@@ -72,24 +96,29 @@ def regional(crops: np.ndarray) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.backbones.mnet import build_mnet_features
-
-    global _BODY
-    if _BODY is None:  # once per worker process
-        torch.set_num_threads(1)
-        _BODY = build_mnet_features()
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     with torch.no_grad():
-        s2, s3 = _BODY.maps(x)
+        s2, s3 = body().maps(x)
         return {name: torch.cat([F.adaptive_avg_pool2d(s, size).flatten(1) for s in (s2, s3)], 1).numpy()
                 for name, size in REGIONS.items()}
 
 
+def flow_hog_frames(crops: np.ndarray) -> np.ndarray:
+    """(T, 224, 224, 3) aligned RGB crops -> (T, D) the detector body's pooled features beside the flow and HOG of
+    `extract.motion: flow_hog` (pipeline/motion.py), as a head input holds them."""
+    import torch
+
+    with torch.no_grad():
+        pooled = body()(torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()).numpy()
+    return np.concatenate([pooled, motion_features(crops, "flow_hog")], axis=1)
+
+
 def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks: np.ndarray,
-                      regions: bool = False, flow_grids: tuple[int, ...] = (), beside: bool = False
-                      ) -> dict[str, np.ndarray]:
-    """Per-frame HOG and flow (also pooled on each of `flow_grids`; with `regions` the body's regional pooling)
-    of one video's chosen frames, aligned as extract aligns them."""
+                      regions: bool = False, flow_grids: tuple[int, ...] = (), beside: bool = False,
+                      mirror: bool = False) -> dict[str, np.ndarray]:
+    """Per-frame HOG and flow (also pooled on each of `flow_grids`; with `regions` the body's regional pooling,
+    with `mirror` the flow_hog blocks of the video and of its mirror image) of one video's chosen frames, aligned
+    as extract aligns them."""
     frames = read_frames(Path(path), index, crop=crop)
     crops = np.stack([align(frames[int(i)], lm, SIZE) for i, lm in zip(index, landmarks)])
     grey = [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in crops]
@@ -99,8 +128,12 @@ def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks:
     if beside:
         out[BESIDE_HOG] = hog_features(grey)
     out |= {f"optical flow, {g}x{g} grid": pooled_flow(fields, g) for g in flow_grids if g != GRID}
-    if regions:
-        out |= regional(np.stack([align(frames[int(i)], lm, 224) for i, lm in zip(index, landmarks)]))
+    if regions or mirror:
+        full = np.stack([align(frames[int(i)], lm, 224) for i, lm in zip(index, landmarks)])
+        if regions:
+            out |= regional(full)
+        if mirror:
+            out |= {MIRRORED: flow_hog_frames(full), FLIPPED: flow_hog_frames(full[:, :, ::-1])}
     return out
 
 
@@ -115,21 +148,43 @@ def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, estimato
     return float(np.mean(accs)), float(np.std(accs))
 
 
+def level_change(frames: np.ndarray) -> np.ndarray:
+    """(N, T, D) per-frame blocks -> (N, 2D) each video's level (mean over frames) beside its change (that mean
+    minus the first BASE frames' mean)."""
+    return np.concatenate([frames.mean(1), (frames - frames[:, :BASE].mean(1, keepdims=True)).mean(1)], axis=-1)
+
+
 def beside_rows(blocks: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, folds: int) -> list[dict]:
     """`BESIDE`'s blocks concatenated, each video's level and change side by side, scored with the probe that
     train-head fits (`sanity.probe_estimator`, C = 1) on the same leave-people-out folds."""
     out = []
     for names in BESIDE:
         f = np.concatenate([blocks[n] for n in names], axis=-1)
-        x = np.concatenate([f.mean(1), (f - f[:, :BASE].mean(1, keepdims=True)).mean(1)], axis=-1)
+        x = level_change(f)
         m, sd = probe(x, y, groups, folds, lambda: probe_estimator(0, 1.0))
         out.append({"descriptor": " + ".join(names), "video": "level : change, C = 1", "war": m, "war_std": sd,
                     "dim": int(f.shape[-1])})
     return out
 
 
+def mirror_rows(frames: np.ndarray, flipped: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                folds: int) -> list[dict]:
+    """`MIRROR_RULES` with the product's probe (C = 1) on each video's level : change, same folds as `probe`."""
+    x, xf = level_change(frames), level_change(flipped)
+    accs: dict[str, list[float]] = {rule: [] for rule in MIRROR_RULES}
+    for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(x, y, groups):
+        fitted = {False: probe_estimator(0, 1.0).fit(x[tr], y[tr]),
+                  True: probe_estimator(0, 1.0).fit(np.concatenate([x[tr], xf[tr]]), np.concatenate([y[tr], y[tr]]))}
+        for rule, (augment, both) in MIRROR_RULES.items():
+            model = fitted[augment]
+            p = model.predict_proba(x[te]) + (model.predict_proba(xf[te]) if both else 0.0)
+            accs[rule].append(100 * float((p.argmax(1) == y[te]).mean()))
+    return [{"descriptor": MIRRORED, "video": rule, "war": float(np.mean(a)), "war_std": float(np.std(a)),
+             "dim": int(frames.shape[-1])} for rule, a in accs.items()]
+
+
 def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = False,
-            flow_grids: tuple[int, ...] = (), beside: bool = False) -> list[dict]:
+            flow_grids: tuple[int, ...] = (), beside: bool = False, mirror: bool = False) -> list[dict]:
     cfg = load_config(params, dataset=dataset)
     lay = layout_for(cfg, dataset)
     cached = load_cache(lay.features)
@@ -140,7 +195,7 @@ def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = F
         tasks = [(rows[v].path, rows[v].crop_side, chosen[v]["frame_index"][:],
                   faces[v]["landmarks"][:][chosen[v]["frame_index"][:]]) for v in ids]
     t0 = time.time()
-    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids, beside)
+    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids, beside, mirror)
                                       for t in tqdm(tasks, desc=dataset, unit="video"))
     seconds = time.time() - t0
     sel = [row_of[v] for v in ids]
@@ -148,7 +203,12 @@ def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = F
     frames = {"detector body (baseline)": cached.features[sel].astype(np.float32)}
     frames |= {name: np.stack([d[name] for d in per_video]) for name in per_video[0]}
     hog = frames.pop(BESIDE_HOG, None)  # scored only beside the others
+    mirrored, flipped = frames.pop(MIRRORED, None), frames.pop(FLIPPED, None)
     out = []
+    if mirror:
+        for r in mirror_rows(mirrored, flipped, y, groups, folds):
+            out.append({"dataset": dataset, **r, "n_videos": len(ids), "seconds": round(seconds, 1)})
+            print(json.dumps(out[-1]), flush=True)
     if beside:  # the body alone: the cache's columns before any motion extract appended
         body = cached.feature_dim - motion_dim(str(cached.attrs.get("motion", "none")))
         blocks = {"detector body": frames["detector body (baseline)"][..., :body],
@@ -197,12 +257,16 @@ def main() -> None:
     ap.add_argument("--beside", action="store_true",
                     help="also the body + flow, and + HOG (extract.motion: flow_hog), side by side, with the "
                          "product's probe")
+    ap.add_argument("--mirror", action="store_true",
+                    help="also the flow_hog blocks with horizontal flips: as more training videos, and/or averaged "
+                         "with the original at test")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "descriptors.md")
     args = ap.parse_args()
     rows = []
     for ds in args.datasets.split(","):
         grids = tuple(int(g) for g in args.flow_grids.split(",") if g)
-        rows += measure(params_for(args.params, ds), ds, args.folds, args.jobs, args.regions, grids, args.beside)
+        rows += measure(params_for(args.params, ds), ds, args.folds, args.jobs, args.regions, grids, args.beside,
+                        args.mirror)
         write(rows, args.out, sys.argv[1:])
     print(args.out.read_text())
 
