@@ -1,18 +1,28 @@
 """How far does the seed alone move a result, and what does averaging runs of different seeds give? (issue 31)
 
-Reads `predictions.csv` of train-head runs that differ only in `train_head.seed` (each a `bench_center.py` results
-folder, e.g. W/results/two_stream_first) and prints, per dataset, each run's WAR and the WAR of the mean of their
-class probabilities. The seed draws the leave-people-out folds as well as the heads' initialisation and data order,
-so every video is scored out of fold in every run, by heads that never saw its person, and the mean is an
-out-of-fold reading too (an ensemble over seeds and splits; fold-wise numbers do not line up across runs, so WAR
-is over all videos: the folds hold equal numbers of videos here, and it equals the mean over folds).
+Per dataset, each run's WAR and the WAR of the mean of the runs' class probabilities, two ways:
+
+- `--runs`: `predictions.csv` of train-head runs that differ only in `train_head.seed` (each a `bench_center.py`
+  results folder, e.g. W/results/two_stream_first). That seed draws the leave-people-out folds as well as the heads'
+  start, so every video is scored out of fold in every run, but by heads trained on different people: their mean
+  has, across its members, seen every person but the video's own, more than any one fold's training set (an
+  upper bound for an ensemble);
+- `--train SEEDS` with `--params`: train-head's cross-validation (the same code) on the folds of the params'
+  `train_head.seed`, once per seed in SEEDS for the heads' start, data order and clip offsets alone, as an option
+  that trained several heads per fold would: the honest reading of an ensemble.
+
+WAR is over all videos (fold-wise numbers do not line up across `--runs`; the folds hold equal numbers of videos
+here, where it equals the mean over folds).
 
     python bench/bench_seeds.py --runs W0/results/two_stream_first,W1/results/two_stream_first \\
         --datasets bench-au-rich-8-transient,bench-au-rich-8-sustained --out bench/results/seeds.md
+    python bench/bench_seeds.py --params W/params-tps-rich-8_au-rich-8.yaml --train 0,1,2 \\
+        --datasets bench-au-rich-8-transient --set extract.backbone=retinaface_mnet --set extract.motion=flow_hog
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -24,7 +34,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pipeline.config import load_config  # noqa: E402
+from pipeline.head.data import load_training_data  # noqa: E402
 from pipeline.head.report import read_predictions  # noqa: E402
+from pipeline.head.train import cross_validate  # noqa: E402
 from _tables import publish  # noqa: E402  (beside this script)
 
 
@@ -49,9 +62,32 @@ def measure(runs: list[Path], dataset: str) -> dict:
             "n_videos": len(ids)}
 
 
+def train(params: Path, dataset: str, seeds: list[int], overrides: list[str]) -> dict:
+    """Every seed's cross-validation on the same folds (those of the params' own seed); the fused class
+    probabilities train-head writes to predictions.csv, per video."""
+    cfg = load_config(params, dataset=dataset, overrides=overrides)
+    data = load_training_data(cfg, dataset)
+    true, probs = data.cache.label, []
+    for seed in seeds:
+        results = cross_validate(dataclasses.replace(cfg.train_head, seed=seed), data.cache.features, true, data.folds,
+                                 len(data.class_names), desc=f"{dataset} seed {seed}",
+                                 subjects=data.cache.subject, groups=data.groups)
+        p = np.zeros((len(true), len(data.class_names)))
+        for r in results:
+            p[r.test] = r.probs
+        probs.append(p)
+    tested = np.concatenate([f.test for f in data.folds])
+    wars = [100 * float((p[tested].argmax(1) == true[tested]).mean()) for p in probs]
+    mean = 100 * float((np.mean(probs, axis=0)[tested].argmax(1) == true[tested]).mean())
+    return {"dataset": dataset, "seeds": seeds, "folds_seed": cfg.train_head.seed, "war": wars, "mean_of_runs": mean,
+            "n_videos": int(len(tested))}
+
+
 def write(rows: list[dict], out: Path, argv: list[str]) -> None:
     n = len(rows[0]["war"])
-    lines = ["# The seed alone, and the mean of runs of different seeds (issue 31)", "",
+    how = (f"the folds of seed {rows[0]['folds_seed']}, the heads of seeds {', '.join(map(str, rows[0]['seeds']))}"
+           if "seeds" in rows[0] else "runs of different seeds, folds included")
+    lines = [f"# The seed alone, and the mean of runs of different seeds (issue 31): {how}", "",
              f"`python bench/bench_seeds.py {' '.join(argv)}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
              f"{time.strftime('%Y-%m-%d')}. WAR % over all videos (out of fold in every run).", "",
@@ -61,17 +97,30 @@ def write(rows: list[dict], out: Path, argv: list[str]) -> None:
         w = r["war"]
         lines.append(f"| {r['dataset'].removeprefix('bench-')} | " + " | ".join(f"{v:.1f}" for v in w)
                      + f" | {max(w) - min(w):.1f} | {r['mean_of_runs']:.1f} | {r['mean_of_runs'] - np.mean(w):+.1f} |")
+    if "seeds" not in rows[0]:
+        lines += ["", "The runs' members were trained on different people (each run draws its own folds), so their mean has "
+                  "seen more people than one fold holds: an upper bound for an ensemble. `--train` reads one on the "
+                  "same folds."]
     publish(out, "\n".join(lines) + "\n", rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", required=True, help="comma list of results folders (one dataset folder each inside)")
+    how = ap.add_mutually_exclusive_group(required=True)
+    how.add_argument("--runs", help="comma list of results folders (one dataset folder each inside)")
+    how.add_argument("--train", help="comma list of seeds: train each on the same folds (needs --params)")
+    ap.add_argument("--params", type=Path, help="with --train: bench_center.py's params file listing the datasets")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="with --train: as the CLI's --set")
     ap.add_argument("--datasets", required=True, help="comma list")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "seeds.md")
     args = ap.parse_args()
-    runs = [Path(r) for r in args.runs.split(",")]
-    write([measure(runs, ds) for ds in args.datasets.split(",")], args.out, sys.argv[1:])
+    if args.train and not args.params:
+        ap.error("--train needs --params")
+    rows = []
+    for ds in args.datasets.split(","):
+        rows.append(train(args.params, ds, [int(s) for s in args.train.split(",")], args.overrides) if args.train
+                    else measure([Path(r) for r in args.runs.split(",")], ds))
+        write(rows, args.out, sys.argv[1:])  # after every dataset: a stopped run keeps what it measured
 
 
 if __name__ == "__main__":
