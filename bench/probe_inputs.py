@@ -36,10 +36,11 @@ from pipeline.head.train import fold_run  # noqa: E402
 from _tables import params_for  # noqa: E402  (beside this script)
 from bench_fusion import read_dump  # noqa: E402
 
+
 def poolings(x: torch.Tensor) -> dict[str, torch.Tensor]:
     """(N, T, D) fitted head input -> named (N, D') pooled inputs, every one label-free."""
     mean = x.mean(1)
-    k0 = max(1, round(FIRST_FRAMES_SHARE * x.shape[1]))  # the reference `two_stream_first`'s changing stream has
+    k0 = max(1, round(FIRST_FRAMES_SHARE * x.shape[1]))  # the first frames `two_stream_first` subtracts
     change = (x - x[:, :k0].mean(1, keepdim=True)).norm(dim=-1)  # (N, T) how far each frame moved
     out = {"mean": mean}
     for k in (15, 30):

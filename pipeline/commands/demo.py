@@ -167,9 +167,11 @@ def demo_size(cfg, name: str = "demo") -> tuple[int, int]:
 
 def workload(cfg, name: str = "demo") -> str:
     """'72 videos (6 expressions x 12 people), 10 folds x 120 epochs': what the config's demo runs."""
+    from pipeline.demo.generate import CLASSES
+
     videos, people = demo_size(cfg, name)
     th = cfg.train_head
-    return f"{videos} videos (6 expressions x {people} people), {th.folds} folds x {th.epochs} epochs"
+    return f"{videos} videos ({len(CLASSES)} expressions x {people} people), {th.folds} folds x {th.epochs} epochs"
 
 
 def announce(cfg, name: str) -> str:

@@ -135,8 +135,8 @@ class RealismReport:
         return [s.subject for s in self.subjects if s.flagged]
 
     def per_subject(self) -> dict[str, dict[str, tuple[int, int]]]:
-        """subject -> class -> (its videos the 6-way apex reading reads as intended, its videos): where a rig fails,
-        it often fails on a few faces (a turned head, glasses over the brows), not on a class everywhere."""
+        """subject -> class -> (its videos the 6-way apex reading reads as intended, its videos): a rig can fail
+        on a few faces rather than on a class everywhere (docs/realism.md)."""
         out: dict[str, dict[str, tuple[int, int]]] = {}
         for v in self.videos:
             hits, n = out.setdefault(v.subject, {}).get(v.label, (0, 0))
