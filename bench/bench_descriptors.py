@@ -12,6 +12,10 @@ no download and no training:
   maps on the 224-px aligned face averaged over 3 horizontal bands (brows and eyes, nose and cheeks,
   mouth and chin: 1152-d) or a 2x2 grid (1536-d). Global pooling keeps *what* fires, not *where*; the
   action units that tell expressions apart are regional;
+- **texture** (`--texture`): uniform LBP histograms (8 neighbours, radius 1: 10 codes) on a 7x7 grid of 16-px cells
+  of the 112-px grey face (490-d a frame), and HOG of 14-px cells (1764-d, `extract.motion: flow_hog_fine`) in
+  place of flow_hog's 28-px ones, beside the body and the flow as a head input would hold them. Wrinkles and furrows (nose wrinkle, the bulge of
+  a lowered brow, a deepened nasolabial fold) are texture more than edges of 28-px cells;
 - **horizontal flips** (`--mirror`): the body + flow + HOG blocks (`extract.motion: flow_hog`) of each video and of
   its mirror image, the product's probe trained on the originals or on both (flipped copies as more training
   videos, the usual FER augmentation), tested on the original or on the mean of both readings.
@@ -39,7 +43,7 @@ import cv2
 import h5py
 import numpy as np
 from joblib import Parallel, delayed
-from skimage.feature import hog
+from skimage.feature import hog, local_binary_pattern
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
@@ -55,8 +59,8 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.io import read_manifest  # noqa: E402
 from pipeline.layout import layout_for  # noqa: E402
 from pipeline.head.sanity import probe_estimator  # noqa: E402
-from pipeline.motion import (GRID, SIZE, flow_fields, hog_features, motion_dim, motion_features,  # noqa: E402
-                             pooled_flow)
+from pipeline.motion import (GRID, HOG_CELLS, SIZE, flow_fields, hog_features, motion_dim,  # noqa: E402
+                             motion_features, pooled_flow)
 from pipeline.video import read_frames  # noqa: E402
 from _tables import params_for, publish  # noqa: E402  (beside this script)
 
@@ -67,6 +71,14 @@ REGIONS = {"detector body, 3 face bands": (3, 1), "detector body, 2x2 grid": (2,
 BESIDE_HOG = "HOG, 28-px cells (extract.motion: flow_hog)"
 BESIDE = (("detector body", "optical flow"), ("detector body", "optical flow", BESIDE_HOG))
 """`--beside`: the blocks a head input would hold side by side, scored together by the product's probe."""
+LBP = "uniform LBP, 7x7 grid of 16-px cells"
+HOG14 = "HOG, 14-px cells"
+TEXTURE = (("detector body", "optical flow", BESIDE_HOG), ("detector body", "optical flow", BESIDE_HOG, LBP),
+           ("detector body", "optical flow", HOG14), ("detector body", "optical flow", HOG14, LBP),
+           ("detector body", BESIDE_HOG), ("detector body", HOG14))
+"""`--texture`: flow_hog's blocks (the baseline), with LBP beside, with finer HOG cells, and both; then `hog`'s
+blocks (the wild family's, no flow) with 28- and 14-px cells."""
+LBP_CELL, LBP_CODES = 16, 10  # uniform patterns of 8 neighbours: 9 uniform codes + 1 for the rest
 MIRRORED = "detector body + optical flow + HOG, 28-px cells, and their horizontal flip"
 FLIPPED = MIRRORED + ": flipped"
 MIRROR_RULES = {"level : change, C = 1": (False, False),
@@ -113,9 +125,20 @@ def flow_hog_frames(crops: np.ndarray) -> np.ndarray:
     return np.concatenate([pooled, motion_features(crops, "flow_hog")], axis=1)
 
 
+def lbp_grid(grey: list[np.ndarray]) -> np.ndarray:
+    """Grey SIZE-px faces -> (T, 490) float32: per 16-px cell the fraction of pixels with each uniform LBP code."""
+    n = SIZE // LBP_CELL
+    out = []
+    for g in grey:
+        codes = local_binary_pattern(g, 8, 1, method="uniform").astype(np.int64)  # 0..9
+        cells = codes.reshape(n, LBP_CELL, n, LBP_CELL).transpose(0, 2, 1, 3).reshape(n * n, -1)
+        out.append(np.stack([np.bincount(c, minlength=LBP_CODES) for c in cells]).reshape(-1) / LBP_CELL ** 2)
+    return np.stack(out).astype(np.float32)
+
+
 def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks: np.ndarray,
                       regions: bool = False, flow_grids: tuple[int, ...] = (), beside: bool = False,
-                      mirror: bool = False) -> dict[str, np.ndarray]:
+                      mirror: bool = False, texture: bool = False) -> dict[str, np.ndarray]:
     """Per-frame HOG and flow (also pooled on each of `flow_grids`; with `regions` the body's regional pooling,
     with `mirror` the flow_hog blocks of the video and of its mirror image) of one video's chosen frames, aligned
     as extract aligns them."""
@@ -125,8 +148,11 @@ def video_descriptors(path: str, crop: str | None, index: np.ndarray, landmarks:
     h = np.stack([hog(g, orientations=9, pixels_per_cell=(16, 16), cells_per_block=(2, 2)) for g in grey])
     fields = flow_fields(crops)
     out = {"HOG": h.astype(np.float32), "optical flow": pooled_flow(fields, GRID)}
-    if beside:
+    if beside or texture:
         out[BESIDE_HOG] = hog_features(grey)
+    if texture:
+        out[LBP] = lbp_grid(grey)
+        out[HOG14] = hog_features(grey, HOG_CELLS["hog_fine"])
     out |= {f"optical flow, {g}x{g} grid": pooled_flow(fields, g) for g in flow_grids if g != GRID}
     if regions or mirror:
         full = np.stack([align(frames[int(i)], lm, 224) for i, lm in zip(index, landmarks)])
@@ -154,11 +180,12 @@ def level_change(frames: np.ndarray) -> np.ndarray:
     return np.concatenate([frames.mean(1), (frames - frames[:, :BASE].mean(1, keepdims=True)).mean(1)], axis=-1)
 
 
-def beside_rows(blocks: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, folds: int) -> list[dict]:
-    """`BESIDE`'s blocks concatenated, each video's level and change side by side, scored with the probe that
+def beside_rows(blocks: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, folds: int,
+                sets: tuple[tuple[str, ...], ...] = BESIDE) -> list[dict]:
+    """Each of `sets`' blocks concatenated, each video's level and change side by side, scored with the probe that
     train-head fits (`sanity.probe_estimator`, C = 1) on the same leave-people-out folds."""
     out = []
-    for names in BESIDE:
+    for names in sets:
         f = np.concatenate([blocks[n] for n in names], axis=-1)
         x = level_change(f)
         m, sd = probe(x, y, groups, folds, lambda: probe_estimator(0, 1.0))
@@ -184,7 +211,8 @@ def mirror_rows(frames: np.ndarray, flipped: np.ndarray, y: np.ndarray, groups: 
 
 
 def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = False,
-            flow_grids: tuple[int, ...] = (), beside: bool = False, mirror: bool = False) -> list[dict]:
+            flow_grids: tuple[int, ...] = (), beside: bool = False, mirror: bool = False,
+            texture: bool = False) -> list[dict]:
     cfg = load_config(params, dataset=dataset)
     lay = layout_for(cfg, dataset)
     cached = load_cache(lay.features)
@@ -195,25 +223,26 @@ def measure(params: Path, dataset: str, folds: int, jobs: int, regions: bool = F
         tasks = [(rows[v].path, rows[v].crop_side, chosen[v]["frame_index"][:],
                   faces[v]["landmarks"][:][chosen[v]["frame_index"][:]]) for v in ids]
     t0 = time.time()
-    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids, beside, mirror)
+    per_video = Parallel(n_jobs=jobs)(delayed(video_descriptors)(*t, regions, flow_grids, beside, mirror, texture)
                                       for t in tqdm(tasks, desc=dataset, unit="video"))
     seconds = time.time() - t0
     sel = [row_of[v] for v in ids]
     y, groups = cached.label[sel], np.asarray(cached.subject)[sel]
     frames = {"detector body (baseline)": cached.features[sel].astype(np.float32)}
     frames |= {name: np.stack([d[name] for d in per_video]) for name in per_video[0]}
-    hog = frames.pop(BESIDE_HOG, None)  # scored only beside the others
+    side = {n: frames.pop(n) for n in (BESIDE_HOG, LBP, HOG14) if n in frames}  # scored only beside the others
     mirrored, flipped = frames.pop(MIRRORED, None), frames.pop(FLIPPED, None)
     out = []
     if mirror:
         for r in mirror_rows(mirrored, flipped, y, groups, folds):
             out.append({"dataset": dataset, **r, "n_videos": len(ids), "seconds": round(seconds, 1)})
             print(json.dumps(out[-1]), flush=True)
-    if beside:  # the body alone: the cache's columns before any motion extract appended
+    if beside or texture:  # the body alone: the cache's columns before any motion extract appended
         body = cached.feature_dim - motion_dim(str(cached.attrs.get("motion", "none")))
         blocks = {"detector body": frames["detector body (baseline)"][..., :body],
-                  "optical flow": frames["optical flow"], BESIDE_HOG: hog}
-        for r in beside_rows(blocks, y, groups, folds):
+                  "optical flow": frames["optical flow"], **side}
+        sets = (BESIDE if beside else ()) + (TEXTURE if texture else ())
+        for r in beside_rows(blocks, y, groups, folds, tuple(dict.fromkeys(sets))):
             out.append({"dataset": dataset, **r, "n_videos": len(ids), "seconds": round(seconds, 1)})
             print(json.dumps(out[-1]), flush=True)
     for name, f in frames.items():
@@ -260,13 +289,16 @@ def main() -> None:
     ap.add_argument("--mirror", action="store_true",
                     help="also the flow_hog blocks with horizontal flips: as more training videos, and/or averaged "
                          "with the original at test")
+    ap.add_argument("--texture", action="store_true",
+                    help="also uniform LBP histograms and 14-px HOG beside the body and the flow, with the product's "
+                         "probe")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "descriptors.md")
     args = ap.parse_args()
     rows = []
     for ds in args.datasets.split(","):
         grids = tuple(int(g) for g in args.flow_grids.split(",") if g)
         rows += measure(params_for(args.params, ds), ds, args.folds, args.jobs, args.regions, grids, args.beside,
-                        args.mirror)
+                        args.mirror, args.texture)
         write(rows, args.out, sys.argv[1:])
     print(args.out.read_text())
 

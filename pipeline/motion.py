@@ -9,6 +9,8 @@ the head's table with it: bench/results/robust.md.
 
 `flow_hog`: the same flow and, after it, HOG of each aligned grey face (`hog_features`, 324 numbers a frame).
 `hog`: the HOG alone, for held expressions, where a flow from the first frame has nothing to follow.
+`flow_hog_fine`, `hog_fine`: the same with HOG of 14-px cells (1764 numbers a frame), which sees smaller edges
+(a nose wrinkle, a lid fold) at 5x the width (bench/results/descriptors.md, seventeenth session).
 
 Per video, not per frame: the reference is the video's own first frame, so the features depend on
 which frames resample chose, as the rest of the cache does.
@@ -18,19 +20,25 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MOTIONS = ("none", "flow", "flow_hog", "hog")
 SIZE, GRID = 112, 8
-HOG_CELL, HOG_BLOCK, HOG_BINS = 28, 2, 9
-"""The HOG of `flow_hog` and `hog`: 28-px cells (4x4 on the 112-px face), 2x2-cell blocks, 9 orientations:
-324 numbers a frame."""
+HOG_CELLS = {"none": 0, "flow": 0, "flow_hog": 28, "hog": 28, "flow_hog_fine": 14, "hog_fine": 14}
+"""Each motion's HOG cell in px of the 112-px face (0: no HOG): 28 px is 4x4 cells, 324 numbers a frame; 14 px
+is 8x8 cells, 1764 numbers. Blocks of 2x2 cells, 9 orientations."""
+MOTIONS = tuple(HOG_CELLS)
+HOG_BLOCK, HOG_BINS = 2, 9
 # Farnebäck: pyramid scale 0.5, 3 levels, 15-px window, 3 iterations, 5-px polynomial (sigma 1.2): OpenCV's
 # documented example values, which fit a 112-px face (a brow moves a few pixels).
 _FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
 
 
+def _has_flow(motion: str) -> bool:
+    return motion.startswith("flow")
+
+
 def motion_dim(motion: str) -> int:
-    flow, hog = 2 * GRID * GRID, HOG_BINS * HOG_BLOCK ** 2 * (SIZE // HOG_CELL - HOG_BLOCK + 1) ** 2
-    return {"none": 0, "flow": flow, "flow_hog": flow + hog, "hog": hog}[motion]
+    cell = HOG_CELLS[motion]
+    hog = HOG_BINS * HOG_BLOCK ** 2 * (SIZE // cell - HOG_BLOCK + 1) ** 2 if cell else 0
+    return 2 * GRID * GRID * _has_flow(motion) + hog
 
 
 def motion_features(crops: np.ndarray, motion: str) -> np.ndarray:
@@ -38,10 +46,10 @@ def motion_features(crops: np.ndarray, motion: str) -> np.ndarray:
     if motion == "none":
         return np.zeros((len(crops), 0), np.float32)
     grey = _grey(crops)
-    if motion == "hog":
-        return hog_features(grey)
-    flow = pooled_flow(flow_fields(grey), GRID)
-    return flow if motion == "flow" else np.concatenate([flow, hog_features(grey)], axis=1)
+    blocks = [pooled_flow(flow_fields(grey), GRID)] if _has_flow(motion) else []
+    if HOG_CELLS[motion]:
+        blocks.append(hog_features(grey, HOG_CELLS[motion]))
+    return np.concatenate(blocks, axis=1)
 
 
 def _grey(crops: np.ndarray) -> list[np.ndarray]:
@@ -56,14 +64,15 @@ def flow_fields(crops: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
     return [cv2.calcOpticalFlowFarneback(grey[0], g, None, *_FARNEBACK) for g in grey]
 
 
-def hog_features(grey: list[np.ndarray]) -> np.ndarray:
-    """Grey SIZE-px faces -> (T, 324) float32 HOG (scikit-image, L2-Hys blocks): the face's edges (brows, lids,
+def hog_features(grey: list[np.ndarray], cell: int = 28) -> np.ndarray:
+    """Grey SIZE-px faces -> (T, 324) float32 HOG of `cell`-px cells (scikit-image, L2-Hys blocks; 1764-d at 14 px):
+    the face's edges (brows, lids,
     nose wrinkles, lip lines) where they are, which a global pool of the backbone loses. Beside the backbone and
     the flow it raised a linear probe's worst source by 5.5 points (bench/results/descriptors.md, twelfth
     session)."""
     from skimage.feature import hog
 
-    return np.stack([hog(g, orientations=HOG_BINS, pixels_per_cell=(HOG_CELL, HOG_CELL),
+    return np.stack([hog(g, orientations=HOG_BINS, pixels_per_cell=(cell, cell),
                          cells_per_block=(HOG_BLOCK, HOG_BLOCK))
                      for g in grey]).astype(np.float32)
 

@@ -32,8 +32,9 @@ FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
     # neutral -> apex -> neutral clips (MMI, BU-4DFE, CK+, Oulu-CASIA): the sections' flow + HOG with
     # standardize are its best worst case too (fourteenth session); kept, empty, so `family: lab` stays a name
     "lab": {},
-    # held expressions (AFEW, DFEW, FERV39k, MAFW): HOG without flow or standardize, the probe's share 0.85
-    "wild": {"extract": {"motion": "hog"}, "train_head": {"standardize": False, "fusion_weight": 0.85}},
+    # held expressions (AFEW, DFEW, FERV39k, MAFW): HOG of 14-px cells without flow or standardize, the
+    # probe's share 0.85
+    "wild": {"extract": {"motion": "hog_fine"}, "train_head": {"standardize": False, "fusion_weight": 0.85}},
 }
 
 # The top level used when there is no params.yaml (a pip-installed user in an empty folder); the
@@ -251,9 +252,10 @@ class ExtractConfig:
     motion: str = "flow_hog"
     """Per-frame motion and texture appended to the backbone's features: `none`, `flow` (128-d optical flow from
     the video's first chosen frame, pipeline/motion.py), `flow_hog` (the flow, then 324-d HOG of the aligned grey
-    face) or `hog` (the HOG alone). `flow_hog` has the best worst case across rigs, flavours and people counts
-    for folder and csv data and the lab family; the wild family (held expressions) sets `hog`
-    (bench/results/robust.md, thirteenth session)."""
+    face) or `hog` (the HOG alone); `flow_hog_fine` and `hog_fine` take 1764-d HOG of 14-px cells instead.
+    `flow_hog` has the best worst case across rigs, flavours and people counts for folder and csv data and the
+    lab family; the wild family (held expressions) sets `hog_fine` (bench/results/robust.md, thirteenth and
+    seventeenth sessions)."""
 
     def check(self, key: str) -> list[str]:
         from pipeline.motion import MOTIONS

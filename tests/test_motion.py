@@ -1,4 +1,4 @@
-"""extract.motion = flow / flow_hog / hog (issue 31, item 5): what they measure, and how they sit in the cache."""
+"""extract.motion = flow / flow_hog / hog and their `_fine` HOG (issue 31, item 5): what they measure, and how they sit in the cache."""
 import cv2
 import h5py
 import numpy as np
@@ -8,7 +8,7 @@ from cache.reader import load_cache
 from cache.store import list_shards
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.motion import GRID, HOG_CELL, SIZE, motion_dim, motion_features
+from pipeline.motion import GRID, HOG_CELLS, SIZE, motion_dim, motion_features
 from tests.conftest import EXTRACTED, copy_dataset
 
 
@@ -36,7 +36,7 @@ def test_flow_hog_is_the_flow_then_hog_of_where_the_faces_edges_are():
     a bar turned upright moves the weight from the horizontal-edge orientations to the vertical-edge ones."""
     face = np.full((224, 224, 3), 128, np.uint8)
     brow, lowered, upright = face.copy(), face.copy(), face.copy()
-    brow[56:64, 40:184] = 20  # a dark bar in the second row of 56-px cells (HOG_CELL at 224 px)
+    brow[56:64, 40:184] = 20  # a dark bar in the second row of 56-px cells (flow_hog's 28 px at 112)
     lowered[112:120, 40:184] = 20
     upright[40:184, 108:116] = 20
     out = motion_features(np.stack([brow, lowered, upright]), "flow_hog")
@@ -44,10 +44,27 @@ def test_flow_hog_is_the_flow_then_hog_of_where_the_faces_edges_are():
     np.testing.assert_array_equal(out[:, :128], motion_features(np.stack([brow, lowered, upright]), "flow"))
     hog = out[:, 128:]
     np.testing.assert_array_equal(hog, motion_features(np.stack([brow, lowered, upright]), "hog"))  # `hog`: HOG alone
-    assert SIZE // HOG_CELL == 4 and np.abs(hog[0] - hog[1]).max() > 0.1  # the bar's move shows
+    assert SIZE // HOG_CELLS["flow_hog"] == 4 and np.abs(hog[0] - hog[1]).max() > 0.1  # the bar's move shows
     per_bin = hog.reshape(3, -1, 9).sum(axis=1)  # orientation histograms summed over blocks and cells
     horizontal_edge, vertical_edge = int(per_bin[0].argmax()), int(per_bin[2].argmax())
     assert horizontal_edge != vertical_edge  # skimage bins gradient orientation: a bar's angle moves its weight
+
+
+def test_fine_hog_is_the_same_flow_and_a_finer_grid_of_cells():
+    """`flow_hog_fine` / `hog_fine`: the flow columns unchanged, then 8x8 cells of 14 px (7x7 blocks, 1764 numbers);
+    a bar moved within one of flow_hog's 28-px cells still moves between 14-px ones."""
+    face = np.full((224, 224, 3), 128, np.uint8)
+    brow, nudged = face.copy(), face.copy()
+    brow[60:68, 40:184] = 20  # in the third row of 28-px cells at 224 px, and their upper half
+    nudged[84:92, 40:184] = 20  # the same 56-px cell row, the lower 28-px half
+    frames = np.stack([brow, nudged])
+    fine = motion_features(frames, "flow_hog_fine")
+    assert motion_dim("hog_fine") == 1764 and fine.shape == (2, 128 + 1764) == (2, motion_dim("flow_hog_fine"))
+    np.testing.assert_array_equal(fine[:, :128], motion_features(frames, "flow"))
+    np.testing.assert_array_equal(fine[:, 128:], motion_features(frames, "hog_fine"))
+    coarse = motion_features(frames, "hog")
+    moved = lambda h: np.abs(h[0] - h[1]).max()  # noqa: E731
+    assert moved(coarse) < 1e-6 and moved(fine[:, 128:]) > 0.5  # within a 28-px cell HOG is blind to the move
 
 
 def test_an_unknown_motion_is_a_config_error(tmp_path):
