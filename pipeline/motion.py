@@ -65,11 +65,10 @@ def flow_fields(crops: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
 
 
 def hog_features(grey: list[np.ndarray], cell: int = 28) -> np.ndarray:
-    """Grey SIZE-px faces -> (T, 324) float32 HOG of `cell`-px cells (scikit-image, L2-Hys blocks; 1764-d at 14 px):
-    the face's edges (brows, lids,
-    nose wrinkles, lip lines) where they are, which a global pool of the backbone loses. Beside the backbone and
-    the flow it raised a linear probe's worst source by 5.5 points (bench/results/descriptors.md, twelfth
-    session)."""
+    """Grey SIZE-px faces -> (T, 324) float32 HOG of `cell`-px cells ((T, 1764) at 14 px; scikit-image, L2-Hys
+    blocks): the face's edges (brows, lids, nose wrinkles, lip lines) where they are, which a global pool of the
+    backbone loses. Beside the backbone and the flow it raised a linear probe's worst source by 5.5 points
+    (bench/results/descriptors.md, twelfth session)."""
     from skimage.feature import hog
 
     return np.stack([hog(g, orientations=HOG_BINS, pixels_per_cell=(cell, cell),
