@@ -14,8 +14,9 @@ no download and no training:
   action units that tell expressions apart are regional;
 - **texture** (`--texture`): uniform LBP histograms (8 neighbours, radius 1: 10 codes) on a 7x7 grid of 16-px cells
   of the 112-px grey face (490-d a frame), and HOG of 14-px cells (1764-d, `extract.motion: flow_hog_fine`) in
-  place of flow_hog's 28-px ones, beside the body and the flow as a head input would hold them. Wrinkles and furrows (nose wrinkle, the bulge of
-  a lowered brow, a deepened nasolabial fold) are texture more than edges of 28-px cells;
+  place of flow_hog's 28-px ones, beside the body and the flow as a head input would hold them. Wrinkles and
+  furrows (nose wrinkle, the bulge of a lowered brow, a deepened nasolabial fold) are texture more than edges of
+  28-px cells;
 - **horizontal flips** (`--mirror`): the body + flow + HOG blocks (`extract.motion: flow_hog`) of each video and of
   its mirror image, the product's probe trained on the originals or on both (flipped copies as more training
   videos, the usual FER augmentation), tested on the original or on the mean of both readings.

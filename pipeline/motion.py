@@ -10,7 +10,7 @@ the head's table with it: bench/results/robust.md.
 `flow_hog`: the same flow and, after it, HOG of each aligned grey face (`hog_features`, 324 numbers a frame).
 `hog`: the HOG alone, for held expressions, where a flow from the first frame has nothing to follow.
 `flow_hog_fine`, `hog_fine`: the same with HOG of 14-px cells (1764 numbers a frame), which sees smaller edges
-(a nose wrinkle, a lid fold) at 5x the width (bench/results/descriptors.md, seventeenth session).
+(a nose wrinkle, a lid fold) at 5.4x the width (bench/results/descriptors.md, seventeenth session).
 
 Per video, not per frame: the reference is the video's own first frame, so the features depend on
 which frames resample chose, as the rest of the cache does.
@@ -64,7 +64,7 @@ def flow_fields(crops: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
     return [cv2.calcOpticalFlowFarneback(grey[0], g, None, *_FARNEBACK) for g in grey]
 
 
-def hog_features(grey: list[np.ndarray], cell: int = 28) -> np.ndarray:
+def hog_features(grey: list[np.ndarray], cell: int = HOG_CELLS["hog"]) -> np.ndarray:
     """Grey SIZE-px faces -> (T, 324) float32 HOG of `cell`-px cells ((T, 1764) at 14 px; scikit-image, L2-Hys
     blocks): the face's edges (brows, lids, nose wrinkles, lip lines) where they are, which a global pool of the
     backbone loses. Beside the backbone and the flow it raised a linear probe's worst source by 5.5 points
