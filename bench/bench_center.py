@@ -7,11 +7,12 @@ defaults otherwise (issues 11 and 31). A default is chosen by its *worst* column
         --options first_frames,video_median,two_stream_first
     python bench/bench_center.py --options two_stream_first --set train_head.raw_dropout=0
 
-A source `RIG:DISTRACTORS:N[+B]` is a demo dataset made with `rig` (tps|au), `distractors`
+A source `RIG:DISTRACTORS:N[+B][:new]` is a demo dataset made with `rig` (tps|au), `distractors`
 (basic|rich), the first N shipped people and B blended identities per pair of them (a family of two
 parents and their blends shares one fold key). Folds: N/2 folds of 2 people without blends (so 8
 people give 6 training people a fold), one fold per family with blends (12+1: 18 people in 6
-families, 15 training people a fold).
+families, 15 training people a fold). `:new` keeps the blends only (the demo's `parents: false`):
+faces no default was chosen on, e.g. `tps:rich:8+2:new`, 8 blends in 4 families, 6 training people.
 
 For each source and flavour it generates the videos, runs manifest → extract once through the
 `pipeline` CLI (the detector's pretrained body, as the demo), then `pipeline run train-head` once per
@@ -46,27 +47,33 @@ class Source:
     distractors: str
     identities: int
     blends: int
+    new: bool = False  # the blends only, not their parents
 
     @classmethod
     def parse(cls, spec: str) -> "Source":
         try:
-            rig, distractors, people = spec.split(":")
+            rig, distractors, people, *new = spec.split(":")
             n, _, b = people.partition("+")
-            return cls(rig, distractors, int(n), int(b or 0))
+            if new not in ([], ["new"]) or (new and not b):
+                raise ValueError("the optional last part is `new`, and it needs +B blends")
+            return cls(rig, distractors, int(n), int(b or 0), bool(new))
         except ValueError as err:
-            raise SystemExit(f"--sources: {spec!r} is not RIG:DISTRACTORS:N[+B] ({err})") from None
+            raise SystemExit(f"--sources: {spec!r} is not RIG:DISTRACTORS:N[+B][:new] ({err})") from None
 
     @property
     def name(self) -> str:
-        return f"{self.rig}-{self.distractors}-{self.identities}" + (f"+{self.blends}" if self.blends else "")
+        return (f"{self.rig}-{self.distractors}-{self.identities}" + (f"+{self.blends}" if self.blends else "")
+                + ("-new" if self.new else ""))
 
     @property
     def folds(self) -> int:
+        if self.new:  # one family per pair of parents
+            return self.identities // 2
         return self.identities // 2 if not self.blends else (self.identities + 1) // 2
 
     @property
     def training_people(self) -> int:
-        per_family = 2 + self.blends if self.blends else 2
+        per_family = self.blends if self.new else 2 + self.blends if self.blends else 2
         return (self.folds - 1) * per_family
 
 
@@ -80,7 +87,8 @@ def params_file(work: Path, args, sources: list[Source]) -> Path:
             name = f"bench-{s.name}-{f}".replace("+", "p")
             p["datasets"][name] = {"adapter": "demo", "root": str(work / "data" / name / "raw"), "options": {
                 "seed": args.seed, "videos_per_class_per_identity": args.videos, "identities": s.identities,
-                "episode": f, "rig": s.rig, "distractors": s.distractors, "blends": s.blends}}
+                "episode": f, "rig": s.rig, "distractors": s.distractors, "blends": s.blends,
+                **({"parents": False} if s.new else {})}}
     p["dataset"] = next(iter(p["datasets"]))
     p["repro"] = list(p["datasets"])
     path = work / f"params-{'_'.join(s.name for s in sources)}.yaml"  # one per sweep part: parts run at once
@@ -174,7 +182,8 @@ def write(args, rows: list[dict], seconds: float) -> None:
              f"{time.strftime('%Y-%m-%d')}; {seconds / 60:.0f} min in all."])
     lines = [*head, "",
              f"Detector-body features (retinaface_mnet), {args.videos} videos per class and person, leave-people-out "
-             f"folds (StratifiedGroupKFold by subject, by family with blends, seed {args.seed}), {args.epochs} epochs, batch "
+             f"folds (StratifiedGroupKFold by subject, by family with blends, `train_head.seed`'s draw), videos of "
+             f"generation seed {args.seed}, {args.epochs} epochs, batch "
              f"{args.batch_size}, every other setting the params.yaml default"
              + (f", plus `{' '.join(args.extra)}`" if args.extra else "") + ". Last-epoch WAR %, mean ± std over "
              "folds; chance 16.7 %. A source is RIG-DISTRACTORS-PEOPLE (`+B`: B blends per pair of people); the "

@@ -9,7 +9,7 @@ from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 
 GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size", "episode", "identities", "rig",
-                    "distractors", "blends")
+                    "distractors", "blends", "parents")
 
 
 class DemoAdapter(Adapter):
@@ -22,7 +22,8 @@ class DemoAdapter(Adapter):
               "  Generated into <root> when labels.csv is missing (options: seed,\n"
               "  videos_per_class_per_identity, n_frames [min, max], size, episode transient|sustained,\n"
               "  identities: how many of the shipped people, default all; rig tps|au; distractors\n"
-              "  basic|rich; blends: morphs per pair of people, a family sharing one fold group).")
+              "  basic|rich; blends: morphs per pair of people, a family sharing one fold group;\n"
+              "  parents: false keeps only the morphs, people no default was chosen on).")
     protocol = "subject-independent k-fold over the face identities (train-head --folds)"
 
     def settings(self) -> dict:
@@ -37,7 +38,16 @@ class DemoAdapter(Adapter):
                 "identities": int(self.options["identities"]) if self.options.get("identities") else None,
                 "rig": str(self.options.get("rig", "tps")),
                 "distractors": str(self.options.get("distractors", "basic")),
-                "blends": int(self.options.get("blends", 0)), "generator": GENERATOR_VERSION}
+                "blends": int(self.options.get("blends", 0)), "generator": GENERATOR_VERSION,
+                # only when off, so that the stamps of sets made before the option stay current
+                **({"parents": False} if not self.parents else {})}
+
+    @property
+    def parents(self) -> bool:
+        value = self.options.get("parents", True)
+        if not isinstance(value, bool):
+            raise DatasetError(f"demo: option parents must be true or false, got {value!r}")
+        return value
 
     def size(self) -> tuple[int, int]:
         """(videos, people) the settings generate, without generating: every person (the shipped ones, plus
@@ -48,7 +58,7 @@ class DemoAdapter(Adapter):
 
         st = self.settings()
         named = identities(st["identities"])
-        n_people = len(named) + st["blends"] * sum(len(f) > 1 for f in families(named))
+        n_people = len(named) * self.parents + st["blends"] * sum(len(f) > 1 for f in families(named))
         return n_people * len(CLASSES) * st["videos_per_class_per_identity"], n_people
 
     def list_videos(self) -> Listing:
@@ -101,4 +111,4 @@ class DemoAdapter(Adapter):
         generate_demo(self.root, seed=st["seed"], videos_per_class_per_identity=st["videos_per_class_per_identity"],
                       n_frames=tuple(st["n_frames"]), size=st["size"], fps=self.fps, episode=st["episode"],
                       n_identities=st["identities"], rig=st["rig"], distractors=st["distractors"],
-                      blends=st["blends"])
+                      blends=st["blends"], parents=self.parents)

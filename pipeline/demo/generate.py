@@ -352,8 +352,12 @@ def load_models(faces_dir: Path | None = None, n_identities: int | None = None) 
     return [[FaceModel.build(name, im) for im in images[name]] for name in identities(n_identities)]
 
 
-def people(n_identities: int | None = None, blends: int = 0) -> list[Person]:
-    """The shipped people, plus `blends` morphs of each consecutive pair of them (`pipeline.demo.blend`)."""
+def people(n_identities: int | None = None, blends: int = 0, parents: bool = True) -> list[Person]:
+    """The shipped people, plus `blends` morphs of each consecutive pair of them (`pipeline.demo.blend`).
+
+    `parents=False` keeps only the morphs: faces that no default was chosen on (a held-out set of people)."""
+    if not parents and blends < 1:
+        raise ValueError("parents=False keeps only the blends, so it needs blends >= 1")
     models = load_models(n_identities=n_identities)
     if blends == 0:
         return [Person(photos[0].identity, "", i, photos) for i, photos in enumerate(models)]
@@ -361,7 +365,8 @@ def people(n_identities: int | None = None, blends: int = 0) -> list[Person]:
     out = []
     for f, family in enumerate(families(tuple(by_name))):
         group = "-".join(family)
-        out += [Person(name, group, by_name[name][0], by_name[name][1]) for name in family]
+        if parents:
+            out += [Person(name, group, by_name[name][0], by_name[name][1]) for name in family]
         if len(family) < 2:
             continue
         (a,), (b,) = (by_name[family[0]][1][:1], by_name[family[1]][1][:1])
@@ -383,8 +388,10 @@ def rich_render(face: FaceModel, identity_index: int, label: str, k: int, *, see
 def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity: int = 2,
                   classes: tuple[str, ...] = CLASSES, n_frames: tuple[int, int] = (60, 90), size: int = 256,
                   fps: float = 25, episode: str = "transient", n_identities: int | None = None,
-                  rig: str = "tps", distractors: str = "basic", blends: int = 0) -> Path:
+                  rig: str = "tps", distractors: str = "basic", blends: int = 0, parents: bool = True) -> Path:
     """Write the demo videos and `labels.csv` under `out_dir`; returns the path of `labels.csv`.
+
+    `parents=False`: only the `blends` (new faces, `people`), not the shipped people they are made from.
 
     `labels.csv` is written last (atomically), so its presence means the set is complete.
     """
@@ -401,9 +408,11 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     if blends < 0:
         raise ValueError(f"blends must be >= 0, got {blends}")
+    if not parents and blends < 1:
+        raise ValueError("parents=False keeps only the blends, so it needs blends >= 1")
     out_dir = Path(out_dir)
     rows = []
-    for person in people(n_identities, blends):
+    for person in people(n_identities, blends, parents):
         for label in classes:
             for k in range(videos_per_class_per_identity):
                 face = person.photos[k % len(person.photos)]  # alternate between a person's photos

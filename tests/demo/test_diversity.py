@@ -33,6 +33,29 @@ def test_blends_are_their_own_people_in_their_parents_group(rich):
     assert len(rows) == 3 * 6
 
 
+def test_parents_false_keeps_only_the_blends_in_their_family(tmp_path):
+    """A held-out set of people: the morphs alone, still grouped by family for the folds."""
+    generate_demo(tmp_path, seed=0, blends=1, parents=False, **SMALL)
+    rows = _rows(tmp_path)
+    assert {r["subject"] for r in rows} == {"astronaut-pyfeat-1"} and {r["group"] for r in rows} == {"astronaut-pyfeat"}
+    assert len(rows) == 6
+    with pytest.raises(ValueError, match="blends >= 1"):
+        generate_demo(tmp_path / "none", seed=0, parents=False, **SMALL)
+
+
+def test_the_demo_stamp_names_parents_only_when_off(tmp_path):
+    """Sets made before the option existed stay current: their stamp has no `parents` key."""
+    from pipeline.adapters import make_adapter
+    from pipeline.errors import DatasetError
+
+    options = dict(seed=0, identities=4, blends=2)
+    assert "parents" not in make_adapter("demo", tmp_path, options=options).settings()
+    new = make_adapter("demo", tmp_path, options={**options, "parents": False})
+    assert new.settings()["parents"] is False and new.size() == (4 * 6 * 2, 4)  # 2 pairs x 2 blends
+    with pytest.raises(DatasetError, match="true or false"):
+        make_adapter("demo", tmp_path, options={**options, "parents": "no"}).settings()
+
+
 @pytest.mark.slow  # generates the rich demo set a second time (4 s)
 def test_rich_videos_decode_and_are_deterministic(rich, tmp_path):
     for r in _rows(rich):
