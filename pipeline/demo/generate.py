@@ -408,8 +408,6 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     if blends < 0:
         raise ValueError(f"blends must be >= 0, got {blends}")
-    if not parents and blends < 1:
-        raise ValueError("parents=False keeps only the blends, so it needs blends >= 1")
     out_dir = Path(out_dir)
     rows = []
     for person in people(n_identities, blends, parents):
