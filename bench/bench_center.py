@@ -67,14 +67,18 @@ class Source:
 
     @property
     def folds(self) -> int:
-        if self.new:  # one family per pair of parents
-            return self.identities // 2
-        return self.identities // 2 if not self.blends else (self.identities + 1) // 2
+        """2 people a fold without blends, one family a fold with them (a lone last person is a family of one,
+        which `:new` leaves empty)."""
+        return (self.identities + 1) // 2 if self.blends and not self.new else self.identities // 2
+
+    @property
+    def per_fold(self) -> int:
+        """People in a fold: a pair, or a family (its parents unless `:new`, and its blends)."""
+        return 2 if not self.blends else self.blends + (0 if self.new else 2)
 
     @property
     def training_people(self) -> int:
-        per_family = self.blends if self.new else 2 + self.blends if self.blends else 2
-        return (self.folds - 1) * per_family
+        return (self.folds - 1) * self.per_fold
 
 
 def params_file(work: Path, args, sources: list[Source]) -> Path:
@@ -136,7 +140,8 @@ def main() -> None:
     args.epochs = args.epochs or section["epochs"]
     args.batch_size = args.batch_size or section["batch_size"]
     if args.tables:
-        write(args, [r for f in args.tables.split(",") for r in json.loads(Path(f).read_text())], 0.0)
+        # the .json files named are the record: the table is written without another copy of their rows
+        write(args, [r for f in args.tables.split(",") for r in json.loads(Path(f).read_text())], 0.0, keep_rows=False)
         return
     options = args.options.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -170,7 +175,7 @@ def main() -> None:
                 write(args, rows, time.time() - t0)  # after every run: a stopped sweep keeps what it measured
 
 
-def write(args, rows: list[dict], seconds: float) -> None:
+def write(args, rows: list[dict], seconds: float, keep_rows: bool = True) -> None:
     columns = list(dict.fromkeys((r["source"], r["flavour"]) for r in rows))
     flavours = list(dict.fromkeys(f for _, f in columns))  # per-flavour minima: a family default (lab: transient)
     options = list(dict.fromkeys(r["center"] for r in rows))
@@ -213,7 +218,7 @@ def write(args, rows: list[dict], seconds: float) -> None:
         lines.append(f"| {r['source']} | {r['flavour']} | `{r['center']}` | {fmt(r['war'], r['war_std'])} | "
                      f"{fmt(r['uar'], r['uar_std'])} | {strict} | {probe} | {r['near_chance']} of {r['n_folds']} | "
                      f"{r['seconds']:.0f} |")
-    publish(args.out, "\n".join(lines) + "\n", rows)
+    publish(args.out, "\n".join(lines) + "\n", rows if keep_rows else None)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class DemoAdapter(Adapter):
 
         st = self.settings()
         named = identities(st["identities"])
-        n_people = len(named) * self.parents + st["blends"] * sum(len(f) > 1 for f in families(named))
+        n_people = (len(named) if self.parents else 0) + st["blends"] * sum(len(f) > 1 for f in families(named))
         return n_people * len(CLASSES) * st["videos_per_class_per_identity"], n_people
 
     def list_videos(self) -> Listing:
@@ -108,7 +108,10 @@ class DemoAdapter(Adapter):
             for video in old.glob("*.mp4"):
                 video.unlink()
         st = self.settings()
-        generate_demo(self.root, seed=st["seed"], videos_per_class_per_identity=st["videos_per_class_per_identity"],
-                      n_frames=tuple(st["n_frames"]), size=st["size"], fps=self.fps, episode=st["episode"],
-                      n_identities=st["identities"], rig=st["rig"], distractors=st["distractors"],
-                      blends=st["blends"], parents=self.parents)
+        try:
+            generate_demo(self.root, seed=st["seed"], videos_per_class_per_identity=st["videos_per_class_per_identity"],
+                          n_frames=tuple(st["n_frames"]), size=st["size"], fps=self.fps, episode=st["episode"],
+                          n_identities=st["identities"], rig=st["rig"], distractors=st["distractors"],
+                          blends=st["blends"], parents=self.parents)
+        except ValueError as err:  # the generator checks its options before writing: say which, not a traceback
+            raise DatasetError(f"demo: {err} (datasets.<name>.options)") from err

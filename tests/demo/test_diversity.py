@@ -54,6 +54,9 @@ def test_the_demo_stamp_names_parents_only_when_off(tmp_path):
     assert new.settings()["parents"] is False and new.size() == (4 * 6 * 2, 4)  # 2 pairs x 2 blends
     with pytest.raises(DatasetError, match="true or false"):
         make_adapter("demo", tmp_path, options={**options, "parents": "no"}).settings()
+    with pytest.raises(DatasetError, match="blends >= 1"):  # checked before anything is written
+        make_adapter("demo", tmp_path / "none", options={"identities": 2, "parents": False}).list_videos()
+    assert not (tmp_path / "none").exists() or not any((tmp_path / "none").rglob("*.mp4"))
 
 
 @pytest.mark.slow  # generates the rich demo set a second time (4 s)
