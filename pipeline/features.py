@@ -57,11 +57,12 @@ class FeatureExtractor:
 
         return self.dim + motion_dim(self.motion)
 
-    def video_features(self, crops: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) uint8 crops of one video → (T, out_dim) float32, as the cache holds them."""
+    def video_features(self, crops: np.ndarray, mesh_crops: np.ndarray | None = None) -> np.ndarray:
+        """(T, H, W, 3) uint8 crops of one video (and, for a `*mesh` motion, the same frames' mesh crops) →
+        (T, out_dim) float32, as the cache holds them."""
         from pipeline.motion import motion_features
 
-        return np.concatenate([self(crops), motion_features(crops, self.motion)], axis=1)
+        return np.concatenate([self(crops), motion_features(crops, self.motion, mesh_crops)], axis=1)
 
     def provenance(self) -> dict:
         precision = str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "fp32"

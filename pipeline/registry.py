@@ -184,7 +184,7 @@ STAGES: tuple[Stage, ...] = (
           (Output(MANIFEST, persist=True),),
           "List the dataset's videos through its adapter and probe each (frames decoded, fps, size, rotation). "
           "Reads the dataset root; writes <data_root>/D/manifest.csv and failures.csv rows.",
-          volatile=("workers",), extra_code=("pipeline/assets",), always_changed=True,
+          volatile=("workers",), extra_code=("pipeline/assets/faces",), always_changed=True,
           fingerprint="input_fingerprint"),
     Stage("detect", "stages.detect", "manifest", ("detect", "extract.crop_size", "extract.margin", "extract.backbone"),
           (MANIFEST,),
@@ -210,7 +210,8 @@ STAGES: tuple[Stage, ...] = (
           # shard_size only regroups videos into files: existing shards stay valid (issue 16). keep_crops
           # only adds crops: a cache with them serves keep_crops false, one without is redone (issue 29).
           volatile=(*SPEED, "shard_size", "keep_crops"), failure_limit="extract.max_failure_fraction",
-          options=(WORKERS, SHARD, KEEP_CROPS), partial=("shard",), verify="verify_outputs"),
+          options=(WORKERS, SHARD, KEEP_CROPS), partial=("shard",), verify="verify_outputs",
+          extra_code=("pipeline/assets/facemesh",)),  # the mesh network's weights (extract.motion *_mesh)
     Stage("train-head", "stages.train_head", "extract", ("train_head",),
           (FEATURES, MANIFEST, FAILURES),
           (Output(METRICS, "metrics"),

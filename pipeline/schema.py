@@ -249,13 +249,15 @@ class ExtractConfig:
     """Also store the aligned crops as JPEG bytes."""
     jpeg_quality: int = 95
     max_failure_fraction: float = 0.5
-    motion: str = "flow_hog"
+    motion: str = "flow_hog_mesh"
     """Per-frame motion and texture appended to the backbone's features: `none`, `flow` (128-d optical flow from
     the video's first chosen frame, pipeline/motion.py), `flow_hog` (the flow, then 324-d HOG of the aligned grey
-    face) or `hog` (the HOG alone); `flow_hog_fine` and `hog_fine` take 1764-d HOG of 14-px cells instead.
-    `flow_hog` has the best worst case across rigs, flavours and people counts for folder and csv data and the
-    lab family; the wild family (held expressions) sets `hog_fine` (bench/results/robust.md, thirteenth and
-    seventeenth sessions)."""
+    face) or `hog` (the HOG alone); `flow_hog_fine` and `hog_fine` take 1764-d HOG of 14-px cells instead;
+    `flow_hog_mesh`, `hog_fine_mesh` and `mesh` add (or are) the face's shape, MediaPipe's 468-point mesh put in a
+    pose-free frame (936-d, pipeline/facemesh.py).
+    `flow_hog_mesh` has the best worst case across rigs, flavours, people counts and faces no default was chosen on
+    for folder and csv data and the lab family; the wild family (held expressions) sets `hog_fine`
+    (bench/results/robust_mesh.md, nineteenth session; robust.md, seventeenth)."""
 
     def check(self, key: str) -> list[str]:
         from pipeline.motion import MOTIONS

@@ -30,7 +30,7 @@ from pipeline.align import align
 from pipeline.config import Config, ExtractConfig
 from pipeline.errors import PipelineError, VideoError
 from pipeline.features import FeatureExtractor, build_extractor
-from pipeline.motion import motion_features
+from pipeline.motion import mesh_crops, motion_features
 from pipeline.io import Failure, clean_stale_temporaries, read_manifest
 from pipeline.labels import DEFAULT_CLASSES
 from pipeline.layout import layout_for
@@ -73,7 +73,8 @@ def prepare(task: VideoTask, size: int, margin: float, keep_crops: bool, quality
     jpegs = None
     if keep_crops:
         jpegs = [cv2.imencode(".jpg", c[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for c in crops]
-    return Prepared(task, crops, jpegs, motion_features(crops, motion))
+    return Prepared(task, crops, jpegs, motion_features(crops, motion, mesh_crops(frames, task.frame_index,
+                                                                                 task.landmarks, motion)))
 
 
 def class_names_for(cfg: Config, dataset: str, labels: list[str]) -> list[str]:

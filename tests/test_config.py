@@ -58,9 +58,9 @@ def test_repo_params_are_valid():
     mmi = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="mmi")
     # folder and csv datasets (and the demo) get the section's default, the best worst case over both kinds of
     # clip: optical flow and HOG beside the backbone, each input dimension standardised
-    assert cfg.train_head.center == "two_stream_first" and cfg.extract.motion == "flow_hog" and cfg.train_head.standardize
+    assert cfg.train_head.center == "two_stream_first" and cfg.extract.motion == "flow_hog_mesh" and cfg.train_head.standardize
     # the lab family: the section as it is (flow + HOG, standardize), the best worst case on transient clips too
-    assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow_hog"
+    assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow_hog_mesh"
     assert mmi.train_head.standardize and mmi.overrides_of() == []
     # the wild family: HOG without flow or standardize, and mostly the probe, the best worst case on held expressions
     afew = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="afew")
@@ -117,7 +117,7 @@ def test_a_params_file_without_families_gets_the_builtin_ones(tmp_path):
     cfg = load_config(path)
     assert cfg.families == FAMILIES and cfg.extract.motion == "hog_fine" and not cfg.train_head.standardize
     folder = load_config(path, dataset="x", adapter="folder", root="/v")
-    assert folder.extract.motion == "flow_hog" and folder.train_head.standardize
+    assert folder.extract.motion == "flow_hog_mesh" and folder.train_head.standardize
 
 
 def test_set_reaches_a_dataset_entry_and_a_family(tmp_path):

@@ -1,4 +1,4 @@
-"""extract.motion = flow / flow_hog / hog and their `_fine` HOG (issue 31, item 5): what they measure, and how they sit in the cache."""
+"""extract.motion = flow / flow_hog / hog, their `_fine` HOG and the `_mesh` shape (issue 31, item 5): what they measure, and how they sit in the cache."""
 import cv2
 import h5py
 import numpy as np
@@ -82,7 +82,7 @@ def test_flow_columns_follow_the_backbone_in_the_cache(face_dataset, tmp_path):
     from pipeline.registry import stage
 
     runs = {}
-    for motion in ("none", "flow", "flow_hog"):
+    for motion in ("none", "flow", "flow_hog", "flow_hog_mesh"):
         root = tmp_path / motion
         copy_dataset(face_dataset["dir"], root, without=EXTRACTED)
         cfg = load_config(face_dataset["params"], data_root=str(root),
@@ -99,3 +99,39 @@ def test_flow_columns_follow_the_backbone_in_the_cache(face_dataset, tmp_path):
     assert both.feature_dim == 384 + 128 + 324 and both.video_id == flow.video_id
     np.testing.assert_array_equal(both.features[..., :512], flow.features)
     assert np.abs(both.features[..., 512:].astype(np.float32)).max() > 0.1
+    mesh = runs["flow_hog_mesh"]  # then the face's shape: 468 points a frame in the pose-free frame
+    assert mesh.feature_dim == both.feature_dim + 936 and mesh.video_id == both.video_id
+    np.testing.assert_array_equal(mesh.features[..., :both.feature_dim], both.features)
+    pts = mesh.features[..., both.feature_dim:].astype(np.float32).reshape(*mesh.features.shape[:2], 468, 2)
+    from pipeline.motion import LEFT_EYE, RIGHT_EYE
+
+    eyes = pts[..., list(LEFT_EYE), :].mean(-2) - pts[..., list(RIGHT_EYE), :].mean(-2)
+    assert np.abs(eyes[..., 1]).max() < 0.01 and (eyes[..., 0] > 0.5).all()  # level, the left eye to the image's right
+    chin, brow = pts[..., 152, 1], pts[..., 9, 1]  # image y grows downwards
+    assert (chin > brow).all()
+
+
+def test_the_canonical_mesh_is_free_of_position_scale_and_roll():
+    """`canonical_mesh` of a face moved, scaled and rolled in the picture is the face's own; the eye line is level; a
+    mouth point that moves (not one of the STABLE points) moves alone."""
+    from pipeline.motion import LEFT_EYE, MESH_POINTS, RIGHT_EYE, canonical_mesh
+
+    rng = np.random.default_rng(0)
+    face = rng.normal(0, 30, (MESH_POINTS, 2)) + 96
+    a, k, shift = np.deg2rad(20), 2.5, np.array([40.0, -15.0])
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    moved = face @ rot.T * k + shift
+    smile = face.copy()
+    smile[61] += (3.0, -2.0)  # a lip corner
+    c = canonical_mesh(np.stack([face, moved, smile]))
+    np.testing.assert_allclose(c[1], c[0], atol=1e-5)
+    assert c[0, LEFT_EYE, 1].mean() == pytest.approx(c[0, RIGHT_EYE, 1].mean(), abs=1e-5)
+    changed = np.abs(c[2] - c[0]).max(axis=1) > 1e-6
+    assert changed.tolist() == [i == 61 for i in range(MESH_POINTS)]
+
+
+def test_a_mesh_motion_needs_the_mesh_crops():
+    frames = np.stack([_texture(0), _texture(1)])
+    with pytest.raises(ValueError, match="mesh crop"):
+        motion_features(frames, "flow_hog_mesh")
+    assert motion_dim("flow_hog_mesh") == motion_dim("flow_hog") + 936 and motion_dim("mesh") == 936

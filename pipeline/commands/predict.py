@@ -24,6 +24,7 @@ from pipeline.config import DetectConfig, ExtractConfig, ResampleConfig
 from pipeline.errors import UNREADABLE_CHECKPOINT, PipelineError, VideoError
 from pipeline.io import ManifestRow, atomic_path
 from pipeline.layout import ResultsLayout
+from pipeline.motion import mesh_crops
 from pipeline.video import probe, read_frames
 
 
@@ -131,6 +132,7 @@ class Predictor:
         frames = read_frames(video, idx)
         crops = np.stack([align(frames[int(i)], res.track.landmarks[i], self.extractor.crop_size,
                                 self.extractor.margin) for i in idx])
+        meshes = mesh_crops(frames, idx, [res.track.landmarks[i] for i in idx], self.extractor.motion)
         from pipeline.head.fusion import rich_clips
         from pipeline.head.inputs import per_video
         from pipeline.head.train import predict as predict_head
@@ -139,9 +141,9 @@ class Predictor:
         for k, h in enumerate(self.heads):
             if self.finetuned:
                 self.extractor.module.load_state_dict(self.backbones[k])
-                raw = self._finetuned_features(crops)
+                raw = self._finetuned_features(crops, meshes)
             elif k == 0:
-                raw = self.extractor.video_features(crops)  # one frozen backbone serves every head
+                raw = self.extractor.video_features(crops, meshes)  # one frozen backbone serves every head
             cached = per_video(raw.astype(np.float16), h.config.center)  # as in the cache
             if getattr(h.config, "subject_norm", False):
                 cached = unknown_person(cached, h)
@@ -167,7 +169,7 @@ class Predictor:
                           scores.round(4).tolist(), clip_frames, str(fig), info.fps)
 
 
-    def _finetuned_features(self, crops: np.ndarray) -> np.ndarray:
+    def _finetuned_features(self, crops: np.ndarray, meshes: np.ndarray | None) -> np.ndarray:
         """(T, S, S, 3) aligned crops -> (T, D), through the loaded adapted backbone exactly as finetune
         re-extracted the per-fold caches (pipeline/finetune/model.py)."""
         from pipeline.finetune.model import features_of
@@ -176,7 +178,7 @@ class Predictor:
 
         x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)  # (T, 3, S, S) uint8
         return np.concatenate([features_of(self.extractor, x, 64).numpy(),
-                               motion_features(crops, self.extractor.motion)], axis=1)
+                               motion_features(crops, self.extractor.motion, meshes)], axis=1)
 
 
 def _backbone_state(head) -> dict:
