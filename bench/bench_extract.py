@@ -433,9 +433,10 @@ def main() -> None:
                     variants = {"resnet18 int8": {"extract__precision": "int8"}, **variants,
                                 "retinaface_mnet int8": {"extract__backbone": "retinaface_mnet",
                                                          "extract__precision": "int8"}}
-                if i == 0:  # what each `extract.motion` costs beside the same body (the mesh: pipeline/facemesh.py)
+                if i == 0:  # what each `extract.motion` costs beside the same body; params.yaml's is `retinaface_mnet`'s row
+                    default = load(params, work, **sets).extract.motion
                     variants.update({f"retinaface_mnet {m}": {"extract__backbone": "retinaface_mnet", "extract__motion": m}
-                                     for m in ("none", "flow_hog", "flow_hog_mesh")})
+                                     for m in ("none", "flow_hog", "flow_hog_mesh") if m != default})
                 r = run_ours(params, work / f"run{k}", s, sets, variants)
                 runs[s].append(r)
                 print(f"  rep {rep} ours@{s}: " + ", ".join(f"{n} {v:.2f} s" for n, v in r["t"].items()), flush=True)

@@ -134,7 +134,7 @@ def mesh_landmarks(crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     if crops.ndim != 4 or crops.shape[1:] != (CROP, CROP, 3):
         raise ValueError(f"expected (N, {CROP}, {CROP}, 3) crops, got {crops.shape}")
     if multiprocessing.parent_process() is not None:
-        # a decode worker beside the process running the backbone: one thread (0.64 s per 105 crops, 2 threads 1.16 s)
+        # a decode worker beside the process running the backbone, which already takes every core: one thread each
         torch.set_num_threads(1)
     net = load_net("cpu")
     out = np.zeros((len(crops), N_POINTS, 3), np.float32)
