@@ -130,6 +130,12 @@ def mesh_crop(frame_rgb: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
 
 def mesh_landmarks(crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """(N, 192, 192, 3) uint8 RGB crops → (N, 468, 3) float32 landmarks in crop pixels."""
+    return mesh_and_scores(crops, batch_size)[0]
+
+
+def mesh_and_scores(crops: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 192, 192, 3) uint8 RGB crops → (N, 468, 3) float32 landmarks in crop pixels and (N,) the network's face
+    probability (what MediaPipe thresholds to decide that the crop still holds a face)."""
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (CROP, CROP, 3):
         raise ValueError(f"expected (N, {CROP}, {CROP}, 3) crops, got {crops.shape}")
@@ -138,8 +144,10 @@ def mesh_landmarks(crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         torch.set_num_threads(1)
     net = load_net("cpu")
     out = np.zeros((len(crops), N_POINTS, 3), np.float32)
+    scores = np.zeros(len(crops), np.float32)
     with torch.inference_mode():
         for i in range(0, len(crops), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(crops[i:i + batch_size])).permute(0, 3, 1, 2).float() / 255.0
-            out[i:i + batch_size] = net(x)[0].numpy()
-    return out
+            points, score = net(x)
+            out[i:i + batch_size], scores[i:i + batch_size] = points.numpy(), score.numpy()
+    return out, scores

@@ -46,6 +46,7 @@ DETECT_PARTS = "{data}/.detect-parts"
 """detect's per-video results, each written atomically: its resume state, not an output."""
 QC = "{data}/qc"
 CONTACT_SHEET = QC + "/detect_contact_sheet.png"
+EXTRACT_SHEET = QC + "/extract_contact_sheet.png"
 FRAMES = "{data}/frames.h5"
 FEATURES = "{data}/features"
 FINETUNED = FEATURES + "/finetuned"
@@ -203,13 +204,15 @@ STAGES: tuple[Stage, ...] = (
           failure_limit="resample.max_failure_fraction", volatile=("max_failure_fraction",)),
     Stage("extract", "stages.extract", "resample", ("extract", "resample", "detect"),
           (MANIFEST, FACES, FRAMES),
-          (Output(FEATURES, persist=True),),
+          (Output(FEATURES, persist=True), Output(EXTRACT_SHEET, persist=True)),
           "Align the chosen frames (224x224, 5-point similarity) and cache per-frame backbone features. Reads "
-          "faces.h5, frames.h5 and the videos; writes <data_root>/D/features/shard-*.h5 and index.h5. Resumable, "
+          "faces.h5, frames.h5 and the videos; writes <data_root>/D/features/shard-*.h5 and index.h5, and "
+          "qc/extract_contact_sheet.png (the face mesh's points too, with a *_mesh motion). Resumable, "
           "shardable (--shard k/N).",
           # shard_size only regroups videos into files: existing shards stay valid (issue 16). keep_crops
           # only adds crops: a cache with them serves keep_crops false, one without is redone (issue 29).
-          volatile=(*SPEED, "shard_size", "keep_crops"), failure_limit="extract.max_failure_fraction",
+          # detect.qc_samples only sizes the QC sheet.
+          volatile=(*SPEED, "shard_size", "keep_crops", "qc_samples"), failure_limit="extract.max_failure_fraction",
           options=(WORKERS, SHARD, KEEP_CROPS), partial=("shard",), verify="verify_outputs",
           extra_code=("pipeline/assets/facemesh",)),  # the mesh network's weights (extract.motion *_mesh)
     Stage("train-head", "stages.train_head", "extract", ("train_head",),

@@ -2,7 +2,8 @@
 
 Reads `faces.h5` (tracks), `frames.h5` (the 105 chosen frame numbers) and the videos; writes
 `features/shard-*.h5` (docs/cache.md, "Shard format") and `features/index.h5`, plus `extract` rows of
-`failures.csv`. Decoding + alignment run in worker processes while the network runs here
+`failures.csv` and `qc/extract_contact_sheet.png` (sampled videos' chosen frames as aligned, with the face mesh
+when the motion has it). Decoding + alignment run in worker processes while the network runs here
 (bounded in flight, so memory does not grow with the number of videos). Each shard is written
 under a temporary name and renamed when complete; a rerun verifies existing shards and skips
 their videos, so a killed run resumes and produces the same features.
@@ -33,7 +34,9 @@ from pipeline.features import FeatureExtractor, build_extractor
 from pipeline.motion import mesh_crops, motion_features
 from pipeline.io import Failure, clean_stale_temporaries, read_manifest
 from pipeline.labels import DEFAULT_CLASSES
-from pipeline.layout import layout_for
+from pipeline.layout import layout_for, resolve
+from pipeline.qc_extract import extract_contact_sheet
+from pipeline.registry import EXTRACT_SHEET
 from pipeline.runner import Outcome
 from pipeline.workers import process_pool
 from pipeline.video import read_frames
@@ -310,11 +313,14 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False, workers: i
                 write_shard(lay.features / shard_name(next_index, shard), records, {**attrs, **fid})
                 next_index += 1
     write_index(lay.features)
+    sheet = None if shard else extract_contact_sheet(tasks, resolve(EXTRACT_SHEET, cfg, dataset),
+                                                     cfg.detect.qc_samples, e.motion, e.crop_size, e.margin)
     n_cached = len(done) + len(pending) - len(failures)
     summary = {"stage": "extract", "dataset": dataset, **extractor.provenance(), "videos": len(tasks),
                "computed": len(pending) - len(failures), "resumed": len(tasks) - len(pending), "cached": n_cached,
                "repaired": len(repaired),
-               "failed": len(failures), "shards": len(list_shards(lay.features)), "features": str(lay.features)}
+               "failed": len(failures), "shards": len(list_shards(lay.features)), "features": str(lay.features),
+               "contact_sheet": str(sheet) if sheet else None}  # None: a slice (--shard) draws none
     return Outcome(summary, failures, replace_ids=[t.video_id for t in pending], n_items=len(tasks),
                    complete=shard is None)
 

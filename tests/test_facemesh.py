@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.align import template
-from pipeline.facemesh import CROP, MARGIN, load_net, mesh_landmarks
+from pipeline.facemesh import CROP, MARGIN, mesh_and_scores, mesh_landmarks
 
 REF = Path(__file__).parent / "data" / "facemesh_ref.npz"
 # mesh points beside the ArcFace template's: eye centres (mean of the two corners), nose tip, mouth corners
@@ -26,8 +25,7 @@ def ref() -> dict[str, np.ndarray]:
 
 
 def scores(crops: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return load_net()(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255)[1].numpy()
+    return mesh_and_scores(crops)[1]
 
 
 def test_port_reproduces_tflite(ref):
@@ -53,3 +51,4 @@ def test_mesh_lands_on_the_template(ref):
 def test_blank_crop_is_not_a_face():
     grey = np.full((1, CROP, CROP, 3), 128, np.uint8)
     assert scores(grey)[0] < 0.5
+

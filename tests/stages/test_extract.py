@@ -71,6 +71,33 @@ def test_shard_schema_and_provenance(cached):
 
 
 @pytest.mark.slow
+def test_contact_sheet_shows_the_mesh_on_real_faces(cached):
+    """qc/extract_contact_sheet.png: per sampled video (qc_samples 2) 4 chosen frames, each its aligned crop and, with
+    the default flow_hog_mesh, the mesh crop with the 468 points in green (the network sees a face)."""
+    import cv2
+
+    from pipeline.qc import TILE
+
+    ds, summary = cached
+    assert ds["cfg"].extract.motion == "flow_hog_mesh"
+    sheet = cv2.imread(summary["contact_sheet"])[..., ::-1]
+    assert sheet.shape == (2 * TILE, 8 * TILE, 3)
+    for j in (1, 3, 5, 7):  # the first video's (single_face) mesh tiles
+        tile = sheet[:TILE, j * TILE:(j + 1) * TILE]
+        assert (tile == (0, 220, 0)).all(-1).sum() > 200, j  # most points drawn, none red
+        assert not (tile == (255, 48, 48)).all(-1).any()
+
+
+def test_contact_sheet_without_videos_is_still_written(tmp_path):
+    """An output of the stage: with `detect.qc_samples: 0` a tile says so (a missing output would make the stage
+    never current)."""
+    from pipeline.qc_extract import extract_contact_sheet
+
+    out = extract_contact_sheet([], tmp_path / "qc" / "sheet.png", 0, "flow_hog_mesh", 224, 0.0)
+    assert out.is_file() and out.stat().st_size > 100
+
+
+@pytest.mark.slow
 def test_plain_tools_read_shards(cached):
     ds, _ = cached
     d = _width(ds["cfg"])
