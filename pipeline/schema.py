@@ -167,7 +167,7 @@ class DetectConfig:
     max_failure_fraction: float = 0.5
     """Exit non-zero when more than this fraction of videos fail."""
     qc_samples: int = 4
-    """Videos drawn on the QC contact sheet."""
+    """Videos drawn on the QC contact sheets (detect's and extract's)."""
 
     def check(self, key: str) -> list[str]:
         p = []
