@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.align import align
 from pipeline.errors import VideoError
-from pipeline.motion import has_mesh
+from pipeline.motion import mesh_crops
 from pipeline.io import atomic_path
 from pipeline.qc import TILE, _fit, _label
 from pipeline.video import read_frames
@@ -38,8 +38,9 @@ def extract_contact_sheet(tasks: Sequence, out: Path, n_videos: int, motion: str
         frames = [decoded[int(i)] for i in chosen]
         tiles = [_label(_fit(align(f, lm, size, margin)), f"{t.video_id} #{int(i)}")
                  for f, lm, i in zip(frames, lms, chosen)]
-        if has_mesh(motion):
-            tiles = [x for pair in zip(tiles, mesh_tiles(frames, lms)) for x in pair]
+        meshes = mesh_crops(decoded, chosen, lms, motion)  # None without the mesh
+        if meshes is not None:
+            tiles = [x for pair in zip(tiles, mesh_tiles(meshes)) for x in pair]
         lines.append(np.concatenate(tiles, axis=1))
     if not lines:
         lines = [_label(np.full((TILE, 2 * TILE, 3), 32, np.uint8), "no video sampled")]
@@ -50,11 +51,11 @@ def extract_contact_sheet(tasks: Sequence, out: Path, n_videos: int, motion: str
     return out
 
 
-def mesh_tiles(frames: Sequence[np.ndarray], landmarks5: Sequence[np.ndarray]) -> list[np.ndarray]:
-    from pipeline.facemesh import mesh_and_scores, mesh_crop
+def mesh_tiles(crops: np.ndarray) -> list[np.ndarray]:
+    """(N, 192, 192, 3) `motion.mesh_crops` -> one tile each, the mesh's points and face probability on it."""
+    from pipeline.facemesh import mesh_and_scores
 
-    crops = np.stack([mesh_crop(f, lm) for f, lm in zip(frames, landmarks5)])  # square: _fit only scales them
-    points, scores = mesh_and_scores(crops)
+    points, scores = mesh_and_scores(crops)  # square crops: _fit only scales them
     # 1-px dots drawn at tile size (drawn on the crop, a downscale would blur them away)
     return [_label(draw_mesh(_fit(c), p * (TILE / c.shape[0]), float(s)), f"mesh p={float(s):.2f}")
             for c, p, s in zip(crops, points, scores)]
