@@ -7,12 +7,15 @@ defaults otherwise (issues 11 and 31). A default is chosen by its *worst* column
         --options first_frames,video_median,two_stream_first
     python bench/bench_center.py --options two_stream_first --set train_head.raw_dropout=0
 
-A source `RIG:DISTRACTORS:N[+B][:new]` is a demo dataset made with `rig` (tps|au), `distractors`
+A source `RIG:DISTRACTORS:N[+B][:new][:weak]` is a demo dataset made with `rig` (tps|au), `distractors`
 (basic|rich), the first N shipped people and B blended identities per pair of them (a family of two
 parents and their blends shares one fold key). Folds: N/2 folds of 2 people without blends (so 8
 people give 6 training people a fold), one fold per family with blends (12+1: 18 people in 6
 families, 15 training people a fold). `:new` keeps the blends only (the demo's `parents: false`):
 faces no default was chosen on, e.g. `tps:rich:8+2:new`, 8 blends in 4 families, 6 training people.
+`:weak` draws each video's apex strength from the generator's `WEAK` range instead of `STRENGTH`
+(pipeline/demo/generate.py): subtle expressions, e.g. `au:rich:8:weak`. Everything else about the
+videos (people, episode timing, distractors) is the same draw as without it.
 
 For each source and flavour it generates the videos, runs manifest → extract once through the
 `pipeline` CLI (the detector's pretrained body, as the demo), then `pipeline run train-head` once per
@@ -38,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import CENTERS  # noqa: E402
+from pipeline.demo.generate import WEAK  # noqa: E402
 from _tables import publish  # noqa: E402  (beside this script)
 
 
@@ -48,22 +52,25 @@ class Source:
     identities: int
     blends: int
     new: bool = False  # the blends only, not their parents
+    weak: bool = False  # subtle expressions (the generator's WEAK apex strength)
 
     @classmethod
     def parse(cls, spec: str) -> "Source":
         try:
-            rig, distractors, people, *new = spec.split(":")
+            rig, distractors, people, *flags = spec.split(":")
             n, _, b = people.partition("+")
-            if new not in ([], ["new"]) or (new and not b):
-                raise ValueError("the optional last part is `new`, and it needs +B blends")
-            return cls(rig, distractors, int(n), int(b or 0), bool(new))
+            if flags not in ([], ["new"], ["weak"], ["new", "weak"]):
+                raise ValueError("the optional parts are `new` then `weak`")
+            if "new" in flags and not b:
+                raise ValueError("`new` needs +B blends")
+            return cls(rig, distractors, int(n), int(b or 0), "new" in flags, "weak" in flags)
         except ValueError as err:
-            raise SystemExit(f"--sources: {spec!r} is not RIG:DISTRACTORS:N[+B][:new] ({err})") from None
+            raise SystemExit(f"--sources: {spec!r} is not RIG:DISTRACTORS:N[+B][:new][:weak] ({err})") from None
 
     @property
     def name(self) -> str:
         return (f"{self.rig}-{self.distractors}-{self.identities}" + (f"+{self.blends}" if self.blends else "")
-                + ("-new" if self.new else ""))
+                + ("-new" if self.new else "") + ("-weak" if self.weak else ""))
 
     @property
     def folds(self) -> int:
@@ -92,7 +99,7 @@ def params_file(work: Path, args, sources: list[Source]) -> Path:
             p["datasets"][name] = {"adapter": "demo", "root": str(work / "data" / name / "raw"), "options": {
                 "seed": args.seed, "videos_per_class_per_identity": args.videos, "identities": s.identities,
                 "episode": f, "rig": s.rig, "distractors": s.distractors, "blends": s.blends,
-                **({"parents": False} if s.new else {})}}
+                **({"parents": False} if s.new else {}), **({"strength": list(WEAK)} if s.weak else {})}}
     p["dataset"] = next(iter(p["datasets"]))
     p["repro"] = list(p["datasets"])
     path = work / f"params-{'_'.join(s.name for s in sources)}.yaml"  # one per sweep part: parts run at once
@@ -115,7 +122,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "work-center")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "center.md")
     ap.add_argument("--options", default=",".join(CENTERS))
-    ap.add_argument("--sources", default="tps:basic:12", help="comma list of RIG:DISTRACTORS:N[+B]")
+    ap.add_argument("--sources", default="tps:basic:12", help="comma list of RIG:DISTRACTORS:N[+B][:new][:weak]")
     ap.add_argument("--flavours", default="transient,sustained")
     ap.add_argument("--videos", type=int, default=3, help="videos per class and person")
     ap.add_argument("--epochs", type=int, default=None, help="default: params.yaml's train_head.epochs")

@@ -9,7 +9,7 @@ from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 
 GENERATE_OPTIONS = ("seed", "videos_per_class_per_identity", "n_frames", "size", "episode", "identities", "rig",
-                    "distractors", "blends", "parents")
+                    "distractors", "blends", "parents", "strength")
 
 
 class DemoAdapter(Adapter):
@@ -23,12 +23,13 @@ class DemoAdapter(Adapter):
               "  videos_per_class_per_identity, n_frames [min, max], size, episode transient|sustained,\n"
               "  identities: how many of the shipped people, default all; rig tps|au; distractors\n"
               "  basic|rich; blends: morphs per pair of people, a family sharing one fold group;\n"
-              "  parents: false keeps only the morphs, people no default was chosen on).")
+              "  parents: false keeps only the morphs, people no default was chosen on;\n"
+              "  strength [min, max]: each video's apex strength, default [0.85, 1.15]).")
     protocol = "subject-independent k-fold over the face identities (train-head --folds)"
 
     def settings(self) -> dict:
         """What the generated videos depend on; recorded in `.generation.json` beside labels.csv."""
-        from pipeline.demo.generate import GENERATOR_VERSION
+        from pipeline.demo.generate import GENERATOR_VERSION, STRENGTH
 
         return {"seed": int(self.options.get("seed", 0)),
                 "videos_per_class_per_identity": int(self.options.get("videos_per_class_per_identity", 2)),
@@ -39,8 +40,9 @@ class DemoAdapter(Adapter):
                 "rig": str(self.options.get("rig", "tps")),
                 "distractors": str(self.options.get("distractors", "basic")),
                 "blends": int(self.options.get("blends", 0)), "generator": GENERATOR_VERSION,
-                # only when off, so that the stamps of sets made before the option stay current
-                **({"parents": False} if not self.parents else {})}
+                # only when not the default, so that the stamps of sets made before the option stay current
+                **({"parents": False} if not self.parents else {}),
+                **({"strength": self.strength} if self.strength != list(STRENGTH) else {})}
 
     @property
     def parents(self) -> bool:
@@ -48,6 +50,17 @@ class DemoAdapter(Adapter):
         if not isinstance(value, bool):
             raise DatasetError(f"demo: option parents must be true or false, got {value!r}")
         return value
+
+    @property
+    def strength(self) -> list[float]:
+        from pipeline.demo.generate import STRENGTH
+
+        value = self.options.get("strength", STRENGTH)
+        try:
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise DatasetError(f"demo: option strength must be [min, max], got {value!r}") from None
+        return [lo, hi]  # the generator checks the range before it writes anything
 
     def size(self) -> tuple[int, int]:
         """(videos, people) the settings generate, without generating: every person (the shipped ones, plus
@@ -112,6 +125,6 @@ class DemoAdapter(Adapter):
             generate_demo(self.root, seed=st["seed"], videos_per_class_per_identity=st["videos_per_class_per_identity"],
                           n_frames=tuple(st["n_frames"]), size=st["size"], fps=self.fps, episode=st["episode"],
                           n_identities=st["identities"], rig=st["rig"], distractors=st["distractors"],
-                          blends=st["blends"], parents=self.parents)
+                          blends=st["blends"], parents=self.parents, strength=tuple(self.strength))
         except ValueError as err:  # the generator checks its options before writing: say which, not a traceback
             raise DatasetError(f"demo: {err} (datasets.<name>.options)") from err

@@ -51,6 +51,11 @@ LABEL_COLUMNS = ("video", "label", "subject", "apex_start", "apex_end", "episode
                  "n_frames", "group")
 APEX_LEVEL = 0.9
 """Frames whose expression intensity is at least this are the apex span written to labels.csv."""
+STRENGTH = (0.85, 1.15)
+"""How strong a video's expression is at its apex, drawn uniformly per video, relative to the rig's prototype (the
+demo's default). `weak` sources draw (0.4, 0.8): spontaneous and in-the-wild expressions are often a fraction
+of a posed one, and a default must not rely on full-strength apexes."""
+WEAK = (0.4, 0.8)
 EPISODES = ("transient", "sustained")
 GENERATOR_VERSION = 3
 """Bumped whenever the output for the same options changes (a revised rig): the demo adapter records it,
@@ -149,8 +154,8 @@ def _sustained(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
 
 
 def plan_video(rng: np.random.Generator, n_frames: tuple[int, int], fps: float,
-               episode: str = "transient") -> VideoPlan:
-    """Random episode position and distractors for one video."""
+               episode: str = "transient", strength: tuple[float, float] = STRENGTH) -> VideoPlan:
+    """Random episode position and distractors for one video; its apex strength uniform in `strength`."""
     if episode not in EPISODES:
         raise ValueError(f"episode must be one of {EPISODES}, got {episode!r}")
     n = int(rng.integers(n_frames[0], n_frames[1] + 1))
@@ -175,7 +180,8 @@ def plan_video(rng: np.random.Generator, n_frames: tuple[int, int], fps: float,
     gain = np.exp(0.08 * _smooth_noise(rng, n, fps) + rng.uniform(-0.12, 0.12))
     tilt = np.stack([0.08 * _smooth_noise(rng, n, fps) + rng.uniform(-0.1, 0.1),
                      0.05 * _smooth_noise(rng, n, fps)], 1)
-    return VideoPlan(intensity, blink, motion, gain, tilt, float(rng.uniform(0.85, 1.15)))
+    # the same draw whatever the range, so a set made with another `strength` differs in nothing else
+    return VideoPlan(intensity, blink, motion, gain, tilt, float(rng.uniform(*strength)))
 
 
 # ------------------------------------------------------------------ rendering
@@ -316,10 +322,11 @@ def _video_rng(seed: int, identity_index: int, label: str, k: int, stream: int |
 
 def make_video(face: FaceModel, identity_index: int, label: str, k: int, *, seed: int,
                n_frames: tuple[int, int], fps: float, episode: str = "transient", rig: str = "tps",
-               group: str = "") -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
+               group: str = "", strength: tuple[float, float] = STRENGTH
+               ) -> tuple[DemoVideo, VideoPlan, np.ndarray, np.ndarray]:
     """Plan one video and compute its warp layers (no frames rendered yet)."""
     rng = _video_rng(seed, identity_index, label, k)
-    plan = plan_video(rng, n_frames, fps, episode)
+    plan = plan_video(rng, n_frames, fps, episode, strength)
     gains = {g: float(rng.uniform(0.8, 1.2)) for g in REGIONS}
     if rig == "tps":
         field, shade = expression_layers(face, label, plan.amplitude, gains)
@@ -388,10 +395,12 @@ def rich_render(face: FaceModel, identity_index: int, label: str, k: int, *, see
 def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity: int = 2,
                   classes: tuple[str, ...] = CLASSES, n_frames: tuple[int, int] = (60, 90), size: int = 256,
                   fps: float = 25, episode: str = "transient", n_identities: int | None = None,
-                  rig: str = "tps", distractors: str = "basic", blends: int = 0, parents: bool = True) -> Path:
+                  rig: str = "tps", distractors: str = "basic", blends: int = 0, parents: bool = True,
+                  strength: tuple[float, float] = STRENGTH) -> Path:
     """Write the demo videos and `labels.csv` under `out_dir`; returns the path of `labels.csv`.
 
     `parents=False`: only the `blends` (new faces, `people`), not the shipped people they are made from.
+    `strength`: the range of each video's apex strength (`STRENGTH`; `WEAK` for subtle expressions).
 
     `labels.csv` is written last (atomically), so its presence means the set is complete.
     """
@@ -408,6 +417,8 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     if blends < 0:
         raise ValueError(f"blends must be >= 0, got {blends}")
+    if not 0 < strength[0] <= strength[1]:
+        raise ValueError(f"strength must be (min, max) with 0 < min <= max, got {tuple(strength)}")
     out_dir = Path(out_dir)
     rows = []
     for person in people(n_identities, blends, parents):
@@ -415,7 +426,8 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
             for k in range(videos_per_class_per_identity):
                 face = person.photos[k % len(person.photos)]  # alternate between a person's photos
                 row, plan, field, shade = make_video(face, person.index, label, k, seed=seed, n_frames=n_frames,
-                                                     fps=fps, episode=episode, rig=rig, group=person.group)
+                                                     fps=fps, episode=episode, rig=rig, group=person.group,
+                                                     strength=strength)
                 rich = (rich_render(face, person.index, label, k, seed=seed, n=plan.n_frames, fps=fps)
                         if distractors == "rich" else None)
                 written = write_video(out_dir / row.video, render_frames(face, field, shade, plan, size, rich), fps, size)
@@ -430,5 +442,5 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
     return labels
 
 
-__all__ = ["CLASSES", "EPISODES", "RIGS", "DISTRACTORS", "EXPRESSIONS", "SOURCES", "DemoVideo", "FaceModel", "VideoPlan", "generate_demo",
+__all__ = ["CLASSES", "STRENGTH", "WEAK", "EPISODES", "RIGS", "DISTRACTORS", "EXPRESSIONS", "SOURCES", "DemoVideo", "FaceModel", "VideoPlan", "generate_demo",
            "plan_video", "render_frames"]

@@ -131,3 +131,32 @@ def test_the_demo_adapter_lists_each_person_with_the_family_as_group(tmp_path):
     family = "astronaut-pyfeat"
     assert {(e.subject, e.group) for e in listing.entries} == {
         ("astronaut", family), ("pyfeat", family), ("astronaut-pyfeat-1", family)}
+
+
+def test_weak_strength_changes_the_apex_strength_only():
+    """`strength` (bench sources `:weak`) draws the same plan with another apex strength, so a weak set is its
+    full-strength twin with subtler expressions, fold for fold."""
+    from pipeline.demo.generate import STRENGTH, WEAK, plan_video
+
+    for seed in range(5):
+        full = plan_video(np.random.default_rng(seed), (60, 90), 25)
+        weak = plan_video(np.random.default_rng(seed), (60, 90), 25, strength=WEAK)
+        assert np.array_equal(full.intensity, weak.intensity) and np.array_equal(full.motion, weak.motion)
+        assert STRENGTH[0] <= full.amplitude <= STRENGTH[1] and WEAK[0] <= weak.amplitude <= WEAK[1]
+        # the same uniform draw mapped onto each range
+        u = (full.amplitude - STRENGTH[0]) / (STRENGTH[1] - STRENGTH[0])
+        assert weak.amplitude == pytest.approx(WEAK[0] + u * (WEAK[1] - WEAK[0]))
+
+
+def test_the_demo_stamp_names_strength_only_when_not_the_default(tmp_path):
+    from pipeline.adapters import make_adapter
+    from pipeline.demo.generate import STRENGTH
+    from pipeline.errors import DatasetError
+
+    assert "strength" not in make_adapter("demo", tmp_path, options={"strength": list(STRENGTH)}).settings()
+    assert make_adapter("demo", tmp_path, options={"strength": [0.4, 0.8]}).settings()["strength"] == [0.4, 0.8]
+    with pytest.raises(DatasetError, match=r"\[min, max\]"):
+        make_adapter("demo", tmp_path, options={"strength": 0.5}).settings()
+    with pytest.raises(DatasetError, match="0 < min <= max"):  # checked before anything is written
+        make_adapter("demo", tmp_path / "bad", options={"identities": 2, "strength": [0.8, 0.4]}).list_videos()
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("*.mp4"))
