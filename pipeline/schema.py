@@ -32,9 +32,9 @@ FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
     # neutral -> apex -> neutral clips (MMI, BU-4DFE, CK+, Oulu-CASIA): the sections' flow + HOG with
     # standardize are its best worst case too (fourteenth session); kept, empty, so `family: lab` stays a name
     "lab": {},
-    # held expressions (AFEW, DFEW, FERV39k, MAFW): HOG of 14-px cells without flow or standardize, the
-    # probe's share 0.85
-    "wild": {"extract": {"motion": "hog_fine"}, "train_head": {"standardize": False, "fusion_weight": 0.85}},
+    # held expressions (AFEW, DFEW, FERV39k, MAFW): HOG of 14-px cells and the face mesh without flow or
+    # standardize, the probe's share 0.85 (the mesh: subtle expressions, bench/results/robust_weak.md)
+    "wild": {"extract": {"motion": "hog_fine_mesh"}, "train_head": {"standardize": False, "fusion_weight": 0.85}},
 }
 
 # The top level used when there is no params.yaml (a pip-installed user in an empty folder); the
@@ -256,8 +256,8 @@ class ExtractConfig:
     `flow_hog_mesh`, `hog_fine_mesh` and `mesh` add (or are) the face's shape, MediaPipe's 468-point mesh put in a
     pose-free frame (936-d, pipeline/facemesh.py).
     `flow_hog_mesh` has the best worst case across rigs, flavours, people counts and faces no default was chosen on
-    for folder and csv data and the lab family; the wild family (held expressions) sets `hog_fine`
-    (bench/results/robust_mesh.md, nineteenth session; robust.md, seventeenth)."""
+    for folder and csv data and the lab family; the wild family (held expressions) sets `hog_fine_mesh`
+    (bench/results/robust_mesh.md, nineteenth session; robust_weak.md, twenty-first)."""
 
     def check(self, key: str) -> list[str]:
         from pipeline.motion import MOTIONS

@@ -62,9 +62,9 @@ def test_repo_params_are_valid():
     # the lab family: the section as it is (flow + HOG, standardize), the best worst case on transient clips too
     assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow_hog_mesh"
     assert mmi.train_head.standardize and mmi.overrides_of() == []
-    # the wild family: HOG without flow or standardize, and mostly the probe, the best worst case on held expressions
+    # the wild family: HOG and the mesh without flow or standardize, and mostly the probe, the best worst case on held expressions
     afew = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="afew")
-    assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "hog_fine"
+    assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "hog_fine_mesh"
     assert not afew.train_head.standardize and afew.train_head.fusion_weight == 0.85
     assert cfg.train_head.fusion_weight == mmi.train_head.fusion_weight == 0.5
     assert set(cfg.repro) <= set(cfg.datasets)
@@ -115,7 +115,7 @@ def test_a_params_file_without_families_gets_the_builtin_ones(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"dataset": "m", "datasets": {"m": {"adapter": "afew", "root": "v"}}}))
     cfg = load_config(path)
-    assert cfg.families == FAMILIES and cfg.extract.motion == "hog_fine" and not cfg.train_head.standardize
+    assert cfg.families == FAMILIES and cfg.extract.motion == "hog_fine_mesh" and not cfg.train_head.standardize
     folder = load_config(path, dataset="x", adapter="folder", root="/v")
     assert folder.extract.motion == "flow_hog_mesh" and folder.train_head.standardize
 
