@@ -53,9 +53,10 @@ APEX_LEVEL = 0.9
 """Frames whose expression intensity is at least this are the apex span written to labels.csv."""
 STRENGTH = (0.85, 1.15)
 """How strong a video's expression is at its apex, drawn uniformly per video, relative to the rig's prototype (the
-demo's default). `weak` sources draw (0.4, 0.8): spontaneous and in-the-wild expressions are often a fraction
-of a posed one, and a default must not rely on full-strength apexes."""
+demo's default: posed, full expressions)."""
 WEAK = (0.4, 0.8)
+"""The apex strength of subtle expressions (bench sources `:weak`): spontaneous and in-the-wild expressions are often
+a fraction of a posed one, and a default must not rely on full-strength apexes."""
 EPISODES = ("transient", "sustained")
 GENERATOR_VERSION = 3
 """Bumped whenever the output for the same options changes (a revised rig): the demo adapter records it,
