@@ -57,6 +57,12 @@ CROPS_PACK = "{data}/crops"
 """finetune's pack of the kept crops: a cache of its input rebuilt when missing, not an output."""
 STATE_DIR = ".state"
 """Beside a stage's outputs (`{data}/.state/` or `{results}/.state/`): the runner's record per stage."""
+OVERRIDES = "{data}/" + STATE_DIR + "/overrides.json"
+"""What the dataset's family and its own `overrides:` set in the sections (`Config.overrides_of`), rewritten by
+the runner when it changes: DVC's per-dataset view of `families:`. dvc.yaml's foreach cannot name an item's family
+in `params:` (DVC has no nested `${...}`), and tracking the whole `families:` block reran every dataset's
+train-head when one family changed; each stage depends on this file instead, so an edit reaches that family's
+datasets only. Not a stage's output: no signature reads it (the sections' values already hold the overrides)."""
 METRICS = "{results}/metrics.json"
 PROVENANCE = "{results}/provenance.json"
 HISTORY = "{results}/history"
@@ -384,7 +390,9 @@ def dvc_stage(st: Stage, code: list[str] | None = None) -> dict:
     installed package tracks its version instead: `pipeline init`)."""
     do: dict = {"cmd": f"pipeline run {st.name} --dataset ${{item}} --no-deps",
                 "deps": [*(code_deps(st.name) if code is None else code), *map(_dvc_path, st.inputs)],
-                "params": [*st.params, "datasets.${item}", "families"]}
+                "params": [*st.params, "datasets.${item}"]}
+    if st.upstream is not None:  # the dataset's family, as the first stage recorded it (OVERRIDES)
+        do["deps"].append(_dvc_path(OVERRIDES))
     if st.always_changed:
         do["always_changed"] = True
     for kind in ("outs", "metrics", "plots"):
@@ -400,6 +408,8 @@ def dvc_stage(st: Stage, code: list[str] | None = None) -> dict:
         do["outs"] = [*do.get("outs", []), {_dvc_path(st.state): {"cache": False, "persist": True}}]
     else:
         do["outs"] = [*do.get("outs", []), {_dvc_path(st.state): {"cache": True}}]
+    if st.upstream is None:  # manifest, which DVC runs every time, leaves the record the later stages depend on
+        do["outs"].append({_dvc_path(OVERRIDES): {"cache": False, "persist": True}})
     return {"foreach": "${repro}", "do": do}
 
 

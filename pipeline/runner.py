@@ -17,7 +17,7 @@ from pipeline.errors import TooManyFailures
 from pipeline.io import Failure, run_lock, update_failures
 from pipeline.layout import layout_for, resolve
 from pipeline.registry import Stage, stage
-from pipeline.state import clear_done, is_current, mark_done, signature
+from pipeline.state import clear_done, is_current, mark_done, record_overrides, signature
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,19 @@ def run_stage(name: str, cfg: Config, dataset: str | None = None, *, force: bool
     view = ScopedConfig(cfg, st)
     sig = signature(cfg, dataset, name, fingerprint(cfg, st, dataset))
     partial = any(options.get(k) is not None for k in st.partial)
+    summary = None
     if not force and not partial and is_current(cfg, dataset, name, sig):
         verify = st.hook("verify")
         if verify is None:
-            return {"stage": name, "dataset": dataset, "skipped": "up to date"}
-        if verify(view, dataset, sig):
-            return {"stage": name, "dataset": dataset, "skipped": "up to date (outputs verified)"}
-    # One writer per folder (issue 29): the data folder for the data stages, the results folder for the others.
-    with run_lock(resolve(st.state_root + "/", cfg, dataset), shared=partial):
-        return _work(st, view, cfg, dataset, sig, force, options)
+            summary = {"stage": name, "dataset": dataset, "skipped": "up to date"}
+        elif verify(view, dataset, sig):
+            summary = {"stage": name, "dataset": dataset, "skipped": "up to date (outputs verified)"}
+    if summary is None:
+        # One writer per folder (issue 29): the data folder for the data stages, the results folder for the others.
+        with run_lock(resolve(st.state_root + "/", cfg, dataset), shared=partial):
+            summary = _work(st, view, cfg, dataset, sig, force, options)
+    record_overrides(cfg, dataset)  # after a success, skipped or not: dvc.yaml's stages depend on it
+    return summary
 
 
 def fingerprint(cfg: Config | ScopedConfig, st: Stage, dataset: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.config import Config, section_hash
 from pipeline.io import read_only, sha256_file, write_text_if_changed
 from pipeline.layout import resolve
-from pipeline.registry import Stage, code_hash, stage
+from pipeline.registry import OVERRIDES, Stage, code_hash, stage
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,18 @@ def signature(cfg: Config, dataset: str, name: str, input_fingerprint: str = "")
     return section_hash(params_of(cfg, st), {"adapter": ds.adapter, "root": ds.root, "classes": ds.classes,
                                              "fps": ds.fps, "options": ds.options},
                         upstream_sig, input_fingerprint, code_hash(name))
+
+
+def record_overrides(cfg: Config, dataset: str) -> None:
+    """Write the dataset's family and overrides to `registry.OVERRIDES` where they changed (what dvc.yaml's stages
+    depend on in place of the whole `families:` block). Left as it is on read-only storage, as `mark_done`."""
+    ds = cfg.dataset_config(dataset)
+    path = resolve(OVERRIDES, cfg, dataset)
+    text = json.dumps({"family": ds.family_name(), "overrides": dict(cfg.overrides_of(dataset))}, indent=1,
+                      sort_keys=True, default=str) + "\n"
+    if path.parent.exists() and read_only(path.parent):
+        return
+    write_text_if_changed(path, text)
 
 
 def mark_done(cfg: Config, dataset: str, name: str, sig: str, summary: dict) -> None:

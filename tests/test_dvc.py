@@ -31,7 +31,33 @@ def test_dvc_yaml_is_rendered_from_the_registry():
         do = stages[st.name]["do"]
         assert do["cmd"] == f"pipeline run {st.name} --dataset ${{item}} --no-deps"
         assert set(code_deps(st.name)) <= set(do["deps"]) and st.module.replace(".", "/") + ".py" in do["deps"]
-        assert set(do["params"]) == {*st.params, "datasets.${item}", "families"}
+        assert set(do["params"]) == {*st.params, "datasets.${item}"}  # `families:` through OVERRIDES, per dataset
+        overrides = "${data_root}/${item}/.state/overrides.json"
+        assert (overrides in do["deps"]) == (st.upstream is not None), st.name
+        assert (overrides in {next(iter(o)) for o in do["outs"]}) == (st.upstream is None), st.name
+
+
+def test_a_family_edit_changes_only_its_own_datasets_record(tmp_path):
+    """What dvc.yaml's stages depend on in place of the whole `families:` block: an edit of the wild family
+    rewrites the record of a wild dataset and leaves the demo's, byte for byte (its stages stay current)."""
+    from pipeline.state import record_overrides
+
+    datasets = {"demo": {"adapter": "demo", "root": str(tmp_path / "raw")},
+                "dfew": {"adapter": "dfew", "root": str(tmp_path / "dfew")}}
+    params = write_params(tmp_path, datasets, "demo")
+
+    def records(*sets: str) -> dict[str, str]:
+        for name in datasets:
+            record_overrides(load_config(params, dataset=name, overrides=sets), name)
+        return {n: (tmp_path / "data" / n / ".state" / "overrides.json").read_text() for n in datasets}
+
+    before = records()
+    assert json.loads(before["dfew"]) == {"family": "wild", "overrides": dict(load_config(params, dataset="dfew")
+                                                                              .overrides_of("dfew"))}
+    assert json.loads(before["demo"]) == {"family": "", "overrides": {}}
+    after = records("families.wild.train_head.fusion_weight=0.9")
+    assert after["demo"] == before["demo"]
+    assert json.loads(after["dfew"])["overrides"]["train_head.fusion_weight"] == 0.9
 
 
 def test_every_output_has_exactly_one_writer_and_inputs_come_from_upstream():
@@ -253,6 +279,10 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
     _run(repo, "git", "commit", "-qm", "baseline")
     baseline = json.loads((repo / "results/demo/metrics.json").read_text())
     predictions = (repo / "results/demo/predictions.csv").read_text()
+
+    # Another family's edit is not the demo's: nothing of it reruns (dvc.yaml tracks `families:` per dataset).
+    assert _ran(_run(repo, "dvc", "exp", "run", "-S", "families.wild.train_head.fusion_weight=0.9")) == {"manifest"}
+    _run(repo, "git", "checkout", "--", ".")
 
     lr = _run(repo, "dvc", "exp", "run", "-S", "train_head.lr=3e-4")
     assert _ran(lr) - {"manifest"} == {"train-head", "evaluate"}

@@ -76,7 +76,7 @@ def test_dvc_yaml_builds_from_the_registry():
 
     out = yaml.safe_load(dvc_yaml_text())["stages"]
     assert list(out) == ["version", *(s.name for s in pipeline_stages())]
-    assert out["detect"]["do"]["params"] == [*stage("detect").params, "datasets.${item}", "families"]
+    assert out["detect"]["do"]["params"] == [*stage("detect").params, "datasets.${item}"]
     # The repository's dvc.yaml, with the version file in place of the source paths.
     repo = yaml.safe_load(render_dvc_yaml())["stages"]
     for name, st in repo.items():

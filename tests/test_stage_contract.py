@@ -129,5 +129,5 @@ def test_a_toy_stage_added_as_the_docs_say_runs_and_is_in_dvc_yaml(tmp_path):
     do = yaml.safe_load(dvc)["stages"]["toy"]["do"]
     assert do["cmd"] == "pipeline run toy --dataset ${item} --no-deps"
     assert "stages/toy.py" in do["deps"] and "${data_root}/${item}/manifest.csv" in do["deps"]
-    assert do["params"] == ["toy", "datasets.${item}", "families"]
+    assert do["params"] == ["toy", "datasets.${item}"] and "${data_root}/${item}/.state/overrides.json" in do["deps"]
     assert {next(iter(o)) for o in do["outs"]} == {"${data_root}/${item}/toy.csv", "${data_root}/${item}/.state/toy.json"}
