@@ -12,8 +12,15 @@ and beside the same trained heads (a `bench_fusion.py --dump`), the probe and it
 
 No head is trained: each fold's input transform is fitted on its training rows as train-head fits it.
 
+`--ceiling` adds what no option can use: the mean over the frames inside each video's annotated apex span (the
+manifest's `apex_start`/`apex_end`), over the whole input, its changing stream, and each block of that stream
+(the backbone, and the `extract.motion` blocks: flow, HOG, mesh). It is the probe's reading with perfect
+localisation: whether finding the expression or reading it is what a column lacks. Without `--dump` only the probe
+is scored.
+
     python bench/bench_fusion.py ... --dump D.npz        # the heads, once
     python bench/probe_inputs.py --dump D.npz --params W/params.yaml --datasets A,B --set extract.motion=flow_hog ...
+    python bench/probe_inputs.py --ceiling --params W/params.yaml --datasets A --set extract.motion=flow_hog_mesh ...
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from pipeline.head.data import load_training_data  # noqa: E402
 from pipeline.head.fusion import ProbeFusion, fuse  # noqa: E402
 from pipeline.head.inputs import FIRST_FRAMES_SHARE  # noqa: E402
 from pipeline.head.train import fold_run  # noqa: E402
+from pipeline.motion import motion_dim  # noqa: E402
 from _tables import params_for  # noqa: E402  (beside this script)
 from bench_fusion import read_dump  # noqa: E402
 
@@ -51,8 +59,37 @@ def poolings(x: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def measure(params: Path, dataset: str, overrides: list[str], heads: dict) -> dict[str, list[tuple[float, float]]]:
-    """variant -> per fold (probe WAR, fused WAR at the default share)."""
+def blocks(motion: str, width: int) -> dict[str, slice]:
+    """The changing stream's blocks (`width` wide): the backbone's features, then extract's motion blocks in
+    `motion_features`' order (flow, HOG, mesh), their widths from `motion_dim` of the one-block motions."""
+    flow, mesh = motion_dim("flow") * motion.startswith("flow"), motion_dim("mesh") * motion.endswith("mesh")
+    hog = motion_dim(motion) - flow - mesh
+    edges, out, start = [("backbone", width - motion_dim(motion)), ("flow", flow), ("HOG", hog), ("mesh", mesh)], {}, 0
+    for name, n in edges:
+        if n:
+            out[name] = slice(start, start + n)
+        start += n
+    return out
+
+
+def ceiling(x: torch.Tensor, data, motion: str, two_stream: bool) -> dict[str, torch.Tensor]:
+    """Means over each video's annotated apex frames (labels' annotations: a ceiling, never an option)."""
+    spans = [a or (-1, -1) for a in data.apex]
+    lo, hi = (torch.tensor([s[i] for s in spans])[:, None] for i in (0, 1))
+    frames = torch.from_numpy(np.asarray(data.cache.frame_index))
+    inside = ((frames >= lo) & (frames <= hi)).float()
+    if (inside.sum(1) == 0).any():
+        raise SystemExit("--ceiling needs an apex span (manifest apex_start/apex_end) inside every cached video")
+    apex = (x * inside[..., None]).sum(1) / inside.sum(1, keepdim=True)
+    change = apex[:, :x.shape[-1] // 2] if two_stream else apex
+    out = {"apex (annotated)": apex, "apex, changing stream": change}
+    out.update({f"apex, {name}": change[:, sl] for name, sl in blocks(motion, change.shape[1]).items()})
+    return out
+
+
+def measure(params: Path, dataset: str, overrides: list[str], heads: dict | None,
+            with_ceiling: bool = False) -> dict[str, list[tuple[float, float]]]:
+    """variant -> per fold (probe WAR, fused WAR at the default share; nan without `heads`)."""
     cfg = load_config(params, dataset=dataset, overrides=overrides)
     th = dataclasses.replace(cfg.train_head, fusion="none")
     data = load_training_data(cfg, dataset)
@@ -60,7 +97,7 @@ def measure(params: Path, dataset: str, overrides: list[str], heads: dict) -> di
     subjects = np.asarray(data.cache.subject)
     found: dict[str, list[tuple[float, float]]] = {}
     for fold in data.folds:
-        head, truth = heads[(dataset, fold.index)]
+        head, truth = heads[(dataset, fold.index)] if heads else (None, labels[fold.test])
         if not np.array_equal(labels[fold.test], truth):
             raise SystemExit(f"{dataset} fold {fold.index}: the dump's test videos are not this fold's")
         inp = fold_run(th, x, labels, subjects, fold, n_classes, "ceflnet", seed=th.seed, epochs=1).model.input.eval()
@@ -68,33 +105,37 @@ def measure(params: Path, dataset: str, overrides: list[str], heads: dict) -> di
             xin = torch.cat([inp(x[s:s + 64].float()) for s in range(0, len(x), 64)])
         variants = {name: (p.numpy(), 1.0) for name, p in poolings(xin).items()}
         variants.update({f"mean, C={c:g}": (variants["mean"][0], c) for c in (0.01, 0.1, 10.0)})
+        if with_ceiling:
+            two = th.center.startswith("two_stream")
+            variants.update({n: (p.numpy(), 1.0) for n, p in ceiling(xin, data, cfg.extract.motion, two).items()})
         for name, (pooled, c) in variants.items():
             probe = ProbeFusion.fit(pooled[fold.train], labels[fold.train], n_classes, th.seed, C=c)
             probs = probe(torch.from_numpy(pooled[fold.test]))
-            fused = fuse(torch.from_numpy(head), probs, th.fusion_weight).numpy()
+            fused = fuse(torch.from_numpy(head), probs, th.fusion_weight).numpy() if heads else None
             found.setdefault(name, []).append((100 * float(np.mean(probs.numpy().argmax(1) == truth)),
-                                               100 * float(np.mean(fused.argmax(1) == truth))))
+                                               np.nan if fused is None else 100 * float(np.mean(fused.argmax(1) == truth))))
     return found
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dump", type=Path, required=True, help="bench_fusion.py --dump of the same datasets and folds")
+    ap.add_argument("--dump", type=Path, help="bench_fusion.py --dump of the same datasets and folds (else the probe only)")
+    ap.add_argument("--ceiling", action="store_true", help="add the annotated-apex poolings (a ceiling, not an option)")
     ap.add_argument("--params", type=Path, action="append", required=True)
     ap.add_argument("--datasets", required=True)
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
-    heads = {(f["dataset"], f["fold"]): (f["head"], f["label"]) for f in read_dump(args.dump)}
+    heads = {(f["dataset"], f["fold"]): (f["head"], f["label"]) for f in read_dump(args.dump)} if args.dump else None
     overrides = [f"train_head.folds={args.folds}", *args.overrides]
     datasets = args.datasets.split(",")
-    table = {ds: measure(params_for(args.params, ds), ds, overrides, heads) for ds in datasets}
+    table = {ds: measure(params_for(args.params, ds), ds, overrides, heads, args.ceiling) for ds in datasets}
     names = list(next(iter(table.values())))
-    print("| probe input | " + " | ".join(f"{d.removeprefix('bench-')} probe / fused" for d in datasets) + " |")
+    print("| probe input | " + " | ".join(f"{d.removeprefix('bench-')} probe" + (" / fused" if heads else "") for d in datasets) + " |")
     print("|---|" + "---|" * len(datasets))
     for name in names:
-        cells = [f"{np.mean([p for p, _ in table[d][name]]):.1f} / {np.mean([f for _, f in table[d][name]]):.1f}"
-                 for d in datasets]
+        cells = [f"{np.mean([p for p, _ in table[d][name]]):.1f} ± {np.std([p for p, _ in table[d][name]]):.1f}"
+                 + (f" / {np.mean([f for _, f in table[d][name]]):.1f}" if heads else "") for d in datasets]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
