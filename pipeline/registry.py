@@ -62,7 +62,8 @@ OVERRIDES = "{data}/" + STATE_DIR + "/overrides.json"
 the runner when it changes: DVC's per-dataset view of `families:`. dvc.yaml's foreach cannot name an item's family
 in `params:` (DVC has no nested `${...}`), and tracking the whole `families:` block reran every dataset's
 train-head when one family changed; each stage depends on this file instead, so an edit reaches that family's
-datasets only. Not a stage's output: no signature reads it (the sections' values already hold the overrides)."""
+datasets only. In no `Stage.outs` (no signature or currency check reads it: the sections' values already hold the
+overrides); dvc.yaml lists it among manifest's outputs, the stage DVC runs every time."""
 METRICS = "{results}/metrics.json"
 PROVENANCE = "{results}/provenance.json"
 HISTORY = "{results}/history"
