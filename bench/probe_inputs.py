@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO))
 from pipeline.config import load_config  # noqa: E402
 from pipeline.head.data import load_training_data  # noqa: E402
 from pipeline.head.fusion import ProbeFusion, fuse  # noqa: E402
-from pipeline.head.inputs import FIRST_FRAMES_SHARE  # noqa: E402
+from pipeline.head.inputs import FIRST_FRAMES_SHARE, is_two_stream  # noqa: E402
 from pipeline.head.train import fold_run  # noqa: E402
-from pipeline.motion import motion_dim  # noqa: E402
+from pipeline.motion import has_mesh, motion_dim  # noqa: E402
 from _tables import params_for  # noqa: E402  (beside this script)
 from bench_fusion import read_dump  # noqa: E402
 
@@ -62,7 +62,8 @@ def poolings(x: torch.Tensor) -> dict[str, torch.Tensor]:
 def blocks(motion: str, width: int) -> dict[str, slice]:
     """The changing stream's blocks (`width` wide): the backbone's features, then extract's motion blocks in
     `motion_features`' order (flow, HOG, mesh), their widths from `motion_dim` of the one-block motions."""
-    flow, mesh = motion_dim("flow") * motion.startswith("flow"), motion_dim("mesh") * motion.endswith("mesh")
+    mesh = motion_dim("mesh") * has_mesh(motion)
+    flow = motion_dim("flow") * motion.startswith("flow")  # the `flow*` motions (pipeline/motion.py)
     hog = motion_dim(motion) - flow - mesh
     edges, out, start = [("backbone", width - motion_dim(motion)), ("flow", flow), ("HOG", hog), ("mesh", mesh)], {}, 0
     for name, n in edges:
@@ -106,8 +107,8 @@ def measure(params: Path, dataset: str, overrides: list[str], heads: dict | None
         variants = {name: (p.numpy(), 1.0) for name, p in poolings(xin).items()}
         variants.update({f"mean, C={c:g}": (variants["mean"][0], c) for c in (0.01, 0.1, 10.0)})
         if with_ceiling:
-            two = th.center.startswith("two_stream")
-            variants.update({n: (p.numpy(), 1.0) for n, p in ceiling(xin, data, cfg.extract.motion, two).items()})
+            apex = ceiling(xin, data, cfg.extract.motion, is_two_stream(th.center))
+            variants.update({n: (p.numpy(), 1.0) for n, p in apex.items()})
         for name, (pooled, c) in variants.items():
             probe = ProbeFusion.fit(pooled[fold.train], labels[fold.train], n_classes, th.seed, C=c)
             probs = probe(torch.from_numpy(pooled[fold.test]))
