@@ -89,8 +89,6 @@ class Output:
     """`outs`, `metrics` or `plots` (the dvc.yaml list it goes in)."""
     cache: bool = False
     """In DVC's cache (restored by `dvc checkout`, per experiment) rather than in git or left in place."""
-    persist: bool = False
-    """Kept when DVC reruns the stage: the stage resumes or verifies it by itself."""
     plot: dict = field(default_factory=dict)
     """DVC plot properties (x, y, template, title)."""
 
@@ -189,14 +187,14 @@ SPEED = ("workers", "threads", "device", "batch_size", "max_failure_fraction")
 
 STAGES: tuple[Stage, ...] = (
     Stage("manifest", "stages.manifest", None, ("manifest",), (),
-          (Output(MANIFEST, persist=True),),
+          (Output(MANIFEST),),
           "List the dataset's videos through its adapter and probe each (frames decoded, fps, size, rotation). "
           "Reads the dataset root; writes <data_root>/D/manifest.csv and failures.csv rows.",
           volatile=("workers",), extra_code=("pipeline/assets/faces",), always_changed=True,
           fingerprint="input_fingerprint"),
     Stage("detect", "stages.detect", "manifest", ("detect", "extract.crop_size", "extract.margin", "extract.backbone"),
           (MANIFEST,),
-          (Output(FACES, persist=True), Output(CONTACT_SHEET, persist=True)),
+          (Output(FACES), Output(CONTACT_SHEET)),
           "Decode every frame, detect faces in batches (RetinaFace-MobileNet0.25 or SCRFD), keep one subject's "
           "track with 5 landmarks, fill and smooth gaps. Reads manifest.csv; writes faces.h5, failures.csv rows "
           "and qc/detect_contact_sheet.png. Resumable (per-video parts; --force recomputes them).",
@@ -205,13 +203,13 @@ STAGES: tuple[Stage, ...] = (
           volatile=(*SPEED, "qc_samples", "crop_size", "margin", "backbone"),
           failure_limit="detect.max_failure_fraction", options=(WORKERS, SHARD), partial=("shard",)),
     Stage("resample", "stages.resample", "detect", ("resample",), (MANIFEST, FACES),
-          (Output(FRAMES, persist=True),),
+          (Output(FRAMES),),
           "Choose resample.n_frames (105) frames per video inside its face-present span. Reads faces.h5; writes "
           "frames.h5 (frame_index per video).",
           failure_limit="resample.max_failure_fraction", volatile=("max_failure_fraction",)),
     Stage("extract", "stages.extract", "resample", ("extract", "resample", "detect"),
           (MANIFEST, FACES, FRAMES),
-          (Output(FEATURES, persist=True), Output(EXTRACT_SHEET, persist=True)),
+          (Output(FEATURES), Output(EXTRACT_SHEET)),
           "Align the chosen frames (224x224, 5-point similarity) and cache per-frame backbone features. Reads "
           "faces.h5, frames.h5 and the videos; writes <data_root>/D/features/shard-*.h5 and index.h5, and "
           "qc/extract_contact_sheet.png (the face mesh's points too, with a *_mesh motion). Resumable, "
@@ -266,7 +264,7 @@ STAGES: tuple[Stage, ...] = (
     # `train_head.features: finetuned` reads this stage's per-fold caches (docs/finetune.md).
     Stage("finetune", "stages.finetune", "extract", ("finetune", "extract", "train_head.folds", "train_head.seed"),
           (FEATURES, MANIFEST, FAILURES),
-          (Output(FINETUNED, persist=True), Output(BACKBONES, persist=True)),
+          (Output(FINETUNED), Output(BACKBONES)),
           "Adapt the extract backbone on each train-head fold's training videos (frame mode: backbone + linear "
           "classifier on augmented crops), then re-extract every video with it. Reads the crops kept by "
           "`extract --keep-crops` and manifest.csv; writes <data_root>/D/checkpoints/backbone-fold-<k>.pt and "
@@ -401,14 +399,15 @@ def dvc_stage(st: Stage, code: list[str] | None = None) -> dict:
         for o in st.outs:
             if o.kind != kind:
                 continue
-            props = {"cache": o.cache, **({"persist": True} if o.persist else {}), **o.plot}
+            # persist: DVC never deletes an output before a rerun. Whether it is current is the runner's one answer
+            # (its .state signature): a rerun DVC asks for (a volatile key such as `threads`, or a section key the
+            # dataset's family overrides) finds the outputs current and keeps them instead of retraining.
+            props = {"cache": o.cache, "persist": True, **o.plot}
             items.append({_dvc_path(o.path): props})
         if items:
             do[kind] = items
-    if st.state_root == "{data}":  # the runner's record of what produced the outputs, restored with them
-        do["outs"] = [*do.get("outs", []), {_dvc_path(st.state): {"cache": False, "persist": True}}]
-    else:
-        do["outs"] = [*do.get("outs", []), {_dvc_path(st.state): {"cache": True}}]
+    # the runner's record of what produced the outputs, beside them: in place for data, cached for results
+    do["outs"] = [*do.get("outs", []), {_dvc_path(st.state): {"cache": st.state_root != "{data}", "persist": True}}]
     if st.upstream is None:  # manifest, which DVC runs every time, leaves the record the later stages depend on
         do["outs"].append({_dvc_path(OVERRIDES): {"cache": False, "persist": True}})
     return {"foreach": "${repro}", "do": do}
@@ -417,10 +416,11 @@ def dvc_stage(st: Stage, code: list[str] | None = None) -> dict:
 HEADER = """\
 # Generated from pipeline/registry.py by `python -m pipeline.registry > dvc.yaml`; do not edit by hand
 # (tests/test_dvc.py checks that it matches). One pipeline per dataset listed in params.yaml `repro:`.
-# Data stages resume by themselves (per-video parts, verified shards): their outputs persist and stay
-# out of DVC's cache. Results are small: metrics, provenance and per-epoch history are committed to
-# git, the rest is cached per experiment (`dvc checkout` restores it). Each stage's deps list the
-# code it imports; its .state/<stage>.json is the runner's record of what produced the outputs.
+# Every output persists: DVC never deletes one before a rerun, and the runner's record of what produced
+# it (<stage>'s .state/<stage>.json) decides whether it is current. Data stages resume by themselves
+# (per-video parts, verified shards) and stay out of DVC's cache. Results are small: metrics, provenance
+# and per-epoch history are committed to git, the rest is cached per experiment (`dvc checkout`
+# restores it). Each stage's deps list the code it imports.
 """
 
 

@@ -284,6 +284,17 @@ def test_dvc_as_a_researcher_uses_it(tmp_path):
     assert _ran(_run(repo, "dvc", "exp", "run", "-S", "families.wild.train_head.fusion_weight=0.9")) == {"manifest"}
     _run(repo, "git", "checkout", "--", ".")
 
+    # DVC reruns train-head for a key its params list but no result depends on (`threads`): it deletes nothing
+    # first, so the runner finds the outputs current and keeps them instead of retraining (one answer: the runner's).
+    checkpoint = repo / "results/demo/checkpoints/fold-0.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    threads = _run(repo, "dvc", "exp", "run", "-S", "train_head.threads=1")
+    assert "train-head" in _ran(threads)
+    assert '"skipped": "up to date"' in threads.split("Running stage 'train-head@demo'")[1].split("Running stage")[0]
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert (repo / "results/demo/predictions.csv").read_text() == predictions
+    _run(repo, "git", "checkout", "--", ".")
+
     lr = _run(repo, "dvc", "exp", "run", "-S", "train_head.lr=3e-4")
     assert _ran(lr) - {"manifest"} == {"train-head", "evaluate"}
     assert _run(repo, "git", "diff", "--numstat", "params.yaml").split()[:2] == ["1", "1"]  # one-line diff

@@ -84,7 +84,7 @@ def test_dvc_yaml_builds_from_the_registry():
         assert out[name]["do"]["deps"] == [VERSION_FILE, *st["do"]["deps"][len(code):]], name
         assert {k: v for k, v in out[name]["do"].items() if k != "deps"} == \
             {k: v for k, v in st["do"].items() if k != "deps"}, name
-    assert out["train-head"]["do"]["metrics"] == [{"${results_root}/${item}/metrics.json": {"cache": False}}]
+    assert out["train-head"]["do"]["metrics"] == [{"${results_root}/${item}/metrics.json": {"cache": False, "persist": True}}]
 
 
 @pytest.mark.slow
