@@ -22,7 +22,7 @@ class DemoAdapter(Adapter):
               "  Generated into <root> when labels.csv is missing (options: seed,\n"
               "  videos_per_class_per_identity, n_frames [min, max], size, episode transient|sustained,\n"
               "  identities: how many of the shipped people, default all; rig tps|au; distractors\n"
-              "  basic|rich; blends: morphs per pair of people, a family sharing one fold group;\n"
+              "  basic|rich|harsh; blends: morphs per pair of people, a family sharing one fold group;\n"
               "  parents: false keeps only the morphs, people no default was chosen on;\n"
               "  strength [min, max]: each video's apex strength, default [0.85, 1.15]).")
     protocol = "subject-independent k-fold over the face identities (train-head --folds)"

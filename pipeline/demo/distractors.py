@@ -1,6 +1,7 @@
 """Distractors that real face videos have and the basic demo lacks (issue 31): speech-like mouth
 motion, out-of-plane head pose, a passing occluder, camera white balance, sensor noise, resolution
-loss and compression.
+loss and compression. `harsh` adds, from a third random stream, what neither other set has: motion blur, a cast shadow crossing the face, a gamma curve and a lower-frame-rate camera. No default was
+chosen on it (bench/results/robust_harsh.md): it stands in for the held-back videos' "other distractors".
 
 They are drawn from their own random stream (`rich_plan`), so `distractors: basic` videos stay
 byte-identical to what they were, and they never depend on the expression: a head that reads them as
@@ -15,7 +16,7 @@ import numpy as np
 
 from pipeline.demo.face import FaceFrame, displacement_targets, tps_backward_field
 
-DISTRACTORS = ("basic", "rich")
+DISTRACTORS = ("basic", "rich", "harsh")
 
 # Speech: the jaw drops and the lips part a little, the corners move in (units of the inter-ocular
 # distance at full opening; a syllable opens the mouth less than a surprise's AU26+27).
@@ -92,6 +93,48 @@ def rich_plan(rng: np.random.Generator, n: int, fps: float) -> RichPlan:
     downscale = float(rng.choice([1.0, 1.0, 0.7, 0.5]))
     jpeg_quality = int(rng.choice([0, 85, 60, 40]))
     return RichPlan(speech, pose, occluder, white_balance, noise, downscale, jpeg_quality)
+
+
+@dataclass(frozen=True)
+class HarshPlan:
+    """What `harsh` adds to a video's rich distractors."""
+
+    blur: int
+    """Motion blur: length in pixels of the output frame (1 = none)."""
+    blur_angle: float
+    """Its direction, degrees."""
+    shadow: np.ndarray
+    """(T,) where a cast shadow's edge crosses the frame, -1..1 along `shadow_angle` (it drifts slowly)."""
+    shadow_angle: float
+    shadow_depth: float
+    """Light lost in the shadow, 0..1."""
+    gamma: float
+    """The camera's tone curve, out = 255 (in / 255) ** gamma."""
+    hold: int
+    """Each frame is shown this many times (a camera at fps / hold, resampled to fps)."""
+
+
+def harsh_plan(rng: np.random.Generator, n: int, fps: float) -> HarshPlan:
+    """Random harsh additions for a video of `n` frames."""
+    return HarshPlan(blur=int(rng.choice([1, 3, 5, 7])),
+                     blur_angle=float(rng.uniform(0, 180)),
+                     shadow=np.clip(rng.uniform(-0.6, 0.6) + 0.5 * _slow(rng, n, fps), -1, 1),
+                     shadow_angle=float(rng.uniform(0, 2 * np.pi)), shadow_depth=float(rng.uniform(0.25, 0.55)),
+                     gamma=float(np.exp(rng.uniform(-0.35, 0.35))), hold=int(rng.choice([1, 2, 2, 3])))
+
+
+def harsh_optics(frame: np.ndarray, plan: HarshPlan, t: int, ramp_x: np.ndarray, ramp_y: np.ndarray) -> np.ndarray:
+    """A cast shadow, motion blur and the tone curve on a float BGR frame (before the camera's noise and JPEG)."""
+    along = np.cos(plan.shadow_angle) * ramp_x + np.sin(plan.shadow_angle) * ramp_y  # (size, size), -1.4..1.4
+    soft = 1.0 / (1.0 + np.exp(-(along - plan.shadow[t]) / 0.08))  # a penumbra a few percent of the frame wide
+    out = frame * (1.0 - plan.shadow_depth * soft)[..., None]
+    if plan.blur > 1:
+        kernel = np.zeros((plan.blur, plan.blur), np.float32)
+        kernel[plan.blur // 2, :] = 1.0 / plan.blur
+        rot = cv2.getRotationMatrix2D(((plan.blur - 1) / 2, (plan.blur - 1) / 2), plan.blur_angle, 1.0)
+        kernel = cv2.warpAffine(kernel, rot, (plan.blur, plan.blur))
+        out = cv2.filter2D(out, -1, kernel / max(float(kernel.sum()), 1e-6), borderType=cv2.BORDER_REFLECT101)
+    return 255.0 * (np.clip(out, 0, 255) / 255.0) ** plan.gamma
 
 
 def speech_layers(frame: FaceFrame, keys: list, points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

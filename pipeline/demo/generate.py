@@ -40,8 +40,8 @@ import numpy as np
 
 from pipeline.demo.assets import SOURCES, identities, load_faces
 from pipeline.demo.blend import blend_faces, blend_weights, families
-from pipeline.demo.distractors import (DISTRACTORS, RichPlan, camera, occlusion_alpha, pose_homography, rich_plan,
-                                       speech_layers)
+from pipeline.demo.distractors import (DISTRACTORS, HarshPlan, RichPlan, camera, harsh_optics, harsh_plan,
+                                       occlusion_alpha, pose_homography, rich_plan, speech_layers)
 from pipeline.demo.face import (EXPRESSIONS, FaceFrame, blink_layers, control_points, detect_landmarks,
                                 displacement_targets, shading, tps_backward_field)
 from pipeline.io import atomic_path
@@ -229,6 +229,7 @@ class RichRender:
     speech_field: np.ndarray
     speech_shade: np.ndarray
     rng: np.random.Generator
+    harsh: HarshPlan | None = None
 
 
 def render_frames(face: FaceModel, field: np.ndarray, shade: np.ndarray, plan: VideoPlan, size: int,
@@ -240,7 +241,11 @@ def render_frames(face: FaceModel, field: np.ndarray, shade: np.ndarray, plan: V
     ramp_y = np.linspace(-1, 1, size, dtype=np.float32)[:, None]
     centre = face.frame.origin + 0.5 * face.frame.d * face.frame.v  # rotate about the mid-face
     image = face.image.astype(np.float32)
+    out = None
     for t in range(plan.n_frames):
+        if rich is not None and rich.harsh is not None and t % rich.harsh.hold:
+            yield out  # a slower camera: the last frame again
+            continue
         a, b = float(plan.intensity[t]), float(plan.blink[t])
         s = float(rich.plan.speech[t]) if rich else 0.0
         fx = gx + a * field[..., 0] + b * face.blink_field[..., 0]
@@ -273,7 +278,10 @@ def render_frames(face: FaceModel, field: np.ndarray, shade: np.ndarray, plan: V
         if alpha is not None:
             shaded = np.asarray(occ.colour, np.float32) * (0.8 + 0.2 * ramp_y[..., None]) * plan.gain[t]
             frame = frame * (1 - alpha[..., None]) + shaded * alpha[..., None]
-        yield camera(frame, rich.plan, rich.rng)
+        if rich.harsh is not None:
+            frame = harsh_optics(frame, rich.harsh, t, ramp_x, ramp_y)
+        out = camera(frame, rich.plan, rich.rng)
+        yield out
 
 
 def write_video(path: Path, frames, fps: float, size: int) -> int:
@@ -315,8 +323,8 @@ class DemoVideo:
 
 
 def _video_rng(seed: int, identity_index: int, label: str, k: int, stream: int | None = None) -> np.random.Generator:
-    """The random stream of one video; `stream` 1 and 2 are the rich distractors' and the `au` rig's, so
-    adding them leaves the basic plan (stream None) exactly as it was."""
+    """The random stream of one video; `stream` 1, 2 and 3 are the rich distractors', the `au` rig's and the
+    harsh additions', so adding them leaves the basic plan (stream None) exactly as it was."""
     key = [seed, identity_index, CLASSES.index(label), k]
     return np.random.default_rng(key if stream is None else [*key, stream])
 
@@ -386,11 +394,14 @@ def people(n_identities: int | None = None, blends: int = 0, parents: bool = Tru
 
 
 def rich_render(face: FaceModel, identity_index: int, label: str, k: int, *, seed: int, n: int,
-                fps: float) -> RichRender:
-    """The rich distractors of one video (their own random stream)."""
+                fps: float, harsh: bool = False) -> RichRender:
+    """The rich distractors of one video (their own random stream) and, with `harsh`, its additions (a third)."""
     rng = _video_rng(seed, identity_index, label, k, 1)
     field, shade = speech_layers(face.frame, face.keys, face.points, face.image.shape[:2])
-    return RichRender(rich_plan(rng, n, fps), field, shade, rng)
+    plan = rich_plan(rng, n, fps)
+    if not harsh:
+        return RichRender(plan, field, shade, rng)
+    return RichRender(plan, field, shade, rng, harsh_plan(_video_rng(seed, identity_index, label, k, 3), n, fps))
 
 
 def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity: int = 2,
@@ -429,8 +440,8 @@ def generate_demo(out_dir: Path, *, seed: int = 0, videos_per_class_per_identity
                 row, plan, field, shade = make_video(face, person.index, label, k, seed=seed, n_frames=n_frames,
                                                      fps=fps, episode=episode, rig=rig, group=person.group,
                                                      strength=strength)
-                rich = (rich_render(face, person.index, label, k, seed=seed, n=plan.n_frames, fps=fps)
-                        if distractors == "rich" else None)
+                rich = (rich_render(face, person.index, label, k, seed=seed, n=plan.n_frames, fps=fps,
+                                    harsh=distractors == "harsh") if distractors != "basic" else None)
                 written = write_video(out_dir / row.video, render_frames(face, field, shade, plan, size, rich), fps, size)
                 assert written == row.n_frames, (row.video, written, row.n_frames)
                 rows.append(row)

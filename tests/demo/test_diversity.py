@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.demo.blend import blend_faces, blend_weights, families
-from pipeline.demo.distractors import rich_plan
+from pipeline.demo.distractors import harsh_optics, harsh_plan, rich_plan
 from pipeline.demo.generate import generate_demo, load_models
 from pipeline.detector import RetinaFaceDetector
 from tests.conftest import decode
@@ -86,6 +86,32 @@ def test_rich_plan_has_speech_pose_and_camera_variety():
     assert max(np.abs(p.pose).max() for p in plans) > 10
     for p in plans:
         assert 0 <= p.speech.min() and p.speech.max() <= 1
+
+
+def test_harsh_adds_to_rich_from_its_own_stream(rich, tmp_path):
+    """Same episodes as rich (a third random stream); frames held by the slower camera, and the face still found."""
+    generate_demo(tmp_path, seed=0, distractors="harsh", blends=1, **SMALL)
+    assert _rows(tmp_path) == _rows(rich)
+    held = 0
+    for r in _rows(tmp_path)[:6]:
+        a, b = np.asarray(decode(tmp_path / r["video"])), np.asarray(decode(rich / r["video"]))
+        assert len(a) == int(r["n_frames"]) and np.abs(a.astype(int) - b.astype(int)).mean() > 2
+        step = np.abs(np.diff(a.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+        held += int((step < 1.0).sum())  # a repeated frame differs only by the encoder's rounding
+        assert RetinaFaceDetector(threshold=0.5).detect([cv2.cvtColor(a[len(a) // 2], cv2.COLOR_BGR2RGB)])[0] is not None
+    assert held > 10
+
+
+def test_harsh_optics_shade_blur_and_tone():
+    plans = [harsh_plan(np.random.default_rng(i), 60, 25.0) for i in range(40)]
+    assert {p.hold for p in plans} == {1, 2, 3} and {p.blur for p in plans} == {1, 3, 5, 7}
+    assert all(-1 <= p.shadow.min() and p.shadow.max() <= 1 for p in plans)
+    ramp = np.linspace(-1, 1, 64, dtype=np.float32)
+    flat = np.full((64, 64, 3), 128.0, np.float32)
+    plan = next(p for p in plans if p.blur > 1)
+    out = harsh_optics(flat, plan, 0, ramp[None, :], ramp[:, None])
+    assert out.shape == flat.shape and out.min() >= 0 and out.max() <= 255
+    assert out.max() - out.min() > 20  # the shadow's edge crosses a flat grey frame
 
 
 def test_blended_face_is_a_face_between_its_parents():
