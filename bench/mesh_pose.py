@@ -16,6 +16,8 @@ frames (a ceiling, probe_inputs.md), whole input and mesh block. The template is
 mesh of the screened videos: a screen's stand-in for the fixed frontal template an option would ship.
 
     python bench/mesh_pose.py --params W/params.yaml --datasets A,B --points /tmp/pts --set extract.motion=flow_hog_mesh ...
+
+Results: bench/results/probe_inputs.md (no variant lifts every column; the mesh stays 2-D).
 """
 from __future__ import annotations
 
