@@ -1,6 +1,7 @@
 """Distractors that real face videos have and the basic demo lacks (issue 31): speech-like mouth
 motion, out-of-plane head pose, a passing occluder, camera white balance, sensor noise, resolution
-loss and compression. `harsh` adds, from a third random stream, what neither other set has: motion blur, a cast shadow crossing the face, a gamma curve and a lower-frame-rate camera. No default was
+loss and compression. `harsh` adds, from a third random stream, what neither other set has: motion
+blur, a cast shadow crossing the face, a gamma curve and a lower-frame-rate camera. No default was
 chosen on it (bench/results/robust_harsh.md): it stands in for the held-back videos' "other distractors".
 
 They are drawn from their own random stream (`rich_plan`), so `distractors: basic` videos stay
