@@ -38,11 +38,11 @@ import pipeline.head.data as head_data  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.facemesh import mesh_crop, mesh_landmarks  # noqa: E402
 from pipeline.head.fusion import ProbeFusion  # noqa: E402
-from pipeline.head.train import fold_run  # noqa: E402
 from pipeline.motion import STABLE, canonical_mesh, motion_dim  # noqa: E402
 from pipeline.video import read_frames  # noqa: E402
 from stages.extract import load_tasks  # noqa: E402
 from _tables import params_for  # noqa: E402  (beside this script)
+from probe_inputs import apex_mean, fitted_input  # noqa: E402
 
 VARIANTS = ("2d", "3d_xy", "3d_xyz", "2d_med5", "3d_xyz_med5")
 
@@ -120,16 +120,10 @@ def measure(params: Path, dataset: str, overrides: list[str], points: dict, tmpl
         head_data.load_cache = original
     x, labels = torch.from_numpy(data.cache.features), data.cache.label
     width = points[data.cache.video_id[0]].shape[1] * (3 if "xyz" in name else 2)
-    lo, hi = (torch.tensor([(a or (-1, -1))[i] for a in data.apex])[:, None] for i in (0, 1))
-    frames = torch.from_numpy(np.asarray(data.cache.frame_index))
-    inside = ((frames >= lo) & (frames <= hi)).float()
     found: dict[str, list[float]] = {}
     for fold in data.folds:
-        inp = fold_run(th, x, labels, np.asarray(data.cache.subject), fold, len(data.cache.class_names), "ceflnet",
-                       seed=th.seed, epochs=1).model.input.eval()
-        with torch.no_grad():
-            xin = torch.cat([inp(x[s:s + 64].float()) for s in range(0, len(x), 64)])
-        apex = (xin * inside[..., None]).sum(1) / inside.sum(1, keepdim=True).clamp(min=1)
+        xin = fitted_input(th, x, data, fold)
+        apex = apex_mean(xin, data)
         half = xin.shape[-1] // 2  # the changing stream of a two-stream input comes first; its mesh block last
         for pool, p in {"mean": xin.mean(1), "apex": apex, "apex, mesh": apex[:, half - width:half]}.items():
             p = p.numpy()

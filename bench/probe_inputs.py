@@ -73,15 +73,29 @@ def blocks(motion: str, width: int) -> dict[str, slice]:
     return out
 
 
-def ceiling(x: torch.Tensor, data, motion: str, two_stream: bool) -> dict[str, torch.Tensor]:
-    """Means over each video's annotated apex frames (labels' annotations: a ceiling, never an option)."""
+def apex_mean(x: torch.Tensor, data) -> torch.Tensor:
+    """(N, T, D) -> (N, D): the mean over each video's cached frames inside its annotated apex span (labels'
+    annotations: a ceiling, never an option)."""
     spans = [a or (-1, -1) for a in data.apex]
     lo, hi = (torch.tensor([s[i] for s in spans])[:, None] for i in (0, 1))
     frames = torch.from_numpy(np.asarray(data.cache.frame_index))
     inside = ((frames >= lo) & (frames <= hi)).float()
     if (inside.sum(1) == 0).any():
         raise SystemExit("--ceiling needs an apex span (manifest apex_start/apex_end) inside every cached video")
-    apex = (x * inside[..., None]).sum(1) / inside.sum(1, keepdim=True)
+    return (x * inside[..., None]).sum(1) / inside.sum(1, keepdim=True)
+
+
+def fitted_input(th, x: torch.Tensor, data, fold) -> torch.Tensor:
+    """The fold's head input transform, fitted on its training rows as train-head fits it, applied to every video."""
+    inp = fold_run(th, x, data.cache.label, np.asarray(data.cache.subject), fold, len(data.cache.class_names),
+                   "ceflnet", seed=th.seed, epochs=1).model.input.eval()
+    with torch.no_grad():
+        return torch.cat([inp(x[s:s + 64].float()) for s in range(0, len(x), 64)])
+
+
+def ceiling(x: torch.Tensor, data, motion: str, two_stream: bool) -> dict[str, torch.Tensor]:
+    """Means over each video's annotated apex frames: the whole input, its changing stream and that stream's blocks."""
+    apex = apex_mean(x, data)
     change = apex[:, :x.shape[-1] // 2] if two_stream else apex
     out = {"apex (annotated)": apex, "apex, changing stream": change}
     out.update({f"apex, {name}": change[:, sl] for name, sl in blocks(motion, change.shape[1]).items()})
@@ -95,15 +109,12 @@ def measure(params: Path, dataset: str, overrides: list[str], heads: dict | None
     th = dataclasses.replace(cfg.train_head, fusion="none")
     data = load_training_data(cfg, dataset)
     x, labels, n_classes = torch.from_numpy(data.cache.features), data.cache.label, len(data.cache.class_names)
-    subjects = np.asarray(data.cache.subject)
     found: dict[str, list[tuple[float, float]]] = {}
     for fold in data.folds:
         head, truth = heads[(dataset, fold.index)] if heads else (None, labels[fold.test])
         if not np.array_equal(labels[fold.test], truth):
             raise SystemExit(f"{dataset} fold {fold.index}: the dump's test videos are not this fold's")
-        inp = fold_run(th, x, labels, subjects, fold, n_classes, "ceflnet", seed=th.seed, epochs=1).model.input.eval()
-        with torch.no_grad():
-            xin = torch.cat([inp(x[s:s + 64].float()) for s in range(0, len(x), 64)])
+        xin = fitted_input(th, x, data, fold)
         variants = {name: (p.numpy(), 1.0) for name, p in poolings(xin).items()}
         variants.update({f"mean, C={c:g}": (variants["mean"][0], c) for c in (0.01, 0.1, 10.0)})
         if with_ceiling:

@@ -399,9 +399,7 @@ def dvc_stage(st: Stage, code: list[str] | None = None) -> dict:
         for o in st.outs:
             if o.kind != kind:
                 continue
-            # persist: DVC never deletes an output before a rerun. Whether it is current is the runner's one answer
-            # (its .state signature): a rerun DVC asks for (a volatile key such as `threads`, or a section key the
-            # dataset's family overrides) finds the outputs current and keeps them instead of retraining.
+            # persist, every output: the runner's signature is the one answer to "current?" (HEADER)
             props = {"cache": o.cache, "persist": True, **o.plot}
             items.append({_dvc_path(o.path): props})
         if items:

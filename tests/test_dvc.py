@@ -60,6 +60,29 @@ def test_a_family_edit_changes_only_its_own_datasets_record(tmp_path):
     assert json.loads(after["dfew"])["overrides"]["train_head.fusion_weight"] == 0.9
 
 
+def test_a_section_key_the_family_overrides_leaves_its_datasets_signature(tmp_path):
+    """Where DVC reruns train-head for a section edit (its params list the whole section), a dataset whose family
+    overrides that key keeps its signature, so the runner keeps its results (every dvc.yaml output persists)."""
+    from pipeline.state import signature
+
+    datasets = {"demo": {"adapter": "demo", "root": str(tmp_path / "raw")},
+                "dfew": {"adapter": "dfew", "root": str(tmp_path / "dfew")}}
+    params = write_params(tmp_path, datasets, "demo")
+    key = "train_head.fusion_weight"
+    assert key in dict(load_config(params, dataset="dfew").overrides_of("dfew"))  # the wild family's
+
+    edited = tmp_path / "edited.yaml"  # what `dvc exp run -S train_head.fusion_weight=0.3` does: the file, not a --set
+    raw = yaml.safe_load(params.read_text())
+    raw["train_head"] = {"fusion_weight": 0.3}
+    edited.write_text(yaml.safe_dump(raw))
+
+    def sig(path: Path, name: str) -> str:
+        return signature(load_config(path, dataset=name), name, "train-head")
+
+    assert sig(edited, "dfew") == sig(params, "dfew")
+    assert sig(edited, "demo") != sig(params, "demo")  # in no family: the section's value is its own
+
+
 def test_every_output_has_exactly_one_writer_and_inputs_come_from_upstream():
     writers: dict[str, list[str]] = {}
     for st in STAGES:
