@@ -34,7 +34,9 @@ FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
     "lab": {},
     # held expressions (AFEW, DFEW, FERV39k, MAFW): HOG of 14-px cells and the face mesh without flow or
     # standardize, the probe's share 0.85 (the mesh: subtle expressions, bench/results/robust_weak.md)
-    "wild": {"extract": {"motion": "hog_fine_mesh"}, "train_head": {"standardize": False, "fusion_weight": 0.85}},
+    # clip_kernel 1: the paper's per-clip layer, as the sections' kernel 3 is not measured on that input
+    "wild": {"extract": {"motion": "hog_fine_mesh"},
+             "train_head": {"standardize": False, "fusion_weight": 0.85, "clip_kernel": 1}},
 }
 
 # The top level used when there is no params.yaml (a pip-installed user in an empty folder); the
@@ -329,9 +331,10 @@ class TrainHeadConfig:
     history, best epoch) use the `test_offset` window only (docs/head.md)."""
     hidden: int = 512
     """Width of the clip features inside the head."""
-    clip_kernel: int = 1
+    clip_kernel: int = 3
     """EIAN's clip-scoring layer over the clip axis: 1 is the paper's per-clip fully-connected layer (and the
-    authors' code); 3 also sees each clip's neighbours (docs/head.md, measured). Odd; `variant: paper` only."""
+    authors' code); 3 also sees each clip's neighbours, the best worst case over issue 31's sources (a
+    departure, docs/head.md; bench/results/robust_kernel.md). Odd; `variant: paper` only."""
     fold_workers: int = 0
     """Processes sharing the folds, each training its share as one batched model; 0: one per CPU core on the
     CPU (one thread each), 1 on a GPU. Every fold's numbers are the same either way."""

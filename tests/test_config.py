@@ -59,13 +59,15 @@ def test_repo_params_are_valid():
     # folder and csv datasets (and the demo) get the section's default, the best worst case over both kinds of
     # clip: optical flow and HOG beside the backbone, each input dimension standardised
     assert cfg.train_head.center == "two_stream_first" and cfg.extract.motion == "flow_hog_mesh" and cfg.train_head.standardize
-    # the lab family: the section as it is (flow + HOG, standardize), the best worst case on transient clips too
+    # the lab family: the section as it is (flow + HOG + mesh, standardize, EIAN's clip scores seeing their
+    # neighbours), the best worst case on transient clips too
     assert mmi.train_head.center == "two_stream_first" and mmi.extract.motion == "flow_hog_mesh"
-    assert mmi.train_head.standardize and mmi.overrides_of() == []
+    assert mmi.train_head.standardize and mmi.overrides_of() == [] and cfg.train_head.clip_kernel == 3
     # the wild family: HOG and the mesh without flow or standardize, and mostly the probe, the best worst case on held expressions
     afew = load_config(Path(__file__).resolve().parent.parent / "params.yaml", dataset="afew")
     assert afew.train_head.center == "two_stream_first" and afew.extract.motion == "hog_fine_mesh"
     assert not afew.train_head.standardize and afew.train_head.fusion_weight == 0.85
+    assert afew.train_head.clip_kernel == 1  # the paper's: kernel 3 is not measured on the wild input
     assert cfg.train_head.fusion_weight == mmi.train_head.fusion_weight == 0.5
     assert set(cfg.repro) <= set(cfg.datasets)
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
