@@ -34,9 +34,8 @@ FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
     "lab": {},
     # held expressions (AFEW, DFEW, FERV39k, MAFW): HOG of 14-px cells and the face mesh without flow or
     # standardize, the probe's share 0.85 (the mesh: subtle expressions, bench/results/robust_weak.md)
-    # clip_kernel 1: the paper's per-clip layer, as the sections' kernel 3 is not measured on that input
     "wild": {"extract": {"motion": "hog_fine_mesh"},
-             "train_head": {"standardize": False, "fusion_weight": 0.85, "clip_kernel": 1}},
+             "train_head": {"standardize": False, "fusion_weight": 0.85}},
 }
 
 # The top level used when there is no params.yaml (a pip-installed user in an empty folder); the
