@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from pipeline.config import TrainHeadConfig
 from pipeline.head.baselines import build_head
-from pipeline.head.train import cross_validate, fold_processes, make_folds, set_threads
+from pipeline.head.train import autocast, cross_validate, fold_processes, make_folds, set_threads
 from pipeline.precision import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -168,14 +168,19 @@ def stacked_step(cfg: TrainHeadConfig, dim: int, n_classes: int, k: int, compile
     return step, models, x, y
 
 
-def profile_step(dim: int, k: int, steps: int = 10) -> str:
+def profile_step(dim: int, k: int, steps: int = 10, precision: str = "fp32") -> str:
     """torch.profiler's table of `steps` batched steps (one thread), by operator and input shape: where a step
-    goes. The defaults are the demo's: two_stream_first on the detector body (2 x 384), 5 folds a process."""
+    goes. The defaults are the demo's: two_stream_first on the detector body (2 x 384), 5 folds a process;
+    `precision` bf16: under autocast, as train-head runs it (the weights' casts show as copy_ rows)."""
     from torch.profiler import ProfilerActivity, profile
 
     cfg = TrainHeadConfig(center="two_stream_first")
     torch.set_num_threads(1)
-    step, *_ = stacked_step(cfg, dim, 6, k)
+    plain, *_ = stacked_step(cfg, dim, 6, k)
+
+    def step() -> None:
+        with autocast(torch.device("cpu"), precision):
+            plain()
     for _ in range(3):
         step()
     start = time.perf_counter()
@@ -188,7 +193,7 @@ def profile_step(dim: int, k: int, steps: int = 10) -> str:
     table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15,
                                                                 max_name_column_width=24, max_shapes_column_width=60)
     gemm, adam = _floor_worker(cfg, dim, 6, 50)  # one fold's Q/K GEMMs (fwd + weight grad) and Adam, these shapes
-    return (f"{steps} steps of {k} folds, input {dim}, one thread: {ms:.1f} ms a step (not profiled); floor for "
+    return (f"{steps} steps of {k} folds, input {dim}, {precision}, one thread: {ms:.1f} ms a step (not profiled); floor for "
             f"{k} folds: Q/K GEMMs {1e3 * k * gemm:.1f} ms + Adam {1e3 * k * adam:.1f} ms\n{table}")
 
 
@@ -317,7 +322,7 @@ def main() -> None:
                     help="head input width instead of the size's own (e.g. 1928: ResNet-18's 512 + flow_hog's 452, "
                          "doubled by two_stream_first, what the lab family trains MMI on)")
     ap.add_argument("--epochs", type=int, default=120)
-    ap.add_argument("--naive-epochs", type=int, default=2)
+    ap.add_argument("--naive-epochs", type=int, default=2, help="at least 1: the table's baseline")
     ap.add_argument("--floor-steps", type=int, default=400, help="steps per process timed for the floor (0: skip)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--fold-workers", type=int, default=0, help="train_head.fold_workers (0: one process per core)")
@@ -336,6 +341,8 @@ def main() -> None:
     ap.add_argument("--profile-protocol", type=int, default=0, metavar="EPOCHS",
                     help="only print cProfile's table of train-head's loop for EPOCHS epochs of 5 folds, the demo's shapes")
     args = ap.parse_args()
+    if args.naive_epochs < 1:
+        ap.error("--naive-epochs must be at least 1: the naive loop is the table's baseline")
     if args.profile_protocol:
         print(profile_protocol(args.profile_protocol))
         return
@@ -343,7 +350,7 @@ def main() -> None:
         print(against(args.against, 1024, 5))
         return
     if args.profile_step:
-        print(profile_step(args.profile_step, 5))
+        print(profile_step(args.profile_step, 5, precision=args.precision))
         return
     # (videos, people, folds, classes, head input width); the head input is what train-head feeds the head
     size = "dfew" if args.dfew else "demo" if args.demo else "mmi"

@@ -115,18 +115,20 @@ class KeptRows(torch.autograd.Function):
                 out[f].index_add_(0, r, raw[f, r] @ w[f])
         ctx.mark_dirty(out)
         ctx.save_for_backward(raw)
-        ctx.rows = rows
+        ctx.rows, ctx.w_dtype = rows, w.dtype
         return out
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         (raw,) = ctx.saved_tensors
-        gw = g.new_empty(raw.shape[0], raw.shape[-1], g.shape[-1])
+        gw = g.new_empty(raw.shape[0], raw.shape[-1], g.shape[-1], dtype=ctx.w_dtype)
         for f, r in enumerate(ctx.rows):
-            if len(r):
-                torch.mm(raw[f, r].flatten(0, 1).t(), g[f, r].flatten(0, 1), out=gw[f])
-            else:
+            if not len(r):
                 gw[f].zero_()
+            elif g.dtype == gw.dtype:
+                torch.mm(raw[f, r].flatten(0, 1).t(), g[f, r].flatten(0, 1), out=gw[f])
+            else:  # bf16 autocast: the product in g's precision, as autograd takes `raw @ w`'s, W's gradient in W's
+                gw[f].copy_(raw[f, r].flatten(0, 1).to(g.dtype).t() @ g[f, r].flatten(0, 1))
         return g, None, gw, None
 
 

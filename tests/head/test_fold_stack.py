@@ -81,6 +81,20 @@ def test_a_fold_in_the_batch_equals_the_fold_trained_alone(kind, dropout, kernel
         np.testing.assert_allclose([e.train_loss for e in res.history], losses, rtol=1e-5)
 
 
+def test_bf16_autocast_trains_the_batched_head_with_raw_dropout():
+    """`train_head.precision: bf16` on the CPU: the kept-rows product (`KeptRows`) takes a bf16 gradient and returns
+    W's in fp32 (it raised a dtype error before), and training stays close to fp32's."""
+    feats, labels, subjects = small_cache()
+    folds = make_folds(labels, subjects, k=3, seed=0)
+    cfg = TrainHeadConfig(folds=3, epochs=2, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu", lr=1e-3,
+                          raw_dropout=0.5, center="two_stream_first", identity_rank=4, fusion="none")
+    fp32 = cross_validate(cfg, feats, labels, folds, 3, subjects=subjects)
+    bf16 = cross_validate(dataclasses.replace(cfg, precision="bf16"), feats, labels, folds, 3, subjects=subjects)
+    for a, b in zip(fp32, bf16):
+        assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in b.state_dict.values())
+        np.testing.assert_allclose([e.train_loss for e in b.history], [e.train_loss for e in a.history], rtol=0.05)
+
+
 def test_fold_groups_give_the_same_folds():
     """`fold_batch` only bounds memory: folds trained two at a time equal folds trained all together."""
     feats, labels, subjects = small_cache()
