@@ -23,6 +23,8 @@ CENTERS = ("none", "video_median", "first_frames", "two_stream", "two_stream_fir
 DEVICES = ("auto", "cpu", "cuda")
 FUSIONS = ("none", "probe")
 """train_head.fusion: what a video's class probabilities are made of (pipeline/head/fusion.py)."""
+RICH_CLIPS = ("head", "probe")
+"""train_head.rich_clip: which map the emotion-rich clip is read from (pipeline/head/fusion.py)."""
 
 # Overrides shared by a kind of dataset, applied under a dataset's own `overrides:`. Each family's values
 # are its best worst case across rigs, flavours and people counts for the clips it holds
@@ -381,6 +383,12 @@ class TrainHeadConfig:
     """`fusion: probe`: the probe's share of the mix, (1 - w) head + w probe. 0.5 (the mean) has the best worst case
     for clips of either kind; held expressions, where the probe reads better, take more of it (the wild family;
     bench/results/fusion_weight.md). A fixed rule per family, never fitted to the folds it is scored on."""
+    rich_clip: str = "probe"
+    """Which map the emotion-rich clip (eq. 6) is read from: `head`, the head's activation map (the paper), or `probe`,
+    where in the video the fused probe finds the predicted class (its logit on each test clip's pooled input,
+    pipeline/head/fusion.py), with `fusion: probe` only (without a probe the head's map is read). The probe's has
+    the better worst case of strict apex localisation over the transient sources (bench/results/rich_clip.md); it
+    changes no class probability. A departure from the paper (docs/head.md)."""
     features: str = "frozen"
     """`frozen` (the extract cache) or `finetuned`: fold k trains on `features/finetuned/fold-k/`, written by
     `pipeline run finetune` with a backbone adapted on fold k's training videos only (docs/finetune.md)."""
@@ -398,6 +406,8 @@ class TrainHeadConfig:
             p.append(f"{key}.test_windows: must be fixed or all, got {self.test_windows!r}")
         if self.fusion not in FUSIONS:
             p.append(f"{key}.fusion: must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.rich_clip not in RICH_CLIPS:
+            p.append(f"{key}.rich_clip: must be one of {', '.join(RICH_CLIPS)}, got {self.rich_clip!r}")
         if not 0.0 <= self.fusion_weight <= 1.0:
             p.append(f"{key}.fusion_weight: the probe's share must be within [0, 1], got {self.fusion_weight!r}")
         if self.epoch_select not in ("fixed", "inner"):

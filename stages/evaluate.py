@@ -29,9 +29,10 @@ from pipeline.runner import Outcome, scoped
 
 
 
-def activation_examples(data: TrainingData, rows, clip_scores, rich_clip, pred, cfg: Config, n: int
-                        ) -> list[ActivationExample]:
-    """The first `n` videos (by id) with their predicted class's clip scores over original frames."""
+def activation_examples(data: TrainingData, rows, clip_scores, rich_clip, pred, cfg: Config, n: int,
+                        rich_map=None) -> list[ActivationExample]:
+    """The first `n` videos (by id) with their predicted class's clip scores over original frames, and the map the
+    emotion-rich clip was read from (`rich_map`) where that is not the head's (`train_head.rich_clip: probe`)."""
     th, cache, names = cfg.train_head, data.cache, data.class_names
     sampler = ClipSampler.from_config(th, cache.frame_index.shape[1])
     order = sorted(range(len(rows)), key=lambda j: cache.video_id[rows[j]])[:n]
@@ -40,7 +41,8 @@ def activation_examples(data: TrainingData, rows, clip_scores, rich_clip, pred, 
         row = rows[j]
         spans = [tuple(int(cache.frame_index[row, p]) for p in sampler.clip_span(c)) for c in range(th.n_clips)]
         out.append(ActivationExample(cache.video_id[row], names[cache.label[row]], names[pred[j]], spans,
-                                     clip_scores[j, pred[j]], int(rich_clip[j]), data.apex[row]))
+                                     clip_scores[j, pred[j]], int(rich_clip[j]), data.apex[row],
+                                     None if rich_map is None else rich_map[j, pred[j]]))
     return out
 
 
@@ -113,7 +115,8 @@ def evaluation_data(cfg: Config, dataset: str, head_cfg) -> TrainingData:
 def _fold_outputs(heads: list, data: TrainingData, dataset: str, lay) -> dict[str, np.ndarray]:
     """Re-run every fold checkpoint on its own test videos (and its own features): embeddings and clip maps."""
     row_of = {v: i for i, v in enumerate(data.cache.video_id)}
-    parts: dict[str, list] = {"rows": [], "probs": [], "rich_clip": [], "clip_scores": [], "embedding": []}
+    parts: dict[str, list] = {"rows": [], "probs": [], "rich_clip": [], "clip_scores": [], "embedding": [],
+                              "rich_map": []}
     for head in heads:
         feats = _head_features(head, data, dataset, lay)
         missing = [v for v in head.test_video_ids if v not in row_of]
@@ -125,7 +128,7 @@ def _fold_outputs(heads: list, data: TrainingData, dataset: str, lay) -> dict[st
         with autocast(torch.device("cpu"), head.config.precision):
             out = predict(head.model, feats, rows, sampler)
         parts["rows"].append(rows.numpy())
-        for k in ("probs", "rich_clip", "clip_scores", "embedding"):
+        for k in ("probs", "rich_clip", "clip_scores", "embedding", "rich_map"):
             parts[k].append(out[k].numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -252,7 +255,8 @@ def work(cfg: Config, dataset: str, *, sig: str, force: bool = False) -> Outcome
     fo_pred = fo["probs"].argmax(1)
     plot_activation_maps(res.activation_maps,
                          activation_examples(data, fo["rows"], fo["clip_scores"], fo["rich_clip"], fo_pred, cfg,
-                                             cfg.evaluate.n_activation_examples))
+                                             cfg.evaluate.n_activation_examples,
+                                             None if np.array_equal(fo["rich_map"], fo["clip_scores"]) else fo["rich_map"]))
     written = [p.name for p in (res.report, res.confusion, res.activation_maps, res.tsne)]
     # Always a tsne.png (a declared output): with evaluate.tsne off, one that says so, never a stale one.
     plot_tsne(res.tsne, fo["embedding"] if cfg.evaluate.tsne else None, data.cache.label[fo["rows"]], classes,

@@ -36,7 +36,7 @@ class Prediction:
     rich_clip: int
     frame_range: tuple[int, int]
     time_range_s: tuple[float, float]
-    clip_scores: list[list[float]]  # (C, n_clips) for the predicted class and others
+    clip_scores: list[list[float]]  # (C, n_clips) the map rich_clip is read from (softmax over clips), every class
     clip_frames: list[tuple[int, int]]  # each clip's original frame range
     figure: str
     fps: float
@@ -153,9 +153,11 @@ class Predictor:
                                      self.sampler))
         per_head = torch.stack([o["probs"][0] for o in outs]).cpu().numpy()  # (heads, C)
         probs = per_head.mean(0)
-        scores = torch.stack([o["clip_scores"][0] for o in outs]).mean(0).cpu().numpy()  # (C, n)
+        # (C, n) the map the emotion-rich clip is read from (train_head.rich_clip: the head's eq. 5, or the probe's)
+        maps = torch.stack([o["rich_map"][0] for o in outs]).mean(0).cpu()
+        scores = maps.numpy()
         c = int(probs.argmax())
-        rich = int(rich_clips(torch.from_numpy(scores)[None], torch.from_numpy(probs)[None])[0])  # of class c's map
+        rich = int(rich_clips(maps[None], torch.from_numpy(probs)[None])[0])  # of class c's map
         clip_frames, mids = [], []
         for k in range(self.sampler.n_clips):
             a, b = (int(v) for v in self.sampler.clip_span(torch.tensor(k)))  # cached positions
@@ -163,7 +165,7 @@ class Predictor:
             mids.append((a + b) // 2)
         fr = clip_frames[rich]
         plot_prediction(fig, video.name, scores, self.class_names, c, probs, clip_frames, crops[mids], info.fps,
-                        chance_note(probs, per_head, self.class_names))
+                        chance_note(probs, per_head, self.class_names), rich)
         return Prediction(str(video), self.class_names[c], {n: round(float(p), 4) for n, p in zip(self.class_names, probs)},
                           rich, fr, (round(fr[0] / info.fps, 3), round((fr[1] + 1) / info.fps, 3)),
                           scores.round(4).tolist(), clip_frames, str(fig), info.fps)
@@ -242,10 +244,11 @@ def chance_note(probs: np.ndarray, per_head: np.ndarray, classes: list[str]) -> 
 
 
 def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[str], c: int, probs: np.ndarray,
-                    clip_frames: list[tuple[int, int]], thumbs: np.ndarray, fps: float, note: str | None = None):
+                    clip_frames: list[tuple[int, int]], thumbs: np.ndarray, fps: float, note: str | None, rich: int):
     """Clip scores of every class over time on a fixed [0, 1] axis (auto-scaling made flat scores look
-    like swings), the emotion-rich clip shaded, one thumbnail per clip, `note` (`chance_note`) over the
-    plot. Returns the (closed) figure, whose artists tests read."""
+    like swings), the emotion-rich clip `rich` shaded (`rich_clips`' choice, read from `train_head.rich_clip`'s map),
+    one thumbnail per clip, `note` (`chance_note`) over the plot. Returns the (closed) figure, whose artists tests
+    read."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,7 +261,6 @@ def plot_prediction(path: Path, title: str, scores: np.ndarray, classes: list[st
     for k, name in enumerate(classes):
         ax.plot(centres, scores[k], marker="o", lw=2.5 if k == c else 1, alpha=1 if k == c else 0.5,
                 label=f"{name} {100 * probs[k]:.0f}%")
-    rich = int(scores[c].argmax())
     a, b = clip_frames[rich]
     ax.axvspan(a / fps, (b + 1) / fps, color="orange", alpha=0.25, label="emotion-rich clip")
     ax.set_xlabel("time (s)")

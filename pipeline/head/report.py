@@ -122,21 +122,29 @@ class ActivationExample:
     scores: np.ndarray  # (n_clips,) the predicted class's clip attention (eq. 5)
     rich_clip: int
     apex: tuple[int, int] | None
+    located: np.ndarray | None = None
+    """(n_clips,) the map the emotion-rich clip was read from, where it is not the head's (`train_head.rich_clip:
+    probe`: the fused probe's, pipeline/head/fusion.py)."""
 
 
 def plot_activation_maps(path: Path, examples: Sequence[ActivationExample]) -> None:
-    """Clip scores over time per video: where the head thinks the expression is, against the apex."""
+    """Clip scores over time per video: where the head (and, reading the rich clip, the probe) thinks the expression
+    is, against the apex."""
     plt = _plt()
     n = max(len(examples), 1)
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.0 * n + 0.5), squeeze=False)
     for ax, ex in zip(axes[:, 0], examples):
         centres = [(a + b) / 2 for a, b in ex.clip_frames]
-        ax.plot(centres, ex.scores, "o-", color="tab:blue")
+        ax.plot(centres, ex.scores, "o-", color="tab:blue", label="head (eq. 5)")
+        top = float(ex.scores.max())
+        if ex.located is not None:
+            ax.plot(centres, ex.located, "s--", color="tab:purple", label="probe (reads the rich clip)")
+            top = max(top, float(ex.located.max()))
         a, b = ex.clip_frames[ex.rich_clip]
         ax.axvspan(a, b, color="tab:orange", alpha=0.3, label="emotion-rich clip (P_e)")
         if ex.apex is not None:
             ax.axvspan(ex.apex[0], ex.apex[1], color="tab:green", alpha=0.25, label="annotated apex")
-        ax.set_ylim(0, max(1e-3, float(ex.scores.max())) * 1.15)
+        ax.set_ylim(0, max(1e-3, top) * 1.15)
         ax.set_ylabel("clip score")
         ax.set_title(f"{ex.video_id}: true {ex.true}, predicted {ex.predicted}", fontsize=9)
         ax.legend(fontsize=7, loc="upper right")

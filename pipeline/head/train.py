@@ -26,7 +26,7 @@ from tqdm import tqdm
 from pipeline.config import TrainHeadConfig
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.head.baselines import build_head
-from pipeline.head.fusion import ProbeFusion, fuse, pooled_input, rich_clips
+from pipeline.head.fusion import ProbeFusion, fuse, pooled_input, rich_clip_map, rich_clips
 from pipeline.head.inputs import input_dim
 from pipeline.head.report import war_uar
 from pipeline.head.sanity import linear_probe
@@ -201,14 +201,16 @@ def predict_folds(stack: CEFLNetStack | ModuleStack, features: Sequence[torch.Te
 
 def predict(model: nn.Module, features: torch.Tensor, rows: torch.Tensor, sampler: ClipSampler,
             chunk: int = 512) -> dict[str, torch.Tensor]:
-    """Test-time forward of cache rows through one head (`predict_folds`); probs, rich_clip, clip_scores, embedding.
-    A checkpoint trained with `fusion: probe` carries its probe (`model.fusion`): probs are then the fused ones,
-    as train-head scored them."""
+    """Test-time forward of cache rows through one head (`predict_folds`); probs, rich_clip, clip_scores, embedding,
+    and rich_map: the map the rich clip was read from (`rich_clip_map`). A checkpoint trained with `fusion: probe`
+    carries its probe (`model.fusion`): probs are then the fused ones, as train-head scored them."""
     out = predict_folds(ModuleStack([model]), [features], [rows], sampler, chunk)[0]
+    out["rich_map"] = out["clip_scores"]
     fusion = getattr(model, "fusion", None)
     if fusion is not None:
         out["probs"] = fuse(out["probs"], fusion(pooled_input(model, features, rows)), fusion.share)
-        out["rich_clip"] = rich_clips(out["clip_scores"], out["probs"])
+        out["rich_map"] = rich_clip_map(model, fusion, out["clip_scores"], features, rows, sampler)
+        out["rich_clip"] = rich_clips(out["rich_map"], out["probs"])
     return out
 
 
@@ -423,9 +425,11 @@ def train_folds(cfg: TrainHeadConfig, folds: Sequence[Fold], features: Sequence[
         pooled = pooled_input(run.model, run.features).cpu()  # (N, D): the input the probe reads
         if cfg.fusion == "probe":
             fusion = ProbeFusion.fit(pooled[run.fold.train].numpy(), labels[run.fold.train], n_classes, cfg.seed,
-                                     share=cfg.fusion_weight)
+                                     share=cfg.fusion_weight, locates=cfg.rich_clip == "probe")
             res.probs = fuse(torch.from_numpy(res.probs), fusion(pooled[run.fold.test]), fusion.share).numpy()
-            res.rich_clip = rich_clips(torch.from_numpy(res.clip_scores), torch.from_numpy(res.probs)).numpy()
+            maps = rich_clip_map(run.model, fusion, torch.from_numpy(res.clip_scores),
+                                 run.features, torch.as_tensor(run.fold.test), sampler)
+            res.rich_clip = rich_clips(maps, torch.from_numpy(res.probs)).numpy()
             res.state_dict = {**res.state_dict, **{f"fusion.{k}": v for k, v in fusion.state_dict().items()}}
         if probe:
             res.probe = linear_probe(pooled[:, None].numpy(), labels, run.fold.train, run.fold.test, cfg.seed)[:2]
@@ -589,7 +593,7 @@ def checkpoint_module(cfg: TrainHeadConfig, width: int, n_classes: int, kind: st
     the fitted probe's buffers (`fusion.*`, which `predict` then applies)."""
     model = build_head(cfg, width, n_classes, kind)
     if cfg.fusion == "probe":
-        model.fusion = ProbeFusion(width, n_classes, share=cfg.fusion_weight)
+        model.fusion = ProbeFusion(width, n_classes, share=cfg.fusion_weight, locates=cfg.rich_clip == "probe")
     return model
 
 
@@ -603,6 +607,7 @@ def load_head(path: Path, device: str | torch.device = "cpu") -> LoadedHead:
     raw.setdefault("test_windows", "fixed")  # and scored on the one test window
     raw.setdefault("fusion", "none")  # and by the head alone
     raw.setdefault("fusion_weight", 0.5)  # or, fused, by the plain mean
+    raw.setdefault("rich_clip", "head")  # and their emotion-rich clip read from the head's map
     cfg = TrainHeadConfig(**{k: v for k, v in raw.items() if k in known})
     # in_dim is the backbone's feature width; the head's input may be wider (two_stream)
     model = checkpoint_module(cfg, input_dim(cfg.center, ck["in_dim"]), len(ck["class_names"]), ck["kind"]).to(device)

@@ -4,8 +4,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 from pipeline.commands.predict import CHANCE_MARGIN, chance_note, plot_prediction
+from pipeline.head.fusion import rich_clips
 from pipeline.head.report import TSNE_MIN_VIDEOS, plot_training_curves, plot_tsne
 
 CLASSES = ["happiness", "sadness"]
@@ -16,8 +18,9 @@ def _predict_fig(tmp_path, probs, per_head, scores):
     clips = [(10 * k, 10 * k + 9) for k in range(n)]
     thumbs = np.full((n, 8, 8, 3), 128, np.uint8)
     note = chance_note(probs, per_head, CLASSES)
+    rich = int(rich_clips(torch.from_numpy(scores)[None], torch.from_numpy(probs)[None])[0])
     fig = plot_prediction(tmp_path / "v_clips.png", "v.mp4", scores, CLASSES, int(probs.argmax()), probs, clips,
-                          thumbs, 25.0, note)
+                          thumbs, 25.0, note, rich)
     assert (tmp_path / "v_clips.png").stat().st_size > 0
     return fig, fig.axes[0]
 

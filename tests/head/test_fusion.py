@@ -9,6 +9,7 @@ import torch
 
 from pipeline.config import TrainHeadConfig
 from pipeline.head.fusion import ProbeFusion
+from pipeline.head.inputs import per_video
 from pipeline.head.sanity import fit_probe, linear_probe
 from pipeline.head.train import cross_validate, make_folds
 from tests.head.test_fold_stack import small_cache
@@ -114,7 +115,8 @@ def test_the_probe_share_is_checked():
 
 def test_the_rich_clip_is_read_from_the_map_of_the_class_finally_given(tmp_path):
     """Eq. 6's emotion-rich clip is the clip the predicted class's map rates highest; with fusion the predicted class
-    is the fused one. train-head's results, a reloaded checkpoint's `predict` and `rich_clips` agree on it."""
+    is the fused one. train-head's results, a reloaded checkpoint's `predict` and `rich_clips` agree on it (the
+    head's map: `rich_clip: head`, the paper's)."""
     from pipeline.head.fusion import rich_clips
     from pipeline.head.sampling import ClipSampler
     from pipeline.head.train import load_head, predict, save_head
@@ -126,7 +128,7 @@ def test_the_rich_clip_is_read_from_the_map_of_the_class_finally_given(tmp_path)
     feats, labels, subjects = small_cache()
     folds = make_folds(labels, subjects, k=3, seed=0)
     cfg = TrainHeadConfig(folds=3, epochs=2, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu",
-                          center="two_stream_first", identity_rank=2, fusion="probe", fusion_weight=0.9)
+                          center="two_stream_first", identity_rank=2, fusion="probe", fusion_weight=0.9, rich_clip="head")
     results = cross_validate(cfg, feats, labels, folds, 3, subjects=subjects)
     alone = cross_validate(dataclasses.replace(cfg, fusion="none"), feats, labels, folds, 3, subjects=subjects)
     moved = 0
@@ -144,3 +146,66 @@ def test_the_rich_clip_is_read_from_the_map_of_the_class_finally_given(tmp_path)
     out = predict(loaded.model, torch.from_numpy(feats), torch.as_tensor(fold.test),
                   ClipSampler.from_config(loaded.config, feats.shape[1]))
     assert out["rich_clip"].tolist() == res.rich_clip.tolist()
+
+
+def episodes(n: int = 48, dim: int = 12, classes: int = 3, seed: int = 0):
+    """Transient videos: each person's own face on every frame, class c's direction added over one 15-frame episode
+    whose start varies from video to video (inside the test window, frames 15-89). Returns the two_stream_first
+    head input, labels, subjects and each video's episode start."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    subjects = np.array([f"S{i % 8}" for i in range(n)])
+    faces = {s: 2.0 * rng.standard_normal(dim) for s in np.unique(subjects)}
+    x = np.stack([faces[s] + 0.3 * rng.standard_normal((105, dim)) for s in subjects])
+    start = rng.integers(15, 76, n)
+    for i in range(n):
+        x[i, start[i]:start[i] + 15] += 3.0 * np.eye(classes, dim)[y[i]]
+    return per_video(x.astype(np.float16), "two_stream_first"), y, subjects, start
+
+
+def test_the_probe_locates_the_episode_and_changes_no_probability(tmp_path):
+    """`rich_clip: probe`: the emotion-rich clip is the test clip on whose frames the fused probe finds the
+    predicted class most (its logit on each clip's pooled input, by hand here from the saved buffers), it lies on
+    the episode, a reloaded checkpoint picks the same clips, and the class probabilities are `rich_clip: head`'s."""
+    from pipeline.head.sampling import ClipSampler
+    from pipeline.head.sanity import ClipSpans, localisation
+    from pipeline.head.train import load_head, predict, save_head
+
+    feats, labels, subjects, start = episodes()
+    folds = make_folds(labels, subjects, k=4, seed=0)
+    cfg = TrainHeadConfig(folds=4, epochs=2, batch_size=4, hidden=16, threads=1, fold_workers=1, device="cpu",
+                          center="two_stream_first", identity_rank=2, fusion="probe", rich_clip="probe")
+    results = cross_validate(cfg, feats, labels, folds, 3, subjects=subjects)
+    heads = cross_validate(dataclasses.replace(cfg, rich_clip="head"), feats, labels, folds, 3, subjects=subjects)
+    spans = ClipSpans.of(cfg.n_clips, cfg.test_offset, cfg.clip_stride, cfg.clip_len)
+    chosen, apex, frames, right = [], [], [], []
+    for res, head, fold in zip(results, heads, folds):
+        np.testing.assert_array_equal(res.probs, head.probs)
+        path = tmp_path / f"fold-{fold.index}.pt"
+        save_head(path, res.state_dict, cfg, kind="ceflnet", in_dim=feats.shape[-1] // 2,
+                  class_names=["a", "b", "c"], fold=fold.index, test_video_ids=[], provenance={})
+        loaded = load_head(path)
+        x = loaded.model.input(torch.from_numpy(feats[fold.test]).float()).detach().numpy()  # (n, T, D)
+        fb = {k: v.numpy() for k, v in loaded.model.fusion.state_dict().items()}
+        clip_means = np.stack([x[:, a:b + 1].mean(1) for a, b in zip(spans.start, spans.end)], 1)  # (n, clips, D)
+        z = ((clip_means - fb["mean"]) / fb["scale"]) @ fb["weight"].T + fb["bias"]  # (n, clips, C)
+        want = z[np.arange(len(fold.test)), :, res.probs.argmax(1)].argmax(1)
+        assert res.rich_clip.tolist() == want.tolist()
+        out = predict(loaded.model, torch.from_numpy(feats), torch.as_tensor(fold.test),
+                      ClipSampler.from_config(loaded.config, feats.shape[1]))
+        assert out["rich_clip"].tolist() == res.rich_clip.tolist()
+        np.testing.assert_allclose(out["probs"].numpy(), res.probs, atol=1e-5)
+        chosen += res.rich_clip.tolist()
+        right += (res.probs.argmax(1) == labels[fold.test]).tolist()
+        apex += [(int(s), int(s) + 14) for s in start[fold.test]]
+        frames.append(np.tile(np.arange(105), (len(fold.test), 1)))
+    right = np.array(right)  # a wrong class's map has no reason to point at the episode
+    assert right.mean() > 0.8
+    loc = localisation(np.concatenate(frames)[right], [a for a, r in zip(apex, right) if r], np.array(chosen)[right],
+                       spans)
+    assert loc["overlap"] == 100.0 and loc["strict"] >= 90.0 > loc["random_strict"] + 40, loc
+
+
+def test_the_rich_clip_map_is_checked():
+    assert any("rich_clip" in p for p in TrainHeadConfig(rich_clip="fused").check("train_head"))
+    assert not TrainHeadConfig(rich_clip="head").check("train_head")
