@@ -12,8 +12,8 @@ weight, bench/results/fusion_weight.md). The emotion-rich clip is read from the 
 given (`rich_clips`), as eq. 6 reads it for the head's own prediction; which map (`train_head.rich_clip`): the head's
 activation map (the paper), or where in the video the probe finds that class (`probe_clip_map`: the probe on each test
 clip's pooled input). On the transient sources measured the probe's map finds the apex 8-18 points more often on
-every `au` column, where the head's falls below a centre-clip guess, and within two videos of it or better on the
-`tps` ones (bench/results/rich_clip.md). Another departure from the paper (docs/head.md).
+every `au` column with 6 training people, where the head's falls below a centre-clip guess (+0.9 with 15), and within
+two videos of it or better on the `tps` ones (bench/results/rich_clip.md). A departure from the paper (docs/head.md).
 
 The fitted probe lives in torch buffers (`ProbeFusion`), so a fold checkpoint carries it and
 `evaluate` and `predict` apply exactly what train-head scored.
