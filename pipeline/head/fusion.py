@@ -67,9 +67,7 @@ class ProbeFusion(nn.Module):
 def pooled_input(model: nn.Module, features: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """(N, D) the head's fitted input (`model.input`, no dropout) of cache rows, mean over every cached frame."""
     rows = torch.arange(len(features), device=features.device) if rows is None else rows
-    parts = [model.input(features[rows[s:s + POOL_CHUNK]].float()).mean(dim=1)
-             for s in range(0, len(rows), POOL_CHUNK)]
-    return torch.cat(parts) if parts else features.new_zeros((0, features.shape[-1]), dtype=torch.float32)
+    return clip_pooled_input(model, features, rows, [0], features.shape[1])[:, 0]  # one clip: every frame
 
 
 @torch.no_grad()
